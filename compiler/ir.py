@@ -1,0 +1,258 @@
+"""The IR: a networkx graph whose nodes are frozen pydantic models with a ``kind`` and a span.
+
+Node kinds (closed set):
+  settings    — one per spec: model, head and train settings, the resolved architecture facts
+  instance    — a declared module instance (method, parameters, gate, targets as written)
+  point       — a base-model point, per layer when a model is known (``layers[3].ffn.output``)
+  attachment  — one instance attached at one point of one layer (what the rewrite applies)
+  gate        — the gate of one attachment, with an edge from its source point
+
+Edges carry a ``role``: ``flow`` (point → next point), ``input`` (point → attachment),
+``output`` (attachment → point it writes), ``source`` (point → gate), ``scales`` (gate →
+attachment), ``instance`` (instance → attachment).
+
+Only this module touches networkx node/edge dicts; everything else uses ``IR`` methods.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Iterator, Literal, Union
+
+import networkx as nx
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+
+class SpanModel(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    file: str
+    line: int
+    col: int
+    end_line: int | None = None
+    end_col: int | None = None
+
+    @classmethod
+    def of(cls, span) -> "SpanModel | None":
+        if span is None:
+            return None
+        return cls(file=span.file, line=span.line, col=span.col, end_line=span.end_line, end_col=span.end_col)
+
+    def to_span(self):
+        from peltc.errors import Span
+        return Span(self.file, self.line, self.col, self.end_line, self.end_col)
+
+
+class GateSpec(BaseModel):
+    """How an attachment is gated.
+
+    none    — no gate (g = 1; LoRA uses alpha / rank)
+    sigmoid — per example: g = pool_tokens(sigmoid(Linear(H, 1)(source)))
+    scalar  — one learned scalar per attachment: g = sigmoid(w), w initialised to ``value`` (0)
+    const   — a fixed constant ``value``
+    """
+
+    model_config = ConfigDict(frozen=True)
+    kind: Literal["none", "sigmoid", "scalar", "const"] = "none"
+    source: str | None = None       # canonical layer point ("input", "attention.output", "ffn.output")
+    pool: Literal["masked_mean", "mean_unmasked", "first"] = "masked_mean"
+    value: float | None = None
+
+    def text(self) -> str:
+        if self.kind == "none":
+            return "none"
+        if self.kind == "sigmoid":
+            src = "layer.input" if self.source == "input" else self.source
+            return f"sigmoid({src})" if self.pool == "masked_mean" else f"sigmoid({src}, pool={self.pool})"
+        if self.kind == "scalar":
+            return "scalar" if not self.value else f"scalar(init={self.value:g})"
+        return f"const({self.value:g})"
+
+
+class TargetSpec(BaseModel):
+    """One target as written, after set expansion: a selector (None for global points) and a point."""
+
+    model_config = ConfigDict(frozen=True)
+    selector: str | None            # canonical selector text, e.g. "*", "0..5", "-4..", "0..11 by 2"
+    items: tuple[tuple[int | None, int | None, int], ...] = ()   # (start, stop incl., step); None = open
+    point: str                      # canonical point ("ffn.output", "layer", "embeddings", "all", ...)
+    span: SpanModel | None = None
+
+
+class OverrideSpec(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    selector: str
+    items: tuple[tuple[int | None, int | None, int], ...]
+    params: dict[str, Any]
+    gate: GateSpec | None = None
+    span: SpanModel | None = None
+
+
+class _Node(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    id: str
+    span: SpanModel | None = None
+
+
+class SettingsNode(_Node):
+    kind: Literal["settings"] = "settings"
+    model: str | None = None
+    head: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict)
+    family: str | None = None
+    dims: dict[str, int] = Field(default_factory=dict)   # hidden, layers, heads, intermediate, embedding
+    base_params: int | None = None
+    model_source: str | None = None
+    spec_hash: str | None = None
+
+
+class InstanceNode(_Node):
+    kind: Literal["instance"] = "instance"
+    name: str
+    method: str
+    params: dict[str, Any]
+    gate: GateSpec = GateSpec()
+    targets: tuple[TargetSpec, ...] = ()
+    overrides: tuple[OverrideSpec, ...] = ()
+    file: str | None = None
+    order: int = 0                  # declaration order (decides order of sequential modules)
+
+
+class PointNode(_Node):
+    kind: Literal["point"] = "point"
+    layer: int | None               # None for global points
+    point: str
+    module_path: str | None = None  # resolved with a model
+
+
+class AttachmentNode(_Node):
+    kind: Literal["attachment"] = "attachment"
+    instance: str
+    method: str
+    layer: int | None
+    point: str
+    params: dict[str, Any]          # effective (defaults + per-layer overrides)
+    gate: GateSpec = GateSpec()
+    placement: Literal["sequential", "parallel"] = "sequential"
+    order: int = 0                  # position among the modules sharing this point
+    trainable: int | None = None    # parameters trained (prefix: incl. its share of the MLP; gate included)
+    saved: int | None = None        # parameters kept after training (prefix: folded)
+    gate_params: int | None = None
+    module_path: str | None = None  # resolved with a model (relative to the task model)
+
+
+class GateNode(_Node):
+    kind: Literal["gate"] = "gate"
+    attachment: str
+    instance: str
+    layer: int | None
+    gate: GateSpec
+    params: int = 0
+
+
+Node = Annotated[Union[SettingsNode, InstanceNode, PointNode, AttachmentNode, GateNode], Field(discriminator="kind")]
+_NODE = TypeAdapter(Node)
+
+
+def point_id(layer: int | None, point: str) -> str:
+    return f"pt:{point}" if layer is None else f"pt:L{layer}:{point}"
+
+
+def attachment_id(instance: str, layer: int | None, point: str) -> str:
+    return f"att:{instance}:{'*' if layer is None else layer}:{point}"
+
+
+class IR:
+    """A thin typed wrapper over ``networkx.DiGraph``."""
+
+    def __init__(self, graph: nx.DiGraph | None = None):
+        self.graph = graph if graph is not None else nx.DiGraph()
+
+    # --- nodes ------------------------------------------------------------------------------
+    def add(self, node: _Node) -> _Node:
+        self.graph.add_node(node.id, node=node)
+        return node
+
+    def replace(self, node: _Node) -> None:
+        assert node.id in self.graph, node.id
+        self.graph.nodes[node.id]["node"] = node
+
+    def remove(self, node_id: str) -> None:
+        self.graph.remove_node(node_id)
+
+    def get(self, node_id: str) -> _Node:
+        return self.graph.nodes[node_id]["node"]
+
+    def __contains__(self, node_id: str) -> bool:
+        return node_id in self.graph
+
+    def nodes(self, kind: str | None = None) -> Iterator[Any]:
+        for _, data in self.graph.nodes(data=True):
+            n = data["node"]
+            if kind is None or n.kind == kind:
+                yield n
+
+    def connect(self, src: str, dst: str, role: str) -> None:
+        self.graph.add_edge(src, dst, role=role)
+
+    def edges(self, role: str | None = None) -> Iterator[tuple[str, str, str]]:
+        for s, d, data in self.graph.edges(data=True):
+            if role is None or data["role"] == role:
+                yield s, d, data["role"]
+
+    def successors(self, node_id: str, role: str | None = None) -> list[Any]:
+        return [self.get(d) for d in self.graph.successors(node_id)
+                if role is None or self.graph.edges[node_id, d]["role"] == role]
+
+    def predecessors(self, node_id: str, role: str | None = None) -> list[Any]:
+        return [self.get(s) for s in self.graph.predecessors(node_id)
+                if role is None or self.graph.edges[s, node_id]["role"] == role]
+
+    # --- typed views ------------------------------------------------------------------------
+    @property
+    def settings(self) -> SettingsNode:
+        return self.get("settings")
+
+    def instances(self) -> list[InstanceNode]:
+        return sorted(self.nodes("instance"), key=lambda n: n.order)
+
+    def instance(self, name: str) -> InstanceNode:
+        return self.get(f"inst:{name}")
+
+    def attachments(self, instance: str | None = None) -> list[AttachmentNode]:
+        """Attachments in application order: by layer, point order, then ``order``."""
+        from peltc.compiler.schema import POINT_ORDER
+        atts = [a for a in self.nodes("attachment") if instance is None or a.instance == instance]
+        return sorted(atts, key=lambda a: (-1 if a.layer is None else a.layer,
+                                           POINT_ORDER.get(a.point, 99), a.point, a.order))
+
+    def gate_of(self, attachment_id: str) -> GateNode | None:
+        gates = self.predecessors(attachment_id, "scales")
+        return gates[0] if gates else None
+
+    # --- serialisation ----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "nodes": [n.model_dump(mode="json") for n in self.nodes()],
+            "edges": [{"src": s, "dst": d, "role": r} for s, d, r in self.edges()],
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "IR":
+        ir = cls()
+        for nd in data["nodes"]:
+            ir.add(_NODE.validate_python(nd))
+        for e in data["edges"]:
+            ir.connect(e["src"], e["dst"], e["role"])
+        return ir
+
+    @classmethod
+    def from_json(cls, text: str) -> "IR":
+        return cls.from_dict(json.loads(text))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, IR) and self.to_dict()["nodes"] == other.to_dict()["nodes"] and \
+            sorted(self.edges()) == sorted(other.edges())

@@ -1,0 +1,136 @@
+"""The language's vocabulary as data: methods, their typed parameters and defaults, the canonical
+insertion points, where each method may attach, gate kinds and gate sources.
+
+Everything that checks or documents the language reads these tables; nothing here executes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# --- canonical insertion points ---------------------------------------------------------------
+# Per-layer points, in data-flow order inside one transformer layer. The order decides whether a
+# gate's source is available before the module it gates.
+LAYER_POINTS: dict[str, str] = {
+    "input": "value",               # h_in, the layer input
+    "attention": "block",           # the self-attention block (prefix-tuning attaches here)
+    "attention.query": "linear",
+    "attention.key": "linear",
+    "attention.value": "linear",
+    "attention.out": "linear",      # the attention output projection
+    "attention.output": "value",    # the attention sub-layer output (after its LayerNorm)
+    "ffn": "block",                 # the feed-forward block
+    "ffn.up": "linear",
+    "ffn.down": "linear",
+    "ffn.output": "value",          # the feed-forward sub-layer output h_FN (after its LayerNorm)
+}
+POINT_ORDER: dict[str, int] = {
+    "input": 0, "attention": 1, "attention.query": 1, "attention.key": 1, "attention.value": 1,
+    "attention.out": 2, "attention.output": 3, "ffn": 4, "ffn.up": 4, "ffn.down": 5, "ffn.output": 6,
+}
+# Whole-model points (no layer selector).
+GLOBAL_POINTS: dict[str, str] = {
+    "embeddings": "block",
+    "head": "block",   # the model's pooler (frozen base part of the head)
+    "all": "block",    # every base module (bitfit: every bias; finetune: every weight)
+}
+# A bare `layers[i]` target means the whole layer.
+WHOLE_LAYER = "layer"
+
+# Gate sources are hidden-state values of the same layer; written `layer.input`, `attention.output`,
+# `ffn.output` (`layer.input` is the canonical `layers[i].input`).
+GATE_SOURCES: dict[str, str] = {
+    "layer.input": "input",
+    "attention.output": "attention.output",
+    "ffn.output": "ffn.output",
+}
+GATE_KINDS = ("none", "sigmoid", "scalar", "const")
+POOLS = ("masked_mean", "mean_unmasked", "first")
+PLACEMENTS = ("sequential", "parallel")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    type: str                 # "int" | "float" | "choice" | "int_or_none" | "bool"
+    default: Any
+    doc: str
+    min: float | None = None  # inclusive
+    max: float | None = None  # exclusive when ``max_exclusive``
+    max_exclusive: bool = False
+    choices: tuple[str, ...] = ()
+    below_hidden: bool = False  # must be < the model's hidden size (checked with a model)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    doc: str
+    params: dict[str, ParamSpec]
+    points: frozenset[str]        # where it may attach (LAYER_POINTS keys, GLOBAL_POINTS keys, "layer")
+    default_at: tuple[str, ...] = ()   # used when `at` is omitted
+    gated: bool = True
+    placement: bool = False        # accepts `placement sequential|parallel`
+
+
+_LINEARS = frozenset(k for k, v in LAYER_POINTS.items() if v == "linear")
+
+METHODS: dict[str, MethodSpec] = {
+    "adapter": MethodSpec(
+        "adapter", "bottleneck adapter: down → act → up, zero-initialised up",
+        {
+            "size": ParamSpec("int", 48, "bottleneck width", min=1, below_hidden=True),
+            "activation": ParamSpec("choice", "relu", "non-linearity", choices=("relu", "gelu", "tanh", "silu")),
+            "placement": ParamSpec("choice", "sequential", "after the sub-layer (sequential, Pfeiffer) or beside it (parallel, He et al.)", choices=PLACEMENTS),
+            "scale": ParamSpec("float", 1.0, "constant multiplier on the adapter output", min=0.0),
+        },
+        frozenset({"attention.output", "ffn.output"}), placement=True,
+    ),
+    "prefix": MethodSpec(
+        "prefix", "prefix-tuning: trainable keys/values prepended in self-attention",
+        {
+            "length": ParamSpec("int", 10, "prefix length L", min=1, max=512),
+            "mlp": ParamSpec("int_or_none", 512, "reparameterisation MLP width (none: train prefixes directly)", min=1),
+        },
+        frozenset({"attention"}),
+    ),
+    "lora": MethodSpec(
+        "lora", "low-rank update W x + s · B A x on a linear",
+        {
+            "rank": ParamSpec("int", 8, "rank r", min=1, below_hidden=True),
+            "alpha": ParamSpec("float", 16.0, "scaling alpha (s = alpha / rank when ungated)", min=0.0, max_exclusive=False),
+            "dropout": ParamSpec("float", 0.0, "dropout on the LoRA input", min=0.0, max=1.0, max_exclusive=True),
+        },
+        _LINEARS,
+    ),
+    "bitfit": MethodSpec(
+        "bitfit", "train bias terms (as a zero-initialised delta; base biases stay frozen)",
+        {},
+        frozenset(set(LAYER_POINTS) - {"input"}) | {"embeddings", "head", "all", WHOLE_LAYER},
+        default_at=("all",),
+    ),
+    "finetune": MethodSpec(
+        "finetune", "train base-model weights directly (full fine-tuning when at all)",
+        {},
+        frozenset({"all"}),
+        default_at=("all",), gated=False,
+    ),
+}
+
+# Settings sections: `head { ... }` and `train { ... }`.
+HEAD_PARAMS: dict[str, ParamSpec] = {
+    "pool": ParamSpec("choice", "pooler", "pooler: the model's own head over the first token; mean: masked mean over tokens", choices=("pooler", "mean")),
+}
+TRAIN_PARAMS: dict[str, ParamSpec] = {
+    "lr": ParamSpec("float", None, "learning rate", min=0.0),
+    "epochs": ParamSpec("float", None, "training epochs (upper bound with early stopping)", min=0.0),
+    "batch_size": ParamSpec("int", None, "per-device batch size", min=1),
+    "warmup": ParamSpec("float", None, "warm-up ratio of total steps", min=0.0, max=1.0),
+    "weight_decay": ParamSpec("float", None, "AdamW weight decay", min=0.0),
+    "patience": ParamSpec("int", None, "early-stopping patience in evaluations", min=1),
+    "min_steps": ParamSpec("int", None, "optimiser steps before early stopping may stop", min=0),
+    "eval_steps": ParamSpec("int", None, "evaluate every N steps (default: every epoch)", min=1),
+    "max_length": ParamSpec("int", None, "tokeniser max length", min=8),
+    "head_lr": ParamSpec("float", None, "learning rate of the task head (default: lr)", min=0.0),
+}
+SECTIONS = ("head", "train")
