@@ -9,7 +9,7 @@ Node kinds (closed set):
 
 Edges carry a ``role``: ``flow`` (point → next point), ``input`` (point → attachment),
 ``output`` (attachment → point it writes), ``source`` (point → gate), ``scales`` (gate →
-attachment), ``instance`` (instance → attachment).
+attachment), ``instance`` (instance → attachment), ``part`` (block point → its linear points).
 
 Only this module touches networkx node/edge dicts; everything else uses ``IR`` methods.
 """
@@ -115,6 +115,7 @@ class InstanceNode(_Node):
     overrides: tuple[OverrideSpec, ...] = ()
     file: str | None = None
     order: int = 0                  # declaration order (decides order of sequential modules)
+    shared_trainable: int | None = None   # trained but shared across layers (prefix MLP; folded away)
 
 
 class PointNode(_Node):

@@ -1,0 +1,45 @@
+"""Pass: placements that cannot coexist — two prefixes in one attention block, two trainings of the
+same bias, bitfit beside full fine-tuning (E115). Several adapters or LoRAs at one point are fine:
+they compose in declaration order (sequential) or side by side (parallel)."""
+
+from __future__ import annotations
+
+from peltc.compiler.archs import BLOCKS
+from peltc.compiler.diagnostics import Diagnostics
+from peltc.compiler.ir import IR
+
+def _bias_units(point: str, layer: int | None, n_layers: int) -> list[tuple]:
+    if point == "all":
+        return [("embeddings",), ("head",)] + [(i, p) for i in range(n_layers) for p in BLOCKS["layer"]]
+    if layer is None:
+        return [(point,)]
+    return [(layer, p) for p in BLOCKS.get(point, (point,))]
+
+def check_conflicts(ir: IR, diags: Diagnostics) -> None:
+    n = ir.settings.dims["layers"]
+    prefixes: dict[int, str] = {}
+    biases: dict[tuple, str] = {}
+    finetune = [a for a in ir.attachments() if a.method == "finetune"]
+    for att in ir.attachments():
+        span = att.span.to_span() if att.span else None
+        if att.method == "prefix":
+            other = prefixes.setdefault(att.layer, att.instance)
+            if other != att.instance:
+                diags.error("E115", f"prefix '{att.instance}' and prefix '{other}' both attach at "
+                                    f"layers[{att.layer}].attention", span,
+                            "one prefix per attention block: merge them (a longer `length`) or split the layers")
+        elif att.method == "bitfit":
+            if finetune:
+                diags.error("E115", f"bitfit '{att.instance}' trains biases that finetune '{finetune[0].instance}' "
+                                    "already trains", span, "drop one of the two")
+                continue
+            for u in _bias_units(att.point, att.layer, n):
+                other = biases.setdefault(u, att.instance)
+                if other != att.instance:
+                    where = f"layers[{u[0]}].{u[1]}" if len(u) == 2 else u[0]
+                    diags.error("E115", f"bitfit '{att.instance}' and '{other}' both train the bias at {where}", span,
+                                "each bias may be trained by one bitfit instance")
+                    break
+        elif att.method == "finetune" and finetune[0].instance != att.instance:
+            diags.error("E115", f"finetune '{att.instance}' repeats finetune '{finetune[0].instance}'", span,
+                        "one finetune instance trains the whole model")

@@ -1,0 +1,34 @@
+"""Pass: exact trainable / saved parameter counts per attachment (and shared prefix MLPs per instance)."""
+
+from __future__ import annotations
+
+from peltc.compiler import counts
+from peltc.compiler.archs import FAMILIES
+from peltc.compiler.ir import IR
+
+
+def count_params(ir: IR) -> None:
+    s = ir.settings
+    d, fam = s.dims, FAMILIES[s.family]
+    for att in ir.attachments():
+        p = att.params
+        g = counts.gate_params(att.gate.kind, d)
+        if att.method == "adapter":
+            own = counts.adapter_params(p["size"], d)
+        elif att.method == "lora":
+            own = counts.lora_params(p["rank"], att.point, d)
+        elif att.method == "prefix":
+            own = counts.prefix_params(p["length"], d)
+        elif att.method == "bitfit":
+            own = counts.bitfit_params(att.point, fam, d, d["layers"])
+        else:  # finetune
+            own = s.base_params
+        total = None if own is None else own + g
+        ir.replace(att.model_copy(update={"trainable": total, "saved": total, "gate_params": g}))
+    for inst in ir.instances():
+        if inst.method == "prefix":
+            atts = ir.attachments(inst.name)
+            n_cov = len(atts)
+            length = max((a.params["length"] for a in atts), default=inst.params["length"])
+            mlp = counts.prefix_mlp_params(length, inst.params.get("mlp"), n_cov, d)
+            ir.replace(inst.model_copy(update={"shared_trainable": mlp}))

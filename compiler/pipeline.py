@@ -1,0 +1,97 @@
+"""The front-end pipeline: text → syntax tree → IR → passes (against a model config, no weights).
+
+    PASSES = resolve_layers → check_ranges → check_gates → check_conflicts → count_params
+             → resolve_paths → check_coverage
+
+Every pass runs even after an earlier one reported errors, so one run shows all of them.
+
+>>> r = build_ir("lora qv { at layers[*].attention.{query, value} }", model="bert-base-uncased")
+>>> sum(a.trainable for a in r.ir.attachments())
+294912
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from peltc.compiler.archs import ModelConfig, load_config
+from peltc.compiler.diagnostics import Diagnostics
+from peltc.compiler.ir import IR
+from peltc.compiler.lower import Loader, lower_text
+from peltc.compiler.passes.bind_model import bind_model
+from peltc.compiler.passes.check_conflicts import check_conflicts
+from peltc.compiler.passes.check_coverage import check_coverage
+from peltc.compiler.passes.check_gates import check_gates
+from peltc.compiler.passes.check_ranges import check_ranges
+from peltc.compiler.passes.count_params import count_params
+from peltc.compiler.passes.resolve_layers import resolve_layers
+from peltc.compiler.passes.resolve_paths import resolve_paths
+from peltc.errors import SpecError, UsageError
+
+PASSES = (resolve_layers, check_ranges, check_gates, check_conflicts, count_params, resolve_paths, check_coverage)
+_NEEDS_DIAGS = {resolve_layers, check_ranges, check_gates, check_conflicts, check_coverage}
+
+
+@dataclass
+class Result:
+    ir: IR
+    diagnostics: Diagnostics
+    model: ModelConfig | None
+
+    @property
+    def warnings(self):
+        return self.diagnostics.warnings
+
+    @property
+    def pending(self) -> list[str]:
+        return self.diagnostics.pending
+
+
+ModelArg = str | ModelConfig | dict[str, Any] | None
+
+
+def _model_config(model: ModelArg, ir: IR, diags: Diagnostics) -> ModelConfig | None:
+    if isinstance(model, ModelConfig):
+        return model
+    if isinstance(model, dict):
+        return ModelConfig("<config>", "<config>", dict(model))
+    if isinstance(model, str):
+        return load_config(model)   # a bad --model is a usage error
+    ref = ir.settings.model
+    if ref is None:
+        return None
+    try:
+        return load_config(ref)
+    except UsageError as e:
+        span = ir.settings.span.to_span() if ir.settings.span else None
+        diags.error("E123", e.diagnostic.message, span, e.diagnostic.help)
+        return None
+
+
+def build_ir(text: str, file: str = "<string>", *, model: ModelArg = None, loader: Loader | None = None) -> Result:
+    """Run the whole front end on spec text. Raises `SpecError` carrying every error found."""
+    ir, diags = lower_text(text, file, loader)
+    diags.raise_if_errors()
+    assert ir is not None
+    cfg = _model_config(model, ir, diags)
+    diags.raise_if_errors()
+    if bind_model(ir, cfg, diags):
+        for p in PASSES:
+            if p in _NEEDS_DIAGS:
+                p(ir, diags)
+            else:
+                p(ir)
+        diags.raise_if_errors()
+    return Result(ir, diags, cfg)
+
+
+def check_file(path: str | Path, *, model: ModelArg = None) -> Result:
+    """`build_ir` on a spec file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read spec '{path}': {getattr(e, 'strerror', None) or e}", code="U001") from None
+    return build_ir(text, str(path), model=model)

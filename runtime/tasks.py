@@ -1,0 +1,103 @@
+"""The GLUE tasks the paper uses, as data: where each task's text and label live (in the original
+GLUE TSV files and on the Hub), its labels, its metrics and the metric that selects checkpoints.
+
+Nothing here reads files or imports torch; ``data.py`` and ``metrics.py`` read these tables.
+
+>>> TASKS["mrpc"].main_metric
+'f1'
+>>> task("glue/sts-b").name
+'stsb'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from peltc.errors import UsageError, did_you_mean
+
+HUB_ID = "nyu-mll/glue"
+
+
+@dataclass(frozen=True)
+class GlueTask:
+    name: str                          # the Hub config name: cola, sst2, ...
+    dir: str                           # the folder of the original GLUE layout: CoLA, SST-2, ...
+    columns: tuple[str, ...]           # text columns as the Hub names them (one, or a pair)
+    labels: tuple[str, ...] | None     # class names in label-id order (the Hub's ClassLabel); None: regression
+    metrics: tuple[str, ...]           # what metrics.GlueMetric reports for this task
+    main_metric: str                   # the paper's metric; selects the best checkpoint
+    # the local TSV files (original GLUE layout, csv.QUOTE_NONE, tab-separated)
+    tsv_header: bool                   # False: CoLA, whose files have no header row
+    tsv_columns: tuple[str | int, ...] # text columns: header names, or 0-based indices without a header
+    tsv_label: str | int               # label column: header name, or 0-based index
+    tsv_labels: tuple[str, ...] | None # label strings in the TSV, in label-id order (None: a float score)
+    tsv_ncols: int | None = None       # column count of a headerless file (with a header: the header's)
+    dev_split: str = "validation"      # the Hub split used as the test set
+    dev_file: str = "dev.tsv"          # the local file of that split
+
+    @property
+    def is_regression(self) -> bool:
+        return self.labels is None
+
+    @property
+    def num_labels(self) -> int:
+        """Output size of the classification head (1 for regression)."""
+        return 1 if self.labels is None else len(self.labels)
+
+    @property
+    def is_pair(self) -> bool:
+        return len(self.columns) == 2
+
+
+_BINARY = ("0", "1")
+_NLI2 = ("entailment", "not_entailment")
+
+TASKS: dict[str, GlueTask] = {t.name: t for t in (
+    GlueTask("cola", "CoLA", ("sentence",), ("unacceptable", "acceptable"),
+             ("matthews_correlation",), "matthews_correlation",
+             tsv_header=False, tsv_columns=(3,), tsv_label=1, tsv_labels=_BINARY, tsv_ncols=4),
+    GlueTask("sst2", "SST-2", ("sentence",), ("negative", "positive"),
+             ("accuracy",), "accuracy",
+             tsv_header=True, tsv_columns=("sentence",), tsv_label="label", tsv_labels=_BINARY),
+    GlueTask("mrpc", "MRPC", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"),
+             ("f1", "accuracy"), "f1",
+             tsv_header=True, tsv_columns=("#1 String", "#2 String"), tsv_label="Quality", tsv_labels=_BINARY),
+    GlueTask("qqp", "QQP", ("question1", "question2"), ("not_duplicate", "duplicate"),
+             ("f1", "accuracy"), "f1",
+             tsv_header=True, tsv_columns=("question1", "question2"), tsv_label="is_duplicate",
+             tsv_labels=_BINARY),
+    GlueTask("stsb", "STS-B", ("sentence1", "sentence2"), None,
+             ("pearson", "spearmanr"), "spearmanr",
+             tsv_header=True, tsv_columns=("sentence1", "sentence2"), tsv_label="score", tsv_labels=None),
+    GlueTask("mnli", "MNLI", ("premise", "hypothesis"), ("entailment", "neutral", "contradiction"),
+             ("accuracy",), "accuracy",
+             tsv_header=True, tsv_columns=("sentence1", "sentence2"), tsv_label="gold_label",
+             tsv_labels=("entailment", "neutral", "contradiction"),
+             dev_split="validation_matched", dev_file="dev_matched.tsv"),
+    GlueTask("qnli", "QNLI", ("question", "sentence"), _NLI2,
+             ("accuracy",), "accuracy",
+             tsv_header=True, tsv_columns=("question", "sentence"), tsv_label="label", tsv_labels=_NLI2),
+    GlueTask("rte", "RTE", ("sentence1", "sentence2"), _NLI2,
+             ("accuracy",), "accuracy",
+             tsv_header=True, tsv_columns=("sentence1", "sentence2"), tsv_label="label", tsv_labels=_NLI2),
+)}
+
+# Other spellings users write: the GLUE folder names, with or without the dash, any case.
+_ALIASES = {t.dir.lower(): t.name for t in TASKS.values()} | {
+    t.dir.lower().replace("-", ""): t.name for t in TASKS.values()}
+
+
+def task(ref: str) -> GlueTask:
+    """The task named by ``ref``: ``cola``, ``glue/cola``, ``CoLA``, ``sst-2``, ``STS-B`` ...
+
+    Raises UsageError listing the valid names for anything else.
+    """
+    name = ref.strip()
+    if name.lower().startswith("glue/"):
+        name = name[5:]
+    key = name.lower()
+    key = key if key in TASKS else _ALIASES.get(key, key)
+    if key not in TASKS:
+        raise UsageError(f"unknown GLUE task '{ref}'", code="U101",
+                         help=did_you_mean(name.lower(), TASKS, "tasks"))
+    return TASKS[key]
