@@ -1,0 +1,120 @@
+"""The one gate module that every method uses (adapter, prefix, LoRA, BitFit).
+
+Kinds (``GateSpec.kind``):
+
+- ``sigmoid`` — per example: ``g = pool_over_tokens(sigmoid(Linear(H, 1)(x)))`` with ``x`` the
+  source value of the same layer; Linear weight ~ N(0, 0.02), bias 0 (H + 1 parameters).
+  Pools: ``masked_mean`` (padding excluded, the default), ``mean_unmasked`` (padding included,
+  as the UniPELT authors' code), ``first`` (token 0).
+- ``scalar`` — one learned scalar: ``g = sigmoid(w)``, ``w`` initialised to ``value`` (0).
+- ``const`` — a fixed ``value``.
+- ``none`` — no gate module at all (callers use their own default scale).
+
+Sigmoid gates of one layer that read the same captured value with the same pooling are *fused*:
+the first one asked computes all of them with one ``(H → n)`` matmul and caches the result for the
+forward (``PeltState.groups`` lists the members; ``rewrite`` fills it).
+
+Each gate keeps its last value, detached, shape ``(batch,)``; `read_gates` collects them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from peltc.compiler.ir import GateSpec
+from peltc.compiler.torch.state import PeltState
+
+
+class Gate(nn.Module):
+    """A gate of one attachment. ``key`` is ``(instance, layer, point)``."""
+
+    def __init__(self, spec: GateSpec, hidden: int, key: tuple[str, int | None, str], state: PeltState,
+                 *, reads_own: bool = False, device=None, dtype=None):
+        super().__init__()
+        self.kind = spec.kind
+        self.source = spec.source
+        self.pool = spec.pool
+        self.const = float(spec.value) if spec.value is not None else (1.0 if spec.kind == "const" else 0.0)
+        self.key = key
+        self.reads_own = reads_own           # an adapter's gate reading its own input
+        self.forced: float | None = None     # set by rewrite.force_gates (tests, ablations)
+        self.last: torch.Tensor | None = None
+        self.__dict__["_state"] = state      # shared context, not a submodule
+        if self.kind == "sigmoid":
+            self.proj = nn.Linear(hidden, 1, device=device, dtype=dtype)
+            nn.init.normal_(self.proj.weight, 0.0, 0.02)
+            nn.init.zeros_(self.proj.bias)
+        elif self.kind == "scalar":
+            self.weight = nn.Parameter(torch.full((1,), self.const, device=device, dtype=dtype))
+
+    @property
+    def layer(self) -> int | None:
+        return self.key[1]
+
+    def extra_repr(self) -> str:
+        return GateSpec(kind=self.kind, source=self.source, pool=self.pool,
+                        value=self.const if self.kind in ("scalar", "const") else None).text()
+
+    def forward(self, like: torch.Tensor, own: torch.Tensor | None = None) -> torch.Tensor:
+        """Gate values, shape (batch,), for the batch of ``like`` (the tensor being scaled)."""
+        batch = like.shape[0]
+        if self.forced is not None:
+            g = torch.full((batch,), self.forced, device=like.device, dtype=like.dtype)
+        elif self.kind == "sigmoid":
+            g = self._sigmoid(own)
+        elif self.kind == "scalar":
+            g = torch.sigmoid(self.weight).to(like.dtype).expand(batch)
+        else:
+            g = torch.full((batch,), self.const, device=like.device, dtype=like.dtype)
+        self.last = g.detach()
+        return g
+
+    # --- sigmoid ---------------------------------------------------------------------------------
+    def _sigmoid(self, own: torch.Tensor | None) -> torch.Tensor:
+        state: PeltState = self.__dict__["_state"]
+        if self.reads_own:
+            if own is None:
+                raise RuntimeError(f"gate {self.key}: reads its module's own input, none given")
+            return pooled_sigmoid(own, self.proj.weight, self.proj.bias, self.pool, state)[:, 0]
+        x = state.value(self.layer, self.source)
+        group = state.groups.get((self.layer, self.source, self.pool))
+        if not group or len(group) < 2:
+            return pooled_sigmoid(x, self.proj.weight, self.proj.bias, self.pool, state)[:, 0]
+        ck = ("gate", self.layer, self.source, self.pool)
+        hit = state.cache.get(ck)
+        if hit is None or hit[0] is not x:
+            w = torch.cat([g.proj.weight for g in group])
+            b = torch.cat([g.proj.bias for g in group])
+            hit = (x, pooled_sigmoid(x, w, b, self.pool, state), {id(g): i for i, g in enumerate(group)})
+            state.cache[ck] = hit
+        return hit[1][:, hit[2][id(self)]]
+
+
+def pooled_sigmoid(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: str,
+                   state: PeltState) -> torch.Tensor:
+    """(batch, n): ``pool_tokens(sigmoid(x W^T + b))`` for x of shape (batch, seq, H) or (batch, H)."""
+    if x.dim() == 2:
+        return torch.sigmoid(F.linear(x, weight.to(x.dtype), bias.to(x.dtype)))
+    if pool == "first":
+        return torch.sigmoid(F.linear(x[:, 0], weight.to(x.dtype), bias.to(x.dtype)))
+    s = torch.sigmoid(F.linear(x, weight.to(x.dtype), bias.to(x.dtype)))   # (batch, seq, n)
+    if pool == "masked_mean":
+        m = state.token_mask(x)
+        if m is not None:
+            return (s * m).sum(1) / m.sum(1).clamp_min(1.0)
+    return s.mean(1)
+
+
+def scale(t: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """t * g per example (g of shape (batch,) broadcast over t's other dimensions)."""
+    return t * g.view(g.shape[0], *([1] * (t.dim() - 1)))
+
+
+def read_gates(model: nn.Module) -> dict[tuple[str, int | None, str], torch.Tensor]:
+    """The last value of every gate of a compiled model: ``{(instance, layer, point): (batch,)}``.
+
+    Values are those of the most recent forward (detached); gates not run yet are left out.
+    """
+    return {m.key: m.last for m in model.modules() if isinstance(m, Gate) and m.last is not None}

@@ -1,0 +1,119 @@
+"""The per-forward context shared by every PELT module of one compiled model.
+
+One `PeltState` per compiled model. Hooks that `rewrite` installs fill it during a forward:
+
+- ``begin`` (a forward pre-hook on the base model) stores the 2-D attention mask of the batch
+  and drops everything captured by the previous forward;
+- ``record`` (a pre-hook on each layer, forward hooks on value points) stores the hidden-state
+  values that gates read (``layers[i].input``, ``attention.output``, ``ffn.output``) and that
+  parallel adapters take as input;
+- ``end`` (a forward hook on the base model) drops the captured values again, so no activation
+  outlives its batch. The mask (small, no autograd history) is kept until the next ``begin`` so
+  that gradient-checkpointed layers recomputed during backward still find it.
+
+This module defines the state and the hook *functions*; only ``rewrite`` registers them.
+
+>>> s = PeltState()
+>>> s.begin(None); s.record(0, "input", "h0"); s.value(0, "input")
+'h0'
+>>> s.end(); s.values
+{}
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+import torch
+
+from peltc.errors import CompileError
+
+
+class PeltState:
+    """Mask of the current batch, captured point values, per-forward caches, gate groups."""
+
+    def __init__(self) -> None:
+        self.mask: torch.Tensor | None = None              # (batch, seq) 1 = token, 0 = padding
+        self.values: dict[tuple[int, str], torch.Tensor] = {}
+        self.cache: dict[Any, Any] = {}                     # per-forward results (fused gates, prefix MLP)
+        self.groups: dict[tuple[int, str, str], list] = {}  # (layer, source, pool) → sigmoid gates to fuse
+        self.forwards = 0
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def begin(self, mask: torch.Tensor | None) -> None:
+        self.mask = mask.detach() if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+        self.values.clear()
+        self.cache.clear()
+        self.forwards += 1
+
+    def end(self) -> None:
+        self.values.clear()
+        self.cache.clear()
+
+    # --- values ------------------------------------------------------------------------------
+    def record(self, layer: int, point: str, value: torch.Tensor) -> None:
+        self.values[(layer, point)] = value
+
+    def value(self, layer: int, point: str) -> torch.Tensor:
+        try:
+            return self.values[(layer, point)]
+        except KeyError:
+            name = "layer.input" if point == "input" else point
+            raise CompileError(
+                f"layer {layer}: the value '{name}' was not computed before it was read "
+                "(a gate or parallel adapter reads a point that comes later in the layer, or the "
+                "base model was bypassed)", code="C010",
+                help="gate sources must come before the gated module in the same layer") from None
+
+    def token_mask(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The mask as x's dtype, shaped (batch, seq, 1), or None when every token counts."""
+        m = self.mask
+        if m is None or m.shape[0] != x.shape[0] or m.shape[1] != x.shape[1]:
+            return None
+        return m.to(device=x.device, dtype=x.dtype).unsqueeze(-1)
+
+
+# --- hook functions (registered by rewrite) -------------------------------------------------------
+
+def mask_argument_index(forward: Callable) -> int | None:
+    """Position of ``attention_mask`` among a forward's positional parameters (self excluded)."""
+    try:
+        params = list(inspect.signature(forward).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return names.index("attention_mask") if "attention_mask" in names else None
+
+
+def begin_hook(state: PeltState, mask_index: int | None):
+    """Forward pre-hook (with_kwargs) on the base model: start a new forward."""
+    def hook(module, args, kwargs):
+        mask = kwargs.get("attention_mask")
+        if mask is None and mask_index is not None and len(args) > mask_index:
+            mask = args[mask_index]
+        state.begin(mask)
+    return hook
+
+
+def end_hook(state: PeltState):
+    """Forward hook on the base model: drop the captured values."""
+    def hook(module, args, output):
+        state.end()
+    return hook
+
+
+def layer_input_hook(state: PeltState, layer: int):
+    """Forward pre-hook (with_kwargs) on a layer: record ``layers[i].input``."""
+    def hook(module, args, kwargs):
+        h = args[0] if args else kwargs.get("hidden_states", kwargs.get("x"))
+        if isinstance(h, torch.Tensor):
+            state.record(layer, "input", h)
+    return hook
+
+
+def value_hook(state: PeltState, layer: int, point: str):
+    """Forward hook on the module producing a value point: record its output."""
+    def hook(module, args, output):
+        state.record(layer, point, output[0] if isinstance(output, tuple) else output)
+    return hook

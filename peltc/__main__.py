@@ -1,0 +1,3 @@
+from peltc.cli import main
+
+raise SystemExit(main())

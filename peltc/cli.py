@@ -1,0 +1,136 @@
+"""The `peltc` command line: parse arguments, call the library, print, return an exit code.
+
+Exit codes (computed in peltc.errors): 0 ok, 1 spec errors, 2 usage errors, 3 runtime errors
+(bad checkpoint or data file, a spec that cannot be applied to the loaded model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from peltc.errors import EXIT_OK, EXIT_SPEC, EXIT_USAGE, PeltError, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # usage errors exit 2 with one line, like black
+        self.print_usage(sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _warn(result) -> None:
+    for d in result.warnings:
+        print(d.render(result.diagnostics.sources.get(d.span.file) if d.span else None), file=sys.stderr)
+
+
+def cmd_check(a) -> int:
+    from peltc.compiler.pipeline import check_file
+    from peltc.compiler.summary import summary
+    r = check_file(a.spec, model=a.model)
+    _warn(r)
+    print(summary(r.ir, a.spec))
+    if r.pending:
+        print(f"note: pending without a model: {', '.join(r.pending)} (pass --model NAME|DIR|config.json)")
+    return EXIT_OK
+
+
+def cmd_show(a) -> int:
+    from peltc.compiler.pipeline import check_file
+    r = check_file(a.spec, model=a.model)
+    _warn(r)
+    if a.json:
+        print(r.ir.to_json())
+    else:
+        for n in r.ir.nodes():
+            if n.kind in ("settings", "instance", "attachment", "gate"):
+                print(n.model_dump_json(exclude={"span"}))
+    return EXIT_OK
+
+
+def cmd_render(a) -> int:
+    from peltc.compiler.pipeline import check_file
+    from peltc.compiler.render import render
+    r = check_file(a.spec, model=a.model)
+    _warn(r)
+    out = render(r.ir, a.output, expand=a.expand)
+    print(f"wrote {out}")
+    return EXIT_OK
+
+
+def cmd_fmt(a) -> int:
+    from peltc.grammar.fmt import format_source
+    changed = 0
+    for spec in a.specs:
+        p = Path(spec)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as e:
+            raise UsageError(f"cannot read spec '{spec}': {e.strerror}", code="U001") from None
+        new = format_source(text, spec)
+        if new != text:
+            changed += 1
+            if a.check:
+                print(f"would reformat {spec}")
+            else:
+                p.write_text(new, encoding="utf-8")
+                print(f"reformatted {spec}")
+    return EXIT_SPEC if a.check and changed else EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="peltc", description="A declarative language and compiler for parameter-efficient tuning.")
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    c = sub.add_parser("check", help="validate a spec (no weights loaded) and print parameter counts")
+    c.add_argument("spec")
+    c.add_argument("--model", help="model name, model dir or config.json (default: the spec's `model`)")
+    c.set_defaults(func=cmd_check)
+
+    s = sub.add_parser("show", help="print the resolved IR")
+    s.add_argument("spec")
+    s.add_argument("--model")
+    s.add_argument("--json", action="store_true", help="the whole IR graph as JSON (loads back losslessly)")
+    s.set_defaults(func=cmd_show)
+
+    r = sub.add_parser("render", help="draw the architecture diagram (svg, png or dot)")
+    r.add_argument("spec")
+    r.add_argument("-o", "--output", required=True)
+    r.add_argument("--model")
+    r.add_argument("--expand", action="store_true", help="draw every layer (default: collapse identical layers)")
+    r.set_defaults(func=cmd_render)
+
+    f = sub.add_parser("fmt", help="rewrite specs in canonical form")
+    f.add_argument("specs", nargs="+")
+    f.add_argument("--check", action="store_true", help="exit 1 if a spec is not canonical; write nothing")
+    f.set_defaults(func=cmd_fmt)
+
+    try:
+        from peltc.runtime.cli import add_commands
+    except ImportError:   # the runtime is an optional extra (peltc[torch])
+        add_commands = None
+    if add_commands is not None:
+        add_commands(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    try:
+        return a.func(a)
+    except PeltError as e:
+        if a.debug:
+            raise
+        print(e.render(), file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,122 @@
+"""GLUE metrics as an ``evaluate`` module defined here (scikit-learn / scipy; no Hub, works offline),
+the Trainer's ``compute_metrics`` built on it, and the check for degenerate (constant) predictors.
+
+>>> glue_metric("mrpc").compute(predictions=[1, 0, 1], references=[1, 1, 1])
+{'f1': 0.8, 'accuracy': 0.6666666666666666}
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import datasets
+import evaluate
+import numpy as np
+
+from peltc.errors import UsageError, did_you_mean
+from peltc.runtime.tasks import TASKS, GlueTask
+
+
+class GlueMetric(evaluate.Metric):
+    """The paper's GLUE metrics; the config name is the task (``GlueMetric("cola")``).
+
+    Matthews correlation (CoLA), F1 + accuracy (MRPC, QQP), Pearson + Spearman (STS-B), accuracy
+    (the rest). A correlation that is undefined because one side is constant is reported as 0.0
+    (as scikit-learn does for Matthews), never NaN: NaN would stop checkpoint selection comparing.
+    """
+
+    def _info(self) -> evaluate.MetricInfo:
+        if self.config_name not in TASKS:
+            raise UsageError(f"no GLUE metric for task '{self.config_name}'", code="U101",
+                             help=did_you_mean(self.config_name, TASKS, "tasks"))
+        dtype = "float32" if TASKS[self.config_name].is_regression else "int64"
+        return evaluate.MetricInfo(
+            description="GLUE metrics computed locally with scikit-learn and scipy.",
+            citation="Wang et al., GLUE: A Multi-Task Benchmark and Analysis Platform for NLU, 2019.",
+            inputs_description="predictions: label ids (scores for stsb); references: the same.",
+            features=datasets.Features({"predictions": datasets.Value(dtype),
+                                        "references": datasets.Value(dtype)}),
+        )
+
+    def _compute(self, predictions, references) -> dict[str, float]:
+        return compute(TASKS[self.config_name], predictions, references)
+
+
+def glue_metric(task: GlueTask | str, **kwargs) -> GlueMetric:
+    """An in-memory GlueMetric for ``task`` (no cache files)."""
+    name = task.name if isinstance(task, GlueTask) else task
+    return GlueMetric(name, keep_in_memory=True, **kwargs)
+
+
+def compute(task: GlueTask, predictions: Sequence, references: Sequence) -> dict[str, float]:
+    """The task's metrics of label ids (scores for regression), as plain floats."""
+    from scipy import stats
+    from sklearn.metrics import f1_score, matthews_corrcoef
+
+    p, r = np.asarray(predictions), np.asarray(references)
+    out: dict[str, float] = {}
+    for name in task.metrics:
+        if name == "accuracy":
+            out[name] = float((p == r).mean()) if len(p) else 0.0
+        elif name == "f1":
+            out[name] = float(f1_score(r, p, zero_division=0.0))
+        elif name == "matthews_correlation":
+            out[name] = float(matthews_corrcoef(r, p))
+        elif name in ("pearson", "spearmanr"):
+            if len(p) < 2 or np.ptp(p) == 0 or np.ptp(r) == 0:
+                out[name] = 0.0   # undefined for a constant side
+            else:
+                fn = stats.pearsonr if name == "pearson" else stats.spearmanr
+                out[name] = float(fn(p, r)[0])
+        else:  # pragma: no cover - the task table names only the metrics above
+            raise ValueError(f"unknown metric {name!r}")
+    return out
+
+
+def to_predictions(task: GlueTask, logits) -> np.ndarray:
+    """Model outputs → what the metric takes: arg-max label ids, or the score for regression."""
+    logits = np.asarray(logits[0] if isinstance(logits, tuple) else logits)
+    if task.is_regression:
+        return logits.reshape(len(logits), -1)[:, 0]
+    return logits.argmax(axis=-1)
+
+
+def compute_metrics(task: GlueTask) -> Callable:
+    """The Trainer's ``compute_metrics``: ``EvalPrediction`` → the task's metrics."""
+    metric = glue_metric(task)
+
+    def fn(eval_pred) -> dict[str, float]:
+        preds = to_predictions(task, eval_pred.predictions)
+        return metric.compute(predictions=preds, references=np.asarray(eval_pred.label_ids))
+
+    return fn
+
+
+def is_degenerate(predictions: Sequence, tol: float = 1e-3) -> bool:
+    """A constant predictor: one label id for every example, or regression scores whose standard
+    deviation is below ``tol`` (STS-B scores span 0–5)."""
+    p = np.asarray(predictions)
+    if p.size == 0:
+        return False
+    if np.issubdtype(p.dtype, np.floating):
+        return bool(np.std(p) < tol)
+    return bool(np.all(p == p.flat[0]))
+
+
+def degenerate_warning(task: GlueTask, predictions: Sequence, split: str = "test",
+                       metrics: dict[str, float] | None = None) -> str | None:
+    """A warning text when ``predictions`` come from a constant predictor, else None."""
+    if not is_degenerate(predictions):
+        return None
+    p = np.asarray(predictions)
+    if task.is_regression:
+        what = f"a near-constant score (mean {float(np.mean(p)):.3f}, std {float(np.std(p)):.1e})"
+    else:
+        label = task.labels[int(p.flat[0])] if 0 <= int(p.flat[0]) < len(task.labels) else int(p.flat[0])
+        what = f"'{label}'"
+    value = ""
+    if metrics and task.main_metric in metrics:
+        value = f" ({task.main_metric} = {metrics[task.main_metric]:.4f})"
+    return (f"degenerate run: the model predicts {what} for all {p.size} {split} examples{value}; "
+            f"it learned a constant predictor. Try more optimiser steps (min_steps, epochs), "
+            f"another learning rate, or mean pooling in the head.")
