@@ -74,9 +74,12 @@ def summary(ir: IR, spec_name: str) -> str:
             per_layer[a.layer] += a.saved or 0
         points = sorted({a.point for a in atts})
         layers = _compact(sorted({a.layer for a in atts if a.layer is not None})) or "—"
-        counts = {a.saved for a in atts}
-        pl = _n(next(iter(counts))) if len(counts) == 1 and any(a.layer is not None for a in atts) else "varies" \
-            if atts and any(a.layer is not None for a in atts) else "—"
+        by_layer: dict[int, int] = defaultdict(int)
+        for a in atts:
+            if a.layer is not None:
+                by_layer[a.layer] += a.saved or 0
+        counts = set(by_layer.values())
+        pl = "—" if not counts else _n(counts.pop()) if len(counts) == 1 else "varies"
         lines.append(f"  {inst.name:<22}{inst.method:<9}{points_text(points):<26}{layers:<11}"
                      f"{inst.gate.text():<26}{pl:>12}{_n(inst_total):>13}")
         paths = path_pattern([a.module_path for a in atts if a.module_path is not None])

@@ -79,14 +79,14 @@ class Gate(nn.Module):
                 raise RuntimeError(f"gate {self.key}: reads its module's own input, none given")
             return pooled_sigmoid(own, self.proj.weight, self.proj.bias, self.pool, state)[:, 0]
         x = state.value(self.layer, self.source)
-        group = state.groups.get((self.layer, self.source, self.pool))
-        if not group or len(group) < 2:
-            return pooled_sigmoid(x, self.proj.weight, self.proj.bias, self.pool, state)[:, 0]
-        ck = ("gate", self.layer, self.source, self.pool)
-        hit = state.cache.get(ck)
+        group = state.groups.get((self.layer, self.source, self.pool)) or [self]
+        if not any(g is self for g in group):
+            group = [self]
+        ck = ("gate", self.layer, self.source, self.pool) if len(group) > 1 else ("gate", id(self))
+        hit = state.cache.get(ck)          # one computation per forward and source tensor
         if hit is None or hit[0] is not x:
-            w = torch.cat([g.proj.weight for g in group])
-            b = torch.cat([g.proj.bias for g in group])
+            w = group[0].proj.weight if len(group) == 1 else torch.cat([g.proj.weight for g in group])
+            b = group[0].proj.bias if len(group) == 1 else torch.cat([g.proj.bias for g in group])
             hit = (x, pooled_sigmoid(x, w, b, self.pool, state), {id(g): i for i, g in enumerate(group)})
             state.cache[ck] = hit
         return hit[1][:, hit[2][id(self)]]

@@ -1,0 +1,97 @@
+"""Bottleneck adapters at a sub-layer output (``attention.output`` / ``ffn.output``).
+
+A value point is produced by a LayerNorm that receives ``z = h_F + x`` (the sub-layer's dense
+output after dropout, plus the residual). `AdapterPoint` wraps that LayerNorm (``base_layer``) and
+holds the adapters of the point in ``pelt_adapters`` (keyed by instance):
+
+- sequential (Pfeiffer; UniPELT, AdapterHub SeqBn): ``h = LN(z)``; ``z ← z + g·s·A(h)``;
+  ``out = LN(z)``. Several sequential adapters apply in ``order``, each reading the previous
+  one's result ``h_k = LN(z_k)``.
+- parallel (He et al.): ``z ← z + g·s·A(x_in)`` with ``x_in`` the sub-layer's input (the layer
+  input for ``attention.output``, the ``attention.output`` value for ``ffn.output``); all parallel
+  adapters read the same ``x_in`` and are added before the sequential ones run.
+
+``A(v) = up(act(down(v)))`` with ``up`` zero-initialised (weights and bias), so the model is
+unchanged at init; ``down`` keeps ``nn.Linear``'s default init; ``s`` is the ``scale`` parameter.
+A gate whose source is the adapter's own point reads the adapter's own input (``h_k`` for a
+sequential adapter, the pre-adapter value ``LN(z)`` for a parallel one).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from peltc.compiler.torch.gate import Gate, scale
+from peltc.compiler.torch.state import PeltState
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
+
+# the value a parallel adapter reads, per point
+PARALLEL_INPUT = {"attention.output": "input", "ffn.output": "attention.output"}
+
+
+class Adapter(nn.Module):
+    """down (H → size) → act → up (size → H), ``up`` zero-initialised; optionally gated."""
+
+    def __init__(self, hidden: int, size: int, activation: str = "relu", scale: float = 1.0,
+                 placement: str = "sequential", gate: Gate | None = None, *, device=None, dtype=None):
+        super().__init__()
+        self.down = nn.Linear(hidden, size, device=device, dtype=dtype)
+        self.act = ACTIVATIONS[activation]()
+        self.up = nn.Linear(size, hidden, device=device, dtype=dtype)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+        self.scale = float(scale)
+        self.placement = placement
+        self.gate = gate
+        self.enabled = True
+
+    def extra_repr(self) -> str:
+        return f"placement={self.placement}, scale={self.scale:g}"
+
+    def delta(self, x: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+        """g · s · A(x); ``own`` is what a gate reading the adapter's own point sees."""
+        d = self.up(self.act(self.down(x)))
+        if self.scale != 1.0:
+            d = d * self.scale
+        if self.gate is not None:
+            d = scale(d, self.gate(d, own=own))
+        return d
+
+
+class AdapterPoint(nn.Module):
+    """Wraps the LayerNorm producing a value point; applies that point's adapters."""
+
+    def __init__(self, base_layer: nn.Module, layer: int, point: str, state: PeltState):
+        super().__init__()
+        self.base_layer = base_layer
+        self.pelt_adapters = nn.ModuleDict()
+        self.layer = layer
+        self.point = point
+        self.__dict__["_state"] = state
+
+    def extra_repr(self) -> str:
+        return f"layer={self.layer}, point={self.point}"
+
+    def add(self, name: str, adapter: Adapter) -> None:
+        self.pelt_adapters[name] = adapter
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        ln = self.base_layer
+        active = [a for a in self.pelt_adapters.values() if a.enabled]
+        if not active:
+            return ln(z)
+        par = [a for a in active if a.placement == "parallel"]
+        seq = [a for a in active if a.placement != "parallel"]
+        h = ln(z)
+        if par:
+            x_in = self.__dict__["_state"].value(self.layer, PARALLEL_INPUT[self.point])
+            own = h
+            for a in par:
+                z = z + a.delta(x_in, own)
+            h = ln(z)
+        for a in seq:
+            z = z + a.delta(h, h)
+            h = ln(z)
+        return h

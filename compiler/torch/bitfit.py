@@ -1,0 +1,54 @@
+"""BitFit without touching base weights: a zero-initialised bias delta on a module's output.
+
+Each selected bias-holding module (a Linear or a LayerNorm) gets ``pelt_bitfit[instance]``, a
+`BiasDelta` of the bias's size, and a forward hook (registered by ``rewrite``) adding
+``g · Δb`` to its output. One gate serves all the modules of one attachment (e.g. every bias of a
+layer for ``layers[i]``). Trainable counts equal the frozen biases' sizes; ungated deltas can be
+merged into the base biases for inference.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from peltc.compiler.torch.gate import Gate, scale
+
+
+class BiasDelta(nn.Module):
+    """``out + g · Δb``. The attachment's gate is registered under its first delta (``owns_gate``);
+    the other deltas of the attachment only refer to it."""
+
+    def __init__(self, size: int, gate: Gate | None = None, owns_gate: bool = True, *, device=None, dtype=None):
+        super().__init__()
+        self.delta = nn.Parameter(torch.zeros(size, device=device, dtype=dtype))
+        if owns_gate and gate is not None:
+            self.gate = gate
+        else:
+            self.__dict__["_shared_gate"] = gate
+        self.enabled = True
+
+    @property
+    def the_gate(self) -> Gate | None:
+        return self._modules.get("gate") or self.__dict__.get("_shared_gate")
+
+    def forward(self, out: torch.Tensor) -> torch.Tensor:
+        d = self.delta.to(out.dtype)
+        gate = self.the_gate
+        if gate is None:
+            return out + d
+        return out + scale(d.expand_as(out), gate(out))
+
+
+def bias_size(module: nn.Module) -> int | None:
+    """Size of a module's bias (None when it has none)."""
+    b = getattr(module, "bias", None)
+    return None if b is None else int(b.numel())
+
+
+def bitfit_hook(module: nn.Module, args, output):
+    """Forward hook: add every enabled delta of ``module.pelt_bitfit`` to the output."""
+    for d in module.pelt_bitfit.values():
+        if d.enabled:
+            output = d(output)
+    return output

@@ -1,0 +1,81 @@
+"""LoRA on a linear: ``y = W x + b + Σ_k s_k · B_k A_k dropout(x)``.
+
+`LoraLinear` wraps the base ``nn.Linear`` (kept as ``base_layer``; wrap, don't subclass) and holds
+the LoRAs of that linear in ``pelt_lora`` (keyed by instance); several LoRAs on one linear sum.
+``A`` is initialised like peft (``kaiming_uniform_(a=sqrt(5))``), ``B`` is zero so the model is
+unchanged at init. Scale: ``s = alpha / rank`` without a gate; with a gate ``s = g`` (the gate
+replaces alpha / rank, as in UniPELT) — one gate per adapted matrix.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from peltc.compiler.torch.gate import Gate, scale
+
+
+class LoRA(nn.Module):
+    def __init__(self, fan_in: int, fan_out: int, rank: int, alpha: float, dropout: float = 0.0,
+                 gate: Gate | None = None, *, device=None, dtype=None):
+        super().__init__()
+        self.A = nn.Linear(fan_in, rank, bias=False, device=device, dtype=dtype)
+        self.B = nn.Linear(rank, fan_out, bias=False, device=device, dtype=dtype)
+        nn.init.kaiming_uniform_(self.A.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.B.weight)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.rank = rank
+        self.alpha = float(alpha)
+        self.gate = gate
+        self.enabled = True
+
+    def extra_repr(self) -> str:
+        return f"rank={self.rank}, alpha={self.alpha:g}"
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / self.rank
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.B(self.A(self.dropout(x)))
+        if self.gate is None:
+            return d * self.scaling
+        return scale(d, self.gate(d))
+
+    def delta_weight(self) -> torch.Tensor:
+        """B A (out, in), unscaled."""
+        return self.B.weight @ self.A.weight
+
+
+class LoraLinear(nn.Module):
+    """A base linear plus its LoRAs."""
+
+    def __init__(self, base_layer: nn.Linear):
+        super().__init__()
+        self.base_layer = base_layer
+        self.pelt_lora = nn.ModuleDict()
+
+    @property
+    def in_features(self) -> int:
+        return self.base_layer.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base_layer.out_features
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base_layer.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base_layer.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base_layer(x)
+        for lora in self.pelt_lora.values():
+            if lora.enabled:
+                y = y + lora(x)
+        return y

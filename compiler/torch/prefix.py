@@ -1,0 +1,161 @@
+"""Prefix-tuning through transformers' public ``AttentionInterface`` (never ``past_key_values``).
+
+Each covered self-attention module holds ``pelt_prefix[instance]``, a `Prefix` giving that layer's
+prefix keys and values ``P (2, L, H)``. We register two attention functions,
+``peltc_prefix_sdpa`` and ``peltc_prefix_eager`` (each with the stock mask function of the
+implementation it wraps), and ``rewrite`` switches the model to the one matching its current
+implementation. The function receives the attention module, query/key/value as
+``(batch, heads, seq, head_dim)`` and the mask (bool ``(batch, 1, q, k)`` for sdpa, additive float
+for eager, or None when nothing is masked); it prepends ``g_P · P_K`` / ``g_P · P_V`` (``g_P`` per
+example, computed from the layer input), prepends attend columns (True / 0) to the mask, then calls
+the stock function. With ``output_attentions`` (eager) the returned weights cover ``L + k`` keys,
+prefix first. A module without an enabled prefix passes through unchanged.
+
+Reparameterisation during training (``mlp`` = width): one `PrefixEncoder` per instance,
+``Embedding(L, H) → Linear(H, mlp) → tanh → Linear(mlp, 2·n·H)`` for the ``n`` covered layers,
+computed once per forward. ``mlp = None`` trains the per-layer prefixes directly. Folding
+(``rewrite.fold_prefix``) replaces the encoder by its output as plain per-layer parameters.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+import torch
+from torch import nn
+
+from peltc.compiler.torch.gate import Gate
+from peltc.compiler.torch.state import PeltState
+
+IMPLEMENTATIONS = {"sdpa": "peltc_prefix_sdpa", "eager": "peltc_prefix_eager"}
+
+
+class PrefixEncoder(nn.Module):
+    """The training-time reparameterisation of one prefix instance over its covered layers."""
+
+    def __init__(self, length: int, hidden: int, mlp: int, n_layers: int, *, device=None, dtype=None):
+        super().__init__()
+        self.length, self.hidden, self.n_layers = length, hidden, n_layers
+        self.embedding = nn.Embedding(length, hidden, device=device, dtype=dtype)
+        self.mlp = nn.Sequential(nn.Linear(hidden, mlp, device=device, dtype=dtype), nn.Tanh(),
+                                 nn.Linear(mlp, 2 * n_layers * hidden, device=device, dtype=dtype))
+
+    def forward(self) -> torch.Tensor:
+        """(n_layers, 2, L, H): keys and values of every covered layer."""
+        out = self.mlp(self.embedding.weight)                                # (L, 2·n·H)
+        return out.view(self.length, self.n_layers, 2, self.hidden).permute(1, 2, 0, 3)
+
+
+class Prefix(nn.Module):
+    """One layer's prefix of one instance: a slice of the encoder's output, or its own parameter."""
+
+    def __init__(self, length: int, hidden: int, gate: Gate | None, state: PeltState,
+                 encoder: PrefixEncoder | None = None, index: int = 0, *, device=None, dtype=None):
+        super().__init__()
+        self.length, self.hidden, self.index = length, hidden, index
+        self.gate = gate
+        self.enabled = True
+        self.__dict__["_state"] = state
+        self.__dict__["_encoder"] = encoder
+        if encoder is None:
+            self.prefix = nn.Parameter(torch.empty(2, length, hidden, device=device, dtype=dtype))
+            nn.init.normal_(self.prefix, 0.0, 0.02)
+
+    def extra_repr(self) -> str:
+        return f"length={self.length}, reparameterised={self.encoder is not None}"
+
+    @property
+    def encoder(self) -> PrefixEncoder | None:
+        return self.__dict__["_encoder"]
+
+    def kv(self) -> torch.Tensor:
+        """(2, L, H) — the (ungated) prefix keys and values of this layer."""
+        enc = self.encoder
+        if enc is None:
+            return self.prefix
+        cache = self.__dict__["_state"].cache
+        key = ("prefix", id(enc))
+        out = cache.get(key)
+        if out is None:
+            out = cache[key] = enc()
+        return out[self.index]
+
+
+def prefix_key_values(module: nn.Module, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The enabled prefixes of an attention module, gated, as (batch, kv_heads, L, head_dim) each."""
+    host = module._modules.get("pelt_prefix")
+    if host is None:
+        return None
+    parts = [p for p in host.values() if p.enabled]
+    if not parts:
+        return None
+    batch, heads, _, hd = key.shape
+    ks, vs = [], []
+    for p in parts:
+        kv = p.kv().to(key.dtype)                                      # (2, L, H)
+        kv = kv.view(2, p.length, heads, hd).transpose(1, 2)               # (2, heads, L, hd)
+        if p.gate is not None:
+            g = p.gate(key).to(key.dtype)                                  # (batch,)
+            kv = kv.unsqueeze(1) * g.view(1, batch, 1, 1, 1)               # (2, batch, heads, L, hd)
+        else:
+            kv = kv.unsqueeze(1).expand(2, batch, heads, p.length, hd)
+        ks.append(kv[0])
+        vs.append(kv[1])
+    if len(ks) == 1:
+        return ks[0], vs[0]
+    return torch.cat(ks, dim=2), torch.cat(vs, dim=2)
+
+
+def extend_mask(mask: torch.Tensor | None, length: int) -> torch.Tensor | None:
+    """Prepend ``length`` always-attend columns to a bool or additive-float attention mask."""
+    if mask is None:
+        return None
+    shape = (*mask.shape[:-1], length)
+    if mask.dtype == torch.bool:
+        cols = torch.ones(shape, dtype=torch.bool, device=mask.device)
+    else:
+        cols = torch.zeros(shape, dtype=mask.dtype, device=mask.device)
+    return torch.cat([cols, mask], dim=-1)
+
+
+def _generic_eager(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    w = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        w = w + attention_mask
+    w = nn.functional.softmax(w, dim=-1)
+    w = nn.functional.dropout(w, p=dropout, training=module.training)
+    return torch.matmul(w, value).transpose(1, 2).contiguous(), w
+
+
+def _stock(module: nn.Module, base: str) -> Callable:
+    if base == "sdpa":
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+        return sdpa_attention_forward
+    fn = getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
+    return fn if callable(fn) else _generic_eager
+
+
+def make_attention(base: str) -> Callable:
+    """An attention function that prepends prefixes, then runs the stock ``base`` function."""
+    def prefix_attention(module, query, key, value, attention_mask, **kwargs):
+        kv = prefix_key_values(module, key)
+        if kv is not None:
+            key = torch.cat([kv[0], key], dim=2)
+            value = torch.cat([kv[1], value], dim=2)
+            attention_mask = extend_mask(attention_mask, kv[0].shape[2])
+        return _stock(module, base)(module, query, key, value, attention_mask, **kwargs)
+    prefix_attention.__name__ = f"{IMPLEMENTATIONS[base]}_forward"
+    return prefix_attention
+
+
+def register_attention() -> None:
+    """Register the prefix attention functions and their mask functions with transformers."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
+    masks = {"sdpa": sdpa_mask, "eager": eager_mask}
+    for base, name in IMPLEMENTATIONS.items():
+        AttentionInterface.register(name, make_attention(base))
+        AttentionMaskInterface.register(name, masks[base])

