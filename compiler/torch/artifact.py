@@ -1,0 +1,212 @@
+"""Adapter-only artifacts: the trainable tensors (safetensors) plus a manifest, written atomically
+and loaded strictly.
+
+    <dir>/manifest.json                 names, shapes, dtypes, sha256 of the weights file, the spec
+                                        text and hash, the resolved IR, base model name and config
+                                        hash, peltc / torch / transformers versions
+    <dir>/weights-<sha12>.safetensors   the tensors (the manifest names the file it belongs to)
+
+Atomicity: a save writes a *new* weights file under a content-addressed name, fsyncs it, then
+replaces ``manifest.json`` in one ``os.replace``; only then is the previous weights file removed.
+A save killed at any point leaves either the previous artifact or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from peltc.errors import ArtifactError
+
+MANIFEST = "manifest.json"
+FORMAT = "peltc-artifact/1"
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """A hash of the architecture-defining part of a HF config (ignores bookkeeping keys)."""
+    skip = {"_name_or_path", "transformers_version", "architectures", "id2label", "label2id", "num_labels",
+            "problem_type", "torch_dtype", "dtype", "_attn_implementation", "_attn_implementation_autoset",
+            "finetuning_task", "output_attentions", "output_hidden_states", "return_dict", "use_cache",
+            "_commit_hash", "auto_map", "_attn_implementation_internal"}
+    core = {k: v for k, v in sorted(config.items()) if k not in skip and not k.startswith("_")}
+    return hashlib.sha256(json.dumps(core, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter that trains: PELT parameters and the task head (finetune: everything)."""
+    return {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    import transformers
+
+    import peltc
+    return {"peltc": peltc.__version__, "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_artifact(model: torch.nn.Module, out_dir: str | Path, *, ir_dict: dict[str, Any], spec_text: str,
+                  spec_hash: str, base_model: str, extra: dict[str, Any] | None = None) -> Path:
+    """Write the model's trainable tensors and a manifest to ``out_dir`` atomically."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = trainable_state(model)
+    if not tensors:
+        raise ArtifactError("nothing to save: the model has no trainable parameters", code="A001")
+    fd, tmp = tempfile.mkstemp(prefix=".weights-", suffix=".tmp", dir=out)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"format": FORMAT})
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        digest = _sha256(Path(tmp))
+        weights = out / f"weights-{digest[:12]}.safetensors"
+        os.replace(tmp, weights)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    cfg = model.config.to_dict() if hasattr(model, "config") else {}
+    manifest = {
+        "format": FORMAT,
+        "weights": weights.name,
+        "sha256": {weights.name: digest},
+        "tensors": {n: {"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", "")} for n, t in tensors.items()},
+        "num_parameters": sum(t.numel() for t in tensors.values()),
+        "spec": spec_text,
+        "spec_hash": spec_hash,
+        "ir": ir_dict,
+        "base_model": {"name": base_model, "model_type": cfg.get("model_type"), "config_hash": config_hash(cfg),
+                       "num_labels": cfg.get("num_labels")},
+        "versions": _versions(),
+        **(extra or {}),
+    }
+    fd, tmpm = tempfile.mkstemp(prefix=".manifest-", suffix=".tmp", dir=out)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmpm, out / MANIFEST)
+    _fsync_dir(out)
+    # Now the new artifact is complete; drop what the previous one referenced and stale temp files.
+    for p in out.iterdir():
+        if p.name.startswith((".weights-", ".manifest-")) or (
+                p.name.startswith("weights-") and p.name != weights.name):
+            p.unlink(missing_ok=True)
+    return out
+
+
+def _read_manifest(d: Path, missing_ok: bool = False) -> dict[str, Any] | None:
+    p = d / MANIFEST
+    if not p.exists():
+        if missing_ok:
+            return None
+        raise ArtifactError(f"no artifact in '{d}': {MANIFEST} is missing", code="A002",
+                            help="point at a run's adapter directory (it holds manifest.json)")
+    try:
+        m = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        if missing_ok:
+            return None
+        raise ArtifactError(f"corrupt manifest '{p}': {e}", code="A003") from None
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        if missing_ok:
+            return None
+        raise ArtifactError(f"'{p}' is not a peltc artifact manifest (format {m.get('format') if isinstance(m, dict) else '?'!r})",
+                            code="A003")
+    return m
+
+
+def read_manifest(d: str | Path) -> dict[str, Any]:
+    return _read_manifest(Path(d))
+
+
+def load_tensors(d: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read and verify an artifact: manifest, checksum, tensor names/shapes/dtypes against the manifest."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    d = Path(d)
+    m = _read_manifest(d)
+    w = d / m["weights"]
+    if not w.exists():
+        raise ArtifactError(f"artifact weights file '{w}' is missing", code="A004")
+    actual = _sha256(w)
+    expected = m["sha256"].get(w.name)
+    if actual != expected:
+        raise ArtifactError(f"checksum mismatch for '{w}': manifest says sha256 {expected}, file has {actual}",
+                            code="A005", help="the file is corrupt or was changed after saving")
+    try:
+        tensors = load_file(str(w))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ArtifactError(f"cannot read '{w}': {e}", code="A006") from None
+    listed = m["tensors"]
+    for n in listed.keys() - tensors.keys():
+        raise ArtifactError(f"weights file lacks tensor '{n}' listed in the manifest", code="A007")
+    for n in tensors.keys() - listed.keys():
+        raise ArtifactError(f"weights file has tensor '{n}' not listed in the manifest", code="A007")
+    return m, tensors
+
+
+def load_into(model: torch.nn.Module, manifest: dict[str, Any], tensors: dict[str, torch.Tensor],
+              *, spec_hash: str | None = None) -> None:
+    """Copy an artifact's tensors into a model prepared with the same spec. Strict: every trainable
+    parameter must be present with the same shape and dtype, and nothing else may be."""
+    cfg = model.config.to_dict() if hasattr(model, "config") else {}
+    base = manifest["base_model"]
+    if base.get("model_type") != cfg.get("model_type"):
+        raise ArtifactError(f"base architecture mismatch: artifact was trained on model_type "
+                            f"{base.get('model_type')!r}, this model is {cfg.get('model_type')!r}", code="A008")
+    if base.get("config_hash") != config_hash(cfg):
+        raise ArtifactError(f"base model config mismatch: artifact config hash {base.get('config_hash')[:12]}…, "
+                            f"this model's {config_hash(cfg)[:12]}…", code="A008",
+                            help=f"load it on the base model it was trained on: {base.get('name')}")
+    if spec_hash is not None and spec_hash != manifest["spec_hash"]:
+        raise ArtifactError(f"spec mismatch: artifact spec hash {manifest['spec_hash'][:12]}…, "
+                            f"given spec {spec_hash[:12]}…", code="A009")
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    missing = sorted(params.keys() - tensors.keys())
+    unexpected = sorted(tensors.keys() - params.keys())
+    if missing:
+        raise ArtifactError(f"artifact is missing key '{missing[0]}'" +
+                            (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""), code="A010")
+    if unexpected:
+        raise ArtifactError(f"artifact has unexpected key '{unexpected[0]}'" +
+                            (f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""), code="A010")
+    for n, p in params.items():
+        t = tensors[n]
+        if tuple(t.shape) != tuple(p.shape):
+            raise ArtifactError(f"shape mismatch for '{n}': expected {tuple(p.shape)}, artifact has {tuple(t.shape)}",
+                                code="A011")
+        if t.dtype != p.dtype:
+            raise ArtifactError(f"dtype mismatch for '{n}': expected {p.dtype}, artifact has {t.dtype}", code="A011")
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(tensors[n])

@@ -1,0 +1,117 @@
+"""Artifacts: strict loading, clear errors for corrupt/mismatched files, atomic saves (killed writer)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from peltc.compiler.torch.artifact import load_into, load_tensors, read_manifest, save_artifact
+from peltc.errors import ArtifactError
+
+CFG = dict(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=20)
+
+
+def _model(seed=0, **kw):
+    torch.manual_seed(seed)
+    m = BertForSequenceClassification(BertConfig(**{**CFG, **kw}))
+    for n, p in m.named_parameters():
+        p.requires_grad = n.startswith("classifier") or "LayerNorm.bias" in n
+    return m
+
+
+def _save(m, d, **kw):
+    return save_artifact(m, d, ir_dict={"nodes": [], "edges": []}, spec_text="bitfit b {}", spec_hash="h" * 64,
+                         base_model="tiny", **kw)
+
+
+def test_round_trip_is_exact(tmp_path):
+    a = _model(0)
+    _save(a, tmp_path)
+    b = _model(1)
+    m, t = load_tensors(tmp_path)
+    load_into(b, m, t, spec_hash="h" * 64)
+    for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+        if p.requires_grad:
+            assert torch.equal(p, q), n
+    man = read_manifest(tmp_path)
+    assert man["num_parameters"] == sum(p.numel() for p in a.parameters() if p.requires_grad)
+    assert {"peltc", "torch", "transformers"} <= set(man["versions"])
+    assert len(list(tmp_path.glob("weights-*.safetensors"))) == 1
+
+
+def test_missing_and_unexpected_keys_name_the_key(tmp_path):
+    a = _model(0)
+    _save(a, tmp_path)
+    m, t = load_tensors(tmp_path)
+    b = _model(0)
+    b.bert.pooler.dense.bias.requires_grad = True
+    with pytest.raises(ArtifactError, match="missing key 'bert.pooler.dense.bias'"):
+        load_into(b, m, t)
+    c = _model(0)
+    c.classifier.bias.requires_grad = False
+    with pytest.raises(ArtifactError, match="unexpected key 'classifier.bias'"):
+        load_into(c, m, t)
+
+
+def test_shape_arch_and_spec_mismatch(tmp_path):
+    _save(_model(0), tmp_path)
+    m, t = load_tensors(tmp_path)
+    with pytest.raises(ArtifactError, match="config mismatch"):
+        load_into(_model(0, hidden_size=32, intermediate_size=40), m, t)
+    t2 = dict(t)
+    t2["classifier.bias"] = torch.zeros(5)
+    with pytest.raises(ArtifactError, match=r"shape mismatch for 'classifier.bias': expected \(2,\)"):
+        load_into(_model(0), m, t2)
+    with pytest.raises(ArtifactError, match="spec mismatch"):
+        load_into(_model(0), m, t, spec_hash="x" * 64)
+
+
+def test_corrupt_files_give_errors(tmp_path):
+    with pytest.raises(ArtifactError, match="manifest.json is missing"):
+        load_tensors(tmp_path)
+    _save(_model(0), tmp_path)
+    w = next(tmp_path.glob("weights-*.safetensors"))
+    data = bytearray(w.read_bytes())
+    data[-3] ^= 0xFF
+    w.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="checksum mismatch"):
+        load_tensors(tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match="corrupt manifest"):
+        load_tensors(tmp_path)
+
+
+_WRITER = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+from test_artifact import _model, _save
+i = 0
+while True:
+    m = _model(i % 7)
+    _save(m, {out!r})
+    i += 1
+    print(i, flush=True)
+"""
+
+
+def test_killed_writer_leaves_a_loadable_artifact(tmp_path):
+    out = tmp_path / "adapter"
+    _save(_model(0), out)
+    code = _WRITER.format(tests=str(Path(__file__).parent), out=str(out))
+    for delay in (0.0, 0.004, 0.011, 0.023, 0.037, 0.05, 0.071):
+        p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        p.stdout.readline()               # the writer is now saving in a loop
+        time.sleep(delay)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        m, t = load_tensors(out)           # never raises: the previous or the new artifact
+        load_into(_model(0), m, t)
