@@ -52,10 +52,14 @@ def _sha256(path: Path) -> str:
 
 
 def _versions() -> dict[str, str]:
-    import transformers
+    from importlib.metadata import PackageNotFoundError, version
 
     import peltc
-    return {"peltc": peltc.__version__, "torch": torch.__version__, "transformers": transformers.__version__}
+    try:
+        tf = version("transformers")
+    except PackageNotFoundError:
+        tf = "absent"
+    return {"peltc": peltc.__version__, "torch": torch.__version__, "transformers": tf}
 
 
 def _fsync_dir(d: Path) -> None:

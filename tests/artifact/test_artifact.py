@@ -17,6 +17,9 @@ from transformers import BertConfig, BertForSequenceClassification
 from peltc.compiler.torch.artifact import load_into, load_tensors, read_manifest, save_artifact
 from peltc.errors import ArtifactError
 
+sys.path.insert(0, str(Path(__file__).parent))
+import _writer  # noqa: E402
+
 CFG = dict(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=20)
 
 
@@ -91,13 +94,12 @@ def test_corrupt_files_give_errors(tmp_path):
 
 
 _WRITER = """
-import sys, torch
+import sys
 sys.path.insert(0, {tests!r})
-from test_artifact import _model, _save
+from _writer import Small, save
 i = 0
 while True:
-    m = _model(i % 7)
-    _save(m, {out!r})
+    save(Small(i % 7), {out!r})
     i += 1
     print(i, flush=True)
 """
@@ -105,13 +107,13 @@ while True:
 
 def test_killed_writer_leaves_a_loadable_artifact(tmp_path):
     out = tmp_path / "adapter"
-    _save(_model(0), out)
+    _writer.save(_writer.Small(0), out)
     code = _WRITER.format(tests=str(Path(__file__).parent), out=str(out))
-    for delay in (0.0, 0.004, 0.011, 0.023, 0.037, 0.05, 0.071):
+    for delay in (0.0, 0.009, 0.027, 0.061):
         p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         p.stdout.readline()               # the writer is now saving in a loop
         time.sleep(delay)
         p.send_signal(signal.SIGKILL)
         p.wait()
         m, t = load_tensors(out)           # never raises: the previous or the new artifact
-        load_into(_model(0), m, t)
+        load_into(_writer.Small(0), m, t)
