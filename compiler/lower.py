@@ -303,14 +303,17 @@ class _Lowerer:
         self.counter = 0
 
     def load_file(self, path: str, span: Span | None) -> _State | None:
-        key = str(Path(path).resolve()) if not path.startswith("<") else path
+        try:
+            key = str(Path(path).resolve()) if not path.startswith("<") else path
+        except (OSError, ValueError, RuntimeError):   # a NUL byte in the path, a symlink loop
+            key = path
         if key in self.stack:
             chain = " → ".join(Path(p).name for p in [*self.stack, key])
             self.diags.error("E119", f"import cycle: {chain}", span, "a spec cannot extend or import itself")
             return None
         try:
             text = self.loader(path)
-        except (OSError, UnicodeDecodeError) as e:
+        except (OSError, UnicodeDecodeError, ValueError) as e:   # ValueError: a NUL byte in the path
             self.diags.error("E118", f"cannot read '{path}': {getattr(e, 'strerror', None) or e}", span,
                              "paths in extends/import are relative to the spec that names them")
             return None
@@ -431,7 +434,8 @@ class _Lowerer:
 
 def _finish(st: _State, diags: Diagnostics) -> IR:
     ir = IR()
-    head = {k: v.default for k, v in schema.HEAD_PARAMS.items()} | st.head
+    head = dict(st.head)   # only what the spec says: compile_model keeps the model's own head by
+                           # default, `peltc compile` applies its recipe's pooling (see runtime)
     spec_hash = hashlib.sha256("\x00".join(st.sources).encode()).hexdigest()
     ir.add(SettingsNode(id="settings", model=st.model, head=head, train=dict(st.train),
                         span=SpanModel.of(st.model_span), spec_hash=spec_hash))

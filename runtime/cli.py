@@ -1,0 +1,133 @@
+"""The runtime's commands for the `peltc` CLI: compile, eval, predict, grid.
+
+Imported by peltc/cli.py when the parser is built, so it must stay light: torch and
+transformers are imported inside the command functions only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from peltc.errors import EXIT_OK
+
+# command-line flags → train settings (None = not given; the spec's `train { }` or the recipe decide)
+_SETTING_FLAGS = {
+    "lr": float, "epochs": float, "batch_size": int, "warmup": float, "weight_decay": float,
+    "patience": int, "min_steps": int, "eval_steps": int, "max_length": int, "head_lr": float,
+}
+
+
+def _overrides(a) -> dict:
+    return {k: getattr(a, k) for k in _SETTING_FLAGS if getattr(a, k, None) is not None}
+
+
+def cmd_compile(a) -> int:
+    from peltc.runtime.run import RunOptions, train_run
+    if a.train is None:
+        return _compile_only(a)
+    opts = RunOptions(spec=a.spec, task=a.train, model=a.model, data_dir=a.data_dir, k=a.k, seed=a.seed,
+                      dev_size=a.dev_size,
+                      out=a.out, overrides=_overrides(a), resume=a.resume, progress=not a.quiet,
+                      render=not a.no_render)
+    m = train_run(opts)
+    if "run_dir" not in m:      # a non-zero rank under torchrun
+        return EXIT_OK
+    main = m["main_metric"]
+    for w in m.get("warnings", []):
+        print(f"warning: {w}")
+    dev = m["dev"]["best"].get(main)
+    print(f"test {main}: {m['test'][main]:.4f}   (dev {main}: {dev:.4f}; {m['train']['steps']} steps, "
+          f"{m['wall_seconds']:.0f} s)")
+    print(f"run folder: {m['run_dir']}")
+    return EXIT_OK
+
+
+def _compile_only(a) -> int:
+    from peltc.api import compile_model
+    from peltc.compiler.pipeline import check_file
+    from peltc.runtime.run import load_base, resolve_model
+    from peltc.compiler.pipeline import build_ir
+    from pathlib import Path
+    text = Path(a.spec).read_text(encoding="utf-8") if Path(a.spec).is_file() else None
+    spec_model = build_ir(text, a.spec).ir.settings.model if text is not None else None
+    mc = resolve_model(a.model, spec_model)
+    r = check_file(a.spec, model=mc)
+    _, model = load_base(mc, 2)
+    print(compile_model(r.ir, model).render())
+    return EXIT_OK
+
+
+def cmd_eval(a) -> int:
+    from peltc.runtime.run import eval_run
+    out = eval_run(a.run_dir, a.data_dir)
+    print(json.dumps(out["test"], indent=2))
+    if out["warning"]:
+        print(f"warning: {out['warning']}")
+    return EXIT_OK
+
+
+def cmd_predict(a) -> int:
+    from peltc.runtime.run import predict_text
+    out = predict_text(a.run_dir, a.text, a.text_pair)
+    if "label" in out:
+        print(f"{out['label']}  (p = {out['probability']:.3f})")
+    else:
+        print(f"{out['score']:.4f}")
+    return EXIT_OK
+
+
+def cmd_grid(a) -> int:
+    from peltc.runtime.grid import run_grid
+    run_grid(a.specs, tasks=a.tasks.split(","), ks=a.k.split(","), seeds=[int(s) for s in a.seeds.split(",")],
+             out=a.out, jobs=a.jobs, model=a.model, data_dir=a.data_dir, overrides=_overrides(a),
+             dev_size=a.dev_size)
+    return EXIT_OK
+
+
+def _train_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training settings (override the spec's train { } block)")
+    for name, typ in _SETTING_FLAGS.items():
+        g.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, default=None)
+
+
+def add_commands(sub) -> None:
+    c = sub.add_parser("compile", help="rewrite the model; with --train: train, evaluate, save the adapter")
+    c.add_argument("spec")
+    c.add_argument("--model", help="model name, dir or config.json (default: the spec's, else the packaged MiniLM)")
+    c.add_argument("--train", metavar="glue/TASK", help="cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte")
+    c.add_argument("--data-dir", help="GLUE in the original TSV layout (default: $PELT_GLUE_DIR, else the Hub)")
+    c.add_argument("--k", default="100", help="training examples: 100 | 500 | 1000 | all (default 100)")
+    c.add_argument("--seed", type=int, default=1)
+    c.add_argument("--dev-size", type=int, default=1000,
+                   help="training examples held out for checkpoint selection (default 1000, as the paper)")
+    c.add_argument("--out", help="run folder (default runs/<spec>-<task>-k<K>-s<seed>, never reused)")
+    c.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    c.add_argument("--quiet", action="store_true", help="no progress bars")
+    c.add_argument("--no-render", action="store_true", help="skip architecture.svg")
+    _train_flags(c)
+    c.set_defaults(func=cmd_compile)
+
+    e = sub.add_parser("eval", help="reload a run's adapter on a fresh base model and score the test set")
+    e.add_argument("run_dir")
+    e.add_argument("--data-dir")
+    e.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="label a text with a trained run")
+    p.add_argument("run_dir")
+    p.add_argument("--text", required=True)
+    p.add_argument("--text-pair")
+    p.set_defaults(func=cmd_predict)
+
+    g = sub.add_parser("grid", help="run specs × tasks × K × seeds and tabulate mean ± std")
+    g.add_argument("specs", nargs="+")
+    g.add_argument("--tasks", default="cola,sst2,mrpc,rte,stsb")
+    g.add_argument("--k", default="100")
+    g.add_argument("--seeds", default="1,2,3")
+    g.add_argument("--jobs", type=int, default=1, help="runs in parallel")
+    g.add_argument("--dev-size", type=int, default=1000)
+    g.add_argument("--out", default="runs/grid")
+    g.add_argument("--model")
+    g.add_argument("--data-dir")
+    _train_flags(g)
+    g.set_defaults(func=cmd_grid)
