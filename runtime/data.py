@@ -210,10 +210,13 @@ def tokenize(ds, tokenizer, task: GlueTask, max_length: int = MAX_LENGTH,
         enc["length"] = [len(ids) for ids in enc["input_ids"]]
         return enc
 
+    import numpy as np
+
     out = ds.map(encode, batched=True, remove_columns=list(task.columns), desc="tokenising")
     for split in sort_by_length:
         if split in out:
-            out[split] = out[split].sort("length", reverse=True)
+            order = np.argsort(-np.asarray(out[split]["length"]), kind="stable")
+            out[split] = out[split].select(order)
     return out
 
 

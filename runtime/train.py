@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
+import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -169,7 +170,8 @@ def training_arguments(settings: TrainSettings, task: GlueTask, output_dir: str 
         num_train_epochs=settings.epochs,
         per_device_train_batch_size=settings.batch_size,
         per_device_eval_batch_size=settings.eval_batch_size,
-        warmup_steps=settings.warmup,          # a float below 1 is a ratio of total steps
+        # a float below 1 is a ratio of total steps (1.0 would read as one step)
+        warmup_steps=min(float(settings.warmup), 0.999999),
         weight_decay=settings.weight_decay,
         eval_strategy=strategy,
         save_strategy=strategy,
@@ -185,6 +187,7 @@ def training_arguments(settings: TrainSettings, task: GlueTask, output_dir: str 
         report_to="none",
         disable_tqdm=not progress,
         dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
     )
     kwargs.update(overrides)
     return TrainingArguments(**kwargs)
@@ -290,3 +293,21 @@ def _checkpoint_step(path: str | None) -> int | None:
         return int(Path(path).name.rsplit("-", 1)[1])
     except (IndexError, ValueError):
         return None
+
+
+def evaluate_model(model, tokenizer, dataset, task: GlueTask, *, batch_size: int = 256,
+                   output_dir: str | Path | None = None, progress: bool = False,
+                   split: str = "test") -> tuple[dict[str, Any], np.ndarray]:
+    """Metrics and predictions of ``model`` on one tokenised split, without training: the same
+    metric code, batching and padding as ``train`` (``peltc eval`` reproduces a run's test metrics
+    with it). Returns ``({"accuracy": …, "loss": …, …}, predictions)``."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TrainingArguments(output_dir=str(output_dir or tmp), per_device_eval_batch_size=batch_size,
+                                 report_to="none", disable_tqdm=not progress, dataloader_num_workers=0,
+                                 dataloader_pin_memory=torch.cuda.is_available())
+        trainer = Trainer(model=model, args=args, processing_class=tokenizer,
+                          data_collator=_data.collator(tokenizer), compute_metrics=compute_metrics(task))
+        pred = trainer.predict(dataset, metric_key_prefix=split)
+    return _strip(pred.metrics, split), to_predictions(task, pred.predictions)

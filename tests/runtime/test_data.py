@@ -192,9 +192,7 @@ def test_tokenize_pairs_truncation_sorting_and_padding(glue_dir, tokenizer):
     assert max(enc["test"]["length"]) <= 32
     lengths = enc["test"]["length"]
     assert lengths == sorted(lengths, reverse=True)               # eval splits longest first
-    batch = data.collator(tokenizer)([enc["train"][i] for i in range(4)
-                                      ] if False else [{k: enc["train"][i][k] for k in
-                                                        ("input_ids", "attention_mask", "token_type_ids", "label")}
-                                                       for i in range(4)])
+    keys = ("input_ids", "attention_mask", "token_type_ids", "label")
+    batch = data.collator(tokenizer)([{k: enc["train"][i][k] for k in keys} for i in range(4)])
     assert batch["input_ids"].shape[1] == max(enc["train"]["length"][:4])   # padded to the batch's longest
     assert batch["labels"].tolist() == enc["train"]["label"][:4]
