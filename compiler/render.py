@@ -1,0 +1,638 @@
+"""Draw the IR as an architecture diagram (graphviz): a read-only pass over the resolved plan.
+
+Layers are clusters in data-flow order (layer input → attention with its linears → attention
+output → feed-forward with its linears → feed-forward output); embeddings and the task head sit
+outside them. Base modules are grey, every method has its colour, gates are small diamonds with a
+dotted edge from the point they read and one to the module they scale. LoRA, prefix and BitFit sit
+beside the module they change; a sequential adapter sits inline after its point; a parallel one
+sits beside its block, reading the block's input and adding into its output (dashed). Layers whose
+attachments are identical collapse into one cluster marked ``×N`` unless ``expand``. Without a
+bound model the diagram is symbolic: one ``layers[*]`` cluster with every instance at its target
+points, labelled by its selector.
+
+The look is one style table keyed by node kind and method (as torch.fx's ``graph_drawer``); the
+optional ``graphviz`` package is imported only when a diagram is drawn.
+
+>>> from peltc.compiler.pipeline import build_ir
+>>> ir = build_ir("adapter a { at layers[*].ffn.output }", model="bert-base-uncased").ir
+>>> [g.label for g in layer_groups(ir)]
+['layers 0–11 ×12']
+>>> sorted(diagram_module_nodes(ir))[:2]
+['bert.encoder.layer.0.output.LayerNorm', 'bert.encoder.layer.1.output.LayerNorm']
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from peltc.compiler.archs import BLOCKS, FAMILIES, Family
+from peltc.compiler.ir import IR, AttachmentNode, GateSpec
+from peltc.compiler.passes.resolve_paths import module_path
+from peltc.errors import UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import graphviz
+
+FORMATS = {"svg": "svg", "png": "png", "pdf": "pdf", "dot": "dot", "gv": "dot"}   # suffix → dot -T
+FONT = "DejaVu Sans"
+
+# --- the style table --------------------------------------------------------------------------
+METHOD_COLOURS: dict[str, tuple[str, str]] = {   # method → (fill, line)
+    "adapter": ("#cfe0fb", "#1f5fbf"),
+    "prefix": ("#ffe2b8", "#c96a00"),
+    "lora": ("#d3efd6", "#2e7d32"),
+    "bitfit": ("#f1d5ee", "#8e2f88"),
+    "finetune": ("#ffd3d0", "#c0392b"),
+}
+BASE_FILL, BASE_LINE, BASE_TEXT = "#ececec", "#9a9a9a", "#444444"
+GATE_FILL, GATE_LINE = "#fff5c0", "#a67c00"
+FLOW = "#707070"
+
+_BASE = {"style": "filled", "fillcolor": BASE_FILL, "color": BASE_LINE, "fontcolor": BASE_TEXT, "shape": "box"}
+NODE_STYLE: dict[tuple[str, str | None], dict[str, str]] = {   # (node kind, point kind | method)
+    ("point", "value"): {**_BASE, "style": "rounded,filled"},
+    ("point", "linear"): {**_BASE, "fontsize": "9"},
+    ("point", "block"): {**_BASE, "fillcolor": "#e0e0e0"},
+    ("point", "global"): {**_BASE, "style": "rounded,filled,bold"},
+    ("point", "layers"): {**_BASE, "shape": "box3d"},
+    ("gate", None): {"shape": "diamond", "style": "filled", "fillcolor": GATE_FILL, "color": GATE_LINE,
+                     "fontsize": "8", "margin": "0.02", "height": "0.3"},
+    **{("attachment", m): {"shape": "box", "style": "rounded,filled,bold", "fillcolor": f, "color": c,
+                           "fontsize": "9", "margin": "0.08,0.03"} for m, (f, c) in METHOD_COLOURS.items()},
+}
+EDGE_STYLE: dict[str, dict[str, str]] = {   # edge role → attributes (module edges take its colour)
+    "flow": {"color": FLOW},
+    "sequential": {"penwidth": "1.6"},
+    "parallel": {"style": "dashed", "penwidth": "1.4"},
+    "prefix": {"penwidth": "1.4", "label": "K,V", "fontsize": "8"},
+    "bias": {"style": "dotted", "penwidth": "1.4", "arrowhead": "none", "constraint": "false"},
+    "source": {"style": "dotted", "color": GATE_LINE, "arrowsize": "0.6"},
+    "scales": {"style": "dotted", "color": GATE_LINE, "arrowhead": "dot", "arrowsize": "0.6"},
+}
+_MOD_EDGE = {"prefix": "prefix", "lora": "parallel", "bitfit": "bias", "finetune": "bias"}   # beside its point
+
+# One layer's base points in data-flow order: point → (label, point kind); and how they are laid out.
+_LAYER_POINTS = {
+    "input": ("layer input", "value"),
+    "attention.query": ("query", "linear"), "attention.key": ("key", "linear"),
+    "attention.value": ("value", "linear"), "attention": ("self-attention", "block"),
+    "attention.out": ("out", "linear"), "attention.output": ("Add & LayerNorm", "value"),
+    "ffn.up": ("up", "linear"), "ffn.down": ("down", "linear"), "ffn.output": ("Add & LayerNorm", "value"),
+}
+_BLOCK_ROWS = {   # block cluster → its rows (the points of one rank, left to right)
+    "attention": (("attention.query", "attention.key", "attention.value"), ("attention",),
+                  ("attention.out",), ("attention.output",)),
+    "ffn": (("ffn.up",), ("ffn.down",), ("ffn.output",)),
+}
+_ROW_OF = {"attention": "attention", "ffn": "ffn.up", "layer": "input"}   # a module on a block sits here
+_FLOW = [("input", "attention.query"), ("input", "attention.key"), ("input", "attention.value"),
+         ("attention.query", "attention"), ("attention.key", "attention"), ("attention.value", "attention"),
+         ("attention", "attention.out"), ("attention.out", "attention.output"),
+         ("ffn.up", "ffn.down"), ("ffn.down", "ffn.output")]
+
+
+# --- what is drawn ------------------------------------------------------------------------------
+@dataclass
+class Mod:
+    """One drawn module: an instance at one point, standing for its attachments in a layer group."""
+
+    instance: str
+    method: str
+    point: str
+    params: dict[str, Any]
+    gate: GateSpec
+    placement: str = "sequential"
+    order: int = 0
+    input_point: str | None = None     # the point it reads (a parallel adapter: its block's input)
+    trainable: int | None = None       # per layer
+    saved: int | None = None
+    gate_params: int | None = None
+    shared: int | None = None          # prefix reparameterisation MLP (instance-wide, training only)
+    paths: list[str] = field(default_factory=list)   # module path in each layer of the group
+    where: str | None = None           # symbolic diagrams: the selectors as written
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return f"{self.instance}@{self.point}"
+
+    @property
+    def beside(self) -> bool:
+        """Drawn beside the module it changes (adapters sit in the data path instead)."""
+        return self.method in ("lora", "prefix", "bitfit")
+
+
+@dataclass
+class LayerGroup:
+    """Layers drawn as one cluster (their attachments are identical), with the modules drawn in it."""
+
+    layers: list[int]
+    label: str
+    mods: list[Mod]
+    path: str            # module path of the first layer ('' without a model)
+
+    @property
+    def id(self) -> str:
+        return f"L{self.layers[0]}" if self.layers else "Lsym"
+
+
+def compact_layers(layers: list[int]) -> str:
+    """``[0..11]`` → ``0–11``; ``[0, 2, …, 10]`` → ``0–10 by 2``; otherwise runs, comma-separated."""
+    if len(layers) == 1:
+        return str(layers[0])
+    steps = {b - a for a, b in zip(layers, layers[1:])}
+    if len(steps) == 1:
+        step = steps.pop()
+        return f"{layers[0]}–{layers[-1]}" + ("" if step == 1 else f" by {step}")
+    runs, start, prev = [], layers[0], layers[0]
+    for x in layers[1:] + [None]:
+        if x is not None and x == prev + 1:
+            prev = x
+            continue
+        runs.append(str(start) if start == prev else f"{start}–{prev}")
+        if x is not None:
+            start = prev = x
+    return ", ".join(runs)
+
+
+def _signature(atts: list[AttachmentNode]) -> tuple:
+    return tuple(sorted((a.instance, a.point, a.method, json.dumps(a.params, sort_keys=True, default=str),
+                         a.gate.model_dump_json(), a.placement, a.order, a.trainable, a.saved) for a in atts))
+
+
+def _pattern(paths: list[str], layers: list[int]) -> str:
+    """Module paths of several layers as one: ``bert.encoder.layer.{0–11}.output.LayerNorm``."""
+    split = [p.split(".") for p in paths]
+    if not paths or len({len(s) for s in split}) != 1:
+        return ", ".join(paths)
+    return ".".join(parts[0] if len(set(parts)) == 1 else "{" + compact_layers(layers) + "}"
+                    for parts in zip(*split))
+
+
+def _bound_mod(ir: IR, att: AttachmentNode, same: list[AttachmentNode]) -> Mod:
+    inputs = ir.predecessors(att.id, "input")
+    shared = ir.instance(att.instance).shared_trainable if att.method == "prefix" else None
+    return Mod(att.instance, att.method, att.point, dict(att.params), att.gate, att.placement, att.order,
+               inputs[0].point if inputs else att.point, att.trainable, att.saved, att.gate_params, shared,
+               [a.module_path for a in same if a.module_path is not None])
+
+
+def layer_groups(ir: IR, expand: bool = False) -> list[LayerGroup]:
+    """The layer clusters of the diagram, in layer order.
+
+    With a model: layers whose attachments are identical (instances, points, parameters, gates)
+    form one group unless ``expand``. Without one: a single symbolic ``layers[*]`` group.
+    """
+    s = ir.settings
+    if s.family is None:
+        return [LayerGroup([], "layers[*]", _symbolic_mods(ir)[0], "")]
+    per_layer: dict[int, list[AttachmentNode]] = defaultdict(list)
+    for a in ir.attachments():
+        if a.layer is not None:
+            per_layer[a.layer].append(a)
+    buckets: dict[Any, list[int]] = {}
+    for i in range(s.dims["layers"]):
+        buckets.setdefault(i if expand else _signature(per_layer[i]), []).append(i)
+    groups = []
+    for layers in sorted(buckets.values()):
+        same: dict[tuple, list[AttachmentNode]] = defaultdict(list)
+        for i in layers:
+            for a in per_layer[i]:
+                same[a.instance, a.point].append(a)
+        label = f"layer {layers[0]}" if len(layers) == 1 else f"layers {compact_layers(layers)} ×{len(layers)}"
+        mods = [_bound_mod(ir, a, same[a.instance, a.point]) for a in per_layer[layers[0]]]
+        groups.append(LayerGroup(layers, label, mods, module_path(FAMILIES[s.family], layers[0], "layer")))
+    return groups
+
+
+def _symbolic_mods(ir: IR) -> tuple[list[Mod], list[Mod]]:
+    """(layer modules, whole-model modules) of a spec with no bound model, from its targets."""
+    layer: dict[str, Mod] = {}
+    glob: list[Mod] = []
+    for inst in ir.instances():
+        placement = inst.params.get("placement", "sequential")
+        notes = [f"layers[{ov.selector}]: " + ", ".join([f"{k} {v}" for k, v in ov.params.items()] +
+                                                        ([f"gate {ov.gate.text()}"] if ov.gate else []))
+                 for ov in inst.overrides]
+        for t in inst.targets:
+            inp = t.point
+            if inst.method == "adapter" and placement == "parallel":   # as resolve_layers wires it
+                inp = "attention.output" if t.point == "ffn.output" else "input"
+            where = t.point if t.selector is None else f"layers[{t.selector}]"
+            m = Mod(inst.name, inst.method, t.point, dict(inst.params), inst.gate, placement, inst.order, inp,
+                    where=where, notes=notes)
+            if t.selector is None:
+                glob.append(m)
+            elif m.key in layer:
+                layer[m.key].where += f", {where}"
+            else:
+                layer[m.key] = m
+    return list(layer.values()), glob
+
+
+def _global_mods(ir: IR) -> list[Mod]:
+    if ir.settings.family is None:
+        return _symbolic_mods(ir)[1]
+    return [_bound_mod(ir, a, [a]) for a in ir.attachments() if a.layer is None]
+
+
+# --- module paths -------------------------------------------------------------------------------
+def _bias_modules(fam: Family, layer: int | None, point: str, n_layers: int) -> list[str]:
+    """The modules whose biases a bitfit attachment trains."""
+    if point == "all":
+        out = _bias_modules(fam, None, "embeddings", n_layers)
+        for i in range(n_layers):
+            out += _bias_modules(fam, i, "layer", n_layers)
+        return out + _bias_modules(fam, None, "head", n_layers)
+    if point == "embeddings":
+        return [f"{fam.base}.{e}" for e in fam.embeddings_bias]
+    if point == "head":
+        return [f"{fam.base}.{fam.pooler}"] if fam.pooler else []
+    return [module_path(fam, layer, p) for p in BLOCKS.get(point, (point,))]
+
+
+def diagram_module_nodes(ir: IR) -> set[str]:
+    """The module paths the diagram draws PELT modules on: each attachment's module, a bitfit
+    attachment standing for the bias-holding modules it covers (every one of them for a block,
+    a layer, the embeddings, the head or `all`). ``finetune`` adds none: it trains base weights.
+    Empty without a model."""
+    s = ir.settings
+    if s.family is None:
+        return set()
+    out: set[str] = set()
+    for a in ir.attachments():
+        if a.method == "bitfit":
+            out.update(_bias_modules(FAMILIES[s.family], a.layer, a.point, s.dims["layers"]))
+        elif a.method != "finetune" and a.module_path is not None:
+            out.add(a.module_path)
+    return out
+
+
+# --- labels -------------------------------------------------------------------------------------
+def _n(x: int) -> str:
+    return f"{x:,}"
+
+
+def _html(title: str, lines: list[str] = (), small: list[str] = ()) -> str:
+    rows = [f"<B>{html.escape(title)}</B>"] + [html.escape(x) for x in lines]
+    rows += [f'<FONT POINT-SIZE="7" COLOR="#555555">{html.escape(x)}</FONT>' for x in small if x]
+    return "<" + "<BR/>".join(rows) + ">"
+
+
+def _cluster_label(head: str, rest: str, small: str) -> str:
+    text = f"<B>{html.escape(head)}</B>" + (f"  ·  {html.escape(rest)}" if rest else "")
+    if small:
+        text += f'<BR ALIGN="LEFT"/><FONT POINT-SIZE="8" COLOR="#666666">{html.escape(small)}</FONT>'
+    return f'<{text}<BR ALIGN="LEFT"/>>'
+
+
+def gate_label(g: GateSpec) -> str:
+    """``σ(layer.input)``, ``scalar``, ``const 0.5`` (the text in a gate's diamond)."""
+    if g.kind == "sigmoid":
+        src = "layer.input" if g.source == "input" else g.source
+        return f"σ({src})" + ("" if g.pool == "masked_mean" else f"\n{g.pool}")
+    if g.kind == "scalar":
+        return "scalar" if not g.value else f"scalar\ninit {g.value:g}"
+    return f"const {g.value:g}"
+
+
+def _param_text(m: Mod) -> str:
+    p = m.params
+    if m.method == "adapter":
+        bits = [f"size {p['size']}", str(p.get("activation", "relu"))]
+        bits += ["parallel"] * (m.placement == "parallel") + [f"scale {p['scale']:g}"] * (p.get("scale", 1.0) != 1.0)
+        return " · ".join(bits)
+    if m.method == "prefix":
+        return f"length {p['length']} · " + ("no mlp" if p.get("mlp") is None else f"mlp {p['mlp']}")
+    if m.method == "lora":
+        bits = [f"r {p['rank']}", f"α {p['alpha']:g}" if m.gate.kind == "none" else "gate replaces α/r"]
+        return " · ".join(bits + [f"dropout {p['dropout']:g}"] * bool(p.get("dropout")))
+    if m.method == "bitfit":
+        whole = {"all": "every bias (embeddings, layers, pooler)", "layer": "every bias of the layer",
+                 "embeddings": "embedding LayerNorm bias", "head": "pooler bias"}
+        if m.point in whole:
+            return whole[m.point]
+        parts = BLOCKS.get(m.point, (m.point,))
+        names = ", ".join("LayerNorm" if q.endswith(".output") else _LAYER_POINTS[q][0] for q in parts)
+        return f"bias{'es' * (len(parts) > 1)} of {names}"
+    return "every base weight"
+
+
+def _count_lines(m: Mod, n_layers: int) -> list[str]:
+    if m.trainable is None:
+        return []
+    line = _n(m.trainable) + (f" ×{n_layers}" if n_layers > 1 else "")
+    if m.saved is not None and m.saved != m.trainable:
+        line += f" (saved {_n(m.saved)})"
+    if m.gate_params:
+        line += f" (incl. gate {_n(m.gate_params)})"
+    return [line] + ([f"+ shared MLP {_n(m.shared)} (training only, folded)"] if m.shared else [])
+
+
+def _braced(paths: list[str]) -> list[str]:
+    """``a.b.x, a.b.y, c.z`` → ``["a.b.{x, y}", "c.z"]`` (one line per parent module)."""
+    parents: dict[str, list[str]] = {}
+    for p in paths:
+        head, _, leaf = p.rpartition(".")
+        parents.setdefault(head, []).append(leaf)
+    return [(f"{h}." if h else "") + (leaves[0] if len(leaves) == 1 else "{" + ", ".join(leaves) + "}")
+            for h, leaves in parents.items()]
+
+
+def _rel(path: str, prefix: str) -> str:
+    return path[len(prefix) + 1:] if prefix and path.startswith(prefix + ".") else path
+
+
+# --- drawing ------------------------------------------------------------------------------------
+class _Drawer:
+    """Builds the Digraph. Edges are collected and written after every node, so that each node
+    belongs to the cluster that declares it. Modules drawn beside a point share its rank and are
+    ordered by invisible edges; such flat edges carry no label (dot then drops the row's order)."""
+
+    def __init__(self, ir: IR, expand: bool, title: str | None):
+        import graphviz
+        self.ir, self.name = ir, title
+        s = ir.settings
+        self.fam = FAMILIES[s.family] if s.family is not None else None
+        self.groups = layer_groups(ir, expand)
+        self.edges: list[tuple[str, str, dict[str, str]]] = []
+        self.dot = graphviz.Digraph("peltc", graph_attr={
+            "rankdir": "TB", "compound": "true", "newrank": "true", "remincross": "false",
+            "nodesep": "0.18", "ranksep": "0.22", "fontname": FONT, "fontsize": "11", "labelloc": "t",
+            "labeljust": "l", "tooltip": "peltc diagram"},
+            node_attr={"fontname": FONT, "fontsize": "10", "height": "0.3", "margin": "0.1,0.03"},
+            edge_attr={"fontname": FONT, "fontsize": "8", "arrowsize": "0.7", "color": FLOW})
+
+    # primitives
+    def node(self, g, nid: str, label: str, kind: str, sub: str | None, tooltip: str | None = None) -> None:
+        g.node(nid, label, **NODE_STYLE[kind, sub], **({"tooltip": tooltip} if tooltip else {}))
+
+    def edge(self, a: str, b: str, role: str, colour: str | None = None, **extra: str) -> None:
+        self.edges.append((a, b, {**EDGE_STYLE[role], **({"color": colour} if colour else {}), **extra}))
+
+    def flat_edge(self, a: str, b: str, a_left: bool, role: str, colour: str, **extra: str) -> None:
+        """Edge ``a → b`` between neighbours in one row, written left to right (``dir=back`` when
+        ``a`` is on the right) so that it agrees with the row's order; a label moves to the end."""
+        attrs = {**EDGE_STYLE[role], "constraint": "false", "color": colour, **extra}
+        label = attrs.pop("label", None)
+        if label:
+            attrs["headlabel" if a_left else "taillabel"] = label
+            attrs.setdefault("labeldistance", "1.6")
+        if a_left:
+            self.edges.append((a, b, attrs))
+        else:
+            attrs["arrowtail"] = attrs.pop("arrowhead", "normal")
+            self.edges.append((b, a, {**attrs, "dir": "back", "arrowhead": "none"}))
+
+    @staticmethod
+    def row(g, ids: list[str]) -> None:
+        if len(ids) > 1:
+            with g.subgraph() as r:
+                r.attr(rank="same")
+                for a, b in zip(ids, ids[1:]):
+                    r.edge(a, b, style="invis")
+
+    # modules
+    def mod_node(self, g, group: LayerGroup, m: Mod, nid: str) -> None:
+        small, tip = ([m.where] if m.where else []), None
+        if m.paths:
+            tip = _pattern(m.paths, group.layers) if group.layers else m.paths[0]
+            small.append(_rel(m.paths[0], group.path))
+        if m.method == "bitfit" and self.fam is not None:
+            mods = _bias_modules(self.fam, group.layers[0] if group.layers else None, m.point,
+                                 self.ir.settings.dims["layers"])
+            tip = "biases of: " + ", ".join(mods[:12]) + (f", … ({len(mods)} modules)" if len(mods) > 12 else "")
+            small = [] if m.point == "all" else _braced([_rel(x, group.path) for x in mods])
+        lines = [_param_text(m)] + _count_lines(m, max(1, len(group.layers))) + m.notes
+        self.node(g, nid, _html(f"{m.method} {m.instance}", lines, small), "attachment", m.method, tip)
+
+    def gate(self, g, m: Mod, nid: str, source: str | None, side: str | None = None) -> str | None:
+        """Draw ``m``'s gate, if any, with its edges; returns its node id. With ``side`` the gate
+        sits in the module's row on that side of it."""
+        if m.gate.kind == "none":
+            return None
+        gid = f"{nid}.gate"
+        tip = f"gate of {m.instance} at {m.point}: {m.gate.text()}" + \
+              (f" ({_n(m.gate_params)} params)" if m.gate_params else "")
+        self.node(g, gid, gate_label(m.gate), "gate", None, tip)
+        if m.gate.kind == "sigmoid" and source is not None:
+            self.edge(source, gid, "source")
+        if side is None:
+            self.edge(gid, nid, "scales")
+        else:
+            self.flat_edge(gid, nid, side == "left", "scales", GATE_LINE)
+        return gid
+
+    def beside_row(self, g, group: LayerGroup, anchors: list[tuple[str, str, list[Mod]]], P) -> None:
+        """One row: each anchor (node id, point, its modules) with its modules and their gates
+        beside it: on the left of the row's first anchor when the row has several, else on the right."""
+        order: list[str] = []
+        for k, (anchor, point, mods) in enumerate(anchors):
+            left = k == 0 and len(anchors) > 1
+            ids: list[str] = []
+            for m in mods:
+                nid = f"{anchor}+{m.key}"
+                self.mod_node(g, group, m, nid)
+                extra = {"label": "+"} if m.method == "lora" else {}
+                self.flat_edge(nid, anchor, left, _MOD_EDGE[m.method], METHOD_COLOURS[m.method][1], **extra)
+                src = P(m.gate.source) if P and m.gate.kind == "sigmoid" and m.gate.source else None
+                gid = self.gate(g, m, nid, src, "left" if left else "right")
+                gates = [gid] if gid else []
+                ids += gates + [nid] if left else [nid] + gates   # the gate on the far side
+            order += ids + [anchor] if left else [anchor] + ids
+        self.row(g, order)
+
+    # layers
+    def layer_cluster(self, group: LayerGroup) -> tuple[str, str]:
+        """Draw one layer group; returns its (entry, exit) node ids."""
+        def P(point: str) -> str:
+            return f"{group.id}.{point}"
+
+        n = max(1, len(group.layers))
+        path = _pattern([module_path(self.fam, i, "layer") for i in group.layers], group.layers) if self.fam else ""
+        total = sum(m.trainable or 0 for m in group.mods) * n
+        rest = f"{_n(total)} params" if total else ""
+        if self.fam is None:
+            rest = "symbolic: no model bound (counts and module paths pending)"
+        on: dict[str, list[Mod]] = defaultdict(list)     # point (or row) → modules, in application order
+        for m in sorted(group.mods, key=lambda m: m.order):
+            on[_ROW_OF.get(m.point, m.point) if m.beside else m.point].append(m)
+        with self.dot.subgraph(name=f"cluster_{group.id}") as c:
+            c.attr(label=_cluster_label(group.label, rest, path), style="rounded,filled", fillcolor="#fbfbfb",
+                   color="#b0b0b0", fontsize="11", tooltip=path or group.label)
+            if not group.mods and self.fam is not None:
+                self.node(c, P("input"), _html("encoder layer", ["no layer-specific modules"], [path]),
+                          "point", "layers", path)
+                return P("input"), P("input")
+            self.point_node(c, group, "input", P)
+            self.beside_row(c, group, [(P("input"), "input", [m for m in on["input"] if m.beside])], P)
+            for block, rows in _BLOCK_ROWS.items():
+                with c.subgraph(name=f"cluster_{group.id}_{block}") as b:
+                    b.attr(label=block, style="rounded,dashed", color="#b8b8b8", fillcolor="", fontsize="9",
+                           fontcolor="#666666", tooltip=block)
+                    for points in rows:
+                        for point in points:
+                            self.point_node(b, group, point, P)
+                        self.beside_row(b, group, [(P(p), p, [m for m in on[p] if m.beside]) for p in points], P)
+            for a, b_ in _FLOW:
+                self.edge(P(a), P(b_), "flow")
+            exit_ = P("attention.output")
+            for point, nxt in (("attention.output", P("ffn.up")), ("ffn.output", None)):
+                exit_ = P(point)
+                for m in (m for m in on[point] if not m.beside):   # adapters
+                    nid = P(m.key)
+                    colour = METHOD_COLOURS[m.method][1]
+                    self.mod_node(c, group, m, nid)
+                    if m.placement == "parallel":   # reads the block input, adds into its output
+                        self.edge(P(m.input_point or "input"), nid, "parallel", colour)
+                        self.edge(nid, P(point), "parallel", colour, label=" +")
+                    else:
+                        self.edge(exit_, nid, "sequential", colour)
+                        exit_ = nid
+                    src = P(m.gate.source) if m.gate.kind == "sigmoid" and m.gate.source else None
+                    self.gate(c, m, nid, src)
+                if nxt is not None:
+                    self.edge(exit_, nxt, "flow")
+        return P("input"), exit_
+
+    def point_node(self, g, group: LayerGroup, point: str, P) -> None:
+        text, kind = _LAYER_POINTS[point]
+        if self.fam is None:
+            self.node(g, P(point), _html(text, small=[point]), "point", kind)
+            return
+        paths = [module_path(self.fam, i, point) for i in group.layers]
+        self.node(g, P(point), _html(text, small=[_rel(paths[0], group.path) or "(layer)"]), "point", kind,
+                  _pattern(paths, group.layers))
+
+    # whole model
+    def draw(self) -> "graphviz.Digraph":
+        s, fam = self.ir.settings, self.fam
+        self.dot.attr(label=self.title())
+        emb = f"{fam.base}.embeddings" if fam else ""
+        self.node(self.dot, "embeddings", _html("embeddings", small=[emb]), "point", "global", emb or None)
+        prev, entries = "embeddings", []
+        for g in self.groups:
+            entry, exit_ = self.layer_cluster(g)
+            entries.append((f"cluster_{g.id}", entry))
+            self.edge(prev, entry, "flow")
+            prev = exit_
+        head = module_path(fam, None, "head") if fam else ""
+        pool = "pooler (first token)" if s.head.get("pool", "pooler") == "pooler" else "masked mean over tokens"
+        self.node(self.dot, "head", _html("task head", [pool, "+ classifier"], [head]), "point", "global", head or None)
+        self.edge(prev, "head", "flow")
+        glob = _global_mods(self.ir)
+        empty = LayerGroup([], "", [], "")
+        for anchor in ("embeddings", "head"):
+            mods = [m for m in glob if (m.point == "head") == (anchor == "head")]
+            self.beside_row(self.dot, empty, [(anchor, anchor, mods)], None)
+        for m in glob:
+            if m.point == "all":   # it reaches into every layer and the head too
+                colour = METHOD_COLOURS[m.method][1]
+                for cluster, entry in entries:
+                    self.edge(f"embeddings+{m.key}", entry, "bias", colour, lhead=cluster)
+                self.edge(f"embeddings+{m.key}", "head", "bias", colour)
+        self.legend()
+        for a, b, attrs in self.edges:
+            self.dot.edge(a, b, **attrs)
+        return self.dot
+
+    def title(self) -> str:
+        s, ir = self.ir.settings, self.ir
+        name = f"{self.name}  ·  " if self.name else ""
+        if self.fam is None:
+            model = f"model {s.model} (not bound)" if s.model else "no model bound"
+            return f"{name}{model}  ·  symbolic diagram: pass --model for counts and module paths"
+        total = sum(a.trainable or 0 for a in ir.attachments())
+        pct = f" ({100 * total / s.base_params:.2f}% of {_n(s.base_params)})" if s.base_params else ""
+        shared = sum(i.shared_trainable or 0 for i in ir.instances())
+        extra = f"  +  {_n(shared)} prefix-MLP params during training (folded away)" if shared else ""
+        return (f"{name}model {s.model} ({s.family}, {s.dims['layers']} layers, hidden {s.dims['hidden']})\n"
+                f"trainable {_n(total)}{pct}{extra}")
+
+    def legend(self) -> None:
+        """A legend cluster holding one table, in the task head's row."""
+        def swatch(fill: str, line: str, rounded: bool = True) -> str:
+            style = ' STYLE="rounded"' if rounded else ""
+            return f'<TD BGCOLOR="{fill}" COLOR="{line}" BORDER="1"{style} WIDTH="26" HEIGHT="12"> </TD>'
+
+        def glyph(text: str, colour: str) -> str:
+            return f'<TD><FONT COLOR="{colour}">{text}</FONT></TD>'
+
+        rows = [(swatch(f, c), m) for m, (f, c) in METHOD_COLOURS.items()]
+        rows += [(swatch(BASE_FILL, BASE_LINE, False), "base module (frozen)"),
+                 (glyph("◆", GATE_LINE), "gate: σ(point) per example, scalar, const"),
+                 (glyph("━━▶", "#444444"), "sequential: inline in the data path"),
+                 (glyph("╍╍▶", "#444444"), "parallel: reads the block input, adds (+)"),
+                 (glyph("┄┄▶", GATE_LINE), "gate reads its source point"),
+                 (glyph("┄┄●", GATE_LINE), "gate scales the module"),
+                 (glyph("┄┄┄", METHOD_COLOURS["bitfit"][1]), "trains the biases (weights) of"),
+                 (glyph("×N", BASE_TEXT), "identical layers drawn once")]
+        half = (len(rows) + 1) // 2
+        body = "".join("<TR>" + "".join(f'{cell}<TD ALIGN="LEFT">{html.escape(text)}</TD>'
+                                        for cell, text in rows[k::half]) + "</TR>" for k in range(half))
+        with self.dot.subgraph(name="cluster_legend") as c:
+            c.attr(label="legend", style="rounded", color="#c8c8c8", fontsize="9", fontcolor="#666666",
+                   tooltip="legend", labeljust="l")
+            c.node("legend", f'<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="3" CELLPADDING="1">{body}</TABLE>>',
+                   shape="plain", fontsize="8")
+        with self.dot.subgraph() as r:
+            r.attr(rank="same")
+            r.node("head")
+            r.node("legend")
+
+
+# --- public entry points ------------------------------------------------------------------------
+def to_dot(ir: IR, expand: bool = False, *, title: str | None = None) -> "graphviz.Digraph":
+    """The diagram as a ``graphviz.Digraph`` (nothing runs; ``.source`` is the DOT text).
+    ``title`` (e.g. the spec's file name) opens the diagram's title."""
+    try:
+        import graphviz  # noqa: F401
+    except ModuleNotFoundError:
+        raise UsageError("drawing needs the 'graphviz' Python package", code="U010",
+                         help="pip install graphviz (and Graphviz's `dot`: apt-get install graphviz)") from None
+    return _Drawer(ir, expand, title).draw()
+
+
+def render(ir: IR, out: str | Path, *, expand: bool = False, fmt: str | None = None,
+           title: str | None = None) -> Path:
+    """Write the diagram to ``out``; the format comes from ``fmt`` or the suffix: svg, png, pdf, or
+    dot/gv for DOT source (which needs no `dot` program). Returns the path written."""
+    out = Path(out)
+    fmt = (fmt or out.suffix.lstrip(".")).lower()
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown diagram format '{fmt}'" if fmt else f"cannot tell the diagram format of '{out}'",
+                         code="U011", help=f"name the output with one of: {', '.join('.' + f for f in FORMATS)}")
+    dg = to_dot(ir, expand, title=title)
+    if FORMATS[fmt] == "dot":
+        data = dg.source.encode("utf-8")
+    else:
+        import graphviz
+        try:
+            data = dg.pipe(format=FORMATS[fmt])
+        except graphviz.ExecutableNotFound:
+            raise UsageError("Graphviz's `dot` program was not found on PATH", code="U010",
+                             help="install Graphviz (apt-get install graphviz, brew install graphviz), "
+                                  "or write DOT source: -o diagram.dot") from None
+        except graphviz.CalledProcessError as e:
+            lines = (e.stderr or b"").decode("utf-8", "replace").strip().splitlines()
+            raise UsageError(f"Graphviz failed: {lines[-1] if lines else e}", code="U012") from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)   # atomic: write, then rename
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
