@@ -1,6 +1,6 @@
 """The front-end pipeline: text → syntax tree → IR → passes (against a model config, no weights).
 
-    PASSES = resolve_layers → check_ranges → check_gates → check_conflicts → count_params
+    PASSES = resolve_layers → check_family → check_ranges → check_gates → check_conflicts → count_params
              → resolve_paths → check_coverage
 
 Every pass runs even after an earlier one reported errors, so one run shows all of them.
@@ -23,6 +23,7 @@ from peltc.compiler.lower import Loader, lower_text
 from peltc.compiler.passes.bind_model import bind_model
 from peltc.compiler.passes.check_conflicts import check_conflicts
 from peltc.compiler.passes.check_coverage import check_coverage
+from peltc.compiler.passes.check_family import check_family
 from peltc.compiler.passes.check_gates import check_gates
 from peltc.compiler.passes.check_ranges import check_ranges
 from peltc.compiler.passes.count_params import count_params
@@ -30,8 +31,9 @@ from peltc.compiler.passes.resolve_layers import resolve_layers
 from peltc.compiler.passes.resolve_paths import resolve_paths
 from peltc.errors import SpecError, UsageError
 
-PASSES = (resolve_layers, check_ranges, check_gates, check_conflicts, count_params, resolve_paths, check_coverage)
-_NEEDS_DIAGS = {resolve_layers, check_ranges, check_gates, check_conflicts, check_coverage}
+PASSES = (resolve_layers, check_family, check_ranges, check_gates, check_conflicts, count_params, resolve_paths,
+          check_coverage)
+_NEEDS_DIAGS = {resolve_layers, check_family, check_ranges, check_gates, check_conflicts, check_coverage}
 
 
 @dataclass

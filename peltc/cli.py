@@ -55,7 +55,7 @@ def cmd_render(a) -> int:
     from peltc.compiler.render import render
     r = check_file(a.spec, model=a.model)
     _warn(r)
-    out = render(r.ir, a.output, expand=a.expand)
+    out = render(r.ir, a.output, expand=a.expand, title=Path(a.spec).name)
     print(f"wrote {out}")
     return EXIT_OK
 

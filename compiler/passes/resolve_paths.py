@@ -10,7 +10,7 @@ from peltc.compiler.ir import IR
 def module_path(fam: Family, layer: int | None, point: str) -> str:
     if layer is None:
         return {"embeddings": f"{fam.base}.embeddings", "all": "",
-                "head": f"{fam.base}.{fam.pooler}" if fam.pooler else ".".join(fam.head)}[point]
+                "head": f"{fam.base}.{fam.pooler}" if fam.pooler else fam.head[-1]}[point]
     base = f"{fam.base}.{fam.layers}.{layer}"
     rel = "" if point in ("layer", "ffn") else fam.points.get(point, "")
     if point == "attention" and not rel:
