@@ -293,21 +293,3 @@ def _checkpoint_step(path: str | None) -> int | None:
         return int(Path(path).name.rsplit("-", 1)[1])
     except (IndexError, ValueError):
         return None
-
-
-def evaluate_model(model, tokenizer, dataset, task: GlueTask, *, batch_size: int = 256,
-                   output_dir: str | Path | None = None, progress: bool = False,
-                   split: str = "test") -> tuple[dict[str, Any], np.ndarray]:
-    """Metrics and predictions of ``model`` on one tokenised split, without training: the same
-    metric code, batching and padding as ``train`` (``peltc eval`` reproduces a run's test metrics
-    with it). Returns ``({"accuracy": …, "loss": …, …}, predictions)``."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        args = TrainingArguments(output_dir=str(output_dir or tmp), per_device_eval_batch_size=batch_size,
-                                 report_to="none", disable_tqdm=not progress, dataloader_num_workers=0,
-                                 dataloader_pin_memory=torch.cuda.is_available())
-        trainer = Trainer(model=model, args=args, processing_class=tokenizer,
-                          data_collator=_data.collator(tokenizer), compute_metrics=compute_metrics(task))
-        pred = trainer.predict(dataset, metric_key_prefix=split)
-    return _strip(pred.metrics, split), to_predictions(task, pred.predictions)
