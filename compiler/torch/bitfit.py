@@ -33,7 +33,7 @@ class BiasDelta(nn.Module):
         return self._modules.get("gate") or self.__dict__.get("_shared_gate")
 
     def forward(self, out: torch.Tensor) -> torch.Tensor:
-        d = self.delta.to(out.dtype)
+        d = self.delta if self.delta.dtype == out.dtype else self.delta.to(out.dtype)
         gate = self.the_gate
         if gate is None:
             return out + d

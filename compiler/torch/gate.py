@@ -68,7 +68,7 @@ class Gate(nn.Module):
             g = torch.sigmoid(self.weight).to(like.dtype).expand(batch)
         else:
             g = torch.full((batch,), self.const, device=like.device, dtype=like.dtype)
-        self.last = g.detach()
+        self.__dict__["last"] = g.detach()      # plain attribute; skips nn.Module.__setattr__
         return g
 
     # --- sigmoid ---------------------------------------------------------------------------------
@@ -95,15 +95,17 @@ class Gate(nn.Module):
 def pooled_sigmoid(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: str,
                    state: PeltState) -> torch.Tensor:
     """(batch, n): ``pool_tokens(sigmoid(x W^T + b))`` for x of shape (batch, seq, H) or (batch, H)."""
+    if weight.dtype != x.dtype:
+        weight, bias = weight.to(x.dtype), bias.to(x.dtype)
     if x.dim() == 2:
-        return torch.sigmoid(F.linear(x, weight.to(x.dtype), bias.to(x.dtype)))
+        return torch.sigmoid(F.linear(x, weight, bias))
     if pool == "first":
-        return torch.sigmoid(F.linear(x[:, 0], weight.to(x.dtype), bias.to(x.dtype)))
-    s = torch.sigmoid(F.linear(x, weight.to(x.dtype), bias.to(x.dtype)))   # (batch, seq, n)
+        return torch.sigmoid(F.linear(x[:, 0], weight, bias))
+    s = torch.sigmoid(F.linear(x, weight, bias))                         # (batch, seq, n)
     if pool == "masked_mean":
         m = state.token_mask(x)
         if m is not None:
-            return (s * m).sum(1) / m.sum(1).clamp_min(1.0)
+            return (s * m).sum(1) / state.token_count(x)
     return s.mean(1)
 
 

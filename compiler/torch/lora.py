@@ -32,7 +32,8 @@ class LoRA(nn.Module):
         self.enabled = True
 
     def extra_repr(self) -> str:
-        return f"rank={self.rank}, alpha={self.alpha:g}"
+        scale = "gate" if self.gate is not None else f"alpha/rank={self.scaling:g}"
+        return f"rank={self.rank}, scale={scale}"
 
     @property
     def scaling(self) -> float:

@@ -7,6 +7,8 @@ by the masked mean over the tokens, so every family's head consumes the mean unc
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from peltc.compiler.torch.state import PeltState
@@ -20,16 +22,19 @@ def masked_mean(h: torch.Tensor, state: PeltState) -> torch.Tensor:
     return (h * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
+def _replace_first(h: torch.Tensor, state: PeltState) -> torch.Tensor:
+    return torch.cat([masked_mean(h, state).unsqueeze(1), h[:, 1:]], dim=1)
+
+
+def _mean_pool(state: PeltState, module, args, output):
+    if isinstance(output, torch.Tensor):
+        return _replace_first(output, state)
+    if isinstance(output, tuple):
+        return (_replace_first(output[0], state), *output[1:])
+    output.last_hidden_state = _replace_first(output.last_hidden_state, state)
+    return output
+
+
 def mean_pool_hook(state: PeltState):
     """Forward hook on the encoder: token 0 of the output ← masked mean over tokens."""
-    def replace(h: torch.Tensor) -> torch.Tensor:
-        return torch.cat([masked_mean(h, state).unsqueeze(1), h[:, 1:]], dim=1)
-
-    def hook(module, args, output):
-        if isinstance(output, torch.Tensor):
-            return replace(output)
-        if isinstance(output, tuple):
-            return (replace(output[0]), *output[1:])
-        output.last_hidden_state = replace(output.last_hidden_state)
-        return output
-    return hook
+    return partial(_mean_pool, state)

@@ -13,7 +13,7 @@ prefix first. A module without an enabled prefix passes through unchanged.
 
 Reparameterisation during training (``mlp`` = width): one `PrefixEncoder` per instance,
 ``Embedding(L, H) → Linear(H, mlp) → tanh → Linear(mlp, 2·n·H)`` for the ``n`` covered layers,
-computed once per forward. ``mlp = None`` trains the per-layer prefixes directly. Folding
+computed once per forward (by `PeltState.begin`, before the first layer). ``mlp = None`` trains the per-layer prefixes directly. Folding
 (``rewrite.fold_prefix``) replaces the encoder by its output as plain per-layer parameters.
 """
 
@@ -74,11 +74,10 @@ class Prefix(nn.Module):
         enc = self.encoder
         if enc is None:
             return self.prefix
-        cache = self.__dict__["_state"].cache
-        key = ("prefix", id(enc))
-        out = cache.get(key)
-        if out is None:
-            out = cache[key] = enc()
+        kv = self.__dict__["_state"].prefix_kv
+        out = kv.get(id(enc))
+        if out is None:            # the base model's pre-hook did not run (a layer called directly)
+            out = kv[id(enc)] = enc()
         return out[self.index]
 
 

@@ -4,12 +4,14 @@ One `PeltState` per compiled model. Hooks that `rewrite` installs fill it during
 
 - ``begin`` (a forward pre-hook on the base model) stores the 2-D attention mask of the batch
   and drops everything captured by the previous forward;
-- ``record`` (a pre-hook on each layer, forward hooks on value points) stores the hidden-state
+- ``record`` (a pre-hook on each layer's attention block, forward hooks on value points) stores the hidden-state
   values that gates read (``layers[i].input``, ``attention.output``, ``ffn.output``) and that
   parallel adapters take as input;
 - ``end`` (a forward hook on the base model) drops the captured values again, so no activation
-  outlives its batch. The mask (small, no autograd history) is kept until the next ``begin`` so
-  that gradient-checkpointed layers recomputed during backward still find it.
+  outlives its batch. The mask (small, no autograd history) and the prefix MLP outputs are kept
+  until the next ``begin`` so that gradient-checkpointed layers recomputed during backward find
+  them. Hooks that capture values fire *inside* a layer's forward (transformers checkpoints
+  ``forward``, not ``__call__``, so a hook on the layer module itself would not run again).
 
 This module defines the state and the hook *functions*; only ``rewrite`` registers them.
 
@@ -23,6 +25,7 @@ This module defines the state and the hook *functions*; only ``rewrite`` registe
 from __future__ import annotations
 
 import inspect
+from functools import partial
 from typing import Any, Callable
 
 import torch
@@ -38,6 +41,9 @@ class PeltState:
         self.values: dict[tuple[int, str], torch.Tensor] = {}
         self.cache: dict[Any, Any] = {}                     # per-forward results (fused gates, prefix MLP)
         self.groups: dict[tuple[int, str, str], list] = {}  # (layer, source, pool) → sigmoid gates to fuse
+        self.encoders: list = []                            # prefix reparameterisations, run at `begin`
+        self.attn_implementation: str | None = None         # required while prefixes are attached
+        self.prefix_kv: dict[int, torch.Tensor] = {}        # id(encoder) → its output for this forward
         self.forwards = 0
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -45,6 +51,9 @@ class PeltState:
         self.mask = mask.detach() if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
         self.values.clear()
         self.cache.clear()
+        # Prefix MLPs run once per forward, before any layer: outside gradient-checkpointed layers,
+        # so a layer recomputed during backward reads the same tensor (kept until the next begin).
+        self.prefix_kv = {id(e): e() for e in self.encoders}
         self.forwards += 1
 
     def end(self) -> None:
@@ -71,10 +80,24 @@ class PeltState:
         m = self.mask
         if m is None or m.shape[0] != x.shape[0] or m.shape[1] != x.shape[1]:
             return None
-        return m.to(device=x.device, dtype=x.dtype).unsqueeze(-1)
+        key = ("mask", x.dtype, x.device)
+        out = self.cache.get(key)
+        if out is None:
+            out = self.cache[key] = m.to(device=x.device, dtype=x.dtype).unsqueeze(-1)
+        return out
+
+    def token_count(self, x: torch.Tensor) -> torch.Tensor:
+        """Tokens per example, (batch, 1), at least 1 (call only when `token_mask` is not None)."""
+        key = ("count", x.dtype, x.device)
+        out = self.cache.get(key)
+        if out is None:
+            out = self.cache[key] = self.token_mask(x).sum(1).clamp_min(1.0)
+        return out
 
 
 # --- hook functions (registered by rewrite) -------------------------------------------------------
+# Each ``*_hook`` returns a ``functools.partial`` over the state rather than a closure, so that
+# ``copy.deepcopy(model)`` gives the copy's hooks the copy's state (partials deep-copy their args).
 
 def mask_argument_index(forward: Callable) -> int | None:
     """Position of ``attention_mask`` among a forward's positional parameters (self excluded)."""
@@ -86,34 +109,51 @@ def mask_argument_index(forward: Callable) -> int | None:
     return names.index("attention_mask") if "attention_mask" in names else None
 
 
+def _begin(state: PeltState, mask_index: int | None, module, args, kwargs):
+    need = state.attn_implementation
+    if need is not None:
+        have = getattr(getattr(module, "config", None), "_attn_implementation", need)
+        if have != need:
+            raise CompileError(
+                f"the model's attention implementation was changed to {have!r} after compiling; "
+                f"its prefixes run only through {need!r} and would be skipped silently", code="C014",
+                help=f"call model.set_attn_implementation({need!r}) again")
+    mask = kwargs.get("attention_mask")
+    if mask is None and mask_index is not None and len(args) > mask_index:
+        mask = args[mask_index]
+    state.begin(mask)
+
+
+def _end(state: PeltState, module, args, output):
+    state.end()
+
+
+def _layer_input(state: PeltState, layer: int, module, args, kwargs):
+    h = args[0] if args else kwargs.get("hidden_states", kwargs.get("x"))
+    if isinstance(h, torch.Tensor):
+        state.record(layer, "input", h)
+
+
+def _value(state: PeltState, layer: int, point: str, module, args, output):
+    state.record(layer, point, output[0] if isinstance(output, tuple) else output)
+
+
 def begin_hook(state: PeltState, mask_index: int | None):
     """Forward pre-hook (with_kwargs) on the base model: start a new forward."""
-    def hook(module, args, kwargs):
-        mask = kwargs.get("attention_mask")
-        if mask is None and mask_index is not None and len(args) > mask_index:
-            mask = args[mask_index]
-        state.begin(mask)
-    return hook
+    return partial(_begin, state, mask_index)
 
 
 def end_hook(state: PeltState):
     """Forward hook on the base model: drop the captured values."""
-    def hook(module, args, output):
-        state.end()
-    return hook
+    return partial(_end, state)
 
 
 def layer_input_hook(state: PeltState, layer: int):
-    """Forward pre-hook (with_kwargs) on a layer: record ``layers[i].input``."""
-    def hook(module, args, kwargs):
-        h = args[0] if args else kwargs.get("hidden_states", kwargs.get("x"))
-        if isinstance(h, torch.Tensor):
-            state.record(layer, "input", h)
-    return hook
+    """Forward pre-hook (with_kwargs) on a layer's attention block, the first module to read
+    the layer input: record ``layers[i].input``."""
+    return partial(_layer_input, state, layer)
 
 
 def value_hook(state: PeltState, layer: int, point: str):
     """Forward hook on the module producing a value point: record its output."""
-    def hook(module, args, output):
-        state.record(layer, point, output[0] if isinstance(output, tuple) else output)
-    return hook
+    return partial(_value, state, layer, point)

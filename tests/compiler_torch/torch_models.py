@@ -1,0 +1,90 @@
+"""Tiny random models of every family (hidden 32, 2 layers, 4 heads, intermediate 37) and helpers
+for the torch back-end tests (a uniquely named module: imported as ``torch_models``)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+FAMILIES = ["bert", "roberta", "electra", "distilbert", "deberta-v2"]
+PREFIX_FAMILIES = [f for f in FAMILIES if f != "deberta-v2"]
+
+
+def tiny_config(family: str, attn: str | None = None):
+    from transformers import BertConfig, DebertaV2Config, DistilBertConfig, ElectraConfig, RobertaConfig
+    common = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=37, max_position_embeddings=64)
+    cfg = {
+        "bert": lambda: BertConfig(**common),
+        "roberta": lambda: RobertaConfig(**common, pad_token_id=1),
+        "electra": lambda: ElectraConfig(**common, embedding_size=16),
+        "distilbert": lambda: DistilBertConfig(vocab_size=99, dim=32, n_layers=2, n_heads=4, hidden_dim=37,
+                                               max_position_embeddings=64),
+        "deberta-v2": lambda: DebertaV2Config(**common),
+    }[family]()
+    if attn is not None:
+        cfg._attn_implementation = attn
+    return cfg
+
+
+_CACHE: dict = {}
+
+
+def tiny_model(family: str, attn: str | None = None, seed: int = 0):
+    """A fresh (deep-copied) tiny sequence classifier in eval mode; built once per (family, attn, seed)."""
+    from transformers import AutoModelForSequenceClassification
+    key = (family, attn, seed)
+    if key not in _CACHE:
+        torch.manual_seed(seed)
+        _CACHE[key] = AutoModelForSequenceClassification.from_config(tiny_config(family, attn)).eval()
+    return copy.deepcopy(_CACHE[key])
+
+
+def tiny_batch(seed: int = 1, batch: int = 3, seq: int = 7) -> dict[str, torch.Tensor]:
+    """Token ids with padding: example 1 has 2 padding positions, example 2 has 4."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, 99, (batch, seq), generator=g)
+    mask = torch.ones(batch, seq, dtype=torch.long)
+    for i, pad in enumerate([0, 2, 4][:batch]):
+        if pad:
+            mask[i, seq - pad:] = 0
+            ids[i, seq - pad:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def logits(model, batch) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+def perturb(model, std: float = 0.2, seed: int = 0) -> None:
+    """Give every PELT parameter a random value (so zero-initialised parts matter)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "pelt_" in n:
+                p.add_(torch.randn(p.shape, generator=g) * std)
+
+
+def make_ir(family: str, attachments: list[dict], head_pool: str = "pooler", layers: int = 2):
+    """An IR built by hand (no front end): settings + one attachment per dict.
+
+    Each dict: instance, method, layer, point, and optionally params, gate (GateSpec kwargs),
+    placement, order.
+    """
+    from peltc.compiler.ir import IR, AttachmentNode, GateSpec, InstanceNode, SettingsNode, attachment_id
+    ir = IR()
+    ir.add(SettingsNode(id="settings", family=family, head={"pool": head_pool},
+                        dims={"hidden": 32, "layers": layers, "heads": 4, "intermediate": 37, "embedding": 32}))
+    seen = set()
+    for i, a in enumerate(attachments):
+        gate = GateSpec(**a.get("gate", {}))
+        if a["instance"] not in seen:
+            seen.add(a["instance"])
+            ir.add(InstanceNode(id=f"inst:{a['instance']}", name=a["instance"], method=a["method"],
+                                params=a.get("params", {}), gate=gate, order=i))
+        ir.add(AttachmentNode(id=attachment_id(a["instance"], a["layer"], a["point"]), instance=a["instance"],
+                              method=a["method"], layer=a["layer"], point=a["point"], params=a.get("params", {}),
+                              gate=gate, placement=a.get("placement", "sequential"), order=a.get("order", 0)))
+    return ir
