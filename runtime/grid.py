@@ -51,7 +51,8 @@ def run_grid(specs: list[str], *, tasks: list[str], ks: list[str], seeds: list[i
              overrides: dict[str, Any] | None = None, dev_size: int = 1000) -> dict[str, Any]:
     from peltc.runtime.tasks import task as get_task
     tasks = [get_task(t).name for t in tasks]
-    combos = [(s, t, k, seed) for s in specs for t in tasks for k in ks for seed in seeds]
+    # seed-major order: an interrupted grid has every spec on the same tasks and seeds
+    combos = [(s, t, k, seed) for seed in seeds for k in ks for t in tasks for s in specs]
     todo = [c for c in combos if _finished(run_dir(out, *c)) is None]
     print(f"grid: {len(combos)} runs, {len(combos) - len(todo)} already finished, {len(todo)} to run "
           f"({jobs} at a time)", flush=True)
