@@ -16,6 +16,7 @@ Only this module touches networkx node/edge dicts; everything else uses ``IR`` m
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Annotated, Any, Iterator, Literal, Union
 
@@ -151,7 +152,12 @@ class GateNode(_Node):
 
 
 Node = Annotated[Union[SettingsNode, InstanceNode, PointNode, AttachmentNode, GateNode], Field(discriminator="kind")]
-_NODE = TypeAdapter(Node)
+
+
+@functools.lru_cache(maxsize=1)
+def _node_adapter() -> TypeAdapter:
+    """Built on first use (loading JSON), not at import: `peltc check` never needs it."""
+    return TypeAdapter(Node)
 
 
 def point_id(layer: int | None, point: str) -> str:
@@ -245,7 +251,7 @@ class IR:
     def from_dict(cls, data: dict[str, Any]) -> "IR":
         ir = cls()
         for nd in data["nodes"]:
-            ir.add(_NODE.validate_python(nd))
+            ir.add(_node_adapter().validate_python(nd))
         for e in data["edges"]:
             ir.connect(e["src"], e["dst"], e["role"])
         return ir

@@ -27,7 +27,9 @@ _TERMINAL_WORDS = {
 @functools.lru_cache(maxsize=1)
 def _parser() -> Lark:
     text = resources.files("peltc.grammar").joinpath("pelt.lark").read_text(encoding="utf-8")
-    return Lark(text, parser="lalr", propagate_positions=True, maybe_placeholders=True)
+    # cache=True: the LALR tables are built once and kept in the temp dir (keyed by grammar hash),
+    # so `peltc check` starts fast.
+    return Lark(text, parser="lalr", propagate_positions=True, maybe_placeholders=True, cache=True)
 
 
 def _span(file: str, meta_or_tok) -> Span:
@@ -192,8 +194,11 @@ def _describe(expected) -> str:
 def _syntax_diagnostic(err: UnexpectedInput, file: str, text: str) -> Diagnostic:
     line, col = max(getattr(err, "line", 1) or 1, 1), max(getattr(err, "column", 1) or 1, 1)
     if isinstance(err, UnexpectedEOF) or (isinstance(err, UnexpectedToken) and err.token.type == "$END"):
-        lines = text.splitlines() or [""]
-        line, col = len(lines), len(lines[-1]) + 1
+        # just after the last non-blank character; lines are counted on '\n' only, as lark does
+        # (str.splitlines would also break at '\r', '\f', '\u2028', ...)
+        body = text.rstrip()
+        line = body.count("\n") + 1
+        col = len(body) - (body.rfind("\n") + 1) + 1
         expected = getattr(err, "expected", None) or getattr(err, "accepts", None) or []
         help_ = f"expected {_describe(expected)}" if expected else None
         if "RBRACE" in expected:
