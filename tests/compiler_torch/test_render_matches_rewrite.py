@@ -1,0 +1,29 @@
+"""The diagram is drawn from the plan the rewrite applies: its module nodes are exactly the modules
+that hold PELT parameters in the compiled (and prefix-folded, as saved) model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import transformers
+
+from peltc.api import build_spec_ir, compile_model
+from peltc.compiler.render import diagram_module_nodes
+from peltc.compiler.torch.rewrite import fold_prefix
+
+SPECS = sorted(p for p in (Path(__file__).resolve().parents[2] / "specs").glob("*.pelt")
+               if p.name != "finetune.pelt")   # finetune trains base weights in place: no PELT modules
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
+def test_diagram_nodes_are_the_pelt_modules(spec):
+    # hidden 576: the specs' sizes must fit (MAM's parallel adapter is 512 wide); 4 layers for top-3 LoRA
+    cfg = transformers.BertConfig(vocab_size=100, hidden_size=576, num_hidden_layers=4, num_attention_heads=2,
+                                  intermediate_size=32)
+    model = transformers.BertForSequenceClassification(cfg)
+    ir = build_spec_ir(spec, model)
+    compile_model(ir, model)
+    fold_prefix(model)
+    holders = {n.split(".pelt_")[0] for n, _ in model.named_parameters() if "pelt_" in n}
+    assert holders == diagram_module_nodes(ir)
