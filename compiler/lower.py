@@ -13,6 +13,7 @@ Everything checkable without a model is checked here, with the span of the offen
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -117,6 +118,9 @@ def coerce(pspec: schema.ParamSpec, value: ast.Value, name: str, diags: Diagnost
             diags.error("E103", f"'{name}' takes a number, got {value.text}", value.span, f"{name}: {pspec.doc}")
             return None
         v = float(v)
+        if not math.isfinite(v):   # 1e400 overflows to inf
+            diags.error("E104", f"'{name}' = {value.text} is out of range", value.span, f"{name} must be a finite number")
+            return None
     elif t == "choice":
         if value.kind == "string":
             v = str(v)
@@ -157,6 +161,10 @@ def lower_gate(expr: ast.GateExpr, diags: Diagnostics) -> GateSpec | None:
         if len(pos) != 1 or kw or pos[0].value.kind != "number":
             diags.error("E114", "const gate takes one number", expr.span, "write e.g. `gate const(0.5)`")
             return None
+        if not math.isfinite(float(pos[0].value.value)):
+            diags.error("E104", f"const gate value {pos[0].value.text} is out of range", pos[0].span,
+                        "a gate value must be a finite number")
+            return None
         return GateSpec(kind="const", value=float(pos[0].value.value))
     if name == "scalar":
         bad = [a for a in expr.args if a.key != "init" or a.value.kind != "number"]
@@ -165,6 +173,10 @@ def lower_gate(expr: ast.GateExpr, diags: Diagnostics) -> GateSpec | None:
                         "write `gate scalar` or `gate scalar(init=0)`")
             return None
         init = float(kw["init"].value.value) if "init" in kw else 0.0
+        if not math.isfinite(init):
+            diags.error("E104", f"scalar gate init {kw['init'].value.text} is out of range", kw["init"].value.span,
+                        "a gate value must be a finite number")
+            return None
         return GateSpec(kind="scalar", value=init)
     # sigmoid(<point>, pool=<pool>)
     if len(pos) != 1 or pos[0].value.kind != "point":
@@ -217,6 +229,11 @@ def lower_target(t: ast.Target, method: schema.MethodSpec, diags: Diagnostics) -
             continue
         out.append(TargetSpec(selector=sel, items=items, point=point, span=SpanModel.of(t.span)))
     return out
+
+
+def _a(word: str) -> str:
+    """`an adapter`, `a lora`."""
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
 
 
 # --- sections -------------------------------------------------------------------------------
@@ -396,11 +413,15 @@ class _Lowerer:
             elif sec.keyword == "train":
                 _settings(sec, schema.TRAIN_PARAMS, st.train, diags)
             elif sec.keyword in schema.METHODS:
-                diags.error("E116", f"a {sec.keyword} instance needs a name", sec.keyword_span,
+                diags.error("E116", f"{_a(sec.keyword)} instance needs a name", sec.keyword_span,
                             f"write `{sec.keyword} my_{sec.keyword} {{ ... }}`")
             else:
                 diags.error("E117", f"unknown section '{sec.keyword}'", sec.keyword_span,
                             did_you_mean(sec.keyword, [*schema.SECTIONS, *schema.METHODS], "sections and methods"))
+            return
+        if sec.keyword in schema.SECTIONS:   # `train t { ... }` is not an unknown method
+            diags.error("E117", f"the `{sec.keyword}` section takes no name", sec.name_span,
+                        f"write `{sec.keyword} {{ ... }}`")
             return
         if sec.keyword not in schema.METHODS:
             diags.error("E101", f"unknown method '{sec.keyword}'", sec.keyword_span,
@@ -414,8 +435,8 @@ class _Lowerer:
         declared_here[sec.name] = sec.name_span
         existing = st.instances.get(sec.name)
         if existing is not None and existing.method != method.name:
-            diags.error("E122", f"'{sec.name}' is a {existing.method} (from the spec it extends); "
-                                f"it cannot be overridden as a {method.name}", sec.keyword_span,
+            diags.error("E122", f"'{sec.name}' is {_a(existing.method)} (from the spec it extends); "
+                                f"it cannot be overridden as {_a(method.name)}", sec.keyword_span,
                         f"write `{existing.method} {sec.name} {{ ... }}` to override it, or pick a new name")
             return
         if existing is None:

@@ -51,9 +51,9 @@ class Diagnostic:
         where = f"{self.span}: " if self.span else ""
         lines = [f"{self.severity}: {where}{self.message} [{self.code}]"]
         if self.span and source is not None:
-            src_lines = source.splitlines()
+            src_lines = source.split("\n")   # as the parser counts lines (not str.splitlines)
             if 1 <= self.span.line <= len(src_lines):
-                text = src_lines[self.span.line - 1].expandtabs(1)
+                text = src_lines[self.span.line - 1].rstrip("\r").expandtabs(1)
                 num = str(self.span.line)
                 width = 1
                 if self.span.end_line in (None, self.span.line) and self.span.end_col:

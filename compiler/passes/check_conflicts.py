@@ -7,6 +7,7 @@ from __future__ import annotations
 from peltc.compiler.archs import BLOCKS
 from peltc.compiler.diagnostics import Diagnostics
 from peltc.compiler.ir import IR
+from peltc.compiler.passes.resolve_layers import _compact
 
 def _bias_units(point: str, layer: int | None, n_layers: int) -> list[tuple]:
     if point == "all":
@@ -20,14 +21,14 @@ def check_conflicts(ir: IR, diags: Diagnostics) -> None:
     prefixes: dict[int, str] = {}
     biases: dict[tuple, str] = {}
     finetune = [a for a in ir.attachments() if a.method == "finetune"]
+    clashes: dict[tuple[str, str], tuple[list[int], object]] = {}   # one error per pair, not per layer
+    reported: set[tuple[str, str]] = set()
     for att in ir.attachments():
         span = att.span.to_span() if att.span else None
         if att.method == "prefix":
             other = prefixes.setdefault(att.layer, att.instance)
             if other != att.instance:
-                diags.error("E115", f"prefix '{att.instance}' and prefix '{other}' both attach at "
-                                    f"layers[{att.layer}].attention", span,
-                            "one prefix per attention block: merge them (a longer `length`) or split the layers")
+                clashes.setdefault((att.instance, other), ([], span))[0].append(att.layer)
         elif att.method == "bitfit":
             if finetune:
                 diags.error("E115", f"bitfit '{att.instance}' trains biases that finetune '{finetune[0].instance}' "
@@ -35,7 +36,8 @@ def check_conflicts(ir: IR, diags: Diagnostics) -> None:
                 continue
             for u in _bias_units(att.point, att.layer, n):
                 other = biases.setdefault(u, att.instance)
-                if other != att.instance:
+                if other != att.instance and (att.instance, other) not in reported:
+                    reported.add((att.instance, other))
                     where = f"layers[{u[0]}].{u[1]}" if len(u) == 2 else u[0]
                     diags.error("E115", f"bitfit '{att.instance}' and '{other}' both train the bias at {where}", span,
                                 "each bias may be trained by one bitfit instance")
@@ -43,3 +45,7 @@ def check_conflicts(ir: IR, diags: Diagnostics) -> None:
         elif att.method == "finetune" and finetune[0].instance != att.instance:
             diags.error("E115", f"finetune '{att.instance}' repeats finetune '{finetune[0].instance}'", span,
                         "one finetune instance trains the whole model")
+    for (name, other), (layers, span) in clashes.items():
+        diags.error("E115", f"prefix '{name}' and prefix '{other}' both attach at the attention of "
+                            f"layers {_compact(layers)}", span,
+                    "one prefix per attention block: merge them (a longer `length`) or split the layers")

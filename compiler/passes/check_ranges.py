@@ -5,14 +5,20 @@ from __future__ import annotations
 from peltc.compiler import schema
 from peltc.compiler.diagnostics import Diagnostics
 from peltc.compiler.ir import IR
+from peltc.compiler.lower import expand_selector
 
 
 def check_ranges(ir: IR, diags: Diagnostics) -> None:
-    h = ir.settings.dims["hidden"]
+    h, n = ir.settings.dims["hidden"], ir.settings.dims["layers"]
     for att in ir.attachments():
         for name, pspec in schema.METHODS[att.method].params.items():
             v = att.params.get(name)
             if pspec.below_hidden and v is not None and v >= h:
-                where = f"layers[{att.layer}]" if att.layer is not None else att.point
-                diags.error("E104", f"{att.instance}: '{name}' = {v} at {where} is not below the hidden size {h}",
-                            att.span.to_span() if att.span else None, f"{name} must be between 1 and {h - 1}")
+                # point at the per-layer override that set the value, if one did
+                span = att.span
+                for ov in ir.instance(att.instance).overrides:
+                    if name in ov.params and att.layer in expand_selector(ov.items, n)[0]:
+                        span = ov.span or span
+                # one error per instance and value, not one per layer it attaches to
+                diags.error("E104", f"{att.instance}: '{name}' = {v} is not below the hidden size {h}",
+                            span.to_span() if span else None, f"{name} must be between 1 and {h - 1}")

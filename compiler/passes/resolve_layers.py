@@ -63,11 +63,11 @@ def resolve_layers(ir: IR, diags: Diagnostics) -> None:
                     diags.error("E110", f"layer selector [{t.selector}] matches no layer", t.span.to_span() if t.span else None,
                                 f"the model has layers 0..{n - 1}")
                 layers = list(sel)
+            dups: list[int | None] = []   # reported once per target, not once per layer
             for layer in layers:
                 key = (layer, t.point)
                 if key in seen:
-                    diags.error("E115", f"{inst.name} targets layers[{layer}].{t.point} twice",
-                                t.span.to_span() if t.span else None, "remove the overlapping target")
+                    dups.append(layer)
                     continue
                 seen[key] = t
                 params, gate = dict(inst.params), inst.gate
@@ -97,6 +97,11 @@ def resolve_layers(ir: IR, diags: Diagnostics) -> None:
                     ir.connect(g.id, att.id, "scales")
                     if gate.kind == "sigmoid" and layer is not None:
                         ir.connect(point_id(layer, gate.source), g.id, "source")
+            if dups:
+                where = t.point if dups[0] is None else f"layers[{_compact(dups)}]" + \
+                    ("" if t.point == schema.WHOLE_LAYER else f".{t.point}")
+                diags.error("E115", f"{inst.name} targets {where} twice",
+                            t.span.to_span() if t.span else None, "remove the overlapping target")
         # overrides that select none of the instance's layers
         covered = {lay for lay, _ in seen}
         for ov in inst.overrides:
