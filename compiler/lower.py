@@ -84,23 +84,6 @@ def selector_text(items) -> str:
     return ", ".join(parts)
 
 
-def expand_selector(items, n_layers: int) -> tuple[list[int], list[int]]:
-    """Layers selected (sorted, unique) and the indices of items that are out of range."""
-    layers: set[int] = set()
-    bad: list[int] = []
-    for k, (start, stop, step) in enumerate(items):
-        if start is None and stop is None:
-            layers.update(range(n_layers))
-            continue
-        s = start + n_layers if start is not None and start < 0 else (start or 0)
-        e = (n_layers - 1) if stop is None else (stop + n_layers if stop < 0 else stop)
-        if not (0 <= s < n_layers) or not (0 <= e < n_layers):
-            bad.append(k)
-            continue
-        layers.update(range(s, e + 1, step))
-    return sorted(layers), bad
-
-
 # --- values ---------------------------------------------------------------------------------
 def coerce(pspec: schema.ParamSpec, value: ast.Value, name: str, diags: Diagnostics) -> Any:
     """Check a parameter value's type and static range; return the typed value or None."""

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peltc.compiler.archs import BLOCKS, FAMILIES, Family
+from peltc.compiler.layerset import compact_layers as _compact
 from peltc.compiler.ir import IR, AttachmentNode, GateSpec
 from peltc.compiler.passes.resolve_paths import module_path
 from peltc.errors import UsageError
@@ -145,21 +146,7 @@ class LayerGroup:
 
 def compact_layers(layers: list[int]) -> str:
     """``[0..11]`` → ``0–11``; ``[0, 2, …, 10]`` → ``0–10 by 2``; otherwise runs, comma-separated."""
-    if len(layers) == 1:
-        return str(layers[0])
-    steps = {b - a for a, b in zip(layers, layers[1:])}
-    if len(steps) == 1:
-        step = steps.pop()
-        return f"{layers[0]}–{layers[-1]}" + ("" if step == 1 else f" by {step}")
-    runs, start, prev = [], layers[0], layers[0]
-    for x in layers[1:] + [None]:
-        if x is not None and x == prev + 1:
-            prev = x
-            continue
-        runs.append(str(start) if start == prev else f"{start}–{prev}")
-        if x is not None:
-            start = prev = x
-    return ", ".join(runs)
+    return _compact(layers, "–", steps=True)
 
 
 def _signature(atts: list[AttachmentNode]) -> tuple:

@@ -7,7 +7,7 @@ from collections import defaultdict
 
 from peltc.compiler.ir import IR
 from peltc.compiler.passes.check_coverage import coverage
-from peltc.compiler.passes.resolve_layers import _compact
+from peltc.compiler.layerset import compact_layers
 
 
 def _n(x: int | None) -> str:
@@ -27,7 +27,7 @@ def path_pattern(paths: list[str]) -> str:
         groups[p[:m.start(1)] + "{}" + p[m.end(1):]].append(int(m.group(1)))
     out = []
     for pat, layers in groups.items():
-        out.append(pat.replace("{}", "{" + _compact(sorted(layers)) + "}") if layers else pat)
+        out.append(pat.replace("{}", "{" + compact_layers(sorted(layers)) + "}") if layers else pat)
     return ", ".join(out)
 
 
@@ -73,7 +73,7 @@ def summary(ir: IR, spec_name: str) -> str:
         for a in atts:
             per_layer[a.layer] += a.saved or 0
         points = sorted({a.point for a in atts})
-        layers = _compact(sorted({a.layer for a in atts if a.layer is not None})) or "—"
+        layers = compact_layers(sorted({a.layer for a in atts if a.layer is not None})) or "—"
         by_layer: dict[int, int] = defaultdict(int)
         for a in atts:
             if a.layer is not None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from peltc.compiler.archs import BLOCKS
 from peltc.compiler.diagnostics import Diagnostics
 from peltc.compiler.ir import IR
-from peltc.compiler.passes.resolve_layers import _compact
+from peltc.compiler.layerset import compact_layers
 
 def _bias_units(point: str, layer: int | None, n_layers: int) -> list[tuple]:
     if point == "all":
@@ -47,5 +47,5 @@ def check_conflicts(ir: IR, diags: Diagnostics) -> None:
                         "one finetune instance trains the whole model")
     for (name, other), (layers, span) in clashes.items():
         diags.error("E115", f"prefix '{name}' and prefix '{other}' both attach at the attention of "
-                            f"layers {_compact(layers)}", span,
+                            f"layers {compact_layers(layers)}", span,
                     "one prefix per attention block: merge them (a longer `length`) or split the layers")

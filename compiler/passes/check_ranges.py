@@ -5,7 +5,7 @@ from __future__ import annotations
 from peltc.compiler import schema
 from peltc.compiler.diagnostics import Diagnostics
 from peltc.compiler.ir import IR
-from peltc.compiler.lower import expand_selector
+from peltc.compiler.layerset import expand_selector
 
 
 def check_ranges(ir: IR, diags: Diagnostics) -> None:

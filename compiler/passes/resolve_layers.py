@@ -13,7 +13,7 @@ from collections import defaultdict
 from peltc.compiler import schema
 from peltc.compiler.diagnostics import Diagnostics
 from peltc.compiler.ir import IR, AttachmentNode, GateNode, PointNode, attachment_id, point_id
-from peltc.compiler.lower import expand_selector
+from peltc.compiler.layerset import compact_layers, expand_selector
 
 # The main chain of one layer; linear points hang off their block with role "part".
 _CHAIN = ("input", "attention", "attention.output", "ffn", "ffn.output")
@@ -98,7 +98,7 @@ def resolve_layers(ir: IR, diags: Diagnostics) -> None:
                     if gate.kind == "sigmoid" and layer is not None:
                         ir.connect(point_id(layer, gate.source), g.id, "source")
             if dups:
-                where = t.point if dups[0] is None else f"layers[{_compact(dups)}]" + \
+                where = t.point if dups[0] is None else f"layers[{compact_layers(dups)}]" + \
                     ("" if t.point == schema.WHOLE_LAYER else f".{t.point}")
                 diags.error("E115", f"{inst.name} targets {where} twice",
                             t.span.to_span() if t.span else None, "remove the overlapping target")
@@ -112,18 +112,5 @@ def resolve_layers(ir: IR, diags: Diagnostics) -> None:
                             f"layers are 0..{n - 1}")
             elif not set(ol) & covered:
                 diags.error("E110", f"override layers[{ov.selector}] selects no layer that {inst.name} attaches to",
-                            span, f"{inst.name} attaches to layers {_compact(sorted(x for x in covered if x is not None))}")
+                            span, f"{inst.name} attaches to layers {compact_layers(sorted(x for x in covered if x is not None))}")
 
-
-def _compact(layers: list[int]) -> str:
-    if not layers:
-        return "none"
-    runs, start, prev = [], layers[0], layers[0]
-    for x in layers[1:] + [None]:
-        if x is not None and x == prev + 1:
-            prev = x
-            continue
-        runs.append(str(start) if start == prev else f"{start}..{prev}")
-        if x is not None:
-            start = prev = x
-    return ", ".join(runs)
