@@ -34,7 +34,8 @@ def test_recipe_then_spec_then_cli():
 
 
 def test_training_arguments(tmp_path):
-    args = training_arguments(resolve_settings(), task("cola"), tmp_path)
+    per_epoch = resolve_settings(recipe={**default_recipe, "eval_steps": None})
+    args = training_arguments(per_epoch, task("cola"), tmp_path)
     assert (args.eval_strategy, args.save_strategy) == ("epoch", "epoch")
     assert args.load_best_model_at_end and args.metric_for_best_model == "matthews_correlation"
     assert args.greater_is_better
