@@ -120,7 +120,7 @@ METHODS: dict[str, MethodSpec] = {
 # Settings sections: `head { ... }` and `train { ... }`.
 HEAD_PARAMS: dict[str, ParamSpec] = {
     # No default here: compile_model keeps the model's own head; `peltc compile` uses its recipe's.
-    "pool": ParamSpec("choice", None, "pooler: the model's own head over the first token; mean: masked mean over tokens", choices=("pooler", "mean")),
+    "pool": ParamSpec("choice", None, "pooler: the model's own head over the first token; mean: the masked mean over tokens feeds the head (a frozen pretrained pooler is bypassed)", choices=("pooler", "mean")),
 }
 TRAIN_PARAMS: dict[str, ParamSpec] = {
     "lr": ParamSpec("float", None, "learning rate", min=0.0),

@@ -36,7 +36,7 @@ from peltc.compiler.torch.adapter import PARALLEL_INPUT, Adapter, AdapterPoint
 from peltc.compiler.torch.bitfit import BiasDelta, bias_size, bitfit_hook
 from peltc.compiler.torch.gate import Gate
 from peltc.compiler.torch.lora import LoRA, LoraLinear
-from peltc.compiler.torch.pooling import mean_pool_hook
+from peltc.compiler.torch.pooling import bypass_pooler_hook, mean_pool_hook
 from peltc.compiler.torch.prefix import IMPLEMENTATIONS, Prefix, PrefixEncoder, register_attention
 from peltc.compiler.torch.state import (PeltState, begin_hook, end_hook, layer_input_hook, mask_argument_index,
                                         value_hook)
@@ -161,6 +161,9 @@ def apply(ir: IR, model: nn.Module) -> "Report":
     if (ir.settings.head or {}).get("pool") == "mean":
         enc = model.get_submodule(tg.encoder_path(fam, prefix))
         c.hooks.append(enc.register_forward_hook(mean_pool_hook(state)))
+        if fam.pooler and _has(model, prefix + fam.pooler.rsplit(".", 1)[0]):
+            pooler = model.get_submodule(prefix + fam.pooler.rsplit(".", 1)[0])
+            c.hooks.append(pooler.register_forward_hook(bypass_pooler_hook()))
 
     model.__dict__["_pelt"] = c
     return build_report(model)
