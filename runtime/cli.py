@@ -45,16 +45,10 @@ def cmd_compile(a) -> int:
 
 def _compile_only(a) -> int:
     from peltc.api import compile_model
-    from peltc.compiler.pipeline import check_file
-    from peltc.runtime.run import load_base, resolve_model
-    from peltc.compiler.pipeline import build_ir
-    from pathlib import Path
-    text = Path(a.spec).read_text(encoding="utf-8") if Path(a.spec).is_file() else None
-    spec_model = build_ir(text, a.spec).ir.settings.model if text is not None else None
-    mc = resolve_model(a.model, spec_model)
-    r = check_file(a.spec, model=mc)
+    from peltc.runtime.run import load_base, resolve_spec
+    _, ir, mc = resolve_spec(a.spec, a.model)
     _, model = load_base(mc, 2)
-    print(compile_model(r.ir, model).render())
+    print(compile_model(ir, model).render())
     return EXIT_OK
 
 

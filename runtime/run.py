@@ -172,10 +172,16 @@ def plot_gates(table: dict[str, dict[str, float]], path: Path, title: str) -> Pa
 
 # --- the job --------------------------------------------------------------------------------------
 
-def _spec_ir(spec: str, mc: ModelConfig) -> tuple[str, IR]:
-    from peltc.compiler.pipeline import check_file
-    r = check_file(spec, model=mc)
-    return Path(spec).read_text(encoding="utf-8"), r.ir
+def resolve_spec(spec: str, cli_model: str | None) -> tuple[str, IR, ModelConfig]:
+    """The spec's text, its IR checked against the model to use, and that model's config
+    (--model, else the spec's `model`, else the packaged MiniLM)."""
+    from peltc.compiler.pipeline import build_ir, check_file
+    try:
+        text = Path(spec).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read spec '{spec}': {getattr(e, 'strerror', None) or e}", code="U001") from None
+    mc = resolve_model(cli_model, build_ir(text, spec).ir.settings.model)
+    return text, check_file(spec, model=mc).ir, mc
 
 
 def _with_head_pool(ir: IR, pool: str) -> IR:
@@ -216,13 +222,7 @@ def train_run(opts: RunOptions) -> dict[str, Any]:
     task = get_task(opts.task)
     k = D.parse_k(opts.k)
     opts.k = k
-    text = Path(opts.spec).read_text(encoding="utf-8") if Path(opts.spec).is_file() else None
-    if text is None:
-        raise UsageError(f"cannot read spec '{opts.spec}'", code="U001")
-    from peltc.compiler.pipeline import build_ir
-    spec_model = build_ir(text, opts.spec).ir.settings.model
-    mc = resolve_model(opts.model, spec_model)
-    _, ir = _spec_ir(opts.spec, mc)
+    text, ir, mc = resolve_spec(opts.spec, opts.model)
     ir = _with_head_pool(ir, default_recipe["pool"])
     finetune = any(a.method == "finetune" for a in ir.attachments())
     settings = resolve_settings(ir.settings.train, {**opts.overrides, "seed": opts.seed}, finetune=finetune)
