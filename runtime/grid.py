@@ -100,7 +100,7 @@ def tabulate(specs, tasks, ks, seeds, out) -> dict[str, Any]:
                 cells[f"{name}|{t}|{k}"] = {
                     "spec": name, "task": t, "k": k, "metric": main, "n": len(vals),
                     "mean": statistics.fmean(vals) if vals else None,
-                    "std": statistics.stdev(vals) if len(vals) > 1 else (0.0 if vals else None),
+                    "std": statistics.stdev(vals) if len(vals) > 1 else None,   # one seed: no spread to report
                     "wall_seconds_mean": statistics.fmean(walls) if walls and None not in walls else None,
                     "runs": runs,
                 }
@@ -135,7 +135,8 @@ def to_markdown(table: dict[str, Any]) -> str:
                 if v is None:
                     row.append("—")
                     continue
-                txt = f"{v:.1f}" if c == "avg" else f"{v:.1f} ± {cells[f'{s}|{c}|{k}']['std']:.1f}"
+                std = None if c == "avg" else cells[f"{s}|{c}|{k}"]["std"]
+                txt = f"{v:.1f}" if std is None else f"{v:.1f} ± {std:.1f}"
                 r = rank[c].get(s)
                 row.append(f"**{txt}**" if r == 0 else f"<u>{txt}</u>" if r == 1 else txt)
             walls = [cells[f"{s}|{t}|{k}"]["wall_seconds_mean"] for t in tasks]

@@ -1,0 +1,35 @@
+"""The grid table from finished runs: mean ± std per spec × task, per-K average, best / second marked."""
+
+from __future__ import annotations
+
+import json
+
+from peltc.runtime.grid import run_dir, tabulate, to_markdown
+
+
+def _run(out, spec, task, seed, value, metric):
+    d = run_dir(out, spec, task, "100", seed)
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps({"final": True, "test": {metric: value}, "wall_seconds": 10.0}))
+
+
+def test_table_marks_best_and_second(tmp_path):
+    vals = {"a.pelt": (0.70, 0.72), "b.pelt": (0.80, 0.84), "c.pelt": (0.60, 0.60)}
+    for spec, (v1, v2) in vals.items():
+        for seed, v in ((1, v1), (2, v2)):
+            _run(tmp_path, spec, "sst2", seed, v, "accuracy")
+            _run(tmp_path, spec, "cola", seed, v / 2, "matthews_correlation")
+    t = tabulate(list(vals), ["sst2", "cola"], ["100"], [1, 2], tmp_path)
+    cell = t["cells"]["b|sst2|100"]
+    assert cell["n"] == 2 and abs(cell["mean"] - 82.0) < 1e-9 and abs(cell["std"] - 2.828427) < 1e-5
+    md = to_markdown(t)
+    assert "| b | **82.0 ± 2.8** | **41.0 ± 1.4** | **61.5** |" in md
+    assert "| a | <u>71.0 ± 1.4</u>" in md
+    assert "| c | 60.0 ± 0.0 |" in md
+
+
+def test_one_seed_shows_no_spread(tmp_path):
+    _run(tmp_path, "a.pelt", "rte", 1, 0.5, "accuracy")
+    t = tabulate(["a.pelt"], ["rte"], ["100"], [1], tmp_path)
+    assert t["cells"]["a|rte|100"]["std"] is None
+    assert "| a | **50.0** |" in to_markdown(t)
