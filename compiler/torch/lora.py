@@ -40,10 +40,10 @@ class LoRA(nn.Module):
         return self.alpha / self.rank
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d = self.B(self.A(self.dropout(x)))
-        if self.gate is None:
-            return d * self.scaling
-        return scale(d, self.gate(d))
+        # scale at rank r, before B (B is linear without bias): r values per token instead of fan_out
+        a = self.A(self.dropout(x))
+        a = a * self.scaling if self.gate is None else scale(a, self.gate(a))
+        return self.B(a)
 
     def delta_weight(self) -> torch.Tensor:
         """B A (out, in), unscaled."""
