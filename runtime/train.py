@@ -31,14 +31,19 @@ from peltc.runtime.metrics import compute_metrics, degenerate_warning, to_predic
 from peltc.runtime.tasks import GlueTask
 
 # The recipe every spec runs with unless its `train { }` block or the command line says otherwise.
-# Provisional, to be tuned so that every PELT spec on MiniLM at K=100 beats the frozen linear probe
-# on SST-2 (72.5%, issue 4). Why each value:
-# - pool mean: MiniLM is a sentence-embedding model trained with mean pooling; its first-token
-#   vector is a poor sentence representation (probe: 72.5% mean vs 60.7% first token);
-# - lr 1e-3 for PELT parameters (they start at zero / small and are few), 2e-5 for full fine-tuning;
-# - min_steps: low-resource runs sit at a constant predictor for the first epochs; early stopping
-#   must not end a run before it has had the steps to leave that plateau;
-# - patience counts evaluations after min_steps.
+# Chosen on MiniLM at K = 100 (measured with the paper's sampling, seed 1, dev 500, on SST-2, where a
+# logistic-regression probe on the frozen mean embeddings of the same 100 examples scores 71.7%):
+# - pool mean, bypassing BERT's frozen pretrained pooler: MiniLM is a sentence-embedding model trained
+#   with mean pooling; the probe scores 69.0% on the mean but 58.4% through tanh(dense(mean)) and
+#   61.8% on the first token (seed 1, dev 1000). BitFit went 69.7% → 72.6% with the bypass;
+# - lr 1e-3 for PELT parameters (few, starting at zero or small); 2e-5 for the base weights in full
+#   fine-tuning; head_lr 1e-3 for the freshly initialised task head in every case (full fine-tuning
+#   on SST-2: 61.2% with the head at 2e-5, 68.9% at 1e-3);
+# - 20 epochs (140 steps at K = 100, batch 16): dev accuracy still rises at 70 steps;
+# - evaluate every 30 steps (not every 7-step epoch): evaluating 1,000 dev examples is the dominant
+#   cost of a low-resource run on a CPU;
+# - min_steps 60, then patience 3 evaluations: low-resource runs sit at a constant predictor for
+#   their first steps, and early stopping must not end a run on that plateau.
 default_recipe: dict[str, Any] = {
     "pool": "mean",
     "lr": 1e-3,
@@ -47,6 +52,7 @@ default_recipe: dict[str, Any] = {
     "batch_size": 16,
     "warmup": 0.06,
     "weight_decay": 0.0,
+    "head_lr": 1e-3,
     "patience": 3,
     "min_steps": 60,
     "eval_steps": 30,
