@@ -50,15 +50,29 @@ class Adapter(nn.Module):
     def extra_repr(self) -> str:
         return f"placement={self.placement}, scale={self.scale:g}"
 
-    def delta(self, x: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
-        """g · s · A(x); ``own`` is what a gate reading the adapter's own point sees."""
-        d = self.up(self.act(self.down(x)))
-        if self.scale != 1.0:
-            d = d * self.scale
-        if self.gate is not None:
-            d = scale(d, self.gate(d, own=own))
-        return d
+    def add_to(self, z: torch.Tensor, x: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+        """``z + g·s·A(x)`` in one matmul; ``own`` is what a gate reading the adapter's own point sees.
 
+        The per-example factor ``c = g·s`` is applied at the bottleneck (``size`` values per token,
+        not ``H``) and the up-projection's bias rides along as one extra input column holding ``c``:
+        ``z + [c·u, c] @ [W_up, b_up]^T`` — a single ``addmm`` into ``z`` instead of up-projection,
+        bias, scaling and residual add as four passes over ``(batch, seq, H)``.
+        """
+        u = self.act(self.down(x))                                       # (..., size)
+        c = self.gate(u, own=own) if self.gate is not None else None     # (batch,) or None
+        if c is None:
+            col = torch.full((*u.shape[:-1], 1), self.scale, dtype=u.dtype, device=u.device)
+            if self.scale != 1.0:
+                u = u * self.scale
+        else:
+            if self.scale != 1.0:
+                c = c * self.scale
+            c = c.to(u.dtype).view(c.shape[0], *([1] * (u.dim() - 1)))
+            u = u * c
+            col = c.expand(*u.shape[:-1], 1)
+        w = torch.cat([self.up.weight, self.up.bias.unsqueeze(1)], dim=1)   # (H, size + 1)
+        ext = torch.cat([u, col], dim=-1).reshape(-1, w.shape[1])
+        return torch.addmm(z.reshape(-1, z.shape[-1]), ext, w.t()).view(z.shape)
 
 class AdapterPoint(nn.Module):
     """Wraps the LayerNorm producing a value point; applies that point's adapters."""
@@ -89,9 +103,9 @@ class AdapterPoint(nn.Module):
             x_in = self.__dict__["_state"].value(self.layer, PARALLEL_INPUT[self.point])
             own = h
             for a in par:
-                z = z + a.delta(x_in, own)
+                z = a.add_to(z, x_in, own)
             h = ln(z)
         for a in seq:
-            z = z + a.delta(h, h)
+            z = a.add_to(z, h, h)
             h = ln(z)
         return h

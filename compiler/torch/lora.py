@@ -40,10 +40,18 @@ class LoRA(nn.Module):
         return self.alpha / self.rank
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``s · B A x`` alone (``add_to`` adds it to the base output in the same matmul)."""
+        return self.B(self._down(x))
+
+    def _down(self, x: torch.Tensor) -> torch.Tensor:
         # scale at rank r, before B (B is linear without bias): r values per token instead of fan_out
         a = self.A(self.dropout(x))
-        a = a * self.scaling if self.gate is None else scale(a, self.gate(a))
-        return self.B(a)
+        return a * self.scaling if self.gate is None else scale(a, self.gate(a))
+
+    def add_to(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``y + s · B A x``, the up-projection and the add fused into one ``addmm``."""
+        a = self._down(x)
+        return torch.addmm(y.reshape(-1, y.shape[-1]), a.reshape(-1, a.shape[-1]), self.B.weight.t()).view(y.shape)
 
     def delta_weight(self) -> torch.Tensor:
         """B A (out, in), unscaled."""
@@ -78,5 +86,5 @@ class LoraLinear(nn.Module):
         y = self.base_layer(x)
         for lora in self.pelt_lora.values():
             if lora.enabled:
-                y = y + lora(x)
+                y = lora.add_to(y, x)
         return y

@@ -81,8 +81,10 @@ class Prefix(nn.Module):
         return out[self.index]
 
 
-def prefix_key_values(module: nn.Module, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The enabled prefixes of an attention module, gated, as (batch, kv_heads, L, head_dim) each."""
+def prefix_key_values(module: nn.Module, key: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor, PeltState] | None:
+    """The enabled prefixes of an attention module, gated, as (batch, kv_heads, L, head_dim) each,
+    and the model's `PeltState`."""
     host = module._modules.get("pelt_prefix")
     if host is None:
         return None
@@ -101,9 +103,19 @@ def prefix_key_values(module: nn.Module, key: torch.Tensor) -> tuple[torch.Tenso
             kv = kv.unsqueeze(1).expand(2, batch, heads, p.length, hd)
         ks.append(kv[0])
         vs.append(kv[1])
+    state = parts[0].__dict__["_state"]
     if len(ks) == 1:
-        return ks[0], vs[0]
-    return torch.cat(ks, dim=2), torch.cat(vs, dim=2)
+        return ks[0], vs[0], state
+    return torch.cat(ks, dim=2), torch.cat(vs, dim=2), state
+
+
+def extended_mask(state: PeltState, mask: torch.Tensor | None, length: int) -> torch.Tensor | None:
+    """`extend_mask`, computed once per forward: every layer receives the same mask tensor."""
+    key = ("prefix_mask", length)
+    hit = state.cache.get(key)
+    if hit is None or hit[0] is not mask:
+        hit = state.cache[key] = (mask, extend_mask(mask, length))
+    return hit[1]
 
 
 def extend_mask(mask: torch.Tensor | None, length: int) -> torch.Tensor | None:
@@ -144,7 +156,7 @@ def make_attention(base: str) -> Callable:
         if kv is not None:
             key = torch.cat([kv[0], key], dim=2)
             value = torch.cat([kv[1], value], dim=2)
-            attention_mask = extend_mask(attention_mask, kv[0].shape[2])
+            attention_mask = extended_mask(kv[2], attention_mask, kv[0].shape[2])
         return _stock(module, base)(module, query, key, value, attention_mask, **kwargs)
     prefix_attention.__name__ = f"{IMPLEMENTATIONS[base]}_forward"
     return prefix_attention

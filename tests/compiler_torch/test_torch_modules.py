@@ -58,6 +58,27 @@ def test_parallel_adapter_reads_the_sublayer_input():
     torch.testing.assert_close(host(z), want)
 
 
+def test_gated_scaled_adapter_matches_the_formula_per_example():
+    """The fused add (gate·scale at the bottleneck, bias as an extra column, one addmm) equals
+    ``z + g·s·up(act(down(h)))`` with a different gate value for every example."""
+    torch.manual_seed(0)
+    ln, st = nn.LayerNorm(8), PeltState()
+    st.begin(torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]))
+    g = Gate(GateSpec(kind="sigmoid", source="ffn.output", pool="masked_mean"), 8,
+             ("a", 0, "ffn.output"), st, reads_own=True)
+    nn.init.normal_(g.proj.weight)
+    a = _adapter(scale=0.7, gate=g)
+    host = AdapterPoint(ln, 0, "ffn.output", st)
+    host.add("a", a)
+    z = torch.randn(2, 5, 8)
+    out = host(z)
+    gv = g.last
+    assert gv.shape == (2,) and not torch.allclose(gv[0], gv[1])
+    h = ln(z)
+    want = ln(z + 0.7 * gv.view(2, 1, 1) * a.up(torch.relu(a.down(h))))
+    torch.testing.assert_close(out, want)
+
+
 def test_lora_formula_and_sum():
     torch.manual_seed(0)
     lin = nn.Linear(6, 4)
