@@ -86,6 +86,7 @@ class OverrideSpec(BaseModel):
     params: dict[str, Any]
     gate: GateSpec | None = None
     span: SpanModel | None = None
+    spans: dict[str, SpanModel] = Field(default_factory=dict)   # where each parameter / the gate is written
 
 
 class _Node(BaseModel):
@@ -117,6 +118,7 @@ class InstanceNode(_Node):
     file: str | None = None
     order: int = 0                  # declaration order (decides order of sequential modules)
     shared_trainable: int | None = None   # trained but shared across layers (prefix MLP; folded away)
+    spans: dict[str, SpanModel] = Field(default_factory=dict)   # member → where it is written ("gate", "at", params)
 
 
 class PointNode(_Node):
@@ -140,6 +142,7 @@ class AttachmentNode(_Node):
     saved: int | None = None        # parameters kept after training (prefix: folded)
     gate_params: int | None = None
     module_path: str | None = None  # resolved with a model (relative to the task model)
+    gate_span: SpanModel | None = None   # where its gate is written (span: the target that placed it)
 
 
 class GateNode(_Node):

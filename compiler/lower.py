@@ -39,6 +39,7 @@ class _Draft:
     span: Span | None = None
     file: str | None = None
     order: int = 0
+    spans: dict[str, SpanModel] = field(default_factory=dict)   # member → where written
 
 
 @dataclass
@@ -225,7 +226,9 @@ def _name_span(p: ast.Param) -> Span:
 
 
 def _lower_members(members, method: schema.MethodSpec, draft: _Draft, diags: Diagnostics, *,
-                   in_override: bool) -> tuple[dict[str, Any], GateSpec | None, list[TargetSpec] | None]:
+                   in_override: bool, spans: dict[str, SpanModel]
+                   ) -> tuple[dict[str, Any], GateSpec | None, list[TargetSpec] | None]:
+    """Lower a block's members; ``spans`` receives where each valid member is written."""
     params: dict[str, Any] = {}
     seen: dict[str, Span] = {}
     gate: GateSpec | None = None
@@ -245,6 +248,7 @@ def _lower_members(members, method: schema.MethodSpec, draft: _Draft, diags: Dia
             v = coerce(method.params[m.name], m.value, m.name, diags)
             if v is not None or method.params[m.name].type == "int_or_none":
                 params[m.name] = v
+                spans[m.name] = SpanModel.of(m.value.span)
         elif isinstance(m, ast.Gate):
             if "gate" in seen:
                 diags.error("E106", "gate given twice", m.span, f"first given at {seen['gate']}")
@@ -254,6 +258,7 @@ def _lower_members(members, method: schema.MethodSpec, draft: _Draft, diags: Dia
                 diags.error("E114", f"{method.name} cannot be gated", m.span, "remove the gate line")
                 continue
             gate = lower_gate(m.expr, diags)
+            spans["gate"] = SpanModel.of(m.expr.span)
         elif isinstance(m, ast.At):
             if in_override:
                 diags.error("E116", "`at` cannot appear in a per-layer override", m.span,
@@ -263,15 +268,17 @@ def _lower_members(members, method: schema.MethodSpec, draft: _Draft, diags: Dia
                 diags.error("E106", "`at` given twice", m.span, "list several targets in one `at`, separated by commas")
                 continue
             seen["at"] = m.span
+            spans["at"] = SpanModel.of(m.span)
             targets = [ts for t in m.targets for ts in lower_target(t, method, diags)]
         elif isinstance(m, ast.LayerOverride):
             if in_override:
                 diags.error("E116", "per-layer overrides cannot nest", m.span)
                 continue
             items = selector_items(m.selector, diags)
-            p, g, _ = _lower_members(m.members, method, draft, diags, in_override=True)
+            ov_spans: dict[str, SpanModel] = {}
+            p, g, _ = _lower_members(m.members, method, draft, diags, in_override=True, spans=ov_spans)
             draft.overrides.append(OverrideSpec(selector=selector_text(items), items=items, params=p, gate=g,
-                                                span=SpanModel.of(m.span)))
+                                                span=SpanModel.of(m.span), spans=ov_spans))
     return params, gate, targets
 
 
@@ -428,7 +435,8 @@ class _Lowerer:
             st.instances[sec.name] = existing
         else:
             existing.span = sec.name_span
-        params, gate, targets = _lower_members(sec.members, method, existing, diags, in_override=False)
+        params, gate, targets = _lower_members(sec.members, method, existing, diags, in_override=False,
+                                               spans=existing.spans)
         existing.params.update(params)
         if gate is not None:
             existing.gate = gate
@@ -456,7 +464,7 @@ def _finish(st: _State, diags: Diagnostics) -> IR:
                 targets = []
         ir.add(InstanceNode(id=f"inst:{d.name}", name=d.name, method=d.method, params=params,
                             gate=d.gate or GateSpec(), targets=tuple(targets), overrides=tuple(d.overrides),
-                            file=d.file, order=d.order, span=SpanModel.of(d.span)))
+                            file=d.file, order=d.order, span=SpanModel.of(d.span), spans=dict(d.spans)))
     return ir
 
 

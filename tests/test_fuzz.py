@@ -158,7 +158,7 @@ def _comments(text: str) -> list[str]:
 def _strip(obj):
     """IR json without source positions and the source hash."""
     if isinstance(obj, dict):
-        return {k: _strip(v) for k, v in obj.items() if k not in ("span", "spec_hash")}
+        return {k: _strip(v) for k, v in obj.items() if k not in ("span", "spans", "gate_span", "spec_hash")}
     if isinstance(obj, list):
         return [_strip(v) for v in obj]
     return obj

@@ -29,7 +29,8 @@ def check_gates(ir: IR, diags: Diagnostics) -> None:
         g = att.gate
         if g.kind != "sigmoid":
             continue
-        span = att.span.to_span() if att.span else None
+        where = att.gate_span or att.span
+        span = where.to_span() if where else None
         if att.layer is None:
             diags.error("E113", f"{att.instance}: a sigmoid gate reads a layer point, but '{att.point}' is not in a layer",
                         span, "use `gate scalar` or `gate const(<value>)` for whole-model attachments")

@@ -71,18 +71,21 @@ def resolve_layers(ir: IR, diags: Diagnostics) -> None:
                     continue
                 seen[key] = t
                 params, gate = dict(inst.params), inst.gate
+                gate_span = inst.spans.get("gate") or inst.span
                 for ov in inst.overrides:
                     ol, _ = expand_selector(ov.items, n)
                     if layer in ol:
                         params.update(ov.params)
-                        gate = ov.gate or gate
+                        if ov.gate is not None:
+                            gate, gate_span = ov.gate, ov.spans.get("gate") or ov.span
                 placement = params.get("placement", "sequential")
                 pid = _point_of(layer, t.point)
                 order = per_point[pid]
                 per_point[pid] += 1
                 att = AttachmentNode(id=attachment_id(inst.name, layer, t.point), instance=inst.name,
                                      method=inst.method, layer=layer, point=t.point, params=params, gate=gate,
-                                     placement=placement, order=order, span=inst.span)
+                                     placement=placement, order=order, span=t.span or inst.span,
+                                     gate_span=gate_span)
                 ir.add(att)
                 ir.connect(inst.id, att.id, "instance")
                 src_in = pid
@@ -92,7 +95,7 @@ def resolve_layers(ir: IR, diags: Diagnostics) -> None:
                 ir.connect(att.id, pid, "output")
                 if gate.kind != "none":
                     g = GateNode(id=f"gate:{att.id[4:]}", attachment=att.id, instance=inst.name, layer=layer,
-                                 gate=gate, span=inst.span)
+                                 gate=gate, span=gate_span)
                     ir.add(g)
                     ir.connect(g.id, att.id, "scales")
                     if gate.kind == "sigmoid" and layer is not None:

@@ -19,7 +19,7 @@ def _ir(text: str) -> dict:
     """IR json without spans and source hash (what must not change when formatting)."""
     def strip(o):
         if isinstance(o, dict):
-            return {k: strip(v) for k, v in o.items() if k not in ("span", "spec_hash")}
+            return {k: strip(v) for k, v in o.items() if k not in ("span", "spans", "gate_span", "spec_hash")}
         if isinstance(o, list):
             return [strip(v) for v in o]
         return o
