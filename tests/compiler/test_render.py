@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from peltc.compiler.pipeline import build_ir, check_file
-from peltc.compiler.render import compact_layers, diagram_module_nodes, layer_groups, render, to_dot
+from peltc.compiler.diagram import compact_layers, diagram_module_nodes, layer_groups
+from peltc.compiler.render import render, to_dot
 from peltc.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[2]

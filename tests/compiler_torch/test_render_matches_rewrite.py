@@ -9,7 +9,7 @@ import pytest
 import transformers
 
 from peltc.api import build_spec_ir, compile_model
-from peltc.compiler.render import diagram_module_nodes
+from peltc.compiler.diagram import diagram_module_nodes
 from peltc.compiler.torch.rewrite import fold_prefix
 
 SPECS = sorted(p for p in (Path(__file__).resolve().parents[2] / "specs").glob("*.pelt")
