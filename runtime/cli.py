@@ -18,6 +18,20 @@ _SETTING_FLAGS = {
 }
 
 
+_SETTING_HELP = {
+    "lr": "learning rate of the PELT parameters (default 1e-3; full fine-tuning 2e-5)",
+    "epochs": "maximum epochs (default 20)",
+    "batch_size": "training batch size (default 16)",
+    "warmup": "linear warm-up, fraction of the steps (default 0.06)",
+    "weight_decay": "AdamW weight decay (default 0)",
+    "patience": "early stopping: evaluations without dev improvement (default 3)",
+    "min_steps": "no early stop before this many steps (default 60)",
+    "eval_steps": "evaluate on dev every N steps (default 30)",
+    "max_length": "truncate inputs to N tokens (default 128)",
+    "head_lr": "learning rate of the task head (default 1e-3)",
+}
+
+
 def _overrides(a) -> dict:
     return {k: getattr(a, k) for k in _SETTING_FLAGS if getattr(a, k, None) is not None}
 
@@ -82,12 +96,13 @@ def cmd_grid(a) -> int:
 def _train_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training settings (override the spec's train { } block)")
     for name, typ in _SETTING_FLAGS.items():
-        g.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, default=None)
+        g.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, default=None,
+                       help=_SETTING_HELP[name])
 
 
 def add_commands(sub) -> None:
     c = sub.add_parser("compile", help="rewrite the model; with --train: train, evaluate, save the adapter")
-    c.add_argument("spec")
+    c.add_argument("spec", help="the .pelt spec file")
     c.add_argument("--model", help="model name, dir or config.json (default: the spec's, else the packaged MiniLM)")
     c.add_argument("--train", metavar="glue/TASK", help="cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte")
     c.add_argument("--data-dir", help="GLUE in the original TSV layout (default: $PELT_GLUE_DIR, else the Hub)")
@@ -103,25 +118,27 @@ def add_commands(sub) -> None:
     c.set_defaults(func=cmd_compile)
 
     e = sub.add_parser("eval", help="reload a run's adapter on a fresh base model and score the test set")
-    e.add_argument("run_dir")
-    e.add_argument("--data-dir")
+    e.add_argument("run_dir", help="a run folder written by `peltc compile --train`")
+    e.add_argument("--data-dir", help="GLUE in the original TSV layout (default: the run's, $PELT_GLUE_DIR, the Hub)")
     e.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="label a text with a trained run")
-    p.add_argument("run_dir")
-    p.add_argument("--text", required=True)
-    p.add_argument("--text-pair")
+    p.add_argument("run_dir", help="a run folder written by `peltc compile --train`")
+    p.add_argument("--text", required=True, help="the text to label (the first sentence of a pair task)")
+    p.add_argument("--text-pair", help="the second sentence, for pair tasks (mrpc, qqp, stsb, mnli, qnli, rte)")
     p.set_defaults(func=cmd_predict)
 
     g = sub.add_parser("grid", help="run specs × tasks × K × seeds and tabulate mean ± std")
-    g.add_argument("specs", nargs="+")
-    g.add_argument("--tasks", default="cola,sst2,mrpc,rte,stsb")
-    g.add_argument("--k", default="100")
-    g.add_argument("--seeds", default="1,2,3")
-    g.add_argument("--jobs", type=int, default=1, help="runs in parallel")
-    g.add_argument("--dev-size", type=int, default=1000)
-    g.add_argument("--out", default="runs/grid")
-    g.add_argument("--model")
-    g.add_argument("--data-dir")
+    g.add_argument("specs", nargs="+", help="the .pelt spec files (one table row each)")
+    g.add_argument("--tasks", default="cola,sst2,mrpc,rte,stsb", help="comma list of GLUE tasks (default %(default)s)")
+    g.add_argument("--k", default="100", help="comma list of training sizes: 100, 500, 1000, all (default %(default)s)")
+    g.add_argument("--seeds", default="1,2,3", help="comma list of seeds (default %(default)s)")
+    g.add_argument("--jobs", type=int, default=1, help="runs in parallel, each on its share of the CPU threads (default 1)")
+    g.add_argument("--dev-size", type=int, default=1000,
+                   help="training examples held out for checkpoint selection (default 1000, as the paper)")
+    g.add_argument("--out", default="runs/grid", help="grid folder: one run folder per combination, finished ones "
+                                                      "skipped (default %(default)s)")
+    g.add_argument("--model", help="model name or dir (default: each spec's, else the packaged MiniLM)")
+    g.add_argument("--data-dir", help="GLUE in the original TSV layout (default: $PELT_GLUE_DIR, else the Hub)")
     _train_flags(g)
     g.set_defaults(func=cmd_grid)
