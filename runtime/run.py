@@ -245,7 +245,7 @@ def train_run(opts: RunOptions) -> dict[str, Any]:
     ds = D.sample(D.load_glue(task, opts.data_dir), k, settings.seed, dev_size=opts.dev_size)
     enc = D.tokenize(ds, tokenizer, task, max_length=settings.max_length)
     result = train(model, tokenizer, enc, task, settings, run_dir / "trainer", resume=opts.resume,
-                   progress=opts.progress)
+                   progress=opts.progress, evaluate_test=False)
     if not main:
         return result
     fold_prefix(model)
@@ -265,7 +265,6 @@ def train_run(opts: RunOptions) -> dict[str, Any]:
     metrics = {
         **result,
         "test": test,
-        "test_trainer": result["test"],
         "warnings": warnings,
         "spec": opts.spec,
         "model": mc.ref,

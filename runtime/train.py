@@ -210,13 +210,15 @@ def head_prefixes(model) -> tuple[str, ...]:
 
 def train(model, tokenizer, splits, task: GlueTask, settings: TrainSettings, output_dir: str | Path, *,
           resume: bool | str = False, progress: bool = True, keep_checkpoints: bool = False,
-          callbacks: Iterable = (), **argument_overrides) -> dict[str, Any]:
+          callbacks: Iterable = (), evaluate_test: bool = True, **argument_overrides) -> dict[str, Any]:
     """Train ``model`` on ``splits["train"]``, select on ``splits["dev"]``, report on ``splits["test"]``.
 
     ``splits``: tokenised (``data.tokenize``). ``output_dir``: where checkpoints go.
     ``resume``: True continues from the last checkpoint in ``output_dir`` (a fresh start when there
     is none yet); a path continues from that checkpoint. ``keep_checkpoints=False`` deletes the
     checkpoints after a finished run (the caller saves the adapter-only artifact).
+    ``evaluate_test=False`` leaves the test set to the caller (`peltc compile` scores it once, on
+    the saved artifact, reading the gates in the same pass).
 
     Returns a JSON-ready dict: ``dev.history`` (one entry per evaluation: epoch, step, metrics),
     ``dev.best`` (the restored checkpoint's dev metrics), ``test``, ``train`` (steps, epochs, loss,
@@ -250,10 +252,17 @@ def train(model, tokenizer, splits, task: GlueTask, settings: TrainSettings, out
     history = [{"epoch": h.get("epoch"), "step": h.get("step"), **_strip(h, "eval")}
                for h in trainer.state.log_history if f"eval_{task.main_metric}" in h]
 
-    dev = trainer.evaluate(splits["dev"])          # the restored best checkpoint
-    pred = trainer.predict(splits["test"], metric_key_prefix="test")
-    test_preds = to_predictions(task, pred.predictions)
-    test = _strip(pred.metrics, "test")
+    best_step = _checkpoint_step(trainer.state.best_model_checkpoint)
+    dev = next((h for h in history if h["step"] == best_step), None)   # the restored best checkpoint
+    if dev is None:                                # no evaluation logged for it: evaluate it again
+        dev = _strip(trainer.evaluate(splits["dev"]), "eval")
+    else:
+        dev = {k: v for k, v in dev.items() if k not in ("epoch", "step")}
+    test, warnings = None, []
+    if evaluate_test:
+        pred = trainer.predict(splits["test"], metric_key_prefix="test")
+        test = _strip(pred.metrics, "test")
+        warnings = [w for w in (degenerate_warning(task, to_predictions(task, pred.predictions), "test", test),) if w]
     steps_per_epoch = max(1, math.ceil(len(splits["train"]) / (settings.batch_size * max(1, args.world_size))))
     max_steps = math.ceil(settings.epochs * steps_per_epoch)
     result = {
@@ -262,18 +271,18 @@ def train(model, tokenizer, splits, task: GlueTask, settings: TrainSettings, out
         "settings": settings.to_dict(),
         "sizes": {s: len(splits[s]) for s in ("train", "dev", "test")},
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "dev": {"history": history, "best": _strip(dev, "eval")},
-        "test": test,
+        "dev": {"history": history, "best": dev},
+        **({"test": test} if evaluate_test else {}),
         "train": {
             "steps": trainer.state.global_step,
             "epochs": trainer.state.epoch,
             "max_steps": max_steps,
             "stopped_early": trainer.state.global_step < max_steps,
-            "best_step": _checkpoint_step(trainer.state.best_model_checkpoint),
+            "best_step": best_step,
             "resumed_from": checkpoint,
             **_strip(out.metrics, "train"),
         },
-        "warnings": [w for w in (degenerate_warning(task, test_preds, "test", test),) if w],
+        "warnings": warnings,
         "log_history": trainer.state.log_history,
     }
     if not keep_checkpoints and trainer.is_world_process_zero():
