@@ -80,6 +80,20 @@ def run_grid(specs: list[str], *, tasks: list[str], ks: list[str], seeds: list[i
     return table
 
 
+def throughput(m: dict) -> tuple[float | None, float | None]:
+    """(training, evaluation) examples per second of one finished run: optimiser steps × batch over
+    the training time less the dev evaluations inside it; the test set over its scoring time."""
+    tr, st = m.get("train", {}), m.get("settings", {})
+    evals = sum(h.get("runtime") or 0.0 for h in m.get("dev", {}).get("history", []))
+    train_s = (tr.get("runtime") or 0.0) - evals
+    train = tr["steps"] * st["batch_size"] / train_s if train_s > 0 and tr.get("steps") and st.get("batch_size") else None
+    return train, m.get("eval_examples_per_second")
+
+
+def _mean(xs: list) -> float | None:
+    return statistics.fmean(xs) if xs and None not in xs else None
+
+
 def tabulate(specs, tasks, ks, seeds, out) -> dict[str, Any]:
     from peltc.runtime.tasks import task as get_task
     cells: dict[str, Any] = {}
@@ -88,20 +102,26 @@ def tabulate(specs, tasks, ks, seeds, out) -> dict[str, Any]:
         for k in ks:
             for t in tasks:
                 main = get_task(t).main_metric
-                vals, walls, runs = [], [], []
+                vals, walls, runs, train_eps, eval_eps = [], [], [], [], []
                 for seed in seeds:
                     m = _finished(run_dir(out, s, t, k, seed))
                     if m is None:
                         continue
                     vals.append(100 * m["test"][main])
                     walls.append(m.get("wall_seconds"))
+                    tr_eps, ev_eps = throughput(m)
+                    train_eps.append(tr_eps)
+                    eval_eps.append(ev_eps)
                     runs.append({"seed": seed, "test": m["test"], "wall_seconds": m.get("wall_seconds"),
-                                 "steps": m.get("train", {}).get("steps"), "warnings": m.get("warnings", [])})
+                                 "steps": m.get("train", {}).get("steps"), "train_examples_per_second": tr_eps,
+                                 "eval_examples_per_second": ev_eps, "warnings": m.get("warnings", [])})
                 cells[f"{name}|{t}|{k}"] = {
                     "spec": name, "task": t, "k": k, "metric": main, "n": len(vals),
                     "mean": statistics.fmean(vals) if vals else None,
                     "std": statistics.stdev(vals) if len(vals) > 1 else None,   # one seed: no spread to report
-                    "wall_seconds_mean": statistics.fmean(walls) if walls and None not in walls else None,
+                    "wall_seconds_mean": _mean(walls),
+                    "train_examples_per_second": _mean(train_eps),
+                    "eval_examples_per_second": _mean(eval_eps),
                     "runs": runs,
                 }
     return {"specs": [Path(s).stem for s in specs], "tasks": list(tasks), "ks": list(ks), "seeds": list(seeds),
@@ -126,8 +146,8 @@ def to_markdown(table: dict[str, Any]) -> str:
             order = sorted((v, s) for s in specs if (v := val(s, c)) is not None)[::-1]
             rank[c] = {s: i for i, (_, s) in enumerate(order)}
         lines.append(f"### K = {k}\n")
-        lines.append("| spec | " + " | ".join(cols) + " | s/run |")
-        lines.append("|---|" + "---:|" * (len(cols) + 1))
+        lines.append("| spec | " + " | ".join(cols) + " | s/run | train ex/s | eval ex/s |")
+        lines.append("|---|" + "---:|" * (len(cols) + 3))
         for s in specs:
             row = []
             for c in cols:
@@ -139,11 +159,13 @@ def to_markdown(table: dict[str, Any]) -> str:
                 txt = f"{v:.1f}" if std is None else f"{v:.1f} ± {std:.1f}"
                 r = rank[c].get(s)
                 row.append(f"**{txt}**" if r == 0 else f"<u>{txt}</u>" if r == 1 else txt)
-            walls = [cells[f"{s}|{t}|{k}"]["wall_seconds_mean"] for t in tasks]
-            walls = [w for w in walls if w is not None]
-            row.append(f"{statistics.fmean(walls):.0f}" if walls else "—")
+            for key in ("wall_seconds_mean", "train_examples_per_second", "eval_examples_per_second"):
+                xs = [x for t in tasks if (x := cells[f"{s}|{t}|{k}"].get(key)) is not None]
+                row.append(f"{statistics.fmean(xs):.0f}" if xs else "—")
             lines.append(f"| {s} | " + " | ".join(row) + " |")
         n = {cells[f"{s}|{t}|{k}"]["n"] for s in specs for t in tasks}
         lines.append(f"\nseeds per cell: {sorted(n)}; metrics ×100: MCC (cola), F1 (mrpc), Spearman (stsb), "
-                     f"accuracy (others); best **bold**, second <u>underlined</u>.\n")
+                     f"accuracy (others); best **bold**, second <u>underlined</u>; s/run, train ex/s (optimiser "
+                     f"steps × batch per second of training, dev evaluations excluded) and eval ex/s (test set "
+                     f"scoring): means over the finished runs.\n")
     return "\n".join(lines)

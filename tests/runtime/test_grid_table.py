@@ -33,3 +33,17 @@ def test_one_seed_shows_no_spread(tmp_path):
     t = tabulate(["a.pelt"], ["rte"], ["100"], [1], tmp_path)
     assert t["cells"]["a|rte|100"]["std"] is None
     assert "| a | **50.0** |" in to_markdown(t)
+
+def test_throughput_excludes_dev_evaluations(tmp_path):
+    """train ex/s = steps × batch / (training time − dev evaluations); eval ex/s from the test scoring."""
+    from peltc.runtime.grid import throughput
+    m = {"final": True, "test": {"accuracy": 0.7}, "wall_seconds": 60.0, "eval_examples_per_second": 50.0,
+         "settings": {"batch_size": 16}, "train": {"steps": 100, "runtime": 50.0},
+         "dev": {"history": [{"runtime": 5.0}, {"runtime": 5.0}]}}
+    assert throughput(m) == (100 * 16 / 40.0, 50.0)
+    d = run_dir(tmp_path, "a.pelt", "sst2", "100", 1)
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps(m))
+    t = tabulate(["a.pelt"], ["sst2"], ["100"], [1], tmp_path)
+    assert t["cells"]["a|sst2|100"]["train_examples_per_second"] == 40.0
+    assert "| a | **70.0** | **70.0** | 60 | 40 | 50 |" in to_markdown(t)
