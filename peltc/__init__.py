@@ -6,6 +6,17 @@
 
 __version__ = "0.1.0"
 
+# The subpackages live at the repository's top level (grammar/, compiler/, runtime/), mapped into
+# this namespace by pyproject.toml's package-dir. When Python imports this folder straight from a
+# source checkout (``python -m peltc`` run in the repository root, which shadows an installed copy),
+# let it find them there too.
+import os as _os
+
+_root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if _os.path.isfile(_os.path.join(_root, "grammar", "pelt.lark")) and _root not in __path__:
+    __path__.append(_root)
+del _os, _root
+
 
 def compile_model(spec, model):
     """Rewrite ``model`` (a loaded Hugging Face model) in place as ``spec`` says; see `peltc.api`."""
