@@ -109,6 +109,7 @@ def test_killed_writer_leaves_a_loadable_artifact(tmp_path):
     out = tmp_path / "adapter"
     _writer.save(_writer.Small(0), out)
     code = _WRITER.format(tests=str(Path(__file__).parent), out=str(out))
+    versions = [{k: v.detach().clone() for k, v in _writer.Small(i).state_dict().items()} for i in range(7)]
     for delay in (0.0, 0.009, 0.027, 0.061):
         p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         p.stdout.readline()               # the writer is now saving in a loop
@@ -116,4 +117,7 @@ def test_killed_writer_leaves_a_loadable_artifact(tmp_path):
         p.send_signal(signal.SIGKILL)
         p.wait()
         m, t = load_tensors(out)           # never raises: the previous or the new artifact
-        load_into(_writer.Small(0), m, t)
+        model = _writer.Small(0)
+        load_into(model, m, t)
+        got = model.state_dict()           # whole: exactly one of the versions the writer saves
+        assert any(all(torch.equal(got[k], v[k]) for k in v) for v in versions)
