@@ -326,22 +326,27 @@ def run_shape(shape: str, args, log: Callable[[str], None]) -> dict:
         if rss_delta:
             train_items[k]()                     # the first step allocates grads and AdamW state
             res[k]["rss"] = {"mode": "delta", "delta_mb": round(_rss_mb() - r0, 1)}
-    log(f"[{shape}] train phase: {', '.join(train_items)}")
-    samples, records = interleave(train_items, args.warmup, args.rounds, args.budget / 2, log, "train")
-    out["rounds"] = {"train": len(records)}
-    for k in methods:
-        res[k]["train_ms"] = summary(samples[k])
-        if "finetune" in samples:
-            res[k]["train_ratio_vs_finetune"] = paired_ratio(records, k, "finetune")
-    del train_items, samples, records        # frees full fine-tuning's model, gradients and AdamW state
+    out["rounds"] = {"train": 0, "inference": 0}
+    if "train" in args.phases:
+        log(f"[{shape}] train phase: {', '.join(train_items)}")
+        samples, records = interleave(train_items, args.warmup, args.rounds, args.budget / 2, log, "train")
+        out["rounds"]["train"] = len(records)
+        for k in methods:
+            res[k]["train_ms"] = summary(samples[k])
+            if "finetune" in samples:
+                res[k]["train_ratio_vs_finetune"] = paired_ratio(records, k, "finetune")
+        del samples, records
+    del train_items                           # frees full fine-tuning's model, gradients and AdamW state
     for m in prefix_models.values():          # kept for the unfolded inference
         m.zero_grad(set_to_none=True)
     gc.collect()
 
     # --- inference phase: the base model, every method as served (+ unfolded prefixes, + merged)
+    if "inference" not in args.phases:
+        prefix_models.clear()
     infer_items: dict[str, Callable[[], None]] = {BASE: infer_fn(template, batch)}
     variants: dict[str, str] = {}         # item → method
-    for k in methods:
+    for k in (methods if "inference" in args.phases else []):
         if k == "finetune":
             continue                       # at inference the fine-tuned model is the base architecture
         served = copy_model(template, share_frozen=True)
@@ -360,18 +365,20 @@ def run_shape(shape: str, args, log: Callable[[str], None]) -> dict:
             res[k]["merged"] = len(merge(m))       # modules merged
             infer_items[k + "@merged"] = infer_fn(m, batch)
             variants[k + "@merged"] = k
-    log(f"[{shape}] inference phase: {', '.join(infer_items)}")
-    r0 = _rss_mb()
-    samples, records = interleave(infer_items, args.warmup, args.rounds, args.budget / 2, log, "inference")
-    out["rounds"]["inference"] = len(records)
-    if rss_delta:
-        res[BASE]["rss"] = {"mode": "delta", "delta_mb": round(_rss_mb() - r0, 1)}
-    res[BASE]["infer_ms"] = summary(samples[BASE])
-    res[BASE]["infer_ratio_vs_base"] = {"median": 1.0, "n": len(records)}
-    for item, k in variants.items():
-        suffix = item[len(k):].replace("@", "_")          # "", "_unfolded", "_merged"
-        res[k][f"infer{suffix}_ms"] = summary(samples[item])
-        res[k][f"infer{suffix}_ratio_vs_base"] = paired_ratio(records, item, BASE)
+    if "inference" in args.phases:
+        log(f"[{shape}] inference phase: {', '.join(infer_items)}")
+        r0 = _rss_mb()
+        samples, records = interleave(infer_items, args.warmup, args.rounds, args.budget / 2, log, "inference")
+        out["rounds"]["inference"] = len(records)
+        if rss_delta:
+            res[BASE]["rss"] = {"mode": "delta", "delta_mb": round(_rss_mb() - r0, 1)}
+        res[BASE]["infer_ms"] = summary(samples[BASE])
+        res[BASE]["infer_ratio_vs_base"] = {"median": 1.0, "n": len(records)}
+        for item, k in variants.items():
+            suffix = item[len(k):].replace("@", "_")          # "", "_unfolded", "_merged"
+            res[k][f"infer{suffix}_ms"] = summary(samples[item])
+            res[k][f"infer{suffix}_ratio_vs_base"] = paired_ratio(records, item, BASE)
+        del samples, records
     del infer_items, prefix_models
     gc.collect()
 
@@ -384,13 +391,13 @@ def run_shape(shape: str, args, log: Callable[[str], None]) -> dict:
     # --- targets
     pelt = [k for k in methods if k != "finetune"]
     targets: dict[str, Any] = {}
-    if "finetune" in methods and pelt:       # judged on the median ratios; "best" ratios alongside
+    if "finetune" in methods and pelt and "train" in args.phases:   # judged on the median ratios; "best" alongside
         ratios = {k: res[k]["train_ratio_vs_finetune"] for k in pelt}
         slower = [k for k in pelt if ratios[k]["median"] >= 1.0]
         targets["pelt_train_faster_than_finetune"] = {
             "met": not slower, "slower": slower, "worst": max(r["median"] for r in ratios.values()),
             "slower_by_best": [k for k in pelt if ratios[k]["best"] >= 1.0]}
-    if "unipelt_apl" in methods:
+    if "unipelt_apl" in methods and "inference" in args.phases:
         r = res["unipelt_apl"]["infer_ratio_vs_base"]
         targets["unipelt_apl_inference_le_1.20x_base"] = {"met": r["median"] <= TARGET_APL_INFERENCE,
                                                           "ratio": r["median"], "best": r["best"]}
@@ -510,6 +517,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         f"{MIN_AUTO_ROUNDS}..{MAX_AUTO_ROUNDS})")
     p.add_argument("--budget", type=float, default=240.0,
                    help="seconds of timed rounds per shape (train + inference) when --rounds is auto")
+    p.add_argument("--phases", default="train,inference", type=lambda v: [x for x in v.split(",") if x],
+                   help="comma list of: train, inference (default both)")
     p.add_argument("--warmup", type=int, default=1, help="untimed visits of each configuration per phase")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--attn", default="sdpa", choices=("sdpa", "eager"))
@@ -529,6 +538,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for m in a.methods:
         if m not in SPEC_FILES:
             p.error(f"unknown method {m!r} (known: {', '.join(SPEC_FILES)})")
+    for ph in a.phases:
+        if ph not in ("train", "inference"):
+            p.error(f"unknown phase {ph!r} (known: train, inference)")
     if a.quick:
         a.rounds, a.warmup = 2, 1
     if a.rounds is not None and a.rounds < 1:
