@@ -119,11 +119,18 @@ def test_grid_runs_and_resumes(tiny_dir, small_glue, tmp_path, capsys):
     assert "1 already finished, 0 to run" in capsys.readouterr().out
 
 
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_torchrun_two_processes(tiny_dir, small_glue, tmp_path):
     """The same command under torchrun (gloo, CPU, 2 processes) trains with DDP and writes the same files."""
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
            "-m", "peltc", "compile", str(ROOT / "specs" / "lora.pelt"), "--train", "glue/rte", "--model",
            str(tiny_dir), "--data-dir", str(small_glue), "--out", str(out), "--no-render", *FAST]
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
