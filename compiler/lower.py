@@ -194,12 +194,10 @@ def lower_target(t: ast.Target, method: schema.MethodSpec, diags: Diagnostics) -
             point = p or schema.WHOLE_LAYER
             valid = [*schema.LAYER_POINTS]
             known = point in schema.LAYER_POINTS or point == schema.WHOLE_LAYER
-            shown = [f"layers[..].{v}" for v in valid]
         else:
             point = p
             valid = [*schema.GLOBAL_POINTS]
             known = point in schema.GLOBAL_POINTS
-            shown = valid + ["layers[<selector>].<point>"]
         if not known:
             close = did_you_mean(point, valid, "points")
             diags.error("E107", f"unknown insertion point '{point}'", t.span,

@@ -29,7 +29,7 @@ from peltc.compiler.passes.check_ranges import check_ranges
 from peltc.compiler.passes.count_params import count_params
 from peltc.compiler.passes.resolve_layers import resolve_layers
 from peltc.compiler.passes.resolve_paths import resolve_paths
-from peltc.errors import SpecError, UsageError
+from peltc.errors import UsageError
 
 PASSES = (resolve_layers, check_family, check_ranges, check_gates, check_conflicts, count_params, resolve_paths,
           check_coverage)

@@ -6,7 +6,6 @@ import re
 from collections import defaultdict
 
 from peltc.compiler.ir import IR
-from peltc.compiler.passes.check_coverage import coverage
 from peltc.compiler.layerset import compact_layers
 
 
@@ -67,7 +66,6 @@ def summary(ir: IR, spec_name: str) -> str:
     extra = []
     for inst in ir.instances():
         atts = ir.attachments(inst.name)
-        cov = coverage(ir, inst.name)
         inst_total = sum(a.saved or 0 for a in atts)
         total += inst_total
         for a in atts:
@@ -90,7 +88,7 @@ def summary(ir: IR, spec_name: str) -> str:
                          f"reparameterisation MLP, folded into the prefixes after training (not saved)")
     base = s.base_params
     pct = f" ({100 * total / base:.3f}% of {_n(base)} base parameters)" if base else ""
-    lines.append(f"  per layer: " + "  ".join(f"L{k}={_n(v)}" for k, v in sorted(per_layer.items(), key=lambda kv: -1 if kv[0] is None else kv[0]) if k is not None))
+    lines.append("  per layer: " + "  ".join(f"L{k}={_n(v)}" for k, v in sorted(per_layer.items(), key=lambda kv: -1 if kv[0] is None else kv[0]) if k is not None))
     if None in per_layer:
         lines.append(f"  whole-model: {_n(per_layer[None])}")
     lines.append(f"  total trainable: {_n(total)}{pct}; task head not included")

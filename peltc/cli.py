@@ -7,7 +7,6 @@ Exit codes (computed in peltc.errors): 0 ok, 1 spec errors, 2 usage errors, 3 ru
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

@@ -12,7 +12,7 @@ structured fields (code, line, column), never on message text. Exit codes are co
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 EXIT_OK = 0

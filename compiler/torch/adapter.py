@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from peltc.compiler.torch.gate import Gate, scale
+from peltc.compiler.torch.gate import Gate
 from peltc.compiler.torch.state import PeltState
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}

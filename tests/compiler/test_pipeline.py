@@ -3,7 +3,6 @@ torch-free imports, CLI exit codes."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 from peltc.cli import main
 from peltc.compiler.ir import IR
 from peltc.compiler.pipeline import build_ir, check_file
-from peltc.errors import SpecError, UsageError
+from peltc.errors import SpecError
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = ROOT / "specs"

@@ -32,13 +32,23 @@ _CACHE: dict = {}
 
 
 def tiny_model(family: str, attn: str | None = None, seed: int = 0):
-    """A fresh (deep-copied) tiny sequence classifier in eval mode; built once per (family, attn, seed)."""
+    """A fresh (deep-copied) tiny sequence classifier in eval mode; built once per (family, attn, seed).
+
+    Also seeds torch's global generator, so what the test draws next (the PELT modules'
+    initialisation in `compile_model`) does not depend on which tests ran before in this process."""
     from transformers import AutoModelForSequenceClassification
     key = (family, attn, seed)
     if key not in _CACHE:
         torch.manual_seed(seed)
         _CACHE[key] = AutoModelForSequenceClassification.from_config(tiny_config(family, attn)).eval()
+    torch.manual_seed(seed)
     return copy.deepcopy(_CACHE[key])
+
+
+def changed(out: torch.Tensor, base: torch.Tensor, rel: float = 1e-3) -> bool:
+    """``out`` differs from ``base`` by more than ``rel`` of base's scale (tiny random models have
+    logits of ~1e-2, so an absolute threshold would depend on the family)."""
+    return bool((out - base).abs().max() > max(1e-6, rel * float(base.abs().max())))
 
 
 def tiny_batch(seed: int = 1, batch: int = 3, seq: int = 7) -> dict[str, torch.Tensor]:

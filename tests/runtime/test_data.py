@@ -1,7 +1,6 @@
 """GLUE loading (real local files and malformed ones), the low-resource sampling, tokenisation."""
 
 import datasets
-import numpy as np
 import pytest
 
 from peltc.errors import DataError, UsageError
