@@ -25,7 +25,7 @@ import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from peltc.errors import UsageError, did_you_mean
+from peltc.errors import ArtifactError, UsageError, did_you_mean
 from peltc.runtime import data as _data
 from peltc.runtime.metrics import compute_metrics, degenerate_warning, to_predictions
 from peltc.runtime.tasks import GlueTask
@@ -248,7 +248,17 @@ def train(model, tokenizer, splits, task: GlueTask, settings: TrainSettings, out
         checkpoint = str(resume)
     elif resume and output_dir.is_dir():
         checkpoint = get_last_checkpoint(str(output_dir))
-    out = trainer.train(resume_from_checkpoint=checkpoint)
+    try:
+        out = trainer.train(resume_from_checkpoint=checkpoint)
+    except (ValueError, KeyError, RuntimeError) as e:
+        if checkpoint is None:
+            raise
+        # the optimiser / scheduler state of a checkpoint written under other settings (e.g. a
+        # separate task-head learning rate adds a parameter group) or by another peltc version
+        raise ArtifactError(f"cannot resume from {checkpoint}: its training state does not match this run "
+                            f"({e})", code="A013",
+                            help="resume with the settings the run started with, or start it again in a "
+                                 "new --out folder (or delete the checkpoint-* folders)") from e
     history = [{"epoch": h.get("epoch"), "step": h.get("step"), **_strip(h, "eval")}
                for h in trainer.state.log_history if f"eval_{task.main_metric}" in h]
 

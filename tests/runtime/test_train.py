@@ -8,7 +8,7 @@ import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState
 
 from peltc.compiler.schema import TRAIN_PARAMS
-from peltc.errors import UsageError
+from peltc.errors import ArtifactError, UsageError
 from peltc.runtime import data
 from peltc.runtime.tasks import task
 from peltc.runtime.train import (SETTING_NAMES, EarlyStopping, TrainSettings, default_recipe,
@@ -164,6 +164,20 @@ def test_resume_gives_the_uninterrupted_result(tmp_path, tiny_model, tokenizer, 
     assert resumed["test"]["loss"] == pytest.approx(whole["test"]["loss"], abs=1e-6)
     assert [h["loss"] for h in resumed["dev"]["history"]] == pytest.approx(
         [h["loss"] for h in whole["dev"]["history"]], abs=1e-6)
+
+
+def test_resume_under_other_settings_is_a_clean_error(tmp_path, tiny_model, tokenizer, sst2_splits):
+    """A checkpoint written with one parameter group (no head lr) cannot resume a run with two: the
+    error names the checkpoint and what to do, instead of torch's optimizer traceback."""
+    t = task("sst2")
+    with pytest.raises(_Interrupt):
+        train(tiny_model(2, seed=3), tokenizer, sst2_splits, t, _settings(epochs=3), tmp_path,
+              progress=False, callbacks=[_CrashAfterSave(4)])
+    with pytest.raises(ArtifactError) as e:
+        train(tiny_model(2, seed=3), tokenizer, sst2_splits, t, _settings(epochs=3, head_lr=1e-2), tmp_path,
+              resume=True, progress=False)
+    assert e.value.diagnostic.code == "A013" and "checkpoint-4" in str(e.value)
+    assert "new --out folder" in e.value.diagnostic.help
 
 
 def test_no_trainable_parameters(tmp_path, tiny_model, tokenizer, sst2_splits):
