@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 import torch
-from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from peltc.errors import ArtifactError, UsageError, did_you_mean
@@ -248,13 +248,16 @@ def train(model, tokenizer, splits, task: GlueTask, settings: TrainSettings, out
         checkpoint = str(resume)
     elif resume and output_dir.is_dir():
         checkpoint = get_last_checkpoint(str(output_dir))
+    started = _Started()
+    trainer.add_callback(started)
     try:
         out = trainer.train(resume_from_checkpoint=checkpoint)
     except (ValueError, KeyError, RuntimeError) as e:
-        if checkpoint is None:
+        if checkpoint is None or started.begun:
             raise
-        # the optimiser / scheduler state of a checkpoint written under other settings (e.g. a
-        # separate task-head learning rate adds a parameter group) or by another peltc version
+        # failed while restoring the checkpoint, before the first step: the optimiser / scheduler
+        # state of a checkpoint written under other settings (e.g. a separate task-head learning
+        # rate adds a parameter group) or by another peltc version
         raise ArtifactError(f"cannot resume from {checkpoint}: its training state does not match this run "
                             f"({e})", code="A013",
                             help="resume with the settings the run started with, or start it again in a "
@@ -299,6 +302,16 @@ def train(model, tokenizer, splits, task: GlueTask, settings: TrainSettings, out
         for ckpt in output_dir.glob("checkpoint-*"):
             shutil.rmtree(ckpt, ignore_errors=True)
     return result
+
+
+class _Started(TrainerCallback):
+    """Records that training began (the Trainer calls ``on_train_begin`` once a checkpoint's model,
+    optimiser and scheduler state are restored), so a resume failure can be told from a later one."""
+
+    begun = False
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.begun = True
 
 
 def _strip(metrics: Mapping[str, Any], prefix: str) -> dict[str, Any]:

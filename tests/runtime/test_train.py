@@ -180,6 +180,22 @@ def test_resume_under_other_settings_is_a_clean_error(tmp_path, tiny_model, toke
     assert "new --out folder" in e.value.diagnostic.help
 
 
+class _FailOnStep(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        raise ValueError("a bug during training")
+
+
+def test_resume_reports_only_restore_failures_as_checkpoint_errors(tmp_path, tiny_model, tokenizer, sst2_splits):
+    """An error after the checkpoint was restored (here: in a callback) is not blamed on the checkpoint."""
+    t = task("sst2")
+    with pytest.raises(_Interrupt):
+        train(tiny_model(2, seed=3), tokenizer, sst2_splits, t, _settings(epochs=3), tmp_path,
+              progress=False, callbacks=[_CrashAfterSave(4)])
+    with pytest.raises(ValueError, match="a bug during training"):
+        train(tiny_model(2, seed=3), tokenizer, sst2_splits, t, _settings(epochs=3), tmp_path,
+              resume=True, progress=False, callbacks=[_FailOnStep()])
+
+
 def test_no_trainable_parameters(tmp_path, tiny_model, tokenizer, sst2_splits):
     model = tiny_model(2)
     for p in model.parameters():
