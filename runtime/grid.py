@@ -135,7 +135,7 @@ def to_markdown(table: dict[str, Any]) -> str:
         avg = {}
         for s in specs:
             ms = [cells[f"{s}|{t}|{k}"]["mean"] for t in tasks]
-            avg[s] = statistics.fmean(ms) if ms and None not in ms else None
+            avg[s] = _mean(ms)
         cols = tasks + ["avg"]
 
         def val(s, c):
