@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from peltc.errors import EXIT_OK, EXIT_SPEC, EXIT_USAGE, PeltError, UsageError
+from peltc.errors import EXIT_OK, EXIT_SPEC, EXIT_USAGE, Interrupted, PeltError, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -126,8 +126,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(e.render(), file=sys.stderr)
         return e.exit_code
+    except Interrupted as e:
+        print(e.render(), file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted (SIGINT)", file=sys.stderr)
         return 130
 
 

@@ -7,6 +7,7 @@ structured fields (code, line, column), never on message text. Exit codes are co
     1  spec errors (syntax or semantic; the spec file is wrong)
     2  usage errors (bad command line, missing file, unknown model)
     3  runtime errors (bad checkpoint, bad data file, compile failure on a loaded model)
+  130  interrupted by SIGINT (Ctrl-C), 143 by SIGTERM (128 + the signal number, as shells report)
 """
 
 from __future__ import annotations
@@ -128,6 +129,23 @@ class ArtifactError(PeltError):
 
 class DataError(PeltError):
     """A data file that is missing or malformed (names the file and line)."""
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived. A ``BaseException`` (like ``KeyboardInterrupt``), so library code
+    that catches ``Exception`` cannot swallow it; the CLI prints its one line and exits with
+    ``exit_code`` (128 + the signal number)."""
+
+    def __init__(self, signum: int, message: str = ""):
+        import signal as _signal
+        self.signum = signum
+        self.signame = _signal.Signals(signum).name
+        self.exit_code = 128 + signum
+        self.message = message or f"interrupted ({self.signame})"
+        super().__init__(self.message)
+
+    def render(self, sources: dict[str, str] | None = None) -> str:
+        return self.message
 
 
 def _render_all(diags: Iterable[Diagnostic], sources: dict[str, str] | None) -> list[str]:
