@@ -118,10 +118,8 @@ def coerce(pspec: schema.ParamSpec, value: ast.Value, name: str, diags: Diagnost
             diags.error("E103", f"'{name}' takes true or false, got {value.text}", value.span)
             return None
         return v == "true"
-    lo, hi = pspec.min, pspec.max
-    if lo is not None and v < lo or hi is not None and (v >= hi if pspec.max_exclusive else v > hi):
-        rng = f"{'' if lo is None else f'≥ {lo:g}'}{', ' if lo is not None and hi is not None else ''}" \
-              f"{'' if hi is None else ('< ' if pspec.max_exclusive else '≤ ') + f'{hi:g}'}"
+    rng = pspec.out_of_range(v)
+    if rng is not None:
         diags.error("E104", f"'{name}' = {value.text} is out of range", value.span, f"{name} must be {rng}")
         return None
     return v

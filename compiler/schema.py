@@ -60,6 +60,21 @@ class ParamSpec:
     max_exclusive: bool = False
     choices: tuple[str, ...] = ()
     below_hidden: bool = False  # must be < the model's hidden size (checked with a model)
+    min_exclusive: bool = False  # ``min`` itself is out of range (e.g. a learning rate of 0)
+
+    def out_of_range(self, v: float) -> str | None:
+        """None when ``v`` is within range, else what the range is ("must be > 0, ≤ 1")."""
+        lo, hi = self.min, self.max
+        low_bad = lo is not None and (v <= lo if self.min_exclusive else v < lo)
+        high_bad = hi is not None and (v >= hi if self.max_exclusive else v > hi)
+        if not (low_bad or high_bad):
+            return None
+        parts = []
+        if lo is not None:
+            parts.append(f"{'>' if self.min_exclusive else '≥'} {lo:g}")
+        if hi is not None:
+            parts.append(f"{'<' if self.max_exclusive else '≤'} {hi:g}")
+        return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -123,15 +138,17 @@ HEAD_PARAMS: dict[str, ParamSpec] = {
     "pool": ParamSpec("choice", None, "pooler: the model's own head over the first token; mean: the masked mean over tokens feeds the head (a frozen pretrained pooler is bypassed)", choices=("pooler", "mean")),
 }
 TRAIN_PARAMS: dict[str, ParamSpec] = {
-    "lr": ParamSpec("float", None, "learning rate", min=0.0),
-    "epochs": ParamSpec("float", None, "training epochs (upper bound with early stopping)", min=0.0),
+    "lr": ParamSpec("float", None, "learning rate", min=0.0, min_exclusive=True),
+    "epochs": ParamSpec("float", None, "training epochs (upper bound with early stopping)", min=0.0,
+                        min_exclusive=True),
     "batch_size": ParamSpec("int", None, "per-device batch size", min=1),
-    "warmup": ParamSpec("float", None, "warm-up ratio of total steps", min=0.0, max=1.0),
+    "warmup": ParamSpec("float", None, "warm-up ratio of total steps", min=0.0, max=1.0, max_exclusive=True),
     "weight_decay": ParamSpec("float", None, "AdamW weight decay", min=0.0),
     "patience": ParamSpec("int", None, "early-stopping patience in evaluations", min=1),
     "min_steps": ParamSpec("int", None, "optimiser steps before early stopping may stop", min=0),
     "eval_steps": ParamSpec("int", None, "evaluate every N steps (default: every epoch)", min=1),
     "max_length": ParamSpec("int", None, "tokeniser max length", min=8),
-    "head_lr": ParamSpec("float", None, "learning rate of the task head (default: lr)", min=0.0),
+    "head_lr": ParamSpec("float", None, "learning rate of the task head (default: lr)", min=0.0,
+                         min_exclusive=True),
 }
 SECTIONS = ("head", "train")
