@@ -7,10 +7,15 @@ Exit codes (computed in peltc.errors): 0 ok, 1 spec errors, 2 usage errors, 3 ru
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from peltc.errors import EXIT_OK, EXIT_SPEC, EXIT_USAGE, Interrupted, PeltError, UsageError
+
+# A reader that stops early (`peltc check SPEC | head -1`) closes the pipe: exit quietly with the
+# status a shell reports for a process killed by SIGPIPE (128 + 13), as other Unix tools do.
+EXIT_BROKEN_PIPE = 141
 
 
 class _Parser(argparse.ArgumentParser):
@@ -116,11 +121,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing what is still buffered at exit cannot fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):   # stdout is not a file descriptor (captured in a test)
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
     try:
-        return a.func(a)
+        rc = a.func(a)
+        sys.stdout.flush()   # a closed pipe shows here, not in the interpreter's final flush
+        return rc
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_BROKEN_PIPE
     except PeltError as e:
         if a.debug:
             raise
