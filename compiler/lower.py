@@ -40,6 +40,8 @@ class _Draft:
     file: str | None = None
     order: int = 0
     spans: dict[str, SpanModel] = field(default_factory=dict)   # member → where written
+    params_at: dict[str, Span] = field(default_factory=dict)    # parameter → its whole `name value`
+    override_params_at: list[dict[str, Span]] = field(default_factory=list)   # the same, per override
 
 
 @dataclass
@@ -222,9 +224,10 @@ def _name_span(p: ast.Param) -> Span:
 
 
 def _lower_members(members, method: schema.MethodSpec, draft: _Draft, diags: Diagnostics, *,
-                   in_override: bool, spans: dict[str, SpanModel]
+                   in_override: bool, spans: dict[str, SpanModel], params_at: dict[str, Span]
                    ) -> tuple[dict[str, Any], GateSpec | None, list[TargetSpec] | None]:
-    """Lower a block's members; ``spans`` receives where each valid member is written."""
+    """Lower a block's members; ``spans`` receives where each valid member's value is written,
+    ``params_at`` where each valid parameter is written as a whole (`alpha 16`)."""
     params: dict[str, Any] = {}
     seen: dict[str, Span] = {}
     gate: GateSpec | None = None
@@ -245,6 +248,7 @@ def _lower_members(members, method: schema.MethodSpec, draft: _Draft, diags: Dia
             if v is not None or method.params[m.name].type == "int_or_none":
                 params[m.name] = v
                 spans[m.name] = SpanModel.of(m.value.span)
+                params_at[m.name] = m.span
         elif isinstance(m, ast.Gate):
             if "gate" in seen:
                 diags.error("E106", "gate given twice", m.span, f"first given at {seen['gate']}")
@@ -272,9 +276,12 @@ def _lower_members(members, method: schema.MethodSpec, draft: _Draft, diags: Dia
                 continue
             items = selector_items(m.selector, diags)
             ov_spans: dict[str, SpanModel] = {}
-            p, g, _ = _lower_members(m.members, method, draft, diags, in_override=True, spans=ov_spans)
+            ov_at: dict[str, Span] = {}
+            p, g, _ = _lower_members(m.members, method, draft, diags, in_override=True, spans=ov_spans,
+                                     params_at=ov_at)
             draft.overrides.append(OverrideSpec(selector=selector_text(items), items=items, params=p, gate=g,
                                                 span=SpanModel.of(m.span), spans=ov_spans))
+            draft.override_params_at.append(ov_at)
     return params, gate, targets
 
 
@@ -432,12 +439,36 @@ class _Lowerer:
         else:
             existing.span = sec.name_span
         params, gate, targets = _lower_members(sec.members, method, existing, diags, in_override=False,
-                                               spans=existing.spans)
+                                               spans=existing.spans, params_at=existing.params_at)
         existing.params.update(params)
         if gate is not None:
             existing.gate = gate
         if targets is not None:
             existing.targets = targets
+
+
+def _warn_replaced_by_gate(d: _Draft, diags: Diagnostics) -> None:
+    """W202: a parameter written where a gate makes it meaningless (LoRA's `alpha` under a gate,
+    which replaces alpha / rank), at the instance or in a per-layer override. Decided without a
+    model: only where every layer the value reaches is gated (no override sets `gate none`)."""
+    method = schema.METHODS[d.method]
+    gate = d.gate or GateSpec()
+    ungated = [ov.gate is not None and ov.gate.kind == "none" for ov in d.overrides]
+
+    def warn(name: str, at: Span, g: GateSpec) -> None:
+        diags.warning("W202", f"{d.name}: '{name}' has no effect: the gate {g.text()} replaces "
+                              f"{name} / rank", at,
+                      f"remove `{name}`, or write `gate none` to scale by {name} / rank")
+
+    for name, p in method.params.items():
+        if not p.gate_replaces:
+            continue
+        if name in d.params and name in d.params_at and gate.kind != "none" and not any(ungated):
+            warn(name, d.params_at[name], gate)
+        for k, (ov, at) in enumerate(zip(d.overrides, d.override_params_at)):
+            g = ov.gate or gate
+            if name in at and g.kind != "none" and not any(u for j, u in enumerate(ungated) if j != k):
+                warn(name, at[name], g)
 
 
 def _finish(st: _State, diags: Diagnostics) -> IR:
@@ -449,6 +480,7 @@ def _finish(st: _State, diags: Diagnostics) -> IR:
                         span=SpanModel.of(st.model_span), spec_hash=spec_hash))
     for d in st.instances.values():
         method = schema.METHODS[d.method]
+        _warn_replaced_by_gate(d, diags)
         params = {k: p.default for k, p in method.params.items()} | d.params
         targets = d.targets
         if targets is None:

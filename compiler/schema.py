@@ -60,6 +60,7 @@ class ParamSpec:
     max_exclusive: bool = False
     choices: tuple[str, ...] = ()
     below_hidden: bool = False  # must be < the model's hidden size (checked with a model)
+    gate_replaces: bool = False  # has no effect under a gate (other than `none`): warning W202
     min_exclusive: bool = False  # ``min`` itself is out of range (e.g. a learning rate of 0)
 
     def out_of_range(self, v: float) -> str | None:
@@ -113,7 +114,8 @@ METHODS: dict[str, MethodSpec] = {
         "lora", "low-rank update W x + s · B A x on a linear",
         {
             "rank": ParamSpec("int", 8, "rank r", min=1, below_hidden=True),
-            "alpha": ParamSpec("float", 16.0, "scaling alpha (s = alpha / rank when ungated)", min=0.0, max_exclusive=False),
+            "alpha": ParamSpec("float", 16.0, "scaling alpha (s = alpha / rank when ungated; a gate replaces it)",
+                               min=0.0, max_exclusive=False, gate_replaces=True),
             "dropout": ParamSpec("float", 0.0, "dropout on the LoRA input", min=0.0, max=1.0, max_exclusive=True),
         },
         _LINEARS,
