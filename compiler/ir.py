@@ -134,7 +134,8 @@ class AttachmentNode(_Node):
     method: str
     layer: int | None
     point: str
-    params: dict[str, Any]          # effective (defaults + per-layer overrides)
+    params: dict[str, Any]          # effective (defaults + per-layer overrides), relative sizes resolved
+    relative: dict[str, str] = Field(default_factory=dict)   # parameters written relative: "size" → "hidden/16"
     gate: GateSpec = GateSpec()
     placement: Literal["sequential", "parallel"] = "sequential"
     order: int = 0                  # position among the modules sharing this point

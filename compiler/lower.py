@@ -94,10 +94,13 @@ def coerce(pspec: schema.ParamSpec, value: ast.Value, name: str, diags: Diagnost
     t = pspec.type
     if t == "int_or_none" and value.kind == "word" and v in ("none", "off"):
         return None
+    if value.kind == "ratio" and pspec.below_hidden:
+        return _relative(value, name, diags)
     if t in ("int", "int_or_none"):
         if value.kind != "number" or not isinstance(v, int):
             diags.error("E103", f"'{name}' takes a whole number, got {value.text}", value.span,
-                        f"{name}: {pspec.doc}" + (" (or `none`)" if t == "int_or_none" else ""))
+                        f"{name}: {pspec.doc}" + (" (or `none`)" if t == "int_or_none" else "") +
+                        (f" (or relative to the model: `{name} hidden/16`)" if pspec.below_hidden else ""))
             return None
     elif t == "float":
         if value.kind != "number":
@@ -125,6 +128,21 @@ def coerce(pspec: schema.ParamSpec, value: ast.Value, name: str, diags: Diagnost
         diags.error("E104", f"'{name}' = {value.text} is out of range", value.span, f"{name} must be {rng}")
         return None
     return v
+
+
+def _relative(value: ast.Value, name: str, diags: Diagnostics) -> str | None:
+    """`hidden/16`: kept as its text (resolved to ⌊hidden / 16⌋ when a model is bound)."""
+    base, div = value.value
+    if base != schema.RELATIVE_TO:
+        diags.error("E103", f"a relative '{name}' is the hidden size over a number, got {value.text}", value.span,
+                    f"write `{name} {schema.RELATIVE_TO}/{div}`")
+        return None
+    d = schema.relative_divisor(f"{base}/{div}")
+    if d <= 1:
+        diags.error("E104", f"'{name}' = {value.text} is out of range", value.span,
+                    f"{name} = ⌊hidden / D⌋ must be below the hidden size: write hidden/D with D > 1, e.g. hidden/16")
+        return None
+    return value.text
 
 
 def lower_gate(expr: ast.GateExpr, diags: Diagnostics) -> GateSpec | None:

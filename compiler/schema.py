@@ -6,7 +6,9 @@ Everything that checks or documents the language reads these tables; nothing her
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 # --- canonical insertion points ---------------------------------------------------------------
@@ -133,6 +135,26 @@ METHODS: dict[str, MethodSpec] = {
         default_at=("all",), gated=False,
     ),
 }
+
+# --- sizes relative to the model ------------------------------------------------------------------
+# A parameter bounded by the hidden size (adapter `size`, lora `rank`) may be written `hidden/D`:
+# ⌊hidden / D⌋ on the model it is checked against (AdapterHub's reduction factor D; D > 1, a decimal
+# allowed: `hidden/1.5` is 512 on bert-base). The IR keeps the written text until a model is bound.
+RELATIVE_TO = "hidden"
+
+
+def relative_divisor(value: Any) -> Fraction | None:
+    """D of a relative value (``"hidden/16"`` → 16), exactly; None for a plain value."""
+    if isinstance(value, str) and value.startswith(RELATIVE_TO + "/"):
+        return Fraction(value[len(RELATIVE_TO) + 1:])
+    return None
+
+
+def resolve_relative(value: Any, hidden: int) -> Any:
+    """A relative value on a model of ``hidden`` size (``"hidden/1.5"``, 768 → 512); others as they are."""
+    d = relative_divisor(value)
+    return value if d is None else math.floor(Fraction(hidden) / d)
+
 
 # Settings sections: `head { ... }` and `train { ... }`.
 HEAD_PARAMS: dict[str, ParamSpec] = {

@@ -1,33 +1,76 @@
-"""The text `peltc check` prints: every instance, where it attaches, and exact parameter counts."""
+"""The text `peltc check` prints: every instance, where it attaches, its parameters (relative sizes
+resolved), the modules it trains and exact parameter counts.
+
+Columns are as wide as their widest cell and two spaces apart, so they never run together.
+
+>>> from peltc.compiler.pipeline import build_ir
+>>> ir = build_ir("adapter a { at layers[*].ffn.output size hidden/16 }", model="bert-base-uncased").ir
+>>> print(summary(ir, "x.pelt").split("\\n", 1)[1])   # doctest: +NORMALIZE_WHITESPACE
+  instance  method   at          layers  gate  per layer    total
+  a         adapter  ffn.output  0..11   none      74,544  894,528
+              size 48 (hidden/16) · activation relu · placement sequential · scale 1
+              → bert.encoder.layer.{0..11}.output.LayerNorm
+  per layer: L0=74,544  L1=74,544  L2=74,544  L3=74,544  L4=74,544  L5=74,544  L6=74,544  L7=74,544  L8=74,544  L9=74,544  L10=74,544  L11=74,544
+  total trainable: 894,528 (0.817% of 109,482,240 base parameters); task head not included
+"""
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
+from typing import Any
 
-from peltc.compiler.ir import IR
+from peltc.compiler import schema
+from peltc.compiler.archs import FAMILIES
+from peltc.compiler.ir import IR, AttachmentNode
 from peltc.compiler.layerset import compact_layers
+
+GAP = "  "
 
 
 def _n(x: int | None) -> str:
     return "?" if x is None else f"{x:,}"
 
 
+def table(header: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> list[str]:
+    """Rows under a header, each column as wide as its widest cell, columns ``GAP`` apart
+    (those in ``right`` right-aligned). Trailing spaces are dropped."""
+    widths = [max(len(r[k]) for r in [header, *rows]) for k in range(len(header))]
+    out = []
+    for r in [header, *rows]:
+        cells = [c.rjust(w) if k in right else c.ljust(w) for k, (c, w) in enumerate(zip(r, widths))]
+        out.append(GAP.join(cells).rstrip())
+    return out
+
+
 def path_pattern(paths: list[str]) -> str:
     """``bert.encoder.layer.{0..11}.output.LayerNorm`` for a list of per-layer paths."""
-    if not paths:
-        return ""
+    return ", ".join(path_patterns(paths, brace=False))
+
+
+def path_patterns(paths: list[str], brace: bool = True) -> list[str]:
+    """Per-layer paths folded over their layers (``layer.{0..11}.output.LayerNorm``), then, with
+    ``brace``, siblings folded into one (``attention.self.{query, value}``): one entry per parent."""
     groups: dict[str, list[int]] = defaultdict(list)
     for p in paths:
         m = re.search(r"\.(\d+)(\.|$)", p)
         if not m:
-            groups[p] = []
+            groups.setdefault(p, [])
             continue
         groups[p[:m.start(1)] + "{}" + p[m.end(1):]].append(int(m.group(1)))
-    out = []
-    for pat, layers in groups.items():
-        out.append(pat.replace("{}", "{" + compact_layers(sorted(layers)) + "}") if layers else pat)
-    return ", ".join(out)
+    folded = [pat.replace("{}", "{" + compact_layers(sorted(set(layers))) + "}") if layers else pat
+              for pat, layers in groups.items()]
+    if not brace:
+        return folded
+    parents: dict[str, list[str]] = {}
+    for p in folded:
+        head, dot, leaf = p.rpartition(".")
+        if "{" in leaf:   # the layer index is the last part: nothing to fold
+            head, leaf = p, ""
+        parents.setdefault(head, []).append(leaf)
+    return [h if leaves == [""] else (f"{h}." if h else "") + (leaves[0] if len(leaves) == 1 else
+                                                                "{" + ", ".join(leaves) + "}")
+            for h, leaves in parents.items()]
 
 
 def points_text(points: list[str]) -> str:
@@ -47,48 +90,121 @@ def points_text(points: list[str]) -> str:
     return ", ".join(out)
 
 
+def value_text(v: Any) -> str:
+    if v is None:
+        return "none"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def params_text(method: str, atts: list[AttachmentNode]) -> str:
+    """The effective parameters of an instance's attachments, e.g. ``size 256 (hidden/1.5) · scale 4``;
+    a value that differs between layers is listed per layer set. A parameter a gate replaces (LoRA's
+    alpha) is left out where the attachment is gated."""
+    out = []
+    for name, p in schema.METHODS[method].params.items():
+        by_value: dict[str, list[int | None]] = {}
+        for a in atts:
+            if p.gate_replaces and a.gate.kind != "none":
+                continue
+            if name not in a.params:
+                continue
+            text = value_text(a.params[name]) + (f" ({a.relative[name]})" if name in a.relative else "")
+            by_value.setdefault(text, []).append(a.layer)
+        if len(by_value) == 1:
+            out.append(f"{name} {next(iter(by_value))}")
+        elif by_value:
+            parts = []
+            for text, layers in by_value.items():
+                ls = sorted({x for x in layers if x is not None})
+                parts.append(f"{text} in layer{'s' if len(ls) > 1 else ''} {compact_layers(ls)}")
+            out.append(f"{name} " + ", ".join(parts))
+    return " · ".join(out)
+
+
+def trained_modules(ir: IR, atts: list[AttachmentNode]) -> list[str]:
+    """The module paths whose parameters an instance's count covers: for bitfit every module whose
+    bias it trains (a block's linears and LayerNorms), else the module each attachment changes."""
+    from peltc.compiler.diagram import bias_modules
+    s = ir.settings
+    paths: list[str] = []
+    for a in atts:
+        if a.method == "bitfit":
+            paths += bias_modules(FAMILIES[s.family], a.layer, a.point, s.dims["layers"])
+        elif a.method == "finetune":
+            return ["every base weight"]
+        elif a.module_path:
+            paths.append(a.module_path)
+    return path_patterns(list(dict.fromkeys(paths)))
+
+
+def _rows(printed: list[str], rows: list[list[str]], below: list[list[str]]) -> list[str]:
+    """The printed table, indented, with each row's lines under it (aligned with its second column)."""
+    indent = " " * (2 + max(len(r[0]) for r in [["instance"], *rows]) + len(GAP))
+    out = ["  " + printed[0]]
+    for row, sub in zip(printed[1:], below):
+        out.append("  " + row)
+        out += [indent + x for x in sub]
+    return out
+
+
 def summary(ir: IR, spec_name: str) -> str:
     s = ir.settings
     lines = []
     if s.family is None:
         lines.append(f"{spec_name}: ok (no model: layer ranges, sizes and counts not checked)")
+        rows, below = [], []
         for inst in ir.instances():
-            where = ", ".join(f"layers[{t.selector}].{t.point}" if t.selector else t.point for t in inst.targets)
-            lines.append(f"  {inst.method:<8} {inst.name:<20} at {where}   gate {inst.gate.text()}")
-        return "\n".join(lines)
+            where = ", ".join(t.point if t.selector is None else
+                              f"layers[{t.selector}]" + ("" if t.point == schema.WHOLE_LAYER else f".{t.point}")
+                              for t in inst.targets)
+            rows.append([inst.name, inst.method, where, inst.gate.text()])
+            written = [f"{k} {value_text(v)}" for k, v in inst.params.items()
+                       if not (schema.METHODS[inst.method].params[k].gate_replaces and inst.gate.kind != "none")]
+            below.append([" · ".join(written)] if written else [])
+        return "\n".join(lines + _rows(table(["instance", "method", "at", "gate"], rows), rows, below))
     d = s.dims
     lines.append(f"{spec_name}: ok — model {s.model or '?'} ({s.family}, {d['layers']} layers, hidden {d['hidden']}, "
                  f"from {s.model_source})")
-    header = f"  {'instance':<22}{'method':<9}{'at':<26}{'layers':<11}{'gate':<26}{'per layer':>12}{'total':>13}"
-    lines.append(header)
     total = 0
     per_layer: dict[int | None, int] = defaultdict(int)
     extra = []
+    rows: list[list[str]] = []
+    below: list[list[str]] = []   # the lines under each row
     for inst in ir.instances():
         atts = ir.attachments(inst.name)
         inst_total = sum(a.saved or 0 for a in atts)
         total += inst_total
         for a in atts:
             per_layer[a.layer] += a.saved or 0
-        points = sorted({a.point for a in atts})
-        layers = compact_layers(sorted({a.layer for a in atts if a.layer is not None})) or "—"
+        points = sorted({a.point for a in atts}, key=lambda p: (schema.POINT_ORDER.get(p, 99), p))
+        layers = compact_layers(sorted({a.layer for a in atts if a.layer is not None})) if \
+            any(a.layer is not None for a in atts) else "—"
         by_layer: dict[int, int] = defaultdict(int)
         for a in atts:
             if a.layer is not None:
                 by_layer[a.layer] += a.saved or 0
         counts = set(by_layer.values())
         pl = "—" if not counts else _n(counts.pop()) if len(counts) == 1 else "varies"
-        lines.append(f"  {inst.name:<22}{inst.method:<9}{points_text(points):<26}{layers:<11}"
-                     f"{inst.gate.text():<26}{pl:>12}{_n(inst_total):>13}")
-        paths = path_pattern([a.module_path for a in atts if a.module_path is not None])
-        if paths:
-            lines.append(f"  {'':<22}→ {paths}")
+        gates = list(dict.fromkeys(a.gate.text() for a in atts)) or [inst.gate.text()]
+        rows.append([inst.name, inst.method, points_text(points), layers, ", ".join(gates), pl, _n(inst_total)])
+        sub = []
+        if ptext := params_text(inst.method, atts):
+            sub.append(ptext)
+        mods = trained_modules(ir, atts)
+        sub += [("→ " if k == 0 else "  ") + m for k, m in enumerate(mods)]
+        below.append(sub)
         if inst.shared_trainable:
             extra.append(f"  note: prefix '{inst.name}' also trains a {_n(inst.shared_trainable)}-parameter "
                          f"reparameterisation MLP, folded into the prefixes after training (not saved)")
+    lines += _rows(table(["instance", "method", "at", "layers", "gate", "per layer", "total"], rows, right={5, 6}),
+                   rows, below)
     base = s.base_params
     pct = f" ({100 * total / base:.3f}% of {_n(base)} base parameters)" if base else ""
-    lines.append("  per layer: " + "  ".join(f"L{k}={_n(v)}" for k, v in sorted(per_layer.items(), key=lambda kv: -1 if kv[0] is None else kv[0]) if k is not None))
+    if any(k is not None for k in per_layer):
+        lines.append("  per layer: " + "  ".join(f"L{k}={_n(v)}" for k, v in sorted(
+            (kv for kv in per_layer.items() if kv[0] is not None))))
     if None in per_layer:
         lines.append(f"  whole-model: {_n(per_layer[None])}")
     lines.append(f"  total trainable: {_n(total)}{pct}; task head not included")

@@ -14,8 +14,10 @@ from peltc.errors import Span
 
 @dataclass(frozen=True)
 class Value:
-    kind: str  # "number" | "string" | "word"
-    value: Union[int, float, str]
+    """A written value. ``ratio`` is `hidden/16`: ``value`` is (the name, the divisor as written)."""
+
+    kind: str  # "number" | "string" | "word" | "ratio" (and "point" for a gate's source)
+    value: Union[int, float, str, tuple[str, str]]
     text: str
     span: Span
 

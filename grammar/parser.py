@@ -20,7 +20,7 @@ _TERMINAL_WORDS = {
     "NAME": "a name", "INT": "an integer", "NUMBER": "a number", "STRING": 'a quoted "string"',
     "MODEL_REF": "a model name", "LBRACE": "'{'", "RBRACE": "'}'", "LSQB": "'['", "RSQB": "']'",
     "LPAR": "'('", "RPAR": "')'", "COMMA": "','", "DOT": "'.'", "EQUAL": "'='", "STAR": "'*'",
-    "__ANON_0": "'..'", "$END": "end of file",
+    "__ANON_0": "'..'", "SLASH": "'/'", "$END": "end of file",
 }
 
 
@@ -184,6 +184,11 @@ class _ToAst(Transformer):
     def word(self, items):
         tok = items[0]
         return ast.Value("word", str(tok), str(tok), self._s(tok))
+
+    @v_args(meta=True)
+    def ratio(self, meta, items):
+        name, num = items
+        return ast.Value("ratio", (str(name), str(num)), f"{name}/{num}", self._s(meta))
 
 
 def _describe(expected) -> str:

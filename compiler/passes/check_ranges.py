@@ -1,4 +1,5 @@
-"""Pass: parameter bounds that depend on the model (a bottleneck or rank below the hidden size)."""
+"""Pass: parameter bounds that depend on the model (a bottleneck or rank below the hidden size, a
+relative one — `hidden/D` — at least 1)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,20 @@ def check_ranges(ir: IR, diags: Diagnostics) -> None:
     for att in ir.attachments():
         for name, pspec in schema.METHODS[att.method].params.items():
             v = att.params.get(name)
-            if pspec.below_hidden and v is not None and v >= h:
-                # point at the per-layer override that set the value, if one did
-                inst = ir.instance(att.instance)
-                span = inst.spans.get(name) or inst.span
-                for ov in inst.overrides:
-                    if name in ov.params and att.layer in expand_selector(ov.items, n)[0]:
-                        span = ov.spans.get(name) or ov.span or span
-                # one error per instance and value, not one per layer it attaches to
-                diags.error("E104", f"{att.instance}: '{name}' = {v} is not below the hidden size {h}",
-                            span.to_span() if span else None, f"{name} must be between 1 and {h - 1}")
+            if not pspec.below_hidden or v is None or 1 <= v < h:
+                continue
+            # point at the per-layer override that set the value, if one did
+            inst = ir.instance(att.instance)
+            span = inst.spans.get(name) or inst.span
+            for ov in inst.overrides:
+                if name in ov.params and att.layer in expand_selector(ov.items, n)[0]:
+                    span = ov.spans.get(name) or ov.span or span
+            span = span.to_span() if span else None
+            # one error per instance and value, not one per layer it attaches to
+            if name in att.relative:   # hidden/D with D > 1 is below the hidden size: it is 0 here
+                written = att.relative[name]
+                diags.error("E104", f"{att.instance}: '{name}' = {written} is {v} on hidden size {h}", span,
+                            f"{name} = ⌊hidden / D⌋ must be at least 1: D at most {h}")
+            else:
+                diags.error("E104", f"{att.instance}: '{name}' = {v} is not below the hidden size {h}", span,
+                            f"{name} must be between 1 and {h - 1} (or relative to the model: `{name} hidden/16`)")

@@ -2,6 +2,8 @@
 instance × layer × point), apply per-layer overrides, and add the base ``point`` nodes, the gate
 nodes and the data-flow edges.
 
+Relative sizes (`size hidden/16`) become numbers here, on the bound model's hidden size.
+
 Errors: a layer index out of range (E109), a selector or override that matches nothing (E110),
 two targets of one instance hitting the same layer and point (E115).
 """
@@ -44,7 +46,7 @@ def _point_of(layer: int | None, point: str) -> str:
 
 
 def resolve_layers(ir: IR, diags: Diagnostics) -> None:
-    n = ir.settings.dims["layers"]
+    n, hidden = ir.settings.dims["layers"], ir.settings.dims["hidden"]
     _add_points(ir, n)
     per_point: dict[str, int] = defaultdict(int)
     for inst in ir.instances():
@@ -78,12 +80,15 @@ def resolve_layers(ir: IR, diags: Diagnostics) -> None:
                         params.update(ov.params)
                         if ov.gate is not None:
                             gate, gate_span = ov.gate, ov.spans.get("gate") or ov.span
+                relative = {k: v for k, v in params.items() if schema.relative_divisor(v) is not None}
+                params.update({k: schema.resolve_relative(v, hidden) for k, v in relative.items()})
                 placement = params.get("placement", "sequential")
                 pid = _point_of(layer, t.point)
                 order = per_point[pid]
                 per_point[pid] += 1
                 att = AttachmentNode(id=attachment_id(inst.name, layer, t.point), instance=inst.name,
-                                     method=inst.method, layer=layer, point=t.point, params=params, gate=gate,
+                                     method=inst.method, layer=layer, point=t.point, params=params,
+                                     relative=relative, gate=gate,
                                      placement=placement, order=order, span=t.span or inst.span,
                                      gate_span=gate_span)
                 ir.add(att)

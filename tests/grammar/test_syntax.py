@@ -73,6 +73,16 @@ def test_values_keep_their_text(text, kind, value):
     assert (p.value.kind, p.value.value, p.value.text) == (kind, value, text)
 
 
+@pytest.mark.parametrize("text,value,canonical", [
+    ("hidden/16", ("hidden", "16"), "hidden/16"), ("hidden / 1.5", ("hidden", "1.5"), "hidden/1.5"),
+    ("width/2", ("width", "2"), "width/2"),     # any name parses; the lowering says which one is valid
+])
+def test_relative_values(text, value, canonical):
+    p = first_member(f"adapter a {{ size {text} }}")
+    assert (p.value.kind, p.value.value, p.value.text) == ("ratio", value, canonical)
+    assert (p.value.span.col, p.value.span.end_col) == (18, 18 + len(text))
+
+
 def test_statements():
     spec = parse('model bert-base-uncased\nextends "a.pelt"\nimport x, y from "b.pelt"\nimport "c.pelt"\nremove z\n')
     m, e, i1, i2, r = spec.statements
