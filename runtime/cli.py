@@ -51,15 +51,17 @@ def cmd_compile(a) -> int:
     for w in m.get("warnings", []):
         print(f"warning: {w}")
     dev = m["dev"]["best"].get(main)
-    print(f"test {main}: {m['test'][main]:.4f}   (dev {main}: {dev:.4f}; {m['train']['steps']} steps, "
-          f"{m['wall_seconds']:.0f} s)")
+    dev_txt = f"dev {main}: {dev:.4f}; " if isinstance(dev, (int, float)) else ""
+    print(f"test {main}: {m['test'][main]:.4f}   ({dev_txt}{m['train']['steps']} steps, "
+          f"{m['wall_seconds']:.0f} s{', finished earlier' if m.get('already_finished') else ''})")
     print(f"run folder: {m['run_dir']}")
     return EXIT_OK
 
 
 def _compile_only(a) -> int:
     from peltc.api import compile_model
-    from peltc.runtime.run import load_base, resolve_spec
+    from peltc.runtime.models import load_base
+    from peltc.runtime.run import resolve_spec
     _, ir, mc = resolve_spec(a.spec, a.model)
     _, model = load_base(mc, 2)
     print(compile_model(ir, model).render())
@@ -110,8 +112,10 @@ def add_commands(sub) -> None:
     c.add_argument("--seed", type=int, default=1)
     c.add_argument("--dev-size", type=int, default=1000,
                    help="training examples held out for checkpoint selection (default 1000, as the paper)")
-    c.add_argument("--out", help="run folder (default runs/<spec>-<task>-k<K>-s<seed>, never reused)")
-    c.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    c.add_argument("--out", help="run folder (default runs/<spec>-<task>-k<K>-s<seed>, with a -N suffix when taken); "
+                                 "an existing folder is refused unless --resume")
+    c.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --out (same spec and settings; a finished run is reported)")
     c.add_argument("--quiet", action="store_true", help="no progress bars")
     c.add_argument("--no-render", action="store_true", help="skip architecture.svg")
     _train_flags(c)

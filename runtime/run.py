@@ -3,27 +3,45 @@
     run = RunOptions(spec="specs/unipelt_apl.pelt", task="glue/cola", k=100, seed=1)
     result = train_run(run)         # a new folder under runs/ with everything below
 
-A run folder (never another run's: a taken name gets a numeric suffix) holds ``spec.pelt``,
-``ir.json``, ``architecture.svg``, ``adapter/`` (the artifact), ``metrics.json``, ``gates.json``,
-``gates.png``, ``trainer_log.json`` and ``run.json`` (the options, to reload and resume).
+A run folder holds ``spec.pelt``, ``ir.json``, ``architecture.svg``, ``adapter/`` (the artifact),
+``metrics.json``, ``gates.json``, ``gates.png``, ``trainer_log.json`` and ``run.json`` (the options
+and the run's *identity*: spec hash, task, K, seed, dev size, model and resolved settings, hashed).
 The test metrics are computed on the *saved* model (prefix MLPs folded), with the same evaluation
 `peltc eval` uses, so a reload reproduces them exactly.
+
+Nothing is lost:
+- every input (flags, spec, model, data files) is checked before a folder is made or weights load;
+- a folder belongs to one identity: ``--out`` naming an existing folder is refused unless
+  ``--resume`` is given *and* the folder's identity matches — before a byte is written; a finished
+  run is reported, never redone; a default name that is taken gets a suffix, said on the first line;
+- the folder is made only once the model is loaded and the data tokenised, and removed again when
+  the run fails or is interrupted before its first complete checkpoint (nothing there to resume);
+- checkpoints are marked complete once written (signals held meanwhile), validated before resuming;
+- after training, the artifact and ``trainer/result.json`` are written before the test set is
+  scored, so an interruption while scoring resumes by scoring the saved artifact; ``metrics.json``
+  (the "finished" mark) comes last and checkpoints are deleted only after it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peltc.compiler.archs import PACKAGED_MODEL, ModelConfig, load_config
+from peltc.compiler.archs import ModelConfig, load_config
 from peltc.compiler.ir import IR
-from peltc.errors import ArtifactError, UsageError
+from peltc.errors import ArtifactError, Interrupted, UsageError
+from peltc.runtime import signals
+from peltc.runtime.models import load_base, resolve_model, weights_source
 
 RUNS_DIR = "runs"
+RESULT = "result.json"       # trainer/result.json: training done, artifact saved, test not yet scored
 
 
 @dataclass
@@ -42,46 +60,105 @@ class RunOptions:
     render: bool = True
 
 
-# --- model ----------------------------------------------------------------------------------------
-
-def resolve_model(cli: str | None, spec_model: str | None) -> ModelConfig:
-    """--model, else the spec's `model`, else the packaged pretrained MiniLM."""
-    return load_config(cli or spec_model or PACKAGED_MODEL)
-
-
-def load_base(mc: ModelConfig, num_labels: int):
-    """Tokenizer and a fresh sequence-classification model with pretrained weights."""
-    import transformers
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    transformers.logging.set_verbosity_error()
-    where = mc.model_dir or mc.ref
-    try:
-        tok = AutoTokenizer.from_pretrained(where)
-        model = AutoModelForSequenceClassification.from_pretrained(where, num_labels=num_labels)
-    except OSError as e:
-        raise UsageError(f"cannot load weights for model '{mc.ref}': {str(e).splitlines()[0]}", code="U006",
-                         help="without network, pass --model DIR (a local model directory) or use the packaged "
-                              f"default ({PACKAGED_MODEL})") from None
-    return tok, model
-
-
 # --- run folders ----------------------------------------------------------------------------------
 
-def new_run_dir(opts: RunOptions, task_name: str) -> Path:
-    """A fresh folder for this run (``--out`` or runs/<spec>-<task>-k<K>-s<seed>), never reusing one."""
-    base = Path(opts.out) if opts.out else Path(RUNS_DIR) / f"{Path(opts.spec).stem}-{task_name}-k{opts.k}-s{opts.seed}"
+def run_identity(*, spec_hash: str | None, task: str, k, seed: int, dev_size: int, model: str,
+                 settings: dict[str, Any]) -> dict[str, Any]:
+    """What a run folder belongs to. Two runs with the same identity compute the same thing."""
+    return {"spec_hash": spec_hash, "task": task, "k": k, "seed": seed, "dev_size": dev_size, "model": model,
+            "settings": settings}
+
+
+def identity_hash(identity: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if key == "settings" and isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{k}: {a.get(k)!r} in the folder, {b.get(k)!r} now" for k in sorted(set(a) | set(b))
+                    if a.get(k) != b.get(k)]
+        elif a != b:
+            if key == "spec_hash":
+                out.append("the spec (its text or an imported file differs)")
+            else:
+                out.append(f"{key}: {a!r} in the folder, {b!r} now")
+    return out
+
+
+def finished_metrics(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        m = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return m if isinstance(m, dict) and m.get("final") else None
+
+
+def _describe(m: dict[str, Any]) -> str:
+    main = m.get("main_metric")
+    score = m.get("test", {}).get(main)
+    return (f"{Path(str(m.get('spec'))).name} on {m.get('task')}, K={m.get('k')}, seed {m.get('seed')}"
+            + (f": test {main} {score:.4f}" if isinstance(score, (int, float)) else ""))
+
+
+@dataclass
+class RunPlan:
+    """Where a run goes and in which state it starts (decided before anything is written)."""
+
+    path: Path
+    resume: bool = False              # continue the folder's run (its identity matched)
+    finished: dict | None = None      # the folder already holds this finished run
+    note: str | None = None           # said on the first line (a default name that was taken)
+
+
+def default_run_dir(opts: RunOptions, task_name: str) -> Path:
+    return Path(RUNS_DIR) / f"{Path(opts.spec).stem}-{task_name}-k{opts.k}-s{opts.seed}"
+
+
+def plan_run_dir(opts: RunOptions, task_name: str, identity: dict[str, Any]) -> RunPlan:
+    """Decide the folder, refusing anything that would change another run's folder."""
+    base = Path(opts.out) if opts.out else default_run_dir(opts, task_name)
     if opts.resume:
-        if not (base / "run.json").exists():
-            raise UsageError(f"nothing to resume in '{base}'", code="U007",
+        run_json = base / "run.json"
+        if not run_json.is_file():
+            raise UsageError(f"nothing to resume in '{base}': no run.json there", code="U007",
                              help="--resume continues an interrupted run in its folder (pass the same --out)")
-        return base
+        try:
+            old = json.loads(run_json.read_text(encoding="utf-8")).get("identity")
+        except (OSError, json.JSONDecodeError, AttributeError) as e:
+            raise UsageError(f"cannot read '{run_json}': {e}", code="U007") from None
+        if old is None:
+            raise UsageError(f"'{base}' was written by an older peltc that did not record what the run was: "
+                             "cannot tell whether it matches", code="U011",
+                             help="start the run again in a new --out folder")
+        diffs = _differences(old, identity)
+        if diffs:
+            raise UsageError(f"'{base}' belongs to another run; --resume refused (nothing was changed): "
+                             + "; ".join(diffs), code="U011",
+                             help="resume with the spec, task, K, seed, model and settings the run started with, "
+                                  "or give this run its own --out folder")
+        return RunPlan(base, resume=True, finished=finished_metrics(base))
+    if opts.out:
+        if base.exists() and (not base.is_dir() or any(base.iterdir())):
+            done = finished_metrics(base) if base.is_dir() else None
+            if done is not None:
+                raise UsageError(f"'{base}' holds a finished run ({_describe(done)}); a run folder is never "
+                                 "overwritten", code="U010",
+                                 help=f"choose another --out (peltc eval {base} re-scores that run)")
+            if (base / "run.json").is_file():
+                raise UsageError(f"'{base}' holds an unfinished run", code="U010",
+                                 help="add --resume to continue it (same spec and settings), or choose another --out")
+            raise UsageError(f"'{base}' exists and is not an empty folder", code="U010",
+                             help="choose another --out")
+        return RunPlan(base)
     cand, n = base, 1
-    while cand.exists() and any(cand.iterdir()):
+    while cand.exists():
         n += 1
         cand = base.with_name(f"{base.name}-{n}")
-    cand.mkdir(parents=True, exist_ok=True)
-    return cand
+    note = None if cand == base else f"note: '{base}' is taken; this run goes to '{cand}'"
+    return RunPlan(cand, note=note)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -195,86 +272,225 @@ def _is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def _shared_run_dir(opts: RunOptions, task_name: str) -> Path:
-    """Rank 0 picks the folder; under torchrun every rank gets the same one."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return new_run_dir(opts, task_name)
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _shared_plan(opts: RunOptions, task_name: str, identity: dict[str, Any]) -> RunPlan:
+    """Rank 0 plans the folder; under torchrun every rank gets the same plan, or the same error."""
+    if _world_size() <= 1:
+        return plan_run_dir(opts, task_name, identity)
     import torch.distributed as dist
     if not dist.is_initialized():
         dist.init_process_group("gloo")
-    obj = [str(new_run_dir(opts, task_name)) if dist.get_rank() == 0 else None]
+    obj: list[Any] = [None]
+    if dist.get_rank() == 0:
+        try:
+            obj = [plan_run_dir(opts, task_name, identity)]
+        except UsageError as e:
+            obj = [e]
     dist.broadcast_object_list(obj, src=0)
-    return Path(obj[0])
+    if isinstance(obj[0], UsageError):
+        raise obj[0]
+    return obj[0]
 
 
-def train_run(opts: RunOptions) -> dict[str, Any]:
-    """Compile, train, evaluate and save one run; returns what ``metrics.json`` holds."""
-    from transformers import set_seed
+def _say(msg: str) -> None:
+    if _is_main():
+        print(msg, flush=True)
 
-    from peltc.api import compile_model
-    from peltc.compiler.torch.artifact import save_artifact
-    from peltc.compiler.torch.rewrite import fold_prefix
+
+def prepare(opts: RunOptions):
+    """Everything that can be checked without weights or data — spec, model, task, K, flags — and the
+    run's folder plan. Raises on any bad input before anything is loaded or written."""
     from peltc.runtime import data as D
     from peltc.runtime.tasks import task as get_task
-    from peltc.runtime.train import default_recipe, resolve_settings, train
+    from peltc.runtime.train import default_recipe, resolve_settings
 
-    t0 = time.time()
     task = get_task(opts.task)
-    k = D.parse_k(opts.k)
-    opts.k = k
+    opts.k = D.parse_k(opts.k)
+    if opts.dev_size < 1:
+        raise UsageError(f"--dev-size {opts.dev_size} is out of range", code="U106",
+                         help="--dev-size (training examples held out for checkpoint selection) must be ≥ 1")
+    if opts.seed < 0:
+        raise UsageError(f"--seed {opts.seed} is out of range", code="U106", help="--seed must be ≥ 0")
     text, ir, mc = resolve_spec(opts.spec, opts.model)
     ir = _with_head_pool(ir, default_recipe["pool"])
     finetune = any(a.method == "finetune" for a in ir.attachments())
     settings = resolve_settings(ir.settings.train, {**opts.overrides, "seed": opts.seed}, finetune=finetune)
+    identity = run_identity(spec_hash=ir.settings.spec_hash, task=task.name, k=opts.k, seed=opts.seed,
+                            dev_size=opts.dev_size, model=mc.ref, settings=settings.to_dict())
+    plan = _shared_plan(opts, task.name, identity)
+    return task, text, ir, mc, settings, identity, plan
 
-    run_dir = _shared_run_dir(opts, task.name)
-    main = _is_main()
-    if main:
-        (run_dir / "spec.pelt").write_text(text, encoding="utf-8")
-        _write_json(run_dir / "ir.json", ir.to_dict())
-        _write_json(run_dir / "run.json", {**asdict(opts), "model_ref": mc.ref, "task_name": task.name})
-        if opts.render:
-            _render(ir, run_dir / "architecture.svg")
+
+def train_run(opts: RunOptions) -> dict[str, Any]:
+    """Compile, train, evaluate and save one run; returns what ``metrics.json`` holds (with
+    ``already_finished`` when ``--resume`` found the run done). SIGINT / SIGTERM end it with
+    `Interrupted` (exit 130 / 143) whose message says what was kept."""
+    with signals.interruptible():
+        try:
+            return _train_run(opts)
+        except Interrupted as e:
+            if e.explained:
+                raise
+            where = "'{}' unchanged".format(opts.out) if opts.resume and opts.out else "nothing was written"
+            raise Interrupted(e.signum, f"interrupted ({e.signame}) before training began: {where}") from None
+
+
+def _train_run(opts: RunOptions) -> dict[str, Any]:
+    from transformers import set_seed
+
+    from peltc.api import compile_model
+    from peltc.runtime import data as D
+    from peltc.runtime.train import last_checkpoint
+
+    t0 = time.time()
+    task, text, ir, mc, settings, identity, plan = prepare(opts)
+    run_dir, main = plan.path, _is_main()
+    if plan.finished is not None:
+        _say(f"'{run_dir}' already holds this finished run; nothing to do (peltc eval {run_dir} re-scores it)")
+        return {**plan.finished, "run_dir": str(run_dir), "already_finished": True}
+    if plan.note:
+        _say(plan.note)
+    weights_source(mc)                       # a Hub name that cannot load fails now, not after the data
+    raw = D.load_glue(task, opts.data_dir)   # data files checked before weights load
+    signals.raise_if_interrupted()
+
+    trainer_dir = run_dir / "trainer"
+    scoring = plan.resume and (trainer_dir / RESULT).is_file() and (run_dir / "adapter" / "manifest.json").is_file()
+    checkpoint = None
+    if plan.resume and not scoring:
+        checkpoint = last_checkpoint(trainer_dir)
+        if checkpoint is None:
+            _say(f"resume: no complete checkpoint in '{trainer_dir}' yet; training starts from the beginning")
+        else:
+            _say(f"resume: {_checkpoint_line(checkpoint, task.main_metric)}")
+    elif scoring:
+        _say("resume: training had finished and the adapter was saved; scoring the test set")
 
     set_seed(settings.seed)
     tokenizer, model = load_base(mc, task.num_labels)
     report = compile_model(ir, model)
-    if main:
+    if main and not plan.resume:
         print(report.render())
-
-    ds = D.sample(D.load_glue(task, opts.data_dir), k, settings.seed, dev_size=opts.dev_size)
+    ds = D.sample(raw, opts.k, settings.seed, dev_size=opts.dev_size)
     enc = D.tokenize(ds, tokenizer, task, max_length=settings.max_length)
-    result = train(model, tokenizer, enc, task, settings, run_dir / "trainer", resume=opts.resume,
-                   progress=opts.progress, evaluate_test=False)
-    if not main:
-        return result
-    fold_prefix(model)
-    save_artifact(model, run_dir / "adapter", ir_dict=ir.to_dict(), spec_text=text,
-                  spec_hash=ir.settings.spec_hash, base_model=mc.ref,
-                  extra={"task": task.name, "labels": list(task.labels) if task.labels else None})
+    signals.raise_if_interrupted()
+
+    created = False
+    if main and not plan.resume:
+        created = _make_folder(run_dir, opts)
+        (run_dir / "spec.pelt").write_text(text, encoding="utf-8")
+        _write_json(run_dir / "ir.json", ir.to_dict())
+        _write_json(run_dir / "run.json", {**asdict(opts), "model_ref": mc.ref, "task_name": task.name,
+                                           "identity": identity, "identity_hash": identity_hash(identity)})
+        if opts.render:
+            _render(ir, run_dir / "architecture.svg")
+    try:
+        return _train_and_score(opts, task, text, ir, mc, settings, model, tokenizer, enc, run_dir,
+                                checkpoint, scoring, t0)
+    except BaseException as e:
+        kept = _resumable(run_dir)
+        if main and created and not kept:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        if isinstance(e, Interrupted):
+            where = (f"'{run_dir}' kept ({kept}); continue it with the same command and --out {run_dir} --resume"
+                     if kept else ("nothing was kept" if created or not plan.resume else f"'{run_dir}' unchanged"))
+            raise Interrupted(e.signum, f"interrupted ({e.signame}): {where}") from None
+        if main and created and not kept and isinstance(e, Exception):
+            print(f"note: the run failed before its first checkpoint; '{run_dir}' was removed", file=sys.stderr)
+        raise
+
+
+def _make_folder(run_dir: Path, opts: RunOptions) -> bool:
+    """Create the planned folder (True when made here). A default-named folder that appeared since the
+    plan (another run started meanwhile) moves this run to the next free suffix."""
+    if opts.out:
+        made = not run_dir.exists()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return made
+    base, n = run_dir, 1
+    while True:
+        try:
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            run_dir.mkdir()
+            return True
+        except FileExistsError:
+            n += 1
+            run_dir = base.with_name(f"{base.name}-{n}")
+
+
+def _resumable(run_dir: Path) -> str | None:
+    """What an interrupted run left that --resume continues from, or None."""
+    from peltc.runtime.train import last_checkpoint
+    if (run_dir / "trainer" / RESULT).is_file():
+        return "training finished, adapter saved"
+    ckpt = last_checkpoint(run_dir / "trainer")
+    return ckpt.name if ckpt else None
+
+
+def _checkpoint_line(checkpoint: Path, metric: str) -> str:
+    from peltc.runtime.train import checkpoint_info
+    info = checkpoint_info(checkpoint)
+    best = info.get("best_metric")
+    best_txt = (f"; best dev {metric} so far {best:.4f} at step {info.get('best_step')}"
+                if isinstance(best, (int, float)) else "")
+    return f"continuing from {checkpoint} (step {info.get('step')}{best_txt})"
+
+
+def _train_and_score(opts, task, text, ir, mc, settings, model, tokenizer, enc, run_dir: Path, checkpoint,
+                     scoring: bool, t0: float) -> dict[str, Any]:
+    from peltc.compiler.torch.artifact import load_into, load_tensors, save_artifact
+    from peltc.compiler.torch.rewrite import fold_prefix
+    from peltc.runtime.train import train
+
+    main = _is_main()
+    trainer_dir = run_dir / "trainer"
+    if scoring:
+        result = json.loads((trainer_dir / RESULT).read_text(encoding="utf-8"))
+        fold_prefix(model)
+        manifest, tensors = load_tensors(run_dir / "adapter")
+        load_into(model, manifest, tensors, spec_hash=ir.settings.spec_hash)
+    else:
+        result = train(model, tokenizer, enc, task, settings, trainer_dir, resume=checkpoint or False,
+                       progress=opts.progress, evaluate_test=False, keep_checkpoints=True)
+        if not main:
+            return result
+        fold_prefix(model)
+        with signals.deferred():
+            save_artifact(model, run_dir / "adapter", ir_dict=ir.to_dict(), spec_text=text,
+                          spec_hash=ir.settings.spec_hash, base_model=mc.ref,
+                          extra={"task": task.name, "labels": list(task.labels) if task.labels else None})
+            _write_json(trainer_dir / RESULT, result)
     t_eval = time.time()
     test, gates, warn = evaluate_saved(model, tokenizer, enc["test"], task)
     eval_s = time.time() - t_eval
     table = gates_table(gates)
-    _write_json(run_dir / "gates.json", table)
-    plot_gates(table, run_dir / "gates.png", f"{Path(opts.spec).stem} on {task.name}, K={k}, seed {settings.seed}")
-    _write_json(run_dir / "trainer_log.json", result.pop("log_history"))
-    warnings = [w for w in result.get("warnings", []) if w]
-    if warn and warn not in warnings:
-        warnings.append(warn)
-    metrics = {
-        **result,
-        "test": test,
-        "warnings": warnings,
-        "spec": opts.spec,
-        "model": mc.ref,
-        "k": k,
-        "seed": settings.seed,
-        "wall_seconds": round(time.time() - t0, 1),
-        "eval_examples_per_second": round(len(enc["test"]) / max(eval_s, 1e-9), 1),
-        "final": True,
-    }
-    _write_json(run_dir / "metrics.json", metrics)
+    with signals.deferred():
+        _write_json(run_dir / "gates.json", table)
+        plot_gates(table, run_dir / "gates.png", f"{Path(opts.spec).stem} on {task.name}, K={opts.k}, "
+                                                  f"seed {settings.seed}")
+        _write_json(run_dir / "trainer_log.json", result.pop("log_history"))
+        warnings = [w for w in result.get("warnings", []) if w]
+        if warn and warn not in warnings:
+            warnings.append(warn)
+        metrics = {
+            **result,
+            "test": test,
+            "warnings": warnings,
+            "spec": opts.spec,
+            "model": mc.ref,
+            "k": opts.k,
+            "seed": settings.seed,
+            "wall_seconds": round(time.time() - t0, 1),
+            "eval_examples_per_second": round(len(enc["test"]) / max(eval_s, 1e-9), 1),
+            "final": True,
+        }
+        _write_json(run_dir / "metrics.json", metrics)
+    for ckpt in trainer_dir.glob("checkpoint-*"):
+        shutil.rmtree(ckpt, ignore_errors=True)
+    (trainer_dir / RESULT).unlink(missing_ok=True)
     metrics["run_dir"] = str(run_dir)
     return metrics
 

@@ -14,7 +14,9 @@ before ``peltc.api.compile_model`` so that the new parameters are initialised pe
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -23,10 +25,12 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from peltc.compiler.schema import TRAIN_PARAMS
 from peltc.errors import ArtifactError, UsageError, did_you_mean
 from peltc.runtime import data as _data
+from peltc.runtime import signals
 from peltc.runtime.metrics import compute_metrics, degenerate_warning, to_predictions
 from peltc.runtime.tasks import GlueTask
 
@@ -104,8 +108,26 @@ def resolve_settings(spec: Mapping[str, Any] | None = None, cli: Mapping[str, An
                 raise UsageError(f"unknown {what} '{k}'", code="U104",
                                  help=did_you_mean(k, SETTING_NAMES, "settings"))
             if v is not None:
+                if what == "option":
+                    check_option(k, v)
                 merged[k] = v
     return TrainSettings(**merged)
+
+
+def check_option(name: str, value: Any) -> None:
+    """A command-line training setting within the range the spec's ``train { }`` block allows
+    (the same table, `TRAIN_PARAMS`), else a UsageError naming the flag — before anything loads."""
+    pspec = TRAIN_PARAMS.get(name)
+    if pspec is None or value is None:
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        rng = "a finite number"
+    else:
+        rng = pspec.out_of_range(value)
+    if rng is not None:
+        flag = f"--{name.replace('_', '-')}"
+        raise UsageError(f"{flag} {value:g} is out of range", code="U106",
+                         help=f"{flag} ({pspec.doc}) must be {rng}")
 
 
 class EarlyStopping(EarlyStoppingCallback):
@@ -142,6 +164,16 @@ class PeltTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.head_lr = head_lr
         self.head_prefixes = head_prefixes
+
+    def _save_checkpoint(self, model, trial):
+        """The stock checkpoint, written with signals held until it is complete, then marked complete
+        (`COMPLETE`): `--resume` never picks a checkpoint that a crash or kill cut short."""
+        with signals.deferred():
+            super()._save_checkpoint(model, trial)
+            if self.args.should_save:
+                folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+                if folder.is_dir():
+                    _write_marker(folder)
 
     def create_optimizer(self, model=None):
         if self.optimizer is not None or self.head_lr is None or not self.head_prefixes:
@@ -247,12 +279,16 @@ def train(model, tokenizer, splits, task: GlueTask, settings: TrainSettings, out
     if isinstance(resume, (str, Path)):
         checkpoint = str(resume)
     elif resume and output_dir.is_dir():
-        checkpoint = get_last_checkpoint(str(output_dir))
+        found = last_checkpoint(output_dir)
+        checkpoint = str(found) if found else None
+    if checkpoint is not None:
+        validate_checkpoint(Path(checkpoint))
     started = _Started()
     trainer.add_callback(started)
+    trainer.add_callback(signals.callback())
     try:
         out = trainer.train(resume_from_checkpoint=checkpoint)
-    except (ValueError, KeyError, RuntimeError) as e:
+    except Exception as e:
         if checkpoint is None or started.begun:
             raise
         # failed while restoring the checkpoint, before the first step: the optimiser / scheduler
@@ -302,6 +338,74 @@ def train(model, tokenizer, splits, task: GlueTask, settings: TrainSettings, out
         for ckpt in output_dir.glob("checkpoint-*"):
             shutil.rmtree(ckpt, ignore_errors=True)
     return result
+
+
+# --- checkpoints ----------------------------------------------------------------------------------
+
+COMPLETE = "peltc-complete.json"   # written into a checkpoint folder once everything in it is saved
+
+
+def _write_marker(folder: Path) -> None:
+    files = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
+    tmp = folder / f".{COMPLETE}.tmp"
+    tmp.write_text(json.dumps({"files": files}), encoding="utf-8")
+    os.replace(tmp, folder / COMPLETE)
+
+
+def checkpoint_info(folder: Path) -> dict[str, Any]:
+    """Step, best dev metric so far and its step, read from a checkpoint's ``trainer_state.json``."""
+    try:
+        state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {"step": _checkpoint_step(str(folder))}
+    return {"step": state.get("global_step"), "best_metric": state.get("best_metric"),
+            "best_step": _checkpoint_step(state.get("best_model_checkpoint"))}
+
+
+def last_checkpoint(output_dir: str | Path) -> Path | None:
+    """The latest *complete* ``checkpoint-N`` in ``output_dir`` (one with the `COMPLETE` marker)."""
+    output_dir = Path(output_dir)
+    found = []
+    for d in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        step = _checkpoint_step(str(d))
+        if d.is_dir() and step is not None and (d / COMPLETE).is_file():
+            found.append((step, d))
+    return max(found)[1] if found else None
+
+
+def validate_checkpoint(folder: Path) -> None:
+    """Every file the checkpoint's marker lists is there at its size, every safetensors file's header
+    reads, the trainer state parses: else an ArtifactError naming the file (A014) — never a traceback
+    from deep inside the Trainer."""
+    from safetensors import safe_open
+
+    def bad(path: Path, why: str):
+        return ArtifactError(f"checkpoint file '{path}' is damaged: {why}", code="A014",
+                             help="delete that checkpoint folder to resume from an earlier one, or start "
+                                  "the run again in a new --out folder")
+
+    marker = folder / COMPLETE
+    try:
+        listed = json.loads(marker.read_text(encoding="utf-8")).get("files", {}) if marker.is_file() else {}
+    except (OSError, json.JSONDecodeError) as e:
+        raise bad(marker, str(e)) from None
+    for name, size in listed.items():
+        p = folder / name
+        if not p.is_file():
+            raise bad(p, "missing")
+        if p.stat().st_size != size:
+            raise bad(p, f"{p.stat().st_size:,} bytes, {size:,} when it was written (truncated?)")
+    for p in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(p), "pt") as f:
+                f.keys()
+        except Exception as e:   # SafetensorError and OSError: a damaged or unreadable file
+            raise bad(p, str(e)) from None
+    state = folder / "trainer_state.json"
+    try:
+        json.loads(state.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise bad(state, str(e)) from None
 
 
 class _Started(TrainerCallback):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from importlib import resources
 from pathlib import Path
 
@@ -27,6 +28,30 @@ def tokenizer():
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(_minilm_dir()))
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory, tokenizer):
+    """A local model directory: a random 2-layer BERT (hidden 64, above the specs' adapter size 48) with the MiniLM tokenizer."""
+    import transformers
+    d = tmp_path_factory.mktemp("tiny-bert")
+    transformers.set_seed(0)
+    cfg = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2,
+                                  num_attention_heads=2, intermediate_size=37)
+    transformers.BertForSequenceClassification(cfg).save_pretrained(d)
+    tokenizer.save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def small_glue(tmp_path_factory, glue_dir):
+    """RTE with its dev (= our test) set cut to 40 rows, so evaluation is quick."""
+    d = tmp_path_factory.mktemp("glue")
+    (d / "RTE").mkdir()
+    shutil.copy(glue_dir / "RTE" / "train.tsv", d / "RTE" / "train.tsv")
+    lines = (glue_dir / "RTE" / "dev.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    (d / "RTE" / "dev.tsv").write_text("".join(lines[:41]), encoding="utf-8")
+    return d
 
 
 @pytest.fixture

@@ -21,30 +21,6 @@ FAST = ["--k", "32", "--dev-size", "40", "--epochs", "1", "--batch-size", "16", 
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tokenizer):
-    """A local model directory: a random 2-layer BERT (hidden 64, above the specs' adapter size 48) with the MiniLM tokenizer."""
-    import transformers
-    d = tmp_path_factory.mktemp("tiny-bert")
-    transformers.set_seed(0)
-    cfg = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2,
-                                  num_attention_heads=2, intermediate_size=37)
-    transformers.BertForSequenceClassification(cfg).save_pretrained(d)
-    tokenizer.save_pretrained(d)
-    return d
-
-
-@pytest.fixture(scope="module")
-def small_glue(tmp_path_factory, glue_dir):
-    """RTE with its dev (= our test) set cut to 40 rows, so evaluation is quick."""
-    d = tmp_path_factory.mktemp("glue")
-    (d / "RTE").mkdir()
-    shutil.copy(glue_dir / "RTE" / "train.tsv", d / "RTE" / "train.tsv")
-    lines = (glue_dir / "RTE" / "dev.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
-    (d / "RTE" / "dev.tsv").write_text("".join(lines[:41]), encoding="utf-8")
-    return d
-
-
-@pytest.fixture(scope="module")
 def run(tmp_path_factory, tiny_dir, small_glue):
     out = tmp_path_factory.mktemp("runs") / "apl"
     rc = main(["compile", str(SPEC), "--train", "glue/rte", "--model", str(tiny_dir), "--data-dir", str(small_glue),
@@ -83,13 +59,6 @@ def test_predict_prints_a_label(run, capsys):
     assert out.split()[0] in ("entailment", "not_entailment")
 
 
-def test_a_second_run_never_overwrites(run, tiny_dir, small_glue):
-    rc = main(["compile", str(SPEC), "--train", "glue/rte", "--model", str(tiny_dir), "--data-dir", str(small_glue),
-               "--out", str(run), "--no-render", *FAST])
-    assert rc == 0
-    second = run.with_name(run.name + "-2")
-    assert (second / "metrics.json").is_file()
-    assert (run / "metrics.json").is_file()
 
 
 def test_bad_task_data_and_run_dir_are_clean_errors(tiny_dir, small_glue, tmp_path, capsys):
