@@ -210,3 +210,113 @@ def summary(ir: IR, spec_name: str) -> str:
     lines.append(f"  total trainable: {_n(total)}{pct}; task head not included")
     lines.extend(extra)
     return "\n".join(lines)
+
+
+# --- `peltc show`: the resolved IR as an outline ---------------------------------------------------
+def _tree(items: list[tuple[str, list]], prefix: str = "") -> list[str]:
+    """``(text, children)`` pairs drawn as a tree with ├─ / └─ branches."""
+    out = []
+    for k, (text, children) in enumerate(items):
+        last = k == len(items) - 1
+        out.append(f"{prefix}{'└─ ' if last else '├─ '}{text}")
+        out += _tree(children, prefix + ("   " if last else "│  "))
+    return out
+
+
+def _where(span) -> str:
+    return f"{span.file}:{span.line}" if span else ""
+
+
+def _kv(d: dict[str, Any]) -> str:
+    return " · ".join(f"{k} {value_text(v)}" for k, v in d.items())
+
+
+def _settings_items(ir: IR) -> list[tuple[str, list]]:
+    s = ir.settings
+    if s.family is None:
+        model = f"model: {s.model} (not bound: pass --model)" if s.model else "model: none bound (pass --model NAME|DIR|config.json)"
+        items = [(model, [])]
+    else:
+        d = s.dims
+        items = [(f"model: {s.model or '?'} — {s.family}, {d['layers']} layers, hidden {d['hidden']}, "
+                  f"{d['heads']} heads, intermediate {d['intermediate']}", [(f"from {s.model_source}", [])]),
+                 (f"base parameters: {_n(s.base_params)}", [])]
+    items.append((f"head: {_kv(s.head)}" if s.head else "head: the model's own", []))
+    items.append((f"train: {_kv(s.train)}" if s.train else "train: the recipe's defaults", []))
+    if s.spec_hash:
+        items.append((f"spec hash: {s.spec_hash[:16]}", []))
+    return items
+
+
+def _attachment_groups(ir: IR, atts: list[AttachmentNode]) -> list[tuple[str, list]]:
+    """One line per point and identical attachments: layers → module path(s), parameters each, and
+    what differs between the groups (parameters, gate) when per-layer overrides made them differ."""
+    from peltc.compiler.diagram import bias_modules
+    s = ir.settings
+    groups: dict[tuple, list[AttachmentNode]] = {}
+    for a in atts:
+        key = (a.point, a.gate.text(), params_text(a.method, [a]), a.saved)
+        groups.setdefault(key, []).append(a)
+    common = set.intersection(*(set(k[2].split(" · ")) for k in groups)) if groups else set()
+    gates_differ = len({k[1] for k in groups}) > 1
+    out = []
+    for (point, gate, ptext, saved), same in sorted(groups.items(), key=lambda kv: (
+            schema.POINT_ORDER.get(kv[0][0], -1), min(-1 if a.layer is None else a.layer for a in kv[1]))):
+        layers = sorted(a.layer for a in same if a.layer is not None)
+        where = f"layers[{compact_layers(layers)}]" + ("" if point == schema.WHOLE_LAYER else f".{point}") \
+            if layers else point
+        if same[0].method == "bitfit":
+            paths = [m for a in same for m in bias_modules(FAMILIES[s.family], a.layer, a.point, s.dims["layers"])]
+        elif same[0].method == "finetune":
+            paths = ["every base weight"]
+        else:
+            paths = [a.module_path for a in same if a.module_path]
+        paths = path_patterns(list(dict.fromkeys(paths)))
+        differs = [x for x in ptext.split(" · ") if x and x not in common] + ([f"gate {gate}"] if gates_differ else [])
+        text = where + (f" → {paths[0]}" if len(paths) == 1 else "") + \
+            f": {_n(saved)}{' each' if len(same) > 1 else ''}" + (f" ({' · '.join(differs)})" if differs else "")
+        out.append((text, [(p, []) for p in paths] if len(paths) > 1 else []))
+    return out
+
+
+def _instance_items(ir: IR, inst) -> list[tuple[str, list]]:
+    atts = ir.attachments(inst.name)
+    method = schema.METHODS[inst.method]
+    items: list[tuple[str, list]] = []
+    written = {k: v for k, v in inst.params.items()
+               if not (method.params[k].gate_replaces and inst.gate.kind != "none")}
+    if written:
+        items.append((f"params: {_kv(written)}", []))
+    if method.gated:
+        g = inst.gate.text()
+        per = atts[0].gate_params if atts and atts[0].gate.kind != "none" else None
+        items.append((f"gate: {g}" + (f" ({_n(per)} parameters per attachment)" if per else ""), []))
+    at = ", ".join(t.point if t.selector is None else
+                   f"layers[{t.selector}]" + ("" if t.point == schema.WHOLE_LAYER else f".{t.point}")
+                   for t in inst.targets)
+    items.append((f"at: {at}", []))
+    for ov in inst.overrides:
+        bits = [f"{k} {value_text(v)}" for k, v in ov.params.items()] + ([f"gate {ov.gate.text()}"] if ov.gate else [])
+        items.append((f"override layers[{ov.selector}]: {' · '.join(bits) or '(nothing)'}", []))
+    if ir.settings.family is not None:
+        total = sum(a.saved or 0 for a in atts)
+        items.append((f"attachments: {len(atts)}, {_n(total)} parameters", _attachment_groups(ir, atts)))
+        if inst.shared_trainable:
+            items.append((f"shared: a {_n(inst.shared_trainable)}-parameter reparameterisation MLP "
+                          "(training only, folded into the prefixes)", []))
+    return items
+
+
+def outline(ir: IR, spec_name: str) -> str:
+    """The resolved IR as a tree: the settings, then each instance with its method, parameters,
+    gate, targets, per-layer overrides and (with a model) its attachments: layers, module paths and
+    parameter counts. ``peltc show`` prints it; ``--json`` prints the IR itself."""
+    items = [("settings", _settings_items(ir))]
+    for inst in ir.instances():
+        where = _where(inst.span)
+        items.append((f"{inst.method} {inst.name}" + (f"  ({where})" if where else ""), _instance_items(ir, inst)))
+    lines = [spec_name, *_tree(items)]
+    if ir.settings.family is not None:
+        total = sum(a.saved or 0 for a in ir.attachments())
+        lines.append(f"total trainable: {_n(total)} (task head not included)")
+    return "\n".join(lines)

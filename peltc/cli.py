@@ -48,9 +48,8 @@ def cmd_show(a) -> int:
     if a.json:
         print(r.ir.to_json())
     else:
-        for n in r.ir.nodes():
-            if n.kind in ("settings", "instance", "attachment", "gate"):
-                print(n.model_dump_json(exclude={"span"}))
+        from peltc.compiler.summary import outline
+        print(outline(r.ir, a.spec))
     return EXIT_OK
 
 
@@ -94,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--model", help="model name, model dir or config.json (default: the spec's `model`)")
     c.set_defaults(func=cmd_check)
 
-    s = sub.add_parser("show", help="print the resolved IR")
+    s = sub.add_parser("show", help="print the resolved IR (an outline; --json: the IR itself)")
     s.add_argument("spec")
     s.add_argument("--model")
     s.add_argument("--json", action="store_true", help="the whole IR graph as JSON (loads back losslessly)")
