@@ -41,6 +41,7 @@ class Mod:
     saved: int | None = None
     gate_params: int | None = None
     shared: int | None = None          # prefix reparameterisation MLP (instance-wide, training only)
+    relative: dict[str, str] = field(default_factory=dict)   # parameters written relative ("size" → "hidden/16")
     paths: list[str] = field(default_factory=list)   # module path in each layer of the group
     where: str | None = None           # symbolic diagrams: the selectors as written
     notes: list[str] = field(default_factory=list)
@@ -93,14 +94,16 @@ def _bound_mod(ir: IR, att: AttachmentNode, same: list[AttachmentNode]) -> Mod:
     shared = ir.instance(att.instance).shared_trainable if att.method == "prefix" else None
     return Mod(att.instance, att.method, att.point, dict(att.params), att.gate, att.placement, att.order,
                inputs[0].point if inputs else att.point, att.trainable, att.saved, att.gate_params, shared,
-               [a.module_path for a in same if a.module_path is not None])
+               relative=dict(att.relative), paths=[a.module_path for a in same if a.module_path is not None])
 
 
 def layer_groups(ir: IR, expand: bool = False) -> list[LayerGroup]:
-    """The layer clusters of the diagram, in layer order.
+    """The layer clusters of the diagram, in layer order (the model's data flow, top to bottom).
 
-    With a model: layers whose attachments are identical (instances, points, parameters, gates)
-    form one group unless ``expand``. Without one: a single symbolic ``layers[*]`` group.
+    With a model: a run of consecutive layers whose attachments are identical (instances, points,
+    parameters, gates) forms one group unless ``expand``. Identical layers that are not consecutive
+    (``layers[0..11 by 2]``) stay separate groups: one group is one place in the flow. Without a
+    model: a single symbolic ``layers[*]`` group.
     """
     s = ir.settings
     if s.family is None:
@@ -109,11 +112,15 @@ def layer_groups(ir: IR, expand: bool = False) -> list[LayerGroup]:
     for a in ir.attachments():
         if a.layer is not None:
             per_layer[a.layer].append(a)
-    buckets: dict[Any, list[int]] = {}
+    runs: list[tuple[Any, list[int]]] = []
     for i in range(s.dims["layers"]):
-        buckets.setdefault(i if expand else _signature(per_layer[i]), []).append(i)
+        key = i if expand else _signature(per_layer[i])
+        if runs and runs[-1][0] == key:
+            runs[-1][1].append(i)
+        else:
+            runs.append((key, [i]))
     groups = []
-    for layers in sorted(buckets.values()):
+    for _, layers in runs:
         same: dict[tuple, list[AttachmentNode]] = defaultdict(list)
         for i in layers:
             for a in per_layer[i]:

@@ -5,8 +5,9 @@ output → feed-forward with its linears → feed-forward output); embeddings an
 outside them. Base modules are grey, every method has its colour, gates are small diamonds with a
 dotted edge from the point they read and one to the module they scale. LoRA, prefix and BitFit sit
 beside the module they change; a sequential adapter sits inline after its point; a parallel one
-sits beside its block, reading the block's input and adding into its output (dashed). Layers whose
-attachments are identical collapse into one cluster marked ``×N`` unless ``expand``. Without a
+sits beside its block, reading the block's input and adding into its output (dashed). Consecutive
+layers whose attachments are identical collapse into one cluster marked ``×N`` unless ``expand``;
+clusters follow the model's layer order top to bottom. A scalar gate shows the value it starts at. Without a
 bound model the diagram is symbolic: one ``layers[*]`` cluster with every instance at its target
 points, labelled by its selector.
 
@@ -18,6 +19,7 @@ module only draws it. The look is one style table keyed by node kind and method 
 from __future__ import annotations
 
 import html
+import math
 import os
 import tempfile
 from collections import defaultdict
@@ -109,26 +111,38 @@ def _cluster_label(head: str, rest: str, small: str) -> str:
     return f'<{text}<BR ALIGN="LEFT"/>>'
 
 
+def scalar_start(g: GateSpec) -> float:
+    """The value a scalar gate starts at: σ(init) (``init`` is the logit, 0 by default → 0.5)."""
+    return 1.0 / (1.0 + math.exp(-(g.value or 0.0)))
+
+
 def gate_label(g: GateSpec) -> str:
-    """``σ(layer.input)``, ``scalar``, ``const 0.5`` (the text in a gate's diamond)."""
+    """``σ(layer.input)``, ``scalar`` with the value it starts at, ``const 0.5`` (the text in a gate's
+    diamond). A scalar gate is σ(w) with w starting at ``init``: `scalar(init=0.5)` starts at 0.62."""
     if g.kind == "sigmoid":
         src = "layer.input" if g.source == "input" else g.source
         return f"σ({src})" + ("" if g.pool == "masked_mean" else f"\n{g.pool}")
     if g.kind == "scalar":
-        return "scalar" if not g.value else f"scalar\ninit {g.value:g}"
+        return f"scalar\nstarts {scalar_start(g):.3g}"
     return f"const {g.value:g}"
+
+
+def _size(m: Mod, name: str) -> str:
+    """``512`` or, written relative to the model, ``512 (hidden/1.5)``."""
+    v = m.params[name]
+    return f"{v} ({m.relative[name]})" if name in m.relative else str(v)
 
 
 def _param_text(m: Mod) -> str:
     p = m.params
     if m.method == "adapter":
-        bits = [f"size {p['size']}", str(p.get("activation", "relu"))]
+        bits = [f"size {_size(m, 'size')}", str(p.get("activation", "relu"))]
         bits += ["parallel"] * (m.placement == "parallel") + [f"scale {p['scale']:g}"] * (p.get("scale", 1.0) != 1.0)
         return " · ".join(bits)
     if m.method == "prefix":
         return f"length {p['length']} · " + ("no mlp" if p.get("mlp") is None else f"mlp {p['mlp']}")
     if m.method == "lora":
-        bits = [f"r {p['rank']}", f"α {p['alpha']:g}" if m.gate.kind == "none" else "gate replaces α/r"]
+        bits = [f"r {_size(m, 'rank')}", f"α {p['alpha']:g}" if m.gate.kind == "none" else "gate replaces α/r"]
         return " · ".join(bits + [f"dropout {p['dropout']:g}"] * bool(p.get("dropout")))
     if m.method == "bitfit":
         whole = {"all": "every bias (embeddings, layers, pooler)", "layer": "every bias of the layer",
@@ -236,7 +250,9 @@ class _Drawer:
             return None
         gid = f"{nid}.gate"
         tip = f"gate of {m.instance} at {m.point}: {m.gate.text()}" + \
-              (f" ({_n(m.gate_params)} params)" if m.gate_params else "")
+              (f" ({_n(m.gate_params)} params)" if m.gate_params else "") + \
+              (f"; g = σ(w), w starts at {m.gate.value or 0:g}, so g starts at {scalar_start(m.gate):.3g}"
+               if m.gate.kind == "scalar" else "")
         self.node(g, gid, gate_label(m.gate), "gate", None, tip)
         if m.gate.kind == "sigmoid" and source is not None:
             self.edge(source, gid, "source")

@@ -90,8 +90,17 @@ def test_gates_are_diamonds_with_an_edge_from_their_source_point_and_one_to_thei
 
 def test_scalar_and_const_gates_have_no_source_edge():
     src = dot_source("adapter a { at layers[*].ffn.output gate scalar } adapter b { at layers[*].attention.output gate const(0.5) }")
-    assert 'label=scalar' in src and 'label="const 0.5"' in src
+    assert 'label="scalar\nstarts 0.5"' in src and 'label="const 0.5"' in src
     assert not [e for e in edges(src) if e[1].endswith(".gate")]
+
+
+@pytest.mark.parametrize("init,start", [("", "0.5"), ("(init=0.5)", "0.622"), ("(init=-2)", "0.119"),
+                                        ("(init=0)", "0.5")])
+def test_a_scalar_gate_is_labelled_with_the_value_it_starts_at(init, start):
+    """`scalar(init=w)` is σ(w) at the start: init=0.5 starts at 0.62, not 0.5."""
+    src = dot_source(f"adapter a {{ at layers[*].ffn.output gate scalar{init} }}")
+    assert f'label="scalar\nstarts {start}"' in src
+    assert f"so g starts at {start}" in src                     # the tooltip says how
 
 
 def test_sequential_adapter_is_inline_and_parallel_adapter_reads_the_block_input():
@@ -128,11 +137,25 @@ def test_collapse_groups_identical_layers_and_expand_draws_every_layer():
     assert len(module_nodes(dot_source(APL, expand=True), "lora", "qv")) == 24
 
 
-def test_interleaved_layers_form_two_groups_and_overrides_split_a_group():
+def test_groups_are_contiguous_runs_in_the_models_order():
+    """Identical layers that are not consecutive are not one place in the flow: every group is a
+    run of consecutive layers, and groups are drawn top to bottom in layer order."""
     ir = build_ir("adapter a { at layers[0..11 by 2].ffn.output }", model=BERT).ir
-    assert [g.label for g in layer_groups(ir)] == ["layers 0–10 by 2 ×6", "layers 1–11 by 2 ×6"]
+    assert [g.layers for g in layer_groups(ir)] == [[i] for i in range(12)]
     ir = build_ir("adapter a { at layers[*].ffn.output layers[0] { size 64 } }", model=BERT).ir
     assert [g.label for g in layer_groups(ir)] == ["layer 0", "layers 1–11 ×11"]
+    ir = build_ir("lora l { at layers[2..5].attention.query }", model=BERT).ir
+    assert [g.label for g in layer_groups(ir)] == ["layers 0–1 ×2", "layers 2–5 ×4", "layers 6–11 ×6"]
+    src = to_dot(ir).source
+    assert layer_clusters(src) == ["cluster_L0", "cluster_L2", "cluster_L6"]
+    es = edges(src)
+    assert ("embeddings", "L0.input") in es and ("L0.input", "L2.input") in es     # (L0 has no modules)
+    assert ("L2.ffn.output", "L6.input") in es and ("L6.input", "head") in es
+
+
+def test_relative_sizes_are_drawn_resolved_and_as_written():
+    assert "size 512 (hidden/1.5)" in dot_source(MAM.replace("size 512", "size hidden/1.5"))
+    assert "size hidden/1.5" in dot_source(MAM.replace("size 512", "size hidden/1.5"), model=None)
 
 
 def test_compact_layers():
@@ -149,7 +172,7 @@ def test_bitfit_everywhere_and_diagram_module_nodes():
     assert len(nodes) == 1 + 12 * 8 + 1                       # embeddings LN, 8 per layer, pooler
     assert {"bert.embeddings.LayerNorm", "bert.pooler.dense", "bert.encoder.layer.11.output.LayerNorm"} <= nodes
     src = to_dot(ir).source
-    assert module_nodes(src, "bitfit", "b") and "every bias" in src and "label=scalar" in src
+    assert module_nodes(src, "bitfit", "b") and "every bias" in src and 'label="scalar\nstarts 0.5"' in src
 
 
 def test_diagram_module_nodes_are_the_attachments_modules():
