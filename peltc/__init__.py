@@ -24,4 +24,16 @@ def compile_model(spec, model):
     return _compile(spec, model)
 
 
-__all__ = ["compile_model", "__version__"]
+def save_adapter(model, out_dir):
+    """Save a compiled model's trainable tensors, spec and IR as an artifact; see `peltc.api`."""
+    from peltc.api import save_adapter as _save
+    return _save(model, out_dir)
+
+
+def load_adapter(model, artifact_dir):
+    """Compile the artifact's spec onto a fresh ``model`` and load its tensors; see `peltc.api`."""
+    from peltc.api import load_adapter as _load
+    return _load(model, artifact_dir)
+
+
+__all__ = ["compile_model", "save_adapter", "load_adapter", "__version__"]

@@ -15,6 +15,7 @@ from peltc.errors import EXIT_OK
 _SETTING_FLAGS = {
     "lr": float, "epochs": float, "batch_size": int, "warmup": float, "weight_decay": float,
     "patience": int, "min_steps": int, "eval_steps": int, "max_length": int, "head_lr": float,
+    "head_bias": str,
 }
 
 
@@ -29,6 +30,8 @@ _SETTING_HELP = {
     "eval_steps": "evaluate on dev every N steps (default 30)",
     "max_length": "truncate inputs to N tokens (default 128)",
     "head_lr": "learning rate of the task head (default 1e-3)",
+    "head_bias": "initial bias of the head's output: zero, or prior (the training labels' mean / log class "
+                 "frequencies; default zero)",
 }
 
 
@@ -88,10 +91,25 @@ def cmd_predict(a) -> int:
 
 
 def cmd_grid(a) -> int:
-    from peltc.runtime.grid import run_grid
-    run_grid(a.specs, tasks=a.tasks.split(","), ks=a.k.split(","), seeds=[int(s) for s in a.seeds.split(",")],
+    from peltc.errors import UsageError
+    from peltc.runtime.grid import report, run_grid
+    from peltc.runtime.train import check_option
+    if a.table:
+        order = [s.rsplit("/", 1)[-1].removesuffix(".pelt") for s in a.specs] or None
+        print(report(a.table, order))
+        return EXIT_OK
+    if not a.specs:
+        raise UsageError("no specs given", code="U109", help="peltc grid SPEC… [--record FILE.json], or "
+                                                              "peltc grid --table FILE.json")
+    for k, v in _overrides(a).items():
+        check_option(k, v)
+    try:
+        seeds = [int(s) for s in a.seeds.split(",")]
+    except ValueError:
+        raise UsageError(f"bad --seeds {a.seeds!r}", code="U106", help="a comma list of integers, e.g. 1,2,3") from None
+    run_grid(a.specs, tasks=a.tasks.split(","), ks=a.k.split(","), seeds=seeds,
              out=a.out, jobs=a.jobs, model=a.model, data_dir=a.data_dir, overrides=_overrides(a),
-             dev_size=a.dev_size)
+             dev_size=a.dev_size, record=a.record)
     return EXIT_OK
 
 
@@ -133,7 +151,11 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_predict)
 
     g = sub.add_parser("grid", help="run specs × tasks × K × seeds and tabulate mean ± std")
-    g.add_argument("specs", nargs="+", help="the .pelt spec files (one table row each)")
+    g.add_argument("specs", nargs="*", help="the .pelt spec files (one table row each)")
+    g.add_argument("--record", metavar="FILE.json", help="keep one record per finished run in this JSON (runs "
+                                                         "recorded there count as finished)")
+    g.add_argument("--table", metavar="FILE.json", help="print the tables of a recorded grid and exit (specs, if "
+                                                        "given, set the row order)")
     g.add_argument("--tasks", default="cola,sst2,mrpc,rte,stsb", help="comma list of GLUE tasks (default %(default)s)")
     g.add_argument("--k", default="100", help="comma list of training sizes: 100, 500, 1000, all (default %(default)s)")
     g.add_argument("--seeds", default="1,2,3", help="comma list of seeds (default %(default)s)")

@@ -4,7 +4,14 @@ Each combination is one `peltc compile … --train` run in its own folder
 (``OUT/<spec>/<task>/k<K>/s<seed>``), run as a subprocess (at most ``jobs`` at a time, the CPU
 threads shared between them). Finished runs (a final ``metrics.json``) are skipped, interrupted
 ones resumed, so an interrupted grid picks up where it stopped. Then the table: mean ± std of the
-task's main metric (×100) per spec × task × K, the per-K average, best in bold, second underlined.
+task's main metric (×100) per spec × task × K, the per-K average, best in bold, second underlined,
+cells with near-constant predictors marked; and the paper's Table 2 (UniPELT vs the per-task best
+of its submodules).
+
+``--record FILE.json`` keeps one record per finished run (spec, task, K, seed, test and best-dev
+metrics, steps, wall time, flags) in a JSON file that can be committed: runs recorded there count
+as finished (a grid resumes from it on a fresh machine), and ``peltc grid --table FILE.json``
+regenerates the markdown from it alone.
 """
 
 from __future__ import annotations
@@ -22,6 +29,41 @@ from typing import Any
 
 def run_dir(out: str | Path, spec: str, task: str, k: str, seed: int) -> Path:
     return Path(out) / Path(spec).stem / task / f"k{k}" / f"s{seed}"
+
+
+RECORD_KEYS = ("spec", "task", "k", "seed")
+
+
+def run_record(m: dict, spec: str, task: str, k, seed: int) -> dict[str, Any]:
+    """What the committed grid JSON keeps of one finished run (``metrics.json`` → a flat record)."""
+    tr_eps, ev_eps = throughput(m)
+    return {"spec": Path(spec).stem, "task": task, "k": str(k), "seed": int(seed),
+            "main_metric": m.get("main_metric"), "test": m.get("test"), "dev": m.get("dev", {}).get("best"),
+            "steps": m.get("train", {}).get("steps"), "best_step": m.get("train", {}).get("best_step"),
+            "wall_seconds": m.get("wall_seconds"), "train_examples_per_second": tr_eps,
+            "eval_examples_per_second": ev_eps, "near_constant": bool(m.get("near_constant")),
+            "degenerate": any("degenerate run" in w for w in m.get("warnings", [])),
+            "warnings": m.get("warnings", []), "settings": m.get("settings"), "model": m.get("model")}
+
+
+def load_records(path: str | Path | None) -> list[dict[str, Any]]:
+    if path is None or not Path(path).is_file():
+        return []
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    return data["runs"] if isinstance(data, dict) else data
+
+
+def save_records(path: str | Path, records: list[dict[str, Any]]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    records = sorted(records, key=lambda r: (r["k"], r["seed"], r["task"], r["spec"]))
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"runs": records}, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _key(r: dict) -> tuple:
+    return (r["spec"], r["task"], str(r["k"]), int(r["seed"]))
 
 
 def _finished(d: Path) -> dict | None:
@@ -48,12 +90,25 @@ def _command(spec, task, k, seed, d: Path, model, data_dir, overrides, dev_size)
 
 def run_grid(specs: list[str], *, tasks: list[str], ks: list[str], seeds: list[int], out: str = "runs/grid",
              jobs: int = 1, model: str | None = None, data_dir: str | None = None,
-             overrides: dict[str, Any] | None = None, dev_size: int = 1000) -> dict[str, Any]:
+             overrides: dict[str, Any] | None = None, dev_size: int = 1000,
+             record: str | None = None) -> dict[str, Any]:
+    import threading
+
     from peltc.runtime.tasks import task as get_task
     tasks = [get_task(t).name for t in tasks]
     # seed-major order: an interrupted grid has every spec on the same tasks and seeds
     combos = [(s, t, k, seed) for seed in seeds for k in ks for t in tasks for s in specs]
-    todo = [c for c in combos if _finished(run_dir(out, *c)) is None]
+    records = {_key(r): r for r in load_records(record)}
+    lock = threading.Lock()
+    for c in combos:        # finished run folders not yet in the record
+        m = _finished(run_dir(out, *c))
+        if m is not None and record and (Path(c[0]).stem, c[1], str(c[2]), int(c[3])) not in records:
+            r = run_record(m, *c)
+            records[_key(r)] = r
+    if record:
+        save_records(record, list(records.values()))
+    todo = [c for c in combos if (Path(c[0]).stem, c[1], str(c[2]), int(c[3])) not in records
+            and _finished(run_dir(out, *c)) is None]
     print(f"grid: {len(combos)} runs, {len(combos) - len(todo)} already finished, {len(todo)} to run "
           f"({jobs} at a time)", flush=True)
     threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
@@ -66,15 +121,21 @@ def run_grid(specs: list[str], *, tasks: list[str], ks: list[str], seeds: list[i
         with open(d.parent / f"{d.name}.log", "a", encoding="utf-8") as log:
             rc = subprocess.call(_command(*c, d, model, data_dir, overrides or {}, dev_size), stdout=log,
                                  stderr=subprocess.STDOUT, env=env)
-        status = "ok" if rc == 0 and _finished(d) else f"FAILED (exit {rc}; see {d.parent / (d.name + '.log')})"
+        m = _finished(d) if rc == 0 else None
+        status = "ok" if m else f"FAILED (exit {rc}; see {d.parent / (d.name + '.log')})"
+        if m and record:
+            r = run_record(m, *c)
+            with lock:
+                records[_key(r)] = r
+                save_records(record, list(records.values()))
         print(f"  {Path(c[0]).stem} {c[1]} K={c[2]} seed={c[3]}: {status} in {time.time() - t0:.0f} s", flush=True)
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         list(pool.map(one, todo))
-    table = tabulate(specs, tasks, ks, seeds, out)
+    table = tabulate(specs, tasks, ks, seeds, out, records=list(records.values()) if record else None)
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "grid.json").write_text(json.dumps(table, indent=2))
-    md = to_markdown(table)
+    md = to_markdown(table) + "\n" + table2_markdown(table)
     (Path(out) / "grid.md").write_text(md)
     print(md)
     return table
@@ -94,35 +155,40 @@ def _mean(xs: list) -> float | None:
     return statistics.fmean(xs) if xs and None not in xs else None
 
 
-def tabulate(specs, tasks, ks, seeds, out) -> dict[str, Any]:
+def tabulate(specs, tasks, ks, seeds, out=None, records: list[dict] | None = None) -> dict[str, Any]:
+    """Cells of the table from run records (``records``), else from the finished run folders in ``out``."""
     from peltc.runtime.tasks import task as get_task
+    by_key: dict[tuple, dict] = {}
+    if records is not None:
+        by_key = {_key(r): r for r in records}
+    else:
+        for s in specs:
+            for k in ks:
+                for t in tasks:
+                    for seed in seeds:
+                        m = _finished(run_dir(out, s, t, k, seed))
+                        if m is not None:
+                            r = run_record(m, s, t, k, seed)
+                            by_key[_key(r)] = r
     cells: dict[str, Any] = {}
     for s in specs:
         name = Path(s).stem
         for k in ks:
             for t in tasks:
                 main = get_task(t).main_metric
-                vals, walls, runs, train_eps, eval_eps = [], [], [], [], []
-                for seed in seeds:
-                    m = _finished(run_dir(out, s, t, k, seed))
-                    if m is None:
-                        continue
-                    vals.append(100 * m["test"][main])
-                    walls.append(m.get("wall_seconds"))
-                    tr_eps, ev_eps = throughput(m)
-                    train_eps.append(tr_eps)
-                    eval_eps.append(ev_eps)
-                    runs.append({"seed": seed, "test": m["test"], "wall_seconds": m.get("wall_seconds"),
-                                 "steps": m.get("train", {}).get("steps"), "train_examples_per_second": tr_eps,
-                                 "eval_examples_per_second": ev_eps, "warnings": m.get("warnings", [])})
+                runs = [by_key[key] for seed in seeds if (key := (name, t, str(k), int(seed))) in by_key]
+                vals = [100 * r["test"][main] for r in runs]
                 cells[f"{name}|{t}|{k}"] = {
                     "spec": name, "task": t, "k": k, "metric": main, "n": len(vals),
                     "mean": statistics.fmean(vals) if vals else None,
                     "std": statistics.stdev(vals) if len(vals) > 1 else None,   # one seed: no spread to report
-                    "wall_seconds_mean": _mean(walls),
-                    "train_examples_per_second": _mean(train_eps),
-                    "eval_examples_per_second": _mean(eval_eps),
-                    "runs": runs,
+                    "near_constant": sum(1 for r in runs if r.get("near_constant") or r.get("degenerate")),
+                    "wall_seconds_mean": _mean([r.get("wall_seconds") for r in runs]),
+                    "train_examples_per_second": _mean([r.get("train_examples_per_second") for r in runs]),
+                    "eval_examples_per_second": _mean([r.get("eval_examples_per_second") for r in runs]),
+                    "runs": [{"seed": r["seed"], "test": r["test"], "wall_seconds": r.get("wall_seconds"),
+                              "steps": r.get("steps"), "near_constant": r.get("near_constant"),
+                              "warnings": r.get("warnings", [])} for r in runs],
                 }
     return {"specs": [Path(s).stem for s in specs], "tasks": list(tasks), "ks": list(ks), "seeds": list(seeds),
             "cells": cells}
@@ -158,14 +224,68 @@ def to_markdown(table: dict[str, Any]) -> str:
                 std = None if c == "avg" else cells[f"{s}|{c}|{k}"]["std"]
                 txt = f"{v:.1f}" if std is None else f"{v:.1f} ± {std:.1f}"
                 r = rank[c].get(s)
-                row.append(f"**{txt}**" if r == 0 else f"<u>{txt}</u>" if r == 1 else txt)
+                txt = f"**{txt}**" if r == 0 else f"<u>{txt}</u>" if r == 1 else txt
+                nc = 0 if c == "avg" else cells[f"{s}|{c}|{k}"].get("near_constant", 0)
+                row.append(f"{txt} †{nc}" if nc else txt)
             for key in ("wall_seconds_mean", "train_examples_per_second", "eval_examples_per_second"):
                 xs = [x for t in tasks if (x := cells[f"{s}|{t}|{k}"].get(key)) is not None]
                 row.append(f"{statistics.fmean(xs):.0f}" if xs else "—")
             lines.append(f"| {s} | " + " | ".join(row) + " |")
         n = {cells[f"{s}|{t}|{k}"]["n"] for s in specs for t in tasks}
         lines.append(f"\nseeds per cell: {sorted(n)}; metrics ×100: MCC (cola), F1 (mrpc), Spearman (stsb), "
-                     f"accuracy (others); best **bold**, second <u>underlined</u>; s/run, train ex/s (optimiser "
+                     f"accuracy (others); best **bold**, second <u>underlined</u>; †n: n runs of the cell are "
+                     f"near-constant predictors (test predictions' variance < 10% of the labels', or ≥ 95% one "
+                     f"class); s/run, train ex/s (optimiser "
                      f"steps × batch per second of training, dev evaluations excluded) and eval ex/s (test set "
                      f"scoring): means over the finished runs.\n")
     return "\n".join(lines)
+
+
+# UniPELT and its submodules (the paper's Table 2): which specs are the parts of which mixture.
+PARTS = {"unipelt_apl": ("adapter", "prefix", "lora"), "unipelt_ap": ("adapter", "prefix")}
+
+
+def table2_markdown(table: dict[str, Any]) -> str:
+    """Per K: each UniPELT spec's average beside the average of the per-task best of its submodules
+    (the paper's "upper bound"), and on how many tasks UniPELT is at least as good as that best."""
+    specs, tasks, ks, cells = table["specs"], table["tasks"], table["ks"], table["cells"]
+    lines = ["| K | mixture | its average | avg of per-task max over its parts | parts | tasks where mixture ≥ best part |",
+             "|---|---|---:|---:|---|---:|"]
+    any_row = False
+    for k in ks:
+        for mix, parts in PARTS.items():
+            if mix not in specs or not all(p in specs for p in parts):
+                continue
+            mine, best, wins, n = [], [], 0, 0
+            for t in tasks:
+                v = cells[f"{mix}|{t}|{k}"]["mean"]
+                pv = [cells[f"{p}|{t}|{k}"]["mean"] for p in parts]
+                if v is None or None in pv:
+                    continue
+                mine.append(v)
+                best.append(max(pv))
+                wins += v >= max(pv)
+                n += 1
+            if not n:
+                continue
+            any_row = True
+            lines.append(f"| {k} | {mix} | {statistics.fmean(mine):.1f} | {statistics.fmean(best):.1f} | "
+                         f"{', '.join(parts)} | {wins} of {n} |")
+    if not any_row:
+        return ""
+    return "### UniPELT vs the per-task best of its submodules (the paper's Table 2)\n\n" + "\n".join(lines) + "\n"
+
+
+def report(record: str | Path, specs: list[str] | None = None, tasks: list[str] | None = None) -> str:
+    """The markdown of a recorded grid (``--record`` JSON) alone: Table 1 per K, then Table 2."""
+    records = load_records(record)
+    if not records:
+        from peltc.errors import UsageError
+        raise UsageError(f"no runs recorded in '{record}'", code="U108",
+                         help="run `peltc grid … --record FILE.json` first")
+    order = specs or list(dict.fromkeys(r["spec"] for r in records))
+    tasks = tasks or list(dict.fromkeys(r["task"] for r in records))
+    ks = list(dict.fromkeys(str(r["k"]) for r in records))
+    seeds = sorted({int(r["seed"]) for r in records})
+    table = tabulate(order, tasks, ks, seeds, records=records)
+    return to_markdown(table) + "\n" + table2_markdown(table)

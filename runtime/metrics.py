@@ -120,3 +120,25 @@ def degenerate_warning(task: GlueTask, predictions: Sequence, split: str = "test
     return (f"degenerate run: the model predicts {what} for all {p.size} {split} examples{value}; "
             f"it learned a constant predictor. Try more optimiser steps (min_steps, epochs), "
             f"another learning rate, or mean pooling in the head.")
+
+
+def near_constant(task, predictions, labels, split: str = "dev") -> str | None:
+    """A warning when predictions are *near*-constant, not only exactly constant: for regression the
+    predictions' variance below 10 % of the labels' (their MSE then ≈ the label variance); for
+    classification one class for ≥ 95 % of the examples while the labels' majority is below 90 %."""
+    p = np.asarray(predictions, dtype=float).ravel()
+    y = np.asarray(labels, dtype=float).ravel()
+    if p.size < 2:
+        return None
+    if task.is_regression:
+        ratio = float(p.var() / y.var()) if y.var() > 0 else float("inf")
+        if ratio < 0.1:
+            return (f"near-constant predictor on {split}: the predictions' variance is {100 * ratio:.1f}% of the "
+                    f"labels' (std {p.std():.3f} vs {y.std():.3f})")
+        return None
+    share = float(np.bincount(p.astype(int)).max() / p.size)
+    label_share = float(np.bincount(y.astype(int)).max() / y.size)
+    if share >= 0.95 and label_share < 0.9:
+        return (f"near-constant predictor on {split}: one class for {100 * share:.0f}% of the examples "
+                f"(the labels' majority is {100 * label_share:.0f}%)")
+    return None

@@ -58,6 +58,7 @@ class RunOptions:
     resume: bool = False
     progress: bool = True
     render: bool = True
+    diagnostics: bool = True  # diagnostics.json / .png: gates, norms, prefix attention, feature spread
 
 
 # --- run folders ----------------------------------------------------------------------------------
@@ -197,12 +198,14 @@ def predict_with_gates(model, dataset, tokenizer, batch_size: int = 256):
 
 
 def evaluate_saved(model, tokenizer, dataset, task):
-    from peltc.runtime.metrics import compute, degenerate_warning, to_predictions
+    """Test metrics, mean gates and a warning for a constant or near-constant predictor (or None)."""
+    from peltc.runtime.metrics import compute, degenerate_warning, near_constant, to_predictions
 
     logits, gates = predict_with_gates(model, dataset, tokenizer)
     preds = to_predictions(task, logits)
     metrics = compute(task, preds, dataset["label"])
-    return metrics, gates, degenerate_warning(task, preds, "test", metrics)
+    warn = degenerate_warning(task, preds, "test", metrics) or near_constant(task, preds, dataset["label"], "test")
+    return metrics, gates, warn
 
 
 def gates_table(gates: dict[tuple, float]) -> dict[str, dict[str, float]]:
@@ -443,6 +446,7 @@ def _train_and_score(opts, task, text, ir, mc, settings, model, tokenizer, enc, 
                      scoring: bool, t0: float) -> dict[str, Any]:
     from peltc.compiler.torch.artifact import load_into, load_tensors, save_artifact
     from peltc.compiler.torch.rewrite import fold_prefix
+    from peltc.runtime.diagnostics import Diagnostics
     from peltc.runtime.train import train
 
     main = _is_main()
@@ -453,16 +457,27 @@ def _train_and_score(opts, task, text, ir, mc, settings, model, tokenizer, enc, 
         manifest, tensors = load_tensors(run_dir / "adapter")
         load_into(model, manifest, tensors, spec_hash=ir.settings.spec_hash)
     else:
+        diag = (Diagnostics(model, enc["dev"], tokenizer, task, path=run_dir / "diagnostics.json")
+                if opts.diagnostics else None)
         result = train(model, tokenizer, enc, task, settings, trainer_dir, resume=checkpoint or False,
-                       progress=opts.progress, evaluate_test=False, keep_checkpoints=True)
+                       progress=opts.progress, evaluate_test=False, keep_checkpoints=True,
+                       callbacks=[diag] if diag else ())
         if not main:
             return result
+        if diag is not None:
+            result["diagnostics"] = diag.records
+
         fold_prefix(model)
         with signals.deferred():
             save_artifact(model, run_dir / "adapter", ir_dict=ir.to_dict(), spec_text=text,
                           spec_hash=ir.settings.spec_hash, base_model=mc.ref,
                           extra={"task": task.name, "labels": list(task.labels) if task.labels else None})
             _write_json(trainer_dir / RESULT, result)
+    records = result.pop("diagnostics", None)
+    if records:
+        from peltc.runtime.diagnostics import plot
+        plot(records, run_dir / "diagnostics.png", f"{Path(opts.spec).stem} on {task.name}, K={opts.k}, "
+                                                    f"seed {settings.seed}")
     t_eval = time.time()
     test, gates, warn = evaluate_saved(model, tokenizer, enc["test"], task)
     eval_s = time.time() - t_eval
@@ -485,6 +500,7 @@ def _train_and_score(opts, task, text, ir, mc, settings, model, tokenizer, enc, 
             "seed": settings.seed,
             "wall_seconds": round(time.time() - t0, 1),
             "eval_examples_per_second": round(len(enc["test"]) / max(eval_s, 1e-9), 1),
+            "near_constant": bool(warn),
             "final": True,
         }
         _write_json(run_dir / "metrics.json", metrics)

@@ -84,6 +84,7 @@ class TrainSettings:
     head_lr: float | None = None   # learning rate of the task head (None: lr)
     eval_batch_size: int = 256
     group_by_length: bool = False  # length-grouped training batches (less padding, less shuffling)
+    head_bias: str = "zero"        # "prior": the head's output bias starts at the constant predictor's optimum
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,6 +120,12 @@ def check_option(name: str, value: Any) -> None:
     (the same table, `TRAIN_PARAMS`), else a UsageError naming the flag — before anything loads."""
     pspec = TRAIN_PARAMS.get(name)
     if pspec is None or value is None:
+        return
+    if pspec.type == "choice":
+        if value not in pspec.choices:
+            flag = f"--{name.replace('_', '-')}"
+            raise UsageError(f"{flag} {value!r} is not a valid choice", code="U106",
+                             help=did_you_mean(str(value), pspec.choices, f"values of {flag}"))
         return
     if isinstance(value, float) and not math.isfinite(value):
         rng = "a finite number"
@@ -231,6 +238,37 @@ def training_arguments(settings: TrainSettings, task: GlueTask, output_dir: str 
     return TrainingArguments(**kwargs)
 
 
+def head_output(model) -> torch.nn.Linear:
+    """The task head's output layer: the last Linear with ``num_labels`` outputs in the head modules."""
+    from peltc.compiler.archs import FAMILIES, MODEL_TYPES
+
+    family = FAMILIES.get(MODEL_TYPES.get(getattr(model.config, "model_type", ""), ""))
+    found = None
+    for h in (family.head if family else ("classifier",)):
+        mod = model.get_submodule(h)
+        for m in [mod, *mod.modules()]:
+            if isinstance(m, torch.nn.Linear) and m.out_features == model.config.num_labels:
+                found = m
+    if found is None or found.bias is None:
+        raise UsageError("the task head has no output layer with a bias to initialise", code="U107",
+                         help="train with head_bias zero")
+    return found
+
+
+@torch.no_grad()
+def init_head_bias(model, labels, task: GlueTask) -> None:
+    """Start the head at the constant predictor's optimum on the training labels: the mean score for
+    regression (MSE), log class frequencies (centred; add-one smoothed) for classification."""
+    out = head_output(model)
+    y = np.asarray(labels, dtype=float)
+    if task.is_regression:
+        out.bias.fill_(float(y.mean()))
+    else:
+        counts = np.bincount(y.astype(int), minlength=out.out_features) + 1.0
+        logp = np.log(counts / counts.sum())
+        out.bias.copy_(torch.as_tensor(logp - logp.mean(), dtype=out.bias.dtype))
+
+
 def head_prefixes(model) -> tuple[str, ...]:
     """Parameter-name prefixes of the task head (``classifier.`` for BERT), from the family table."""
     from peltc.compiler.archs import FAMILIES, MODEL_TYPES
@@ -275,6 +313,8 @@ def train(model, tokenizer, splits, task: GlueTask, settings: TrainSettings, out
         head_prefixes=head_prefixes(model),
     )
 
+    if settings.head_bias == "prior":
+        init_head_bias(model, splits["train"]["label"], task)
     checkpoint = None
     if isinstance(resume, (str, Path)):
         checkpoint = str(resume)

@@ -47,3 +47,24 @@ def test_throughput_excludes_dev_evaluations(tmp_path):
     t = tabulate(["a.pelt"], ["sst2"], ["100"], [1], tmp_path)
     assert t["cells"]["a|sst2|100"]["train_examples_per_second"] == 40.0
     assert "| a | **70.0** | **70.0** | 60 | 40 | 50 |" in to_markdown(t)
+
+
+def test_record_regenerates_tables_and_table2(tmp_path, capsys):
+    """The committed JSON alone gives Table 1 (with near-constant marks) and Table 2."""
+    from peltc.cli import main
+    from peltc.runtime.grid import save_records
+
+    recs = []
+    vals = {"adapter": (0.6, 0.5), "prefix": (0.1, 0.7), "lora": (0.55, 0.6), "unipelt_apl": (0.58, 0.72)}
+    for spec, (stsb, rte) in vals.items():
+        for seed in (1, 2):
+            recs.append({"spec": spec, "task": "stsb", "k": "100", "seed": seed, "test": {"spearmanr": stsb},
+                         "near_constant": spec == "prefix"})
+            recs.append({"spec": spec, "task": "rte", "k": "100", "seed": seed, "test": {"accuracy": rte}})
+    path = tmp_path / "grid.json"
+    save_records(path, recs)
+    assert main(["grid", "--table", str(path)]) == 0
+    md = capsys.readouterr().out
+    assert "10.0 ± 0.0 †2" in next(line for line in md.splitlines() if line.startswith("| prefix |"))
+    # per task max over the parts: stsb 60 (adapter), rte 70 (prefix) → 65.0; APL: (58 + 72) / 2 = 65.0
+    assert "| 100 | unipelt_apl | 65.0 | 65.0 | adapter, prefix, lora | 1 of 2 |" in md

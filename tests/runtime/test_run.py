@@ -41,6 +41,16 @@ def test_run_folder_holds_everything(run):
     # APL: one row per gated module, a mean per layer, every value a probability
     assert set(gates) == {"ffn_adapter", "kv", "qv/attention.query", "qv/attention.value"}
     assert all(set(row) == {"0", "1"} and all(0 < v < 1 for v in row.values()) for row in gates.values())
+    diag = json.loads((run / "diagnostics.json").read_text())["records"]
+    assert (run / "diagnostics.png").is_file()
+    assert diag[0]["step"] == 0 and len(diag) == 1 + len(m["dev"]["history"])
+    for rec in diag:
+        assert set(rec["gates"]) == {"ffn_adapter/ffn.output", "kv/attention", "qv/attention.query",
+                                     "qv/attention.value"}
+        assert set(rec["prefix_mass"]) == {"0", "1"} and all(0 < v < 1 for v in rec["prefix_mass"].values())
+        assert set(rec["norms"]) == {"ffn_adapter", "kv", "qv"} and set(rec["prefix_norms"]["kv"]) == {"0", "1"}
+        assert rec["features"]["std"] > 0 and -1 <= rec["features"]["cosine_to_mean"] <= 1
+    assert "near_constant" in m
     manifest = json.loads((run / "adapter" / "manifest.json").read_text())
     assert not any("encoder" in n and ".prefix" in n and "mlp" in n for n in manifest["tensors"])
 

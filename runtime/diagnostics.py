@@ -1,0 +1,240 @@
+"""See inside a run: what the PELT modules and the features do at every dev evaluation.
+
+    diag = Diagnostics(model, probe_split, tokenizer, task)     # a TrainerCallback
+    ...train with callbacks=[diag]...
+    diag.save(run_dir)      # diagnostics.json + diagnostics.png
+
+At the start of training and after every evaluation, one extra forward pass (no grad, eval mode)
+on a fixed probe of ``PROBE`` dev examples measures:
+
+- ``gates``: each gate's mean per (instance / point, layer) on the probe;
+- ``norms``: the L2 norm of each instance's trainable tensors (and, for prefixes, the mean norm of
+  the effective prefix key/value vectors per layer: what attention actually sees);
+- ``prefix_mass``: per layer, the attention mass that real tokens put on prefix positions (mean
+  over heads and real query tokens) — computed by a probe observer in the prefix attention function;
+- ``features``: the spread of the pooled features the head reads (mean per-dimension std across the
+  probe; ``relative_std`` to the value at step 0) and the mean cosine of each example to the probe's
+  mean feature — a collapse detector: all examples mapped to one point gives std → 0, cosine → 1;
+- ``predictions``: the std of the scores (regression) or the share of the most predicted class.
+
+Cheap enough to stay on: one forward of ``PROBE`` examples per evaluation (evaluations run ~1,000).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import TrainerCallback
+
+PROBE = 64
+
+
+def probe_rows(n: int, size: int = PROBE) -> list[int]:
+    """``size`` indices spread evenly over ``n`` rows (all when fewer)."""
+    if n <= size:
+        return list(range(n))
+    return sorted({int(i) for i in np.linspace(0, n - 1, size)})
+
+
+def _head_module(model):
+    from peltc.compiler.archs import FAMILIES, MODEL_TYPES
+    family = FAMILIES.get(MODEL_TYPES.get(getattr(model.config, "model_type", ""), ""))
+    first = family.head[-1] if family else "classifier"
+    return model.get_submodule(first)
+
+
+def _instance_norms(model) -> dict[str, float]:
+    from peltc.compiler.torch.report import _instance_of
+    sq: dict[str, float] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad and "pelt_" in name:
+            inst = _instance_of(name)
+            if inst is not None:
+                sq[inst] = sq.get(inst, 0.0) + float(p.detach().float().pow(2).sum())
+    return {k: math.sqrt(v) for k, v in sorted(sq.items())}
+
+
+def _prefix_norms(model) -> dict[str, dict[str, float]]:
+    """Mean L2 norm of the effective prefix keys and values per layer, per instance (ungated)."""
+    from peltc.compiler.torch.prefix import Prefix
+    out: dict[str, dict[str, float]] = {}
+    layer_of = _layer_index(model)
+    for name, m in model.named_modules():
+        if isinstance(m, Prefix) and m.enabled:
+            inst = name.rsplit(".", 1)[-1]
+            kv = m.kv().detach().float()                                   # (2, L, H)
+            layer = layer_of(name)
+            out.setdefault(inst, {})[str(layer)] = float(kv.norm(dim=-1).mean())
+    return out
+
+
+def _layer_index(model):
+    from peltc.compiler.archs import FAMILIES, MODEL_TYPES
+    family = FAMILIES.get(MODEL_TYPES.get(getattr(model.config, "model_type", ""), ""))
+    prefix = f"{family.base}.{family.layers}." if family else ""
+
+    def of(name: str) -> int | None:
+        if prefix and name.startswith(prefix):
+            head = name[len(prefix):].split(".", 1)[0]
+            return int(head) if head.isdigit() else None
+        return None
+    return of
+
+
+class Diagnostics(TrainerCallback):
+    """Records the measurements above at the start of training and after every evaluation."""
+
+    def __init__(self, model, probe, tokenizer, task, path: str | Path | None = None):
+        """``path``: a JSON file rewritten after every record, so a resumed run keeps the records made
+        before its interruption (those up to the checkpoint it continues from)."""
+        from peltc.runtime.data import collator
+        self.model, self.task = model, task
+        self.path = Path(path) if path else None
+        rows = probe_rows(len(probe))
+        sub = probe.select(rows)
+        cols = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in sub.column_names]
+        batch = collator(tokenizer)([{c: sub[i][c] for c in cols} for i in range(len(sub))])
+        self.batch = {k: v for k, v in batch.items() if k in cols}
+        self.labels = np.asarray(sub["label"], dtype=float)
+        self.records: list[dict[str, Any]] = []
+        if self.path is not None and self.path.is_file():
+            try:
+                self.records = json.loads(self.path.read_text(encoding="utf-8")).get("records", [])
+            except (OSError, json.JSONDecodeError):
+                self.records = []
+
+    # --- callback ---------------------------------------------------------------------------
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.records = [r for r in self.records if r["step"] <= state.global_step]
+        if not self.records or self.records[-1]["step"] != state.global_step:
+            self._add({"step": state.global_step, **self.measure()})
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        rec = {"step": state.global_step, **self.measure()}
+        if metrics:
+            rec["dev"] = {k[5:]: v for k, v in metrics.items() if k.startswith("eval_") and isinstance(v, (int, float))}
+        self._add(rec)
+
+    def _add(self, rec: dict[str, Any]) -> None:
+        self.records.append(rec)
+        if self.path is not None and args_should_save():
+            tmp = self.path.with_name(f".{self.path.name}.tmp")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps({"probe_examples": len(self.labels), "records": self.records}), encoding="utf-8")
+            tmp.replace(self.path)
+
+    # --- measuring --------------------------------------------------------------------------
+    def measure(self) -> dict[str, Any]:
+        from peltc.compiler.torch.gate import read_gates
+        from peltc.compiler.torch.prefix import observe_prefix_attention
+
+        model = self.model
+        was_training = model.training
+        model.eval()
+        feats: list[torch.Tensor] = []
+        handle = _head_module(model).register_forward_pre_hook(lambda m, a: feats.append(a[0].detach()))
+        dev = next(model.parameters()).device
+        batch = {k: v.to(dev) for k, v in self.batch.items()}
+        try:
+            with torch.no_grad(), observe_prefix_attention(model) as mass:
+                logits = model(**batch).logits.float()
+        finally:
+            handle.remove()
+            model.train(was_training)
+        gates: dict[str, dict[str, float]] = {}
+        for (inst, layer, point), g in sorted(read_gates(model).items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1] or -1)):
+            gates.setdefault(f"{inst}/{point}", {})["all" if layer is None else str(layer)] = float(g.float().mean())
+        out: dict[str, Any] = {"gates": gates, "norms": _instance_norms(model), "prefix_norms": _prefix_norms(model),
+                               "prefix_mass": {str(k): v for k, v in sorted(mass.items())}}
+        f = feats[0].float() if feats else None
+        if f is not None and f.dim() == 3:       # a head that reads token states: take the first token
+            f = f[:, 0]
+        if f is not None and f.shape[0] > 1:
+            std = float(f.std(0).mean())
+            mean = f.mean(0, keepdim=True)
+            cos = float(torch.nn.functional.cosine_similarity(f, mean.expand_as(f), dim=-1).mean())
+            base = self.records[0]["features"]["std"] if self.records and self.records[0].get("features") else std
+            out["features"] = {"std": std, "relative_std": std / base if base else None, "cosine_to_mean": cos}
+        if self.task.is_regression:
+            s = logits[:, 0].cpu().numpy()
+            out["predictions"] = {"std": float(s.std()), "label_std": float(self.labels.std()),
+                                  "mean": float(s.mean())}
+        else:
+            pred = logits.argmax(-1).cpu().numpy()
+            out["predictions"] = {"majority_share": float(np.bincount(pred).max() / len(pred))}
+        return out
+
+
+def args_should_save() -> bool:
+    import os
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def plot(records: list[dict[str, Any]], path: Path, title: str = "") -> Path | None:
+    """Gates over training (one panel per gated module, a line per layer), instance norms, prefix
+    attention mass per layer, feature spread and the dev metric."""
+    if not records:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in records]
+    gate_rows = sorted({g for r in records for g in r.get("gates", {})})
+    panels = [*(("gate", g) for g in gate_rows), ("norms", None), ("mass", None), ("features", None)]
+    ncols = 2
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(11, 3.2 * nrows), squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    for ax, (kind, key) in zip(axes.flat, panels):
+        if kind == "gate":
+            layers = sorted({lay for r in records for lay in r["gates"].get(key, {})},
+                            key=lambda s: (s == "all", int(s) if s != "all" else 0))
+            for i, lay in enumerate(layers):
+                ax.plot(steps, [r["gates"].get(key, {}).get(lay, np.nan) for r in records], marker=".",
+                        color=cmap(i / max(1, len(layers) - 1)), label=f"layer {lay}")
+            ax.set_ylim(0, 1)
+            ax.set_title(f"gate {key}: mean on the probe")
+            ax.legend(fontsize=7, ncol=2)
+        elif kind == "norms":
+            insts = sorted({i for r in records for i in r.get("norms", {})})
+            for inst in insts:
+                ax.plot(steps, [r["norms"].get(inst, np.nan) for r in records], marker=".", label=inst)
+            if insts:
+                ax.set_yscale("log")
+                ax.legend(fontsize=7)
+            ax.set_title("L2 norm of each instance's trainable tensors")
+        elif kind == "mass":
+            layers = sorted({lay for r in records for lay in r.get("prefix_mass", {})}, key=int)
+            for i, lay in enumerate(layers):
+                ax.plot(steps, [r["prefix_mass"].get(lay, np.nan) for r in records], marker=".",
+                        color=cmap(i / max(1, len(layers) - 1)), label=f"layer {lay}")
+            ax.set_ylim(0, 1)
+            ax.set_title("attention mass on prefix positions" if layers else "attention mass on prefixes (no prefix)")
+            if layers:
+                ax.legend(fontsize=7, ncol=2)
+        else:
+            ax.plot(steps, [r.get("features", {}).get("relative_std", np.nan) for r in records], marker=".",
+                    label="feature std / step 0")
+            ax.plot(steps, [r.get("features", {}).get("cosine_to_mean", np.nan) for r in records], marker=".",
+                    label="cosine to mean feature")
+            dev = [next(iter(v for k, v in r.get("dev", {}).items() if k not in ("loss", "runtime",
+                   "samples_per_second", "steps_per_second")), np.nan) if r.get("dev") else np.nan for r in records]
+            ax.plot(steps, dev, marker=".", label="dev metric")
+            ax.set_title("pooled features (collapse: std → 0, cosine → 1)")
+            ax.legend(fontsize=7)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,43 @@
+"""Near-constant predictors are flagged; the head's bias can start at the constant predictor's optimum."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from peltc.runtime.metrics import near_constant
+from peltc.runtime.tasks import task
+
+
+def test_near_constant_regression_and_classification():
+    rng = np.random.default_rng(0)
+    y = rng.uniform(0, 5, 200)
+    assert near_constant(task("stsb"), 2.5 + 0.01 * rng.standard_normal(200), y) is not None
+    assert near_constant(task("stsb"), y + 0.3 * rng.standard_normal(200), y) is None
+    labels = np.array([0] * 120 + [1] * 80)
+    assert near_constant(task("sst2"), np.array([1] * 196 + [0] * 4), labels) is not None
+    assert near_constant(task("sst2"), labels, labels) is None
+    # a task whose labels are themselves nearly all one class is not flagged for predicting it
+    assert near_constant(task("sst2"), np.ones(200), np.array([1] * 195 + [0] * 5)) is None
+
+
+def test_head_bias_prior(tiny_model):
+    from peltc.runtime.train import head_output, init_head_bias
+
+    reg = tiny_model(num_labels=1)
+    init_head_bias(reg, [1.0, 2.0, 4.5], task("stsb"))
+    assert float(head_output(reg).bias.detach()) == pytest.approx(2.5)
+    cls = tiny_model(num_labels=2)
+    init_head_bias(cls, [0, 0, 0, 1], task("sst2"))
+    p = torch.softmax(head_output(cls).bias.detach(), 0)
+    assert p.tolist() == pytest.approx([4 / 6, 2 / 6])          # add-one smoothed frequencies
+
+
+def test_head_bias_flag_is_checked(tmp_path, capsys):
+    from pathlib import Path
+
+    from peltc.cli import main
+    spec = Path(__file__).resolve().parents[2] / "specs" / "lora.pelt"
+    assert main(["compile", str(spec), "--train", "glue/rte", "--head-bias", "mean", "--out", str(tmp_path / "r")]) == 2
+    assert "[U106]" in capsys.readouterr().err
