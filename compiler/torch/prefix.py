@@ -4,7 +4,9 @@ Each covered self-attention module holds ``pelt_prefix[instance]``, a `Prefix` g
 prefix keys and values ``P (2, L, H)``. We register two attention functions,
 ``peltc_prefix_sdpa`` and ``peltc_prefix_eager`` (each with the stock mask function of the
 implementation it wraps), and ``rewrite`` switches the model to the one matching its current
-implementation. The function receives the attention module, query/key/value as
+implementation (on its own copy of the config), then checks with `calls_prefix_attention` that each
+covered attention module really calls it (transformers 4.x encoders ignore the switch: C015,
+naming ``MIN_TRANSFORMERS``). The function receives the attention module, query/key/value as
 ``(batch, heads, seq, head_dim)`` and the mask (bool ``(batch, 1, q, k)`` for sdpa, additive float
 for eager, or None when nothing is masked); it prepends ``g_P · P_K`` / ``g_P · P_V`` (``g_P`` per
 example, computed from the layer input), prepends attend columns (True / 0) to the mask, then calls
@@ -29,6 +31,12 @@ from peltc.compiler.torch.gate import Gate
 from peltc.compiler.torch.state import PeltState
 
 IMPLEMENTATIONS = {"sdpa": "peltc_prefix_sdpa", "eager": "peltc_prefix_eager"}
+# The lowest transformers peltc supports (pyproject.toml declares it; .ci/run tests it). Prefix-tuning
+# needs 5.0, the first release whose encoders (BERT, RoBERTa, ELECTRA, DistilBERT) call attention
+# through the AttentionInterface (4.x picks the attention class when the model is built); the runtime
+# needs 5.4 (5.2 lacks Trainer.create_optimizer(model); under 5.3 a one-epoch run is never evaluated
+# on dev during training: tests/runtime/test_run.py).
+MIN_TRANSFORMERS = "5.4"
 
 
 class PrefixEncoder(nn.Module):
@@ -149,9 +157,15 @@ def _stock(module: nn.Module, base: str) -> Callable:
     return fn if callable(fn) else _generic_eager
 
 
+class _Probed(Exception):
+    """Raised by a prefix attention function called on a module being probed (`calls_prefix_attention`)."""
+
+
 def make_attention(base: str) -> Callable:
     """An attention function that prepends prefixes, then runs the stock ``base`` function."""
     def prefix_attention(module, query, key, value, attention_mask, **kwargs):
+        if module.__dict__.get("_pelt_probe"):
+            raise _Probed
         kv = prefix_key_values(module, key)
         if kv is not None:
             key = torch.cat([kv[0], key], dim=2)
@@ -170,3 +184,28 @@ def register_attention() -> None:
     for base, name in IMPLEMENTATIONS.items():
         AttentionInterface.register(name, make_attention(base))
         AttentionMaskInterface.register(name, masks[base])
+
+
+def calls_prefix_attention(module: nn.Module, hidden: int) -> bool | None:
+    """Whether the attention module's forward calls a prefix attention function (the one its
+    ``config._attn_implementation`` names in the AttentionInterface) — i.e. whether prefixes would run.
+
+    Runs ``module.forward`` (no hooks, no grad) on one zero token; the prefix function, seeing the
+    module marked, stops the forward before any attention is computed. True: it was called; False:
+    the forward returned without calling it (an attention class that computes attention itself, as
+    BERT's does on transformers 4.x); None: the module cannot be run on its own with that input.
+    """
+    p = next(module.parameters(), None)
+    x = torch.zeros(1, 1, hidden, device=p.device if p is not None else None,
+                    dtype=p.dtype if p is not None and p.is_floating_point() else None)
+    module.__dict__["_pelt_probe"] = True
+    try:
+        with torch.no_grad():
+            module.forward(x)
+    except _Probed:
+        return True
+    except Exception:       # noqa: BLE001 — another signature (4.x DistilBERT: query, key, value, mask)
+        return None
+    finally:
+        del module.__dict__["_pelt_probe"]
+    return False

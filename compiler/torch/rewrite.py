@@ -17,14 +17,19 @@ What ``apply`` does, in order (nothing is touched before every target resolved):
    live on the attention modules and run through a registered attention function; every new
    parameter's path contains ``pelt_`` (``...output.LayerNorm.pelt_adapters.<instance>.down.weight``);
 4. install the `PeltState` hooks (mask, layer inputs, gate-source values), fuse sigmoid gates that
-   read the same value of the same layer, switch the attention implementation for prefixes, and
-   the head-pooling hook for ``head { pool mean }``.
+   read the same value of the same layer, and the head-pooling hook for ``head { pool mean }``.
+
+Prefixes also switch the attention implementation, as the last step of 1: the model first gets its
+own copy of its config (the caller's config object, perhaps shared with other models, is never
+changed), then each covered attention module is checked to really call the prefix attention
+function (C015 otherwise, with the model put back as it was).
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
@@ -37,7 +42,8 @@ from peltc.compiler.torch.bitfit import BiasDelta, bias_size, bitfit_hook
 from peltc.compiler.torch.gate import Gate
 from peltc.compiler.torch.lora import LoRA, LoraLinear
 from peltc.compiler.torch.pooling import bypass_pooler_hook, mean_pool_hook
-from peltc.compiler.torch.prefix import IMPLEMENTATIONS, Prefix, PrefixEncoder, register_attention
+from peltc.compiler.torch.prefix import (IMPLEMENTATIONS, MIN_TRANSFORMERS, Prefix, PrefixEncoder,
+                                         calls_prefix_attention, register_attention)
 from peltc.compiler.torch.state import (PeltState, begin_hook, end_hook, layer_input_hook, mask_argument_index,
                                         value_hook)
 from peltc.errors import CompileError, nearest
@@ -107,6 +113,9 @@ def apply(ir: IR, model: nn.Module) -> "Report":
     else:
         impl = None
     _check_prefix_uniform(atts)
+    if impl is not None:     # the last check, and the only change a failing check undoes
+        _switch_attention(model, impl, [(a, t[0].path) for a, t in plan if a.method == "prefix"],
+                          _hidden(model, fam, ir))
 
     # 2. freeze
     finetune = any(a.method == "finetune" for a in atts)
@@ -154,9 +163,7 @@ def apply(ir: IR, model: nn.Module) -> "Report":
         else:
             mod = model.get_submodule(tg.point_path(fam, prefix, layer, point))
             c.hooks.append(mod.register_forward_hook(value_hook(state, layer, point)))
-    if impl is not None:
-        register_attention()
-        model.set_attn_implementation(IMPLEMENTATIONS[impl])
+    if impl is not None:     # switched (and checked) in step 1
         state.attn_implementation = IMPLEMENTATIONS[impl]
     if (ir.settings.head or {}).get("pool") == "mean":
         enc = model.get_submodule(tg.encoder_path(fam, prefix))
@@ -251,6 +258,81 @@ def _attn_implementation(model: nn.Module, fam: Family, att: AttachmentNode) -> 
                            f"this model uses {impl!r}", code="C005", span=_span(att),
                            help="load the model with attn_implementation='sdpa' or 'eager'")
     return impl
+
+
+def _transformers_version() -> str:
+    import transformers
+    return transformers.__version__
+
+
+def _own_config(model: nn.Module) -> Callable[[], None]:
+    """Give ``model`` its own copy of its config (sub-configs included), so that switching its attention
+    implementation changes no config object the caller may share with other models; returns an undo.
+
+    A HF model's config is one object held by several of its modules (the task model, the base model,
+    the encoder, each attention module): every module attribute holding the config or one of its
+    sub-configs is pointed at the matching copy."""
+    from transformers import PretrainedConfig
+    config = getattr(model, "config", None)
+    if not isinstance(config, PretrainedConfig):
+        return lambda: None
+    memo: dict[int, Any] = {}
+    copy.deepcopy(config, memo)
+    swapped = []
+    for m in model.modules():
+        for k, v in list(vars(m).items()):
+            new = memo.get(id(v)) if isinstance(v, PretrainedConfig) else None
+            if isinstance(new, PretrainedConfig):
+                swapped.append((m, k, v))
+                m.__dict__[k] = new
+
+    def undo() -> None:
+        for m, k, v in swapped:
+            m.__dict__[k] = v
+    return undo
+
+
+def _switch_attention(model: nn.Module, impl: str, prefixes: list[tuple[AttachmentNode, str]],
+                      hidden: int) -> None:
+    """Switch the model (its own config copy) to the prefix attention function wrapping ``impl`` and
+    check, on every covered attention module, that its forward really calls it; otherwise put the
+    model back as it was and raise C015.
+
+    transformers 4.x BERT-style encoders pick their attention class when the model is built:
+    ``set_attn_implementation`` only logs a warning there, and the prefixes would be skipped."""
+    name = IMPLEMENTATIONS[impl]
+    register_attention()
+    undo = _own_config(model)
+    try:
+        model.set_attn_implementation(name)
+        seen: set[str] = set()
+        for att, path in prefixes:
+            if path in seen:
+                continue
+            seen.add(path)
+            mod = model.get_submodule(path)
+            called = calls_prefix_attention(mod, hidden)
+            have = getattr(getattr(mod, "config", None) or model.config, "_attn_implementation", None)
+            if called is None:      # cannot be run on its own: go by the configs it reads
+                called = have == name and model.config._attn_implementation == name
+            if called:
+                continue
+            if have != name or model.config._attn_implementation != name:
+                why = (f"model.set_attn_implementation({name!r}) did not take effect (the implementation is "
+                       f"still {model.config._attn_implementation!r})")
+            else:
+                why = f"its forward computes attention itself instead of calling the function {have!r} names"
+            ver = _transformers_version()
+            raise CompileError(
+                f"{att.instance}: prefix-tuning needs the attention of layers[{att.layer}] "
+                f"({type(mod).__name__} at '{path}') to call transformers' AttentionInterface, but with "
+                f"transformers {ver} it does not: {why}; the prefixes would be skipped", code="C015",
+                span=_span(att),
+                help=f"prefix-tuning needs transformers >= {MIN_TRANSFORMERS} (installed: {ver}): "
+                     f"pip install 'transformers>={MIN_TRANSFORMERS}'")
+    except BaseException:
+        undo()
+        raise
 
 
 def _check_prefix_uniform(atts: list[AttachmentNode]) -> None:

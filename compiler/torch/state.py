@@ -114,9 +114,11 @@ def _begin(state: PeltState, mask_index: int | None, module, args, kwargs):
     if need is not None:
         have = getattr(getattr(module, "config", None), "_attn_implementation", need)
         if have != need:
+            # (compiling checked that the switch to `need` took effect: someone switched it back since)
             raise CompileError(
-                f"the model's attention implementation was changed to {have!r} after compiling; "
-                f"its prefixes run only through {need!r} and would be skipped silently", code="C014",
+                f"the model's attention implementation is {have!r}, not {need!r} as set (and checked) when "
+                f"compiling: it was changed after compiling, and its prefixes, which run only through "
+                f"{need!r}, would be skipped silently", code="C014",
                 help=f"call model.set_attn_implementation({need!r}) again")
     mask = kwargs.get("attention_mask")
     if mask is None and mask_index is not None and len(args) > mask_index:
