@@ -31,7 +31,7 @@ _SETTING_HELP = {
     "max_length": "truncate inputs to N tokens (default 128)",
     "head_lr": "learning rate of the task head (default 1e-3)",
     "head_bias": "initial bias of the head's output: zero, or prior (the training labels' mean / log class "
-                 "frequencies; default zero)",
+                 "frequencies; default prior)",
 }
 
 
