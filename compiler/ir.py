@@ -47,7 +47,8 @@ class GateSpec(BaseModel):
     """How an attachment is gated.
 
     none    — no gate (g = 1; LoRA uses alpha / rank)
-    sigmoid — per example: g = pool_tokens(sigmoid(Linear(H, 1)(source)))
+    sigmoid — per example: g = pool_tokens(sigmoid(Linear(H, 1)(source))); the Linear's bias starts at
+              ``value`` (None: 0), so the gate starts near σ(value)
     scalar  — one learned scalar per attachment: g = sigmoid(w), w initialised to ``value`` (0)
     const   — a fixed constant ``value``
     """
@@ -63,7 +64,9 @@ class GateSpec(BaseModel):
             return "none"
         if self.kind == "sigmoid":
             src = "layer.input" if self.source == "input" else self.source
-            return f"sigmoid({src})" if self.pool == "masked_mean" else f"sigmoid({src}, pool={self.pool})"
+            args = [src] + ([f"pool={self.pool}"] if self.pool != "masked_mean" else []) + \
+                ([f"init={self.value:g}"] if self.value else [])
+            return f"sigmoid({', '.join(args)})"
         if self.kind == "scalar":
             return "scalar" if not self.value else f"scalar(init={self.value:g})"
         return f"const({self.value:g})"

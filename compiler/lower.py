@@ -190,17 +190,30 @@ def lower_gate(expr: ast.GateExpr, diags: Diagnostics) -> GateSpec | None:
         diags.error("E112", f"unknown gate source '{src}'", pos[0].span,
                     did_you_mean(src, schema.GATE_SOURCES, "gate sources"))
         return None
-    pool = "masked_mean"
+    pool, init = "masked_mean", None
     for key, a in kw.items():
+        if key == "init":
+            if a.value.kind != "number":
+                diags.error("E114", f"sigmoid gate init must be a number (the starting bias), got {a.value.text}",
+                            a.value.span, "write e.g. `gate sigmoid(layer.input, init=-2)`: starts at σ(-2) = 0.12")
+                return None
+            init = float(a.value.value)
+            if not math.isfinite(init):
+                diags.error("E104", f"sigmoid gate init {a.value.text} is out of range", a.value.span,
+                            "a gate value must be a finite number")
+                return None
+            continue
         if key != "pool":
-            diags.error("E114", f"unknown gate argument '{key}'", a.span, did_you_mean(key, ["pool"], "arguments"))
+            diags.error("E114", f"unknown gate argument '{key}'", a.span,
+                        did_you_mean(key, ["pool", "init"], "arguments"))
             return None
         if a.value.kind != "word" or a.value.value not in schema.POOLS:
             diags.error("E114", f"unknown pooling '{a.value.text}'", a.value.span,
                         did_you_mean(str(a.value.value), schema.POOLS, "poolings"))
             return None
         pool = a.value.value
-    return GateSpec(kind="sigmoid", source=schema.GATE_SOURCES[src], pool=pool)
+    # init 0 (the default bias) is stored as None: `sigmoid(x, init=0)` and `sigmoid(x)` are one gate
+    return GateSpec(kind="sigmoid", source=schema.GATE_SOURCES[src], pool=pool, value=init or None)
 
 
 def lower_target(t: ast.Target, method: schema.MethodSpec, diags: Diagnostics) -> list[TargetSpec]:
@@ -261,6 +274,11 @@ def _lower_members(members, method: schema.MethodSpec, draft: _Draft, diags: Dia
                 extra = ["at", "gate"] if method.gated else ["at"]
                 diags.error("E102", f"unknown parameter '{m.name}' for {method.name}", _name_span(m),
                             did_you_mean(m.name, [*method.params, *extra], "parameters"))
+                continue
+            if in_override and method.params[m.name].instance_only:
+                diags.error("E116", f"'{m.name}' cannot be set in a per-layer override", _name_span(m),
+                            f"`{m.name}` holds for the whole instance: set it in the {method.name} block "
+                            f"itself, outside `layers[...] {{ }}`")
                 continue
             v = coerce(method.params[m.name], m.value, m.name, diags)
             if v is not None or method.params[m.name].type == "int_or_none":
@@ -489,6 +507,24 @@ def _warn_replaced_by_gate(d: _Draft, diags: Diagnostics) -> None:
                 warn(name, at[name], g)
 
 
+def _check_prefix_init(d: _Draft, params: dict[str, Any], diags: Diagnostics) -> None:
+    """E104: `init tokens` with an MLP narrower than the prefix. The MLP's output is made equal to
+    the tokens' keys and values by solving for its last Linear, which needs one independent hidden
+    vector per prefix position: mlp ≥ length (in every layer)."""
+    if params.get("init") != "tokens":
+        return
+    lengths = [params.get("length")] + [ov.params["length"] for ov in d.overrides if "length" in ov.params]
+    mlps = [params.get("mlp")] + [ov.params["mlp"] for ov in d.overrides if "mlp" in ov.params]
+    longest = max((x for x in lengths if isinstance(x, int)), default=None)
+    mlp = min((x for x in mlps if isinstance(x, int)), default=None)
+    if longest is not None and mlp is not None and mlp < longest:
+        at = d.spans.get("init") or d.spans.get("mlp")
+        diags.error("E104", f"{d.name}: `init tokens` needs mlp ≥ length, got mlp {mlp} < length {longest}",
+                    at.to_span() if at else d.span,
+                    f"the reparameterisation is set to reproduce {longest} token activations exactly, which "
+                    f"needs at least {longest} hidden units: write `mlp {longest}` or more, or `mlp none`")
+
+
 def _finish(st: _State, diags: Diagnostics) -> IR:
     ir = IR()
     head = dict(st.head)   # only what the spec says: compile_model keeps the model's own head by
@@ -499,7 +535,9 @@ def _finish(st: _State, diags: Diagnostics) -> IR:
     for d in st.instances.values():
         method = schema.METHODS[d.method]
         _warn_replaced_by_gate(d, diags)
-        params = {k: p.default for k, p in method.params.items()} | d.params
+        # a parameter whose default is None (`lr`: the run's) is in the IR only when written
+        params = {k: p.default for k, p in method.params.items() if p.default is not None} | d.params
+        _check_prefix_init(d, params, diags)
         targets = d.targets
         if targets is None:
             if method.default_at:

@@ -7,7 +7,8 @@ dotted edge from the point they read and one to the module they scale. LoRA, pre
 beside the module they change; a sequential adapter sits inline after its point; a parallel one
 sits beside its block, reading the block's input and adding into its output (dashed). Consecutive
 layers whose attachments are identical collapse into one cluster marked ``×N`` unless ``expand``;
-clusters follow the model's layer order top to bottom. A scalar gate shows the value it starts at. Without a
+clusters follow the model's layer order top to bottom. A scalar gate shows the value it starts at, a
+sigmoid gate with an ``init`` the value it starts near; a module shows its ``lr`` when it has one. Without a
 bound model the diagram is symbolic: one ``layers[*]`` cluster with every instance at its target
 points, labelled by its selector.
 
@@ -112,16 +113,19 @@ def _cluster_label(head: str, rest: str, small: str) -> str:
 
 
 def scalar_start(g: GateSpec) -> float:
-    """The value a scalar gate starts at: σ(init) (``init`` is the logit, 0 by default → 0.5)."""
+    """The value a scalar gate starts at: σ(init) (``init`` is the logit, 0 by default → 0.5); a
+    sigmoid gate starts near it (its bias starts at ``init``, its weights are small: N(0, 0.02))."""
     return 1.0 / (1.0 + math.exp(-(g.value or 0.0)))
 
 
 def gate_label(g: GateSpec) -> str:
     """``σ(layer.input)``, ``scalar`` with the value it starts at, ``const 0.5`` (the text in a gate's
-    diamond). A scalar gate is σ(w) with w starting at ``init``: `scalar(init=0.5)` starts at 0.62."""
+    diamond). A scalar gate is σ(w) with w starting at ``init``: `scalar(init=0.5)` starts at 0.62; a
+    sigmoid gate with ``init`` shows the value it starts near: `sigmoid(layer.input, init=-2)` ≈0.119."""
     if g.kind == "sigmoid":
         src = "layer.input" if g.source == "input" else g.source
-        return f"σ({src})" + ("" if g.pool == "masked_mean" else f"\n{g.pool}")
+        return f"σ({src})" + ("" if g.pool == "masked_mean" else f"\n{g.pool}") + \
+            (f"\nstarts ≈{scalar_start(g):.3g}" if g.value else "")
     if g.kind == "scalar":
         return f"scalar\nstarts {scalar_start(g):.3g}"
     return f"const {g.value:g}"
@@ -134,13 +138,19 @@ def _size(m: Mod, name: str) -> str:
 
 
 def _param_text(m: Mod) -> str:
+    text = _method_text(m)
+    return text + (f" · lr {m.params['lr']:g}" if m.params.get("lr") is not None else "")
+
+
+def _method_text(m: Mod) -> str:
     p = m.params
     if m.method == "adapter":
         bits = [f"size {_size(m, 'size')}", str(p.get("activation", "relu"))]
         bits += ["parallel"] * (m.placement == "parallel") + [f"scale {p['scale']:g}"] * (p.get("scale", 1.0) != 1.0)
         return " · ".join(bits)
     if m.method == "prefix":
-        return f"length {p['length']} · " + ("no mlp" if p.get("mlp") is None else f"mlp {p['mlp']}")
+        return f"length {p['length']} · " + ("no mlp" if p.get("mlp") is None else f"mlp {p['mlp']}") + \
+            (f" · init {p['init']}" if p.get("init", "random") != "random" else "")
     if m.method == "lora":
         bits = [f"r {_size(m, 'rank')}", f"α {p['alpha']:g}" if m.gate.kind == "none" else "gate replaces α/r"]
         return " · ".join(bits + [f"dropout {p['dropout']:g}"] * bool(p.get("dropout")))
@@ -252,7 +262,9 @@ class _Drawer:
         tip = f"gate of {m.instance} at {m.point}: {m.gate.text()}" + \
               (f" ({_n(m.gate_params)} params)" if m.gate_params else "") + \
               (f"; g = σ(w), w starts at {m.gate.value or 0:g}, so g starts at {scalar_start(m.gate):.3g}"
-               if m.gate.kind == "scalar" else "")
+               if m.gate.kind == "scalar" else "") + \
+              (f"; its bias starts at {m.gate.value:g}, so g starts near {scalar_start(m.gate):.3g}"
+               if m.gate.kind == "sigmoid" and m.gate.value else "")
         self.node(g, gid, gate_label(m.gate), "gate", None, tip)
         if m.gate.kind == "sigmoid" and source is not None:
             self.edge(source, gid, "source")

@@ -64,6 +64,7 @@ class ParamSpec:
     below_hidden: bool = False  # must be < the model's hidden size (checked with a model)
     gate_replaces: bool = False  # has no effect under a gate (other than `none`): warning W202
     min_exclusive: bool = False  # ``min`` itself is out of range (e.g. a learning rate of 0)
+    instance_only: bool = False  # set for the whole instance only, never in a per-layer override (E116)
 
     def out_of_range(self, v: float) -> str | None:
         """None when ``v`` is within range, else what the range is ("must be > 0, ≤ 1")."""
@@ -93,6 +94,12 @@ class MethodSpec:
 
 _LINEARS = frozenset(k for k, v in LAYER_POINTS.items() if v == "linear")
 
+# Every method takes `lr`: its parameters form their own optimiser group with this learning rate
+# (None: the run's lr). One value per instance: its parameters are one group.
+LR = ParamSpec("float", None, "learning rate of this instance's parameters (default: the run's lr)",
+               min=0.0, min_exclusive=True, instance_only=True)
+PREFIX_INITS = ("random", "tokens")
+
 METHODS: dict[str, MethodSpec] = {
     "adapter": MethodSpec(
         "adapter", "bottleneck adapter: down → act → up, zero-initialised up",
@@ -101,6 +108,7 @@ METHODS: dict[str, MethodSpec] = {
             "activation": ParamSpec("choice", "relu", "non-linearity", choices=("relu", "gelu", "tanh", "silu")),
             "placement": ParamSpec("choice", "sequential", "after the sub-layer (sequential, Pfeiffer) or beside it (parallel, He et al.)", choices=PLACEMENTS),
             "scale": ParamSpec("float", 1.0, "constant multiplier on the adapter output", min=0.0),
+            "lr": LR,
         },
         frozenset({"attention.output", "ffn.output"}), placement=True,
     ),
@@ -109,6 +117,10 @@ METHODS: dict[str, MethodSpec] = {
         {
             "length": ParamSpec("int", 10, "prefix length L", min=1, max=512),
             "mlp": ParamSpec("int_or_none", 512, "reparameterisation MLP width (none: train prefixes directly)", min=1),
+            "init": ParamSpec("choice", "random", "initial prefix: random, or tokens (the base model's keys and "
+                              "values of real vocabulary tokens, Li & Liang)", choices=PREFIX_INITS,
+                              instance_only=True),
+            "lr": LR,
         },
         frozenset({"attention"}),
     ),
@@ -119,18 +131,19 @@ METHODS: dict[str, MethodSpec] = {
             "alpha": ParamSpec("float", 16.0, "scaling alpha (s = alpha / rank when ungated; a gate replaces it)",
                                min=0.0, max_exclusive=False, gate_replaces=True),
             "dropout": ParamSpec("float", 0.0, "dropout on the LoRA input", min=0.0, max=1.0, max_exclusive=True),
+            "lr": LR,
         },
         _LINEARS,
     ),
     "bitfit": MethodSpec(
         "bitfit", "train bias terms (as a zero-initialised delta; base biases stay frozen)",
-        {},
+        {"lr": LR},
         frozenset(set(LAYER_POINTS) - {"input"}) | {"embeddings", "head", "all", WHOLE_LAYER},
         default_at=("all",),
     ),
     "finetune": MethodSpec(
         "finetune", "train base-model weights directly (full fine-tuning when at all)",
-        {},
+        {"lr": LR},
         frozenset({"all"}),
         default_at=("all",), gated=False,
     ),

@@ -315,6 +315,7 @@ VALID_VALUES = {  # parameter → values its type and range accept (on a bert-ba
     "placement": ["sequential", "parallel"], "scale": ["0", "1", "4.0", "1e-1"],
     "length": ["1", "10", "512"], "mlp": ["none", "off", "1", "512"],
     "rank": ["1", "8", "16"], "alpha": ["0", "16", "32.5"], "dropout": ["0", "0.1", ".5"],
+    "init": ["random", "tokens"], "lr": ["1e-4", "0.5", "3"],
 }
 WILD_VALUES = ["-3", "0", "768", "1000", "007", "1e3", "1e400", "0.5", "-0.1", "2E2", "relu", "swish", "none",
                "true", '"10"', "parallel", "pooler", "mean"]
@@ -356,8 +357,10 @@ def _gate(draw, spec: schema.MethodSpec, point: str, wild: bool) -> str | None:
     return _pick(draw, VALID_GATES + (SIGMOID_GATES if in_layer and point != "input" else []))
 
 
-def _params(draw, spec: schema.MethodSpec, wild: bool) -> list[str]:
+def _params(draw, spec: schema.MethodSpec, wild: bool, override: bool = False) -> list[str]:
     names = sorted(spec.params)
+    if override and not wild:   # `lr`, prefix `init`: set for the whole instance only
+        names = [n for n in names if not spec.params[n].instance_only]
     if wild:
         names += ["sizee", "rank", "lr", "size"]
     if not names:
@@ -369,6 +372,8 @@ def _params(draw, spec: schema.MethodSpec, wild: bool) -> list[str]:
         if wild and _int(draw, 0, 1):
             pool = WILD_VALUES
         out.append(f"{name} {_pick(draw, pool)}")
+    if not wild and "init tokens" in out and "mlp 1" in out:   # `init tokens` needs mlp ≥ length (E104)
+        out[out.index("mlp 1")] = "mlp 512"
     return out
 
 
@@ -388,7 +393,7 @@ def instance(draw, method: str, name: str, wild: bool):
     # a per-layer override (valid when the instance covers every layer)
     if (wild or has_at and written.startswith("layers[*]")) and _int(draw, 0, 2) == 0:
         sel = _pick(draw, WILD_SELECTORS if wild else VALID_SELECTORS)
-        inner = _params(draw, spec, wild)
+        inner = _params(draw, spec, wild, override=True)
         og = _gate(draw, spec, point, wild)
         if og is not None and _int(draw, 0, 1):
             inner.append(f"gate {og}")

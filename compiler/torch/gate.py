@@ -3,7 +3,8 @@
 Kinds (``GateSpec.kind``):
 
 - ``sigmoid`` — per example: ``g = pool_over_tokens(sigmoid(Linear(H, 1)(x)))`` with ``x`` the
-  source value of the same layer; Linear weight ~ N(0, 0.02), bias 0 (H + 1 parameters).
+  source value of the same layer; Linear weight ~ N(0, 0.02), bias ``value`` (``init``; 0 when
+  not given), so the gate starts near σ(init) (H + 1 parameters).
   Pools: ``masked_mean`` (padding excluded, the default), ``mean_unmasked`` (padding included,
   as the UniPELT authors' code), ``first`` (token 0).
 - ``scalar`` — one learned scalar: ``g = sigmoid(w)``, ``w`` initialised to ``value`` (0).
@@ -12,7 +13,8 @@ Kinds (``GateSpec.kind``):
 
 Sigmoid gates of one layer that read the same captured value with the same pooling are *fused*:
 the first one asked computes all of them with one ``(H → n)`` matmul and caches the result for the
-forward (``PeltState.groups`` lists the members; ``rewrite`` fills it).
+forward (``PeltState.groups`` lists the members; ``rewrite`` fills it). Each member keeps its own
+weight and bias (stacked for the matmul), so members with different ``init`` fuse too.
 
 Each gate keeps its last value, detached, shape ``(batch,)``; `read_gates` collects them.
 """
@@ -45,7 +47,7 @@ class Gate(nn.Module):
         if self.kind == "sigmoid":
             self.proj = nn.Linear(hidden, 1, device=device, dtype=dtype)
             nn.init.normal_(self.proj.weight, 0.0, 0.02)
-            nn.init.zeros_(self.proj.bias)
+            nn.init.constant_(self.proj.bias, self.const)     # init (0 unless written)
         elif self.kind == "scalar":
             self.weight = nn.Parameter(torch.full((1,), self.const, device=device, dtype=dtype))
 
@@ -55,7 +57,7 @@ class Gate(nn.Module):
 
     def extra_repr(self) -> str:
         return GateSpec(kind=self.kind, source=self.source, pool=self.pool,
-                        value=self.const if self.kind in ("scalar", "const") else None).text()
+                        value=self.const if self.kind != "sigmoid" or self.const else None).text()
 
     def forward(self, like: torch.Tensor, own: torch.Tensor | None = None) -> torch.Tensor:
         """Gate values, shape (batch,), for the batch of ``like`` (the tensor being scaled)."""
