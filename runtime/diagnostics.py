@@ -204,11 +204,15 @@ def plot(records: list[dict[str, Any]], path: Path, title: str = "") -> Path | N
         elif kind == "norms":
             insts = sorted({i for r in records for i in r.get("norms", {})})
             for inst in insts:
-                ax.plot(steps, [r["norms"].get(inst, np.nan) for r in records], marker=".", label=inst)
+                ax.plot(steps, [r["norms"].get(inst, np.nan) for r in records], marker=".", label=f"{inst} (tensors)")
+            for inst in sorted({i for r in records for i in r.get("prefix_norms", {})}):
+                ax.plot(steps, [np.mean(list(r["prefix_norms"][inst].values())) if r.get("prefix_norms", {}).get(inst)
+                                else np.nan for r in records], marker=".", linestyle="--",
+                        label=f"{inst}: prefix K/V vector (mean over layers)")
             if insts:
                 ax.set_yscale("log")
                 ax.legend(fontsize=7)
-            ax.set_title("L2 norm of each instance's trainable tensors")
+            ax.set_title("L2 norms: instance tensors; effective prefix vectors")
         elif kind == "mass":
             layers = sorted({lay for r in records for lay in r.get("prefix_mass", {})}, key=int)
             for i, lay in enumerate(layers):

@@ -232,7 +232,7 @@ def plot_gates(table: dict[str, dict[str, float]], path: Path, title: str) -> Pa
     layers = sorted({k for row in table.values() for k in row}, key=lambda s: (s == "all", int(s) if s != "all" else 0))
     rows = list(table)
     data = np.array([[table[r].get(lay, np.nan) for lay in layers] for r in rows])
-    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * len(layers), 1.0 + 0.45 * len(rows)))
+    fig, ax = plt.subplots(figsize=(3.0 + 0.9 * len(layers), 1.8 + 0.6 * len(rows)))
     im = ax.imshow(data, vmin=0, vmax=1, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(layers)), layers)
     ax.set_yticks(range(len(rows)), rows)
@@ -240,12 +240,12 @@ def plot_gates(table: dict[str, dict[str, float]], path: Path, title: str) -> Pa
     for i in range(len(rows)):
         for j in range(len(layers)):
             if not np.isnan(data[i, j]):
-                ax.text(j, i, f"{data[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                ax.text(j, i, f"{data[i, j]:.2f}", ha="center", va="center", fontsize=9,
                         color="white" if data[i, j] < 0.6 else "black")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, label="mean gate on test")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=150)
     plt.close(fig)
     return path
 

@@ -21,8 +21,9 @@ computed once per forward (by `PeltState.begin`, before the first layer). ``mlp 
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -171,6 +172,8 @@ def make_attention(base: str) -> Callable:
             key = torch.cat([kv[0], key], dim=2)
             value = torch.cat([kv[1], value], dim=2)
             attention_mask = extended_mask(kv[2], attention_mask, kv[0].shape[2])
+            if kv[2].observer is not None:
+                kv[2].observer(module, query, key, attention_mask, kv[0].shape[2], kwargs.get("scaling"))
         return _stock(module, base)(module, query, key, value, attention_mask, **kwargs)
     prefix_attention.__name__ = f"{IMPLEMENTATIONS[base]}_forward"
     return prefix_attention
@@ -209,3 +212,40 @@ def calls_prefix_attention(module: nn.Module, hidden: int) -> bool | None:
     finally:
         del module.__dict__["_pelt_probe"]
     return False
+
+
+@contextlib.contextmanager
+def observe_prefix_attention(model: nn.Module) -> Iterator[dict[int, float]]:
+    """Within the block, every forward records per layer the attention mass that real tokens put on
+    prefix positions (softmax weight summed over the prefix columns, mean over heads and over real
+    query tokens): ``{layer: mass}`` of the last forward. Diagnostics only (it recomputes the scores)."""
+    states = {id(m.__dict__["_state"]): m.__dict__["_state"] for m in model.modules() if isinstance(m, Prefix)}
+    layer_of = {id(m): next((int(part) for part in name.split(".") if part.isdigit()), -1)
+                for name, m in model.named_modules() if isinstance(m._modules.get("pelt_prefix"), nn.ModuleDict)}
+    mass: dict[int, float] = {}
+
+    def observer(module, query, key, mask, length, scaling):
+        q = query.float()
+        k = key.float()
+        if k.shape[1] != q.shape[1]:                       # grouped KV heads
+            k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+        w = q @ k.transpose(-1, -2) * (scaling if scaling is not None else q.shape[-1] ** -0.5)
+        if mask is not None:
+            w = w.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else w + mask.float()
+        p = w.softmax(-1)[..., :length].sum(-1)             # (batch, heads, q)
+        state = next(iter(states.values()))
+        m = state.mask
+        if m is not None and m.shape == (p.shape[0], p.shape[2]):
+            tok = m.to(p.dtype).unsqueeze(1)
+            val = float((p * tok).sum() / (tok.sum() * p.shape[1]).clamp_min(1))
+        else:
+            val = float(p.mean())
+        mass[layer_of.get(id(module), -1)] = val
+
+    for st in states.values():
+        st.observer = observer
+    try:
+        yield mass
+    finally:
+        for st in states.values():
+            st.observer = None

@@ -45,6 +45,7 @@ class PeltState:
         self.attn_implementation: str | None = None         # required while prefixes are attached
         self.prefix_kv: dict[int, torch.Tensor] = {}        # id(encoder) → its output for this forward
         self.forwards = 0
+        self.observer = None                                # diagnostics: sees prefix attention inputs
 
     # --- lifecycle ---------------------------------------------------------------------------
     def begin(self, mask: torch.Tensor | None) -> None:
