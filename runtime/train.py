@@ -171,15 +171,37 @@ class EarlyStopping(EarlyStoppingCallback):
 
 
 class PeltTrainer(Trainer):
-    """``Trainer`` with an optional separate learning rate for the task head.
+    """``Trainer`` with an optional separate learning rate for the task head and for each PELT
+    instance that sets ``lr`` in the spec.
 
     The optimiser holds only parameters with ``requires_grad`` (the compiled model's ``pelt_``
-    parameters and the head; everything for full fine-tuning)."""
+    parameters and the head; everything for full fine-tuning). Parameter groups, by weight decay
+    and by owner: the head (``head_lr``) when ``head_lr`` is set, each instance in ``instance_lrs``
+    (its parameters are those below ``pelt_<kind>.<instance>.``; with ``base_instance``, the name of
+    a ``finetune`` instance, that instance owns every other trainable base weight), and the rest at
+    the run's ``learning_rate``. ``param_group_owners`` names each group's owner (None: the rest),
+    in the optimiser's order. The schedule (``LambdaLR``) scales every group from its own lr."""
 
-    def __init__(self, *args, head_lr: float | None = None, head_prefixes: tuple[str, ...] = (), **kwargs):
+    def __init__(self, *args, head_lr: float | None = None, head_prefixes: tuple[str, ...] = (),
+                 instance_lrs: Mapping[str, float] | None = None, base_instance: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.head_lr = head_lr
         self.head_prefixes = head_prefixes
+        self.instance_lrs = dict(instance_lrs or {})
+        self.base_instance = base_instance
+        self.param_group_owners: list[str | None] = []
+
+    def param_owner(self, name: str) -> str | None:
+        """Whose learning rate a trainable parameter takes: ``"head"``, an instance of
+        ``instance_lrs``, or None (the run's lr)."""
+        from peltc.compiler.torch.report import _instance_of
+
+        if self.head_lr is not None and self.head_prefixes and name.startswith(self.head_prefixes):
+            return "head"
+        if self.head_prefixes and name.startswith(self.head_prefixes):
+            return None
+        inst = _instance_of(name) if "pelt_" in name else self.base_instance
+        return inst if inst in self.instance_lrs else None
 
     def _save_checkpoint(self, model, trial):
         """The stock checkpoint, written with signals held until it is complete, then marked complete
@@ -192,19 +214,21 @@ class PeltTrainer(Trainer):
                     _write_marker(folder)
 
     def create_optimizer(self, model=None):
-        if self.optimizer is not None or self.head_lr is None or not self.head_prefixes:
+        head = self.head_lr is not None and bool(self.head_prefixes)
+        if self.optimizer is not None or not (head or self.instance_lrs):
             return super().create_optimizer(model)
         opt_model = self.model if model is None else model
         decay = set(self.get_decay_parameter_names(opt_model))
-        groups: dict[tuple[bool, bool], list] = {}
+        groups: dict[tuple[str | None, bool], list] = {}
         for name, p in opt_model.named_parameters():
             if p.requires_grad:
-                head = name.startswith(self.head_prefixes)
-                groups.setdefault((head, name in decay), []).append(p)
+                groups.setdefault((self.param_owner(name), name in decay), []).append(p)
+        lrs = {"head": self.head_lr, **self.instance_lrs}
         param_groups = [
             {"params": ps, "weight_decay": self.args.weight_decay if d else 0.0,
-             **({"lr": self.head_lr} if head else {})}
-            for (head, d), ps in groups.items()]
+             **({"lr": lrs[owner]} if owner is not None else {})}
+            for (owner, d), ps in groups.items()]
+        self.param_group_owners = [owner for owner, _ in groups]
         cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         self.optimizer = cls(param_groups, **kwargs)
         return self.optimizer
@@ -287,9 +311,22 @@ def head_prefixes(model) -> tuple[str, ...]:
     return tuple(f"{h}." for h in heads)
 
 
+def instance_lrs(model) -> tuple[dict[str, float], str | None]:
+    """The learning rates the spec sets per instance (``lr``), read from the compiled model's IR,
+    and the name of its ``finetune`` instance (which owns the trainable base weights), if any.
+    ``({}, None)`` for a model that peltc did not compile."""
+    c = model.__dict__.get("_pelt")
+    if c is None:
+        return {}, None
+    insts = c.ir.instances()
+    lrs = {i.name: float(i.params["lr"]) for i in insts if i.params.get("lr") is not None}
+    return lrs, next((i.name for i in insts if i.method == "finetune"), None)
+
+
 def train(model, tokenizer, splits, task: GlueTask, settings: TrainSettings, output_dir: str | Path, *,
           resume: bool | str = False, progress: bool = True, keep_checkpoints: bool = False,
-          callbacks: Iterable = (), evaluate_test: bool = True, **argument_overrides) -> dict[str, Any]:
+          callbacks: Iterable = (), evaluate_test: bool = True,
+          instance_lr: Mapping[str, float] | None = None, **argument_overrides) -> dict[str, Any]:
     """Train ``model`` on ``splits["train"]``, select on ``splits["dev"]``, report on ``splits["test"]``.
 
     ``splits``: tokenised (``data.tokenize``). ``output_dir``: where checkpoints go.
@@ -297,7 +334,9 @@ def train(model, tokenizer, splits, task: GlueTask, settings: TrainSettings, out
     is none yet); a path continues from that checkpoint. ``keep_checkpoints=False`` deletes the
     checkpoints after a finished run (the caller saves the adapter-only artifact).
     ``evaluate_test=False`` leaves the test set to the caller (`peltc compile` scores it once, on
-    the saved artifact, reading the gates in the same pass).
+    the saved artifact, reading the gates in the same pass). ``instance_lr``: a learning rate per
+    PELT instance, each instance's parameters in their own optimiser group (default: the ``lr``
+    each instance of the compiled model's spec sets, `instance_lrs`).
 
     Returns a JSON-ready dict: ``dev.history`` (one entry per evaluation: epoch, step, metrics),
     ``dev.best`` (the restored checkpoint's dev metrics), ``test``, ``train`` (steps, epochs, loss,
@@ -308,6 +347,9 @@ def train(model, tokenizer, splits, task: GlueTask, settings: TrainSettings, out
         raise UsageError("the model has no trainable parameters", code="U105",
                          help="the spec must attach at least one method (or finetune)")
     output_dir = Path(output_dir)
+    lrs, base_instance = instance_lrs(model)
+    if instance_lr is not None:
+        lrs = dict(instance_lr)
     args = training_arguments(settings, task, output_dir, progress=progress, **argument_overrides)
     trainer = PeltTrainer(
         model=model,
@@ -320,6 +362,8 @@ def train(model, tokenizer, splits, task: GlueTask, settings: TrainSettings, out
         callbacks=[EarlyStopping(settings.patience, min_steps=settings.min_steps), *callbacks],
         head_lr=settings.head_lr,
         head_prefixes=head_prefixes(model),
+        instance_lrs=lrs,
+        base_instance=base_instance,
     )
 
     if settings.head_bias == "prior":
@@ -378,6 +422,7 @@ def train(model, tokenizer, splits, task: GlueTask, settings: TrainSettings, out
             "stopped_early": trainer.state.global_step < max_steps,
             "best_step": best_step,
             "resumed_from": checkpoint,
+            **({"instance_lrs": lrs} if lrs else {}),
             **_strip(out.metrics, "train"),
         },
         "warnings": warnings,
