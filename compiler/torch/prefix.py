@@ -17,6 +17,13 @@ Reparameterisation during training (``mlp`` = width): one `PrefixEncoder` per in
 ``Embedding(L, H) → Linear(H, mlp) → tanh → Linear(mlp, 2·n·H)`` for the ``n`` covered layers,
 computed once per forward (by `PeltState.begin`, before the first layer). ``mlp = None`` trains the per-layer prefixes directly. Folding
 (``rewrite.fold_prefix``) replaces the encoder by its output as plain per-layer parameters.
+
+Initialisation (``init``): ``random`` keeps the modules' own (PyTorch's Embedding / Linear defaults;
+N(0, 0.02) without the MLP). ``tokens`` (Li & Liang) sets the prefix to the base model's keys and
+values of real vocabulary tokens, ``token_ids`` (``rewrite`` runs the frozen base model on them before
+attaching anything): `Prefix.init_kv` copies them, `PrefixEncoder.init_kv` solves its last Linear so
+that its output equals them (bias: their mean over positions; weight: the minimum-norm solution,
+in float64, for the fixed random embedding and first Linear — exact when mlp ≥ length).
 """
 
 from __future__ import annotations
@@ -55,6 +62,26 @@ class PrefixEncoder(nn.Module):
         out = self.mlp(self.embedding.weight)                                # (L, 2·n·H)
         return out.view(self.length, self.n_layers, 2, self.hidden).permute(1, 2, 0, 3)
 
+    @torch.no_grad()
+    def init_kv(self, kv: torch.Tensor) -> float:
+        """Make ``forward()`` return ``kv`` (n_layers, 2, L, H): the embedding and the first Linear keep
+        their random values, the last Linear is solved for — bias = the mean of ``kv`` over the L
+        positions, weight = the minimum-norm W with ``W · tanh(first(e_k)) = kv_k − bias`` for every
+        position k (float64). Returns the largest remaining difference, relative to ``kv``'s scale;
+        raises ValueError when the L hidden vectors are not independent (fewer hidden units than L)."""
+        target = kv.permute(2, 0, 1, 3).reshape(self.length, -1).double()   # forward's layout, (L, 2·n·H)
+        hidden = self.mlp[1](self.mlp[0](self.embedding.weight)).double()   # (L, mlp)
+        if int(torch.linalg.matrix_rank(hidden)) < self.length:
+            raise ValueError(f"the {hidden.shape[1]} hidden units cannot reproduce {self.length} prefix "
+                             "positions exactly (init tokens needs mlp ≥ length)")
+        bias = target.mean(0)
+        weight = (torch.linalg.pinv(hidden) @ (target - bias)).T            # (2·n·H, mlp)
+        last = self.mlp[2]
+        last.weight.copy_(weight.to(last.weight.dtype))
+        last.bias.copy_(bias.to(last.bias.dtype))
+        scale = float(kv.abs().max()) or 1.0
+        return float((self().double() - kv.double()).abs().max()) / scale
+
 
 class Prefix(nn.Module):
     """One layer's prefix of one instance: a slice of the encoder's output, or its own parameter."""
@@ -74,6 +101,11 @@ class Prefix(nn.Module):
     def extra_repr(self) -> str:
         return f"length={self.length}, reparameterised={self.encoder is not None}"
 
+    @torch.no_grad()
+    def init_kv(self, kv: torch.Tensor) -> None:
+        """Start this layer's own prefix (``mlp none``) at ``kv`` (2, L, H)."""
+        self.prefix.copy_(kv.to(self.prefix.dtype))
+
     @property
     def encoder(self) -> PrefixEncoder | None:
         return self.__dict__["_encoder"]
@@ -88,6 +120,18 @@ class Prefix(nn.Module):
         if out is None:            # the base model's pre-hook did not run (a layer called directly)
             out = kv[id(enc)] = enc()
         return out[self.index]
+
+
+def token_ids(vocab_size: int, length: int) -> list[int]:
+    """The vocabulary tokens `init tokens` starts a prefix of ``length`` from: ids spread evenly over
+    the middle 80% of the vocabulary, away from its ends (where special, unused and byte tokens sit),
+    ``⌊V · (1/10 + 4/5 · (k + ½) / length)⌋`` for k = 0 … length − 1 (no tokenizer needed: the same
+    everywhere). On BERT's uncased vocabulary (MiniLM's), length 4: monument, delight, wasting, cambodian.
+
+    >>> token_ids(30522, 4)
+    [6104, 12208, 18313, 24417]
+    """
+    return [vocab_size * (length + 8 * k + 4) // (10 * length) for k in range(length)]
 
 
 def prefix_key_values(module: nn.Module, key: torch.Tensor

@@ -12,9 +12,12 @@ What ``apply`` does, in order (nothing is touched before every target resolved):
    supports the method (prefix needs the AttentionInterface) and that gates can be computed;
 2. freeze every base parameter, except the task head (``family.head``, always trained) — and
    except when the spec has ``finetune``, the only method that trains base weights;
+   Then, for prefixes with ``init tokens``, one forward of the (still bare, frozen) base model on
+   ``prefix.token_ids`` records each covered layer's key and value projections of those tokens;
 3. attach: adapters wrap the LayerNorm of their value point (`AdapterPoint`), LoRA wraps its
    linear (`LoraLinear`), BitFit adds a delta + forward hook on its bias-holding modules, prefixes
-   live on the attention modules and run through a registered attention function; every new
+   live on the attention modules and run through a registered attention function (starting at the
+   recorded keys and values with ``init tokens``); every new
    parameter's path contains ``pelt_`` (``...output.LayerNorm.pelt_adapters.<instance>.down.weight``);
 4. install the `PeltState` hooks (mask, layer inputs, gate-source values), fuse sigmoid gates that
    read the same value of the same layer, and the head-pooling hook for ``head { pool mean }``.
@@ -43,7 +46,7 @@ from peltc.compiler.torch.gate import Gate
 from peltc.compiler.torch.lora import LoRA, LoraLinear
 from peltc.compiler.torch.pooling import bypass_pooler_hook, mean_pool_hook
 from peltc.compiler.torch.prefix import (IMPLEMENTATIONS, MIN_TRANSFORMERS, Prefix, PrefixEncoder,
-                                         calls_prefix_attention, register_attention)
+                                         calls_prefix_attention, register_attention, token_ids)
 from peltc.compiler.torch.state import (PeltState, begin_hook, end_hook, layer_input_hook, mask_argument_index,
                                         value_hook)
 from peltc.errors import CompileError, nearest
@@ -129,6 +132,7 @@ def apply(ir: IR, model: nn.Module) -> "Report":
     state = PeltState()
     c = Compiled(ir, fam, prefix, n_layers, state, head_paths, finetune, attn_implementation=impl)
     hidden = _hidden(model, fam, ir)
+    token_kv = _token_kv(model, fam, prefix, atts)   # before anything attached changes the activations
 
     # 3. attach
     encoders: dict[str, PrefixEncoder] = {}
@@ -142,7 +146,8 @@ def apply(ir: IR, model: nn.Module) -> "Report":
         elif att.method == "bitfit":
             _attach_bitfit(model, att, tgts, state, hidden)
         elif att.method == "prefix":
-            _attach_prefix(model, att, tgts[0], state, hidden, encoders, atts, prefix)
+            _attach_prefix(model, att, tgts[0], state, hidden, encoders, atts, prefix, token_kv)
+    _init_encoders(encoders, atts, token_kv)
 
     # 4. state hooks, gate fusion, attention implementation, pooling
     base = model.get_submodule(prefix[:-1]) if prefix else model
@@ -423,7 +428,62 @@ def _attach_bitfit(model, att, tgts, state, hidden) -> None:
         mod.pelt_bitfit[att.instance] = BiasDelta(size, gate, owns, **where)
 
 
-def _attach_prefix(model, att, t, state, hidden, encoders, atts, prefix) -> None:
+def _token_kv(model: nn.Module, fam: Family, prefix: str, atts: list[AttachmentNode]
+              ) -> dict[tuple[str, int], torch.Tensor]:
+    """``(instance, layer) → (2, L, H)`` for every prefix attachment with ``init tokens``: that layer's
+    key and value projections of the tokens ``token_ids(vocab_size, L)``, from one forward of the
+    base model (eval mode, no grad; one sequence of the L tokens, no padding) per prefix length."""
+    wanted = [a for a in atts if a.method == "prefix" and a.params.get("init") == "tokens"]
+    if not wanted:
+        return {}
+    base = model.get_submodule(prefix[:-1]) if prefix else model
+    vocab = int(getattr(model.config, "vocab_size"))
+    p = next(base.parameters())
+    out: dict[tuple[str, int], torch.Tensor] = {}
+    for length in sorted({int(a.params.get("length", 10)) for a in wanted}):
+        same = [a for a in wanted if int(a.params.get("length", 10)) == length]
+        seen: dict[tuple[int, int], torch.Tensor] = {}
+        hooks = []
+        for layer in sorted({a.layer for a in same}):
+            for which, point in enumerate(("attention.key", "attention.value")):
+                mod = model.get_submodule(tg.point_path(fam, prefix, layer, point))
+                hooks.append(mod.register_forward_hook(
+                    lambda m, args, output, k=(layer, which): seen.__setitem__(k, output[0].detach().clone())))
+        ids = torch.tensor([token_ids(vocab, length)], device=p.device)
+        modes = [(m, m.training) for m in base.modules()]
+        base.eval()
+        try:
+            with torch.no_grad():
+                base(input_ids=ids, attention_mask=torch.ones_like(ids))
+        finally:
+            for h in hooks:
+                h.remove()
+            for m, mode in modes:
+                m.training = mode
+        for a in same:
+            out[(a.instance, a.layer)] = torch.stack([seen[(a.layer, 0)], seen[(a.layer, 1)]])
+    return out
+
+
+def _init_encoders(encoders: dict[str, PrefixEncoder], atts: list[AttachmentNode],
+                   token_kv: dict[tuple[str, int], torch.Tensor]) -> None:
+    """Solve each ``init tokens`` prefix MLP so that its output is its layers' token keys and values."""
+    for inst, enc in encoders.items():
+        mine = sorted((a for a in atts if a.instance == inst), key=lambda a: a.layer)
+        if (inst, mine[0].layer) not in token_kv:
+            continue
+        try:
+            off = enc.init_kv(torch.stack([token_kv[(inst, a.layer)] for a in mine]))
+        except ValueError as e:
+            off = str(e)
+        if isinstance(off, str) or off > 1e-3:
+            why = off if isinstance(off, str) else f"its output is off by {off:.2g} of their scale"
+            raise CompileError(f"{inst}: the prefix MLP cannot start at the tokens' keys and values: {why}",
+                               code="C016", span=_span(mine[0]),
+                               help="write a wider `mlp` (at least `length`), or `mlp none`")
+
+
+def _attach_prefix(model, att, t, state, hidden, encoders, atts, prefix, token_kv=None) -> None:
     attn = model.get_submodule(t.path)
     where = _where(attn)
     length = int(att.params.get("length", 10))
@@ -444,6 +504,9 @@ def _attach_prefix(model, att, t, state, hidden, encoders, atts, prefix) -> None
         attn.pelt_prefix = nn.ModuleDict()
     attn.pelt_prefix[att.instance] = Prefix(length, hidden, _gate(att, state, hidden, where), state, enc, index,
                                             **where)
+    kv = (token_kv or {}).get((att.instance, att.layer))
+    if enc is None and kv is not None:
+        attn.pelt_prefix[att.instance].init_kv(kv)
 
 
 # --- after training ------------------------------------------------------------------------------------
