@@ -113,6 +113,96 @@ def cmd_grid(a) -> int:
     return EXIT_OK
 
 
+def cmd_export(a) -> int:
+    from peltc.compiler.torch.peft_io import export_peft
+    r = export_peft(a.run_dir, a.out_dir, partial=a.partial)
+    head = ", ".join(r.config.get("modules_to_save") or []) or "none"
+    print(f"wrote {r.out_dir}: a peft LoRA adapter of {len(r.modules)} module(s), r {r.config['r']}, "
+          f"lora_alpha {r.config['lora_alpha']}"
+          + (f" (per-module ranks / alphas in rank_pattern / alpha_pattern)"
+             if "rank_pattern" in r.config or "alpha_pattern" in r.config else "") + f"; task head: {head}")
+    for n in r.notes:
+        print(f"note: {n}")
+    for line in r.left_out:
+        print(f"left out: {line}")
+    return EXIT_OK
+
+
+def _model_ref(ref: str) -> str:
+    """A model directory or config.json as an absolute path (the artifact names it for later loads)."""
+    from pathlib import Path
+    p = Path(ref).expanduser()
+    return str(p.resolve()) if p.exists() else ref
+
+
+def cmd_import(a) -> int:
+    import shutil
+    from pathlib import Path
+
+    from peltc.compiler.archs import load_config
+    from peltc.compiler.pipeline import build_ir
+    from peltc.compiler.torch import peft_io
+    from peltc.errors import UsageError
+    if not a.output and not a.out:
+        raise UsageError("peltc import writes a spec (-o spec.pelt), a run folder (--out RUN_DIR), or both",
+                         code="U123", help="peltc import PEFT_DIR -o spec.pelt [--out RUN_DIR --task glue/NAME]")
+    task = None
+    if a.out:
+        from peltc.runtime.tasks import task as get_task
+        if not a.task:
+            raise UsageError("--out makes a run folder for peltc eval / predict, which need the task",
+                             code="U123", help="add --task glue/NAME (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte)")
+        task = get_task(a.task)
+        out = Path(a.out)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise UsageError(f"'{out}' exists and is not an empty folder", code="U010", help="choose another --out")
+    ref = a.model or peft_io.read_peft_config(a.peft_dir).get("base_model_name_or_path")
+    if not ref:
+        raise UsageError("the adapter does not name its base model (base_model_name_or_path)", code="U123",
+                         help="pass --model NAME|DIR")
+    ref = _model_ref(ref)
+    mc = load_config(ref)
+    adapter = peft_io.read_peft(a.peft_dir, mc.config)
+    if task is not None and adapter.num_labels is not None and adapter.num_labels != task.num_labels:
+        raise UsageError(f"the adapter's head has {adapter.num_labels} output(s); {task.name} has "
+                         f"{task.num_labels}", code="U123", help="pass the task the adapter was trained for")
+    text = peft_io.spec_text(adapter, ref)
+    spec_file = a.output or str(Path(a.out) / "spec.pelt")
+    ir = build_ir(text, spec_file, model=mc).ir       # the spec must check before anything is written
+    if a.output:
+        Path(a.output).write_text(text, encoding="utf-8")
+        print(f"wrote {a.output}: {len(adapter.groups)} lora instance(s) "
+              f"({', '.join(g['name'] for g in adapter.groups)})")
+    if a.out:
+        from transformers import AutoModelForSequenceClassification
+
+        from peltc.runtime.models import weights_source
+        from peltc.runtime.run import _write_json
+        out = Path(a.out)
+        made = not out.exists()
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(weights_source(mc),
+                                                                       num_labels=task.num_labels)
+        except OSError as e:
+            raise UsageError(f"cannot load weights for model '{ref}': {str(e).splitlines()[0]}",
+                             code="U006") from None
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "spec.pelt").write_text(text, encoding="utf-8")
+            _write_json(out / "ir.json", ir.to_dict())
+            peft_io.build_artifact(model, ir, adapter, out / "adapter", spec=text, base_model=ref,
+                                   extra={"task": task.name, "labels": list(task.labels) if task.labels else None,
+                                          "imported_from": str(Path(a.peft_dir).resolve())})
+            _write_json(out / "import.json", {"peft_dir": str(Path(a.peft_dir).resolve()), "model": ref,
+                                               "task": task.name, "peft_config": adapter.config})
+        except BaseException:
+            if made:
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+        print(f"wrote {out}: peltc eval {out} / peltc predict {out} --text \"…\" use it")
+    return EXIT_OK
+
+
 def _train_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training settings (override the spec's train { } block)")
     for name, typ in _SETTING_FLAGS.items():
@@ -168,3 +258,20 @@ def add_commands(sub) -> None:
     g.add_argument("--data-dir", help="GLUE in the original TSV layout (default: $PELT_GLUE_DIR, else the Hub)")
     _train_flags(g)
     g.set_defaults(func=cmd_grid)
+
+    x = sub.add_parser("export", help="write a run's LoRA and task head as a peft LoRA adapter")
+    x.add_argument("run_dir", help="a run folder (or an artifact folder holding manifest.json)")
+    x.add_argument("--to", required=True, choices=["peft"], help="the format (peft: adapter_config.json + "
+                                                                 "adapter_model.safetensors)")
+    x.add_argument("out_dir", help="the folder to write (empty, or a previous export)")
+    x.add_argument("--partial", action="store_true",
+                   help="export what peft can hold and list what is left out (else such a run is refused)")
+    x.set_defaults(func=cmd_export)
+
+    i = sub.add_parser("import", help="turn a peft LoRA adapter (SEQ_CLS) into a spec and a run folder")
+    i.add_argument("peft_dir", help="the folder peft's save_pretrained wrote")
+    i.add_argument("-o", "--output", metavar="SPEC", help="write the spec here (.pelt)")
+    i.add_argument("--model", help="the base model: name or dir (default: the adapter's base_model_name_or_path)")
+    i.add_argument("--out", metavar="RUN_DIR", help="also make a run folder with the artifact, for peltc eval / predict")
+    i.add_argument("--task", metavar="glue/TASK", help="the task the adapter was trained for (needed with --out)")
+    i.set_defaults(func=cmd_import)

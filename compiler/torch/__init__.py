@@ -5,7 +5,8 @@
 
 Modules (one job each): ``state`` (per-forward context), ``gate`` (the one gate module),
 ``adapter``, ``lora``, ``prefix``, ``bitfit``, ``pooling`` (head mean pooling), ``targets``
-(pure path resolution), ``rewrite`` (the only module that mutates nn.Modules), ``report``.
+(pure path resolution), ``rewrite`` (the only module that mutates nn.Modules), ``report``,
+``artifact`` (saving / loading), ``peft_io`` (export to / import from peft's LoRA format).
 """
 
 from peltc.compiler.torch.gate import read_gates
