@@ -31,6 +31,21 @@ class Family:
     attention_interface: bool          # attention goes through transformers' AttentionInterface
     position_key: str = "max_position_embeddings"
     token_types: bool = True
+    # --- decoders (the defaults describe the encoders above) ---------------------------------------
+    blocks: dict[str, tuple[str, ...]] | None = None   # block → its single points (None: ``BLOCKS``)
+    biases: dict[str, bool | str] | None = None        # single point → its module holds a bias: True / False,
+                                                       # or the name of a dims flag (None: every point does)
+    flags: dict[str, str] = field(default_factory=dict)        # dims flag (0 / 1) → boolean config key
+    defaults: dict[str, int] = field(default_factory=dict)     # dims defaults of this family (Qwen3: head_dim 128)
+    pre_norm: bool = False       # value points are sub-layer outputs *before* the residual add (no LayerNorm
+                                 # after them): an adapter hooks the sub-layer module (``self_attn`` / ``mlp``)
+    causal: bool = False         # causal self-attention: sigmoid gates pool causally, prefixes need the causal mask
+    lm_head: str | None = None   # the generation head of a *ForCausalLM (pretrained, often tied to the
+                                 # embeddings: frozen, unlike ``head``)
+    qk_norm: bool = False        # per-head RMSNorm on queries and keys (Qwen3): 2 · head_dim weights per layer
+    pooling: str = "first"       # the token the task head reads: "first" (encoders) or "last" non-pad token
+    layer_input: str | None = None   # the module (relative to a layer) that first reads the layer input
+                                     # (None: the attention block; pre-norm: its LayerNorm)
 
 
 _BERT_POINTS = {
@@ -83,10 +98,60 @@ FAMILIES: dict[str, Family] = {
         ("embeddings.LayerNorm",), None, ("pooler", "classifier"), False),
 }
 
+# Decoders (Llama, Mistral, Qwen2, Qwen3): pre-norm blocks, grouped KV heads, a gated MLP, RMSNorm (no
+# bias), rotary positions (no position embeddings). Task models: *ForSequenceClassification (head
+# ``score``, reading the last non-pad token) and *ForCausalLM (``lm_head``, frozen); the base is ``model``.
+# ``attention.output`` / ``ffn.output`` are the outputs of ``self_attn`` / ``mlp`` before the residual add.
+_DECODER_POINTS = {
+    "input": "",
+    "attention": "self_attn",
+    "attention.query": "self_attn.q_proj",
+    "attention.key": "self_attn.k_proj",
+    "attention.value": "self_attn.v_proj",
+    "attention.out": "self_attn.o_proj",
+    "attention.output": "self_attn",
+    "ffn.gate": "mlp.gate_proj",
+    "ffn.up": "mlp.up_proj",
+    "ffn.down": "mlp.down_proj",
+    "ffn.output": "mlp",
+}
+_DECODER_KEYS = {"hidden": "hidden_size", "layers": "num_hidden_layers", "heads": "num_attention_heads",
+                 "intermediate": "intermediate_size", "embedding": "hidden_size",
+                 "kv_heads": "num_key_value_heads", "head_dim": "head_dim"}
+_DECODER_BLOCKS = {
+    "attention": ("attention.query", "attention.key", "attention.value", "attention.out", "attention.output"),
+    "ffn": ("ffn.gate", "ffn.up", "ffn.down", "ffn.output"),
+    "layer": ("attention.query", "attention.key", "attention.value", "attention.out", "attention.output",
+              "ffn.gate", "ffn.up", "ffn.down", "ffn.output"),
+}
+_NO_BIAS = {p: False for p in _DECODER_POINTS if p not in ("input", "attention")}
+_ATTENTION = ("attention.query", "attention.key", "attention.value", "attention.out")
+_FFN = ("ffn.gate", "ffn.up", "ffn.down")
+
+
+def _decoder(name: str, biases: dict[str, bool | str], flags: dict[str, str] | None = None,
+             **kw: Any) -> Family:
+    return Family(name, "model", "layers", _DECODER_POINTS, _DECODER_KEYS, (), None, ("score",), True,
+                  token_types=False, blocks=_DECODER_BLOCKS, biases={**_NO_BIAS, **biases},
+                  flags=flags or {}, pre_norm=True, causal=True, lm_head="lm_head", pooling="last",
+                  layer_input="input_layernorm", **kw)
+
+
+FAMILIES.update({
+    # LlamaConfig: attention_bias (q, k, v, o) and mlp_bias (gate, up, down), both False by default
+    "llama": _decoder("llama", {**{p: "attention_bias" for p in _ATTENTION}, **{p: "mlp_bias" for p in _FFN}},
+                      {"attention_bias": "attention_bias", "mlp_bias": "mlp_bias"}),
+    "mistral": _decoder("mistral", {}),
+    "qwen2": _decoder("qwen2", {"attention.query": True, "attention.key": True, "attention.value": True}),
+    "qwen3": _decoder("qwen3", {p: "attention_bias" for p in _ATTENTION}, {"attention_bias": "attention_bias"},
+                      defaults={"head_dim": 128}, qk_norm=True),
+})
+
 # model_type (config.json) → family
 MODEL_TYPES: dict[str, str] = {
     "bert": "bert", "roberta": "roberta", "xlm-roberta": "roberta", "electra": "electra",
     "distilbert": "distilbert", "deberta-v2": "deberta-v2",
+    "llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "qwen3": "qwen3",
 }
 
 # Blocks: which single points a block covers (bitfit collects the biases of all of them).
@@ -96,6 +161,21 @@ BLOCKS: dict[str, tuple[str, ...]] = {
     "layer": ("attention.query", "attention.key", "attention.value", "attention.out", "attention.output",
               "ffn.up", "ffn.down", "ffn.output"),
 }
+
+
+
+def blocks(family: Family) -> dict[str, tuple[str, ...]]:
+    """Which single points each block covers on this family (decoders add ``ffn.gate``)."""
+    return family.blocks if family.blocks is not None else BLOCKS
+
+
+def has_bias(family: Family, point: str, d: dict[str, int]) -> bool:
+    """Whether the module at a single point holds a bias, on a model of dims ``d`` (flags included)."""
+    if family.biases is None:
+        return True
+    b = family.biases.get(point, False)
+    return bool(d.get(b, 0)) if isinstance(b, str) else bool(b)
+
 
 # Well-known names resolved without network: just enough of each config.json for validation.
 _BERT_BASE = {"model_type": "bert", "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
@@ -197,12 +277,18 @@ def family_of(config: dict[str, Any]) -> Family:
 
 
 def dims(config: dict[str, Any], family: Family) -> dict[str, int]:
-    """hidden / layers / heads / intermediate / embedding sizes from a config, with HF defaults."""
-    defaults = {"hidden": 768, "layers": 12, "heads": 12, "intermediate": 3072}
+    """hidden / layers / heads / intermediate / embedding sizes from a config, with HF defaults;
+    decoders add kv_heads (default: heads), head_dim (default: the family's, else hidden / heads) and
+    their bias flags (0 / 1)."""
+    defaults = {"hidden": 768, "layers": 12, "heads": 12, "intermediate": 3072, **family.defaults}
     out = {}
     for k, key in family.keys.items():
         v = config.get(key)
         if v is None and k == "embedding":
             v = config.get(family.keys["hidden"], 768)
+        if v is None and k in ("kv_heads", "head_dim") and k not in defaults:
+            v = out["heads"] if k == "kv_heads" else out["hidden"] // out["heads"]
         out[k] = int(v if v is not None else defaults[k])
+    for flag, key in family.flags.items():
+        out[flag] = int(bool(config.get(key, False)))
     return out

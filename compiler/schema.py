@@ -23,13 +23,14 @@ LAYER_POINTS: dict[str, str] = {
     "attention.out": "linear",      # the attention output projection
     "attention.output": "value",    # the attention sub-layer output (after its LayerNorm)
     "ffn": "block",                 # the feed-forward block
+    "ffn.gate": "linear",           # the gate projection of a gated MLP (decoders: SwiGLU's gate_proj)
     "ffn.up": "linear",
     "ffn.down": "linear",
     "ffn.output": "value",          # the feed-forward sub-layer output h_FN (after its LayerNorm)
 }
 POINT_ORDER: dict[str, int] = {
     "input": 0, "attention": 1, "attention.query": 1, "attention.key": 1, "attention.value": 1,
-    "attention.out": 2, "attention.output": 3, "ffn": 4, "ffn.up": 4, "ffn.down": 5, "ffn.output": 6,
+    "attention.out": 2, "attention.output": 3, "ffn": 4, "ffn.gate": 4, "ffn.up": 4, "ffn.down": 5, "ffn.output": 6,
 }
 # Whole-model points (no layer selector).
 GLOBAL_POINTS: dict[str, str] = {

@@ -4,17 +4,17 @@ they compose in declaration order (sequential) or side by side (parallel)."""
 
 from __future__ import annotations
 
-from peltc.compiler.archs import BLOCKS
+from peltc.compiler.archs import BLOCKS, FAMILIES, blocks
 from peltc.compiler.diagnostics import Diagnostics
 from peltc.compiler.ir import IR
 from peltc.compiler.layerset import compact_layers
 
-def _bias_units(point: str, layer: int | None, n_layers: int) -> list[tuple]:
+def _bias_units(point: str, layer: int | None, n_layers: int, bl: dict = BLOCKS) -> list[tuple]:
     if point == "all":
-        return [("embeddings",), ("head",)] + [(i, p) for i in range(n_layers) for p in BLOCKS["layer"]]
+        return [("embeddings",), ("head",)] + [(i, p) for i in range(n_layers) for p in bl["layer"]]
     if layer is None:
         return [(point,)]
-    return [(layer, p) for p in BLOCKS.get(point, (point,))]
+    return [(layer, p) for p in bl.get(point, (point,))]
 
 def check_conflicts(ir: IR, diags: Diagnostics) -> None:
     n = ir.settings.dims["layers"]
@@ -34,7 +34,7 @@ def check_conflicts(ir: IR, diags: Diagnostics) -> None:
                 diags.error("E115", f"bitfit '{att.instance}' trains biases that finetune '{finetune[0].instance}' "
                                     "already trains", span, "drop one of the two")
                 continue
-            for u in _bias_units(att.point, att.layer, n):
+            for u in _bias_units(att.point, att.layer, n, blocks(FAMILIES[ir.settings.family])):
                 other = biases.setdefault(u, att.instance)
                 if other != att.instance and (att.instance, other) not in reported:
                     reported.add((att.instance, other))

@@ -20,10 +20,13 @@ from peltc.compiler.layerset import compact_layers, expand_selector
 # The main chain of one layer; linear points hang off their block with role "part".
 _CHAIN = ("input", "attention", "attention.output", "ffn", "ffn.output")
 _PARTS = {"attention": ("attention.query", "attention.key", "attention.value", "attention.out"),
-          "ffn": ("ffn.up", "ffn.down")}
+          "ffn": ("ffn.gate", "ffn.up", "ffn.down")}
 
 
 def _add_points(ir: IR, n_layers: int) -> None:
+    from peltc.compiler.archs import FAMILIES
+    fam = FAMILIES.get(ir.settings.family)
+    have = set(fam.points) if fam is not None else set(schema.LAYER_POINTS)   # ffn.gate: gated MLPs only
     ir.add(PointNode(id=point_id(None, "embeddings"), layer=None, point="embeddings"))
     prev = point_id(None, "embeddings")
     for i in range(n_layers):
@@ -32,6 +35,8 @@ def _add_points(ir: IR, n_layers: int) -> None:
             ir.connect(prev, point_id(i, p), "flow")
             prev = point_id(i, p)
             for part in _PARTS.get(p, ()):
+                if part not in have:
+                    continue
                 ir.add(PointNode(id=point_id(i, part), layer=i, point=part))
                 ir.connect(point_id(i, p), point_id(i, part), "part")
     ir.add(PointNode(id=point_id(None, "head"), layer=None, point="head"))
@@ -84,6 +89,8 @@ def resolve_layers(ir: IR, diags: Diagnostics) -> None:
                 params.update({k: schema.resolve_relative(v, hidden) for k, v in relative.items()})
                 placement = params.get("placement", "sequential")
                 pid = _point_of(layer, t.point)
+                if pid not in ir:       # a point this family lacks (check_family reports it: E128)
+                    ir.add(PointNode(id=pid, layer=layer, point=t.point))
                 order = per_point[pid]
                 per_point[pid] += 1
                 att = AttachmentNode(id=attachment_id(inst.name, layer, t.point), instance=inst.name,

@@ -15,6 +15,11 @@ holds the adapters of the point in ``pelt_adapters`` (keyed by instance):
 unchanged at init; ``down`` keeps ``nn.Linear``'s default init; ``s`` is the ``scale`` parameter.
 A gate whose source is the adapter's own point reads the adapter's own input (``h_k`` for a
 sequential adapter, the pre-adapter value ``LN(z)`` for a parallel one).
+
+Pre-norm blocks (decoders: ``x + Attn(LN(x))``, ``x + MLP(LN(x))``) have no LayerNorm after the sub-layer:
+there the value point is the sub-layer's output ``h`` before the residual add, and the adapters ride on a
+forward hook of the sub-layer module (`attach_prenorm`; its submodules keep their paths):
+sequential ``out = x + h + g·s·A(h)``, parallel ``out = x + h + g·s·A(LN(x))``.
 """
 
 from __future__ import annotations
@@ -67,12 +72,41 @@ class Adapter(nn.Module):
         else:
             if self.scale != 1.0:
                 c = c * self.scale
-            c = c.to(u.dtype).view(c.shape[0], *([1] * (u.dim() - 1)))
+            c = c.to(u.dtype).view(*c.shape, *([1] * (u.dim() - c.dim())))    # per example or per token
             u = u * c
             col = c.expand(*u.shape[:-1], 1)
         w = torch.cat([self.up.weight, self.up.bias.unsqueeze(1)], dim=1)   # (H, size + 1)
         ext = torch.cat([u, col], dim=-1).reshape(-1, w.shape[1])
         return torch.addmm(z.reshape(-1, z.shape[-1]), ext, w.t()).view(z.shape)
+
+def _prenorm_adapters(module, args, kwargs, output):
+    """Forward hook (with kwargs) on a pre-norm sub-layer (a decoder's ``self_attn`` / ``mlp``): its output
+    ``h`` (before the residual add) becomes ``h + Σ g·s·A(x_in)`` over the parallel adapters (``x_in`` the
+    sub-layer's input, what it reads: the normalised layer input), then ``h ← h + g·s·A(h)`` for each
+    sequential adapter in order; the block adds the residual after."""
+    active = [a for a in module.pelt_adapters.values() if a.enabled]
+    if not active:
+        return output
+    h = output[0] if isinstance(output, tuple) else output
+    par = [a for a in active if a.placement == "parallel"]
+    if par:
+        x_in = args[0] if args else kwargs.get("hidden_states", kwargs.get("x"))
+        own = h
+        for a in par:
+            h = a.add_to(h, x_in, own)
+    for a in active:
+        if a.placement != "parallel":
+            h = a.add_to(h, h, h)
+    return (h, *output[1:]) if isinstance(output, tuple) else h
+
+
+def attach_prenorm(module: nn.Module, name: str, adapter: Adapter) -> None:
+    """Add an adapter to a pre-norm sub-layer module (``pelt_adapters[name]`` + the hook, once)."""
+    if "pelt_adapters" not in module._modules:
+        module.pelt_adapters = nn.ModuleDict()
+        module.__dict__["_pelt_adapter_hook"] = module.register_forward_hook(_prenorm_adapters, with_kwargs=True)
+    module.pelt_adapters[name] = adapter
+
 
 class AdapterPoint(nn.Module):
     """Wraps the LayerNorm producing a value point; applies that point's adapters."""

@@ -70,7 +70,9 @@ class Gate(nn.Module):
             g = torch.sigmoid(self.weight).to(like.dtype).expand(batch)
         else:
             g = torch.full((batch,), self.const, device=like.device, dtype=like.dtype)
-        self.__dict__["last"] = g.detach()      # plain attribute; skips nn.Module.__setattr__
+        # plain attribute; skips nn.Module.__setattr__. A per-token (causal) gate keeps its value at the last
+        # position: the pooled value over the whole sequence, as an encoder's gate.
+        self.__dict__["last"] = (g[:, -1] if g.dim() == 2 else g).detach()
         return g
 
     # --- sigmoid ---------------------------------------------------------------------------------
@@ -79,7 +81,8 @@ class Gate(nn.Module):
         if self.reads_own:
             if own is None:
                 raise RuntimeError(f"gate {self.key}: reads its module's own input, none given")
-            return pooled_sigmoid(own, self.proj.weight, self.proj.bias, self.pool, state)[:, 0]
+            return pooled_sigmoid(own, self.proj.weight, self.proj.bias, self.pool, state,
+                                  ("own", id(self)))[..., 0]
         x = state.value(self.layer, self.source)
         group = state.groups.get((self.layer, self.source, self.pool)) or [self]
         if not any(g is self for g in group):
@@ -89,18 +92,22 @@ class Gate(nn.Module):
         if hit is None or hit[0] is not x:
             w = group[0].proj.weight if len(group) == 1 else torch.cat([g.proj.weight for g in group])
             b = group[0].proj.bias if len(group) == 1 else torch.cat([g.proj.bias for g in group])
-            hit = (x, pooled_sigmoid(x, w, b, self.pool, state), {id(g): i for i, g in enumerate(group)})
+            hit = (x, pooled_sigmoid(x, w, b, self.pool, state, ck), {id(g): i for i, g in enumerate(group)})
             state.cache[ck] = hit
-        return hit[1][:, hit[2][id(self)]]
+        return hit[1][..., hit[2][id(self)]]
 
 
 def pooled_sigmoid(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: str,
-                   state: PeltState) -> torch.Tensor:
-    """(batch, n): ``pool_tokens(sigmoid(x W^T + b))`` for x of shape (batch, seq, H) or (batch, H)."""
+                   state: PeltState, key=None) -> torch.Tensor:
+    """(batch, n): ``pool_tokens(sigmoid(x W^T + b))`` for x of shape (batch, seq, H) or (batch, H).
+    On a causal model (``state.causal``): (batch, seq, n), each token pooling itself and the tokens before
+    it (`causal_pooled`)."""
     if weight.dtype != x.dtype:
         weight, bias = weight.to(x.dtype), bias.to(x.dtype)
     if x.dim() == 2:
         return torch.sigmoid(F.linear(x, weight, bias))
+    if getattr(state, "causal", False):
+        return causal_pooled(torch.sigmoid(F.linear(x, weight, bias)), pool, state, key)
     if pool == "first":
         return torch.sigmoid(F.linear(x[:, 0], weight, bias))
     s = torch.sigmoid(F.linear(x, weight, bias))                         # (batch, seq, n)
@@ -111,9 +118,31 @@ def pooled_sigmoid(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, po
     return s.mean(1)
 
 
+def causal_pooled(s: torch.Tensor, pool: str, state: PeltState, key) -> torch.Tensor:
+    """(batch, seq, n): for each token t the pooling of ``s`` (batch, seq, n) over the tokens up to t —
+    ``masked_mean``: over the real tokens ≤ t; ``mean_unmasked``: over all tokens ≤ t; ``first``: token 0.
+    No token's gate reads a later token, so a causal LM stays causal, and the last token's value is the
+    encoder's pooled value. When the forward continues a KV cache (``state.continuing``, one generation
+    step), the sums over the earlier tokens come from the previous forward (``state.carry[key]``)."""
+    carry = state.carry.get(key) if state.continuing else None
+    if pool == "first":
+        first = carry if carry is not None and carry.shape[0] == s.shape[0] else s[:, 0]
+        state.carry[key] = first.detach()
+        return first.unsqueeze(1).expand_as(s)
+    m = state.tail_mask(s) if pool == "masked_mean" else None
+    if m is None:
+        m = torch.ones((*s.shape[:2], 1), dtype=s.dtype, device=s.device)
+    total, count = torch.cumsum(s * m, 1), torch.cumsum(m, 1)
+    if carry is not None and carry[0].shape[0] == s.shape[0]:
+        total, count = total + carry[0].unsqueeze(1), count + carry[1].unsqueeze(1)
+    state.carry[key] = (total[:, -1].detach(), count[:, -1].detach())
+    return total / count.clamp_min(1.0)
+
+
 def scale(t: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """t * g per example (g of shape (batch,) broadcast over t's other dimensions)."""
-    return t * g.view(g.shape[0], *([1] * (t.dim() - 1)))
+    """t * g per example (g of shape (batch,) broadcast over t's other dimensions), or per token
+    (g of shape (batch, seq): a decoder's causal gate)."""
+    return t * g.view(*g.shape, *([1] * (t.dim() - g.dim())))
 
 
 def read_gates(model: nn.Module) -> dict[tuple[str, int | None, str], torch.Tensor]:

@@ -29,6 +29,7 @@ in float64, for the fixed random embedding and first Linear — exact when mlp �
 from __future__ import annotations
 
 import contextlib
+import inspect
 import sys
 from typing import Callable, Iterator
 
@@ -50,17 +51,20 @@ MIN_TRANSFORMERS = "5.4"
 class PrefixEncoder(nn.Module):
     """The training-time reparameterisation of one prefix instance over its covered layers."""
 
-    def __init__(self, length: int, hidden: int, mlp: int, n_layers: int, *, device=None, dtype=None):
+    def __init__(self, length: int, hidden: int, mlp: int, n_layers: int, *, width: int | None = None,
+                 device=None, dtype=None):
         super().__init__()
+        # width: of one layer's keys (values): hidden on encoders, num_key_value_heads × head_dim on decoders
         self.length, self.hidden, self.n_layers = length, hidden, n_layers
+        self.width = hidden if width is None else width
         self.embedding = nn.Embedding(length, hidden, device=device, dtype=dtype)
         self.mlp = nn.Sequential(nn.Linear(hidden, mlp, device=device, dtype=dtype), nn.Tanh(),
-                                 nn.Linear(mlp, 2 * n_layers * hidden, device=device, dtype=dtype))
+                                 nn.Linear(mlp, 2 * n_layers * self.width, device=device, dtype=dtype))
 
     def forward(self) -> torch.Tensor:
-        """(n_layers, 2, L, H): keys and values of every covered layer."""
-        out = self.mlp(self.embedding.weight)                                # (L, 2·n·H)
-        return out.view(self.length, self.n_layers, 2, self.hidden).permute(1, 2, 0, 3)
+        """(n_layers, 2, L, W): keys and values of every covered layer (W = the key width)."""
+        out = self.mlp(self.embedding.weight)                                # (L, 2·n·W)
+        return out.view(self.length, self.n_layers, 2, self.width).permute(1, 2, 0, 3)
 
     @torch.no_grad()
     def init_kv(self, kv: torch.Tensor) -> float:
@@ -88,6 +92,7 @@ class Prefix(nn.Module):
 
     def __init__(self, length: int, hidden: int, gate: Gate | None, state: PeltState,
                  encoder: PrefixEncoder | None = None, index: int = 0, *, device=None, dtype=None):
+        # hidden: the width of this layer's keys (values) — num_key_value_heads × head_dim on decoders
         super().__init__()
         self.length, self.hidden, self.index = length, hidden, index
         self.gate = gate
@@ -137,7 +142,8 @@ def token_ids(vocab_size: int, length: int) -> list[int]:
 def prefix_key_values(module: nn.Module, key: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor, PeltState] | None:
     """The enabled prefixes of an attention module, gated, as (batch, kv_heads, L, head_dim) each,
-    and the model's `PeltState`."""
+    and the model's `PeltState`. A per-token gate (a decoder's causal sigmoid gate, (batch, q)) cannot
+    scale a key shared by every query: `prefix_key_values_per_query` handles it."""
     host = module._modules.get("pelt_prefix")
     if host is None:
         return None
@@ -151,6 +157,8 @@ def prefix_key_values(module: nn.Module, key: torch.Tensor
         kv = kv.view(2, p.length, heads, hd).transpose(1, 2)               # (2, heads, L, hd)
         if p.gate is not None:
             g = p.gate(key).to(key.dtype)                                  # (batch,)
+            if g.dim() == 2:
+                return None
             kv = kv.unsqueeze(1) * g.view(1, batch, 1, 1, 1)               # (2, batch, heads, L, hd)
         else:
             kv = kv.unsqueeze(1).expand(2, batch, heads, p.length, hd)
@@ -160,6 +168,57 @@ def prefix_key_values(module: nn.Module, key: torch.Tensor
     if len(ks) == 1:
         return ks[0], vs[0], state
     return torch.cat(ks, dim=2), torch.cat(vs, dim=2), state
+
+
+def per_query_gate(module: nn.Module, key: torch.Tensor):
+    """``(P_K, P_V, g, state)`` when the module's enabled prefix has a per-token gate ``g`` (batch, q):
+    P_K, P_V ungated, (batch, kv_heads, L, head_dim). None otherwise. (One prefix per attention block.)"""
+    host = module._modules.get("pelt_prefix")
+    parts = [p for p in host.values() if p.enabled] if host is not None else []
+    if len(parts) != 1 or parts[0].gate is None:
+        return None
+    p = parts[0]
+    g = p.gate(key)
+    if g.dim() != 2:
+        return None
+    batch, heads, _, hd = key.shape
+    kv = p.kv().to(key.dtype).view(2, p.length, heads, hd).transpose(1, 2)
+    kv = kv.unsqueeze(1).expand(2, batch, heads, p.length, hd)
+    return kv[0], kv[1], g.to(key.dtype), p.__dict__["_state"]
+
+
+def _gated_per_query(module, query, key, value, mask, pk, pv, g, scaling, base, kwargs):
+    """Attention with the prefix keys and values scaled by a gate per *query* token, ``g`` (batch, q):
+    the logit of query t on prefix key p is ``scaling · q_t · (g_t P_K[p])`` and its value ``g_t P_V[p]``.
+    One call of the stock function does it: the logits' change ``(g_t − 1) · scaling · q_t · P_K[p]`` is
+    an additive mask on the prefix columns, and the values ride on a doubled head dim, ``[P_V, 0]`` for
+    the prefix and ``[0, V]`` for the tokens, so the output is ``g_t · o[:hd] + o[hd:]``."""
+    length, hd = pk.shape[2], key.shape[-1]
+    scaling = hd ** -0.5 if scaling is None else scaling
+    rep = query.shape[1] // pk.shape[1]
+    logits = query @ pk.repeat_interleave(rep, dim=1).transpose(-1, -2)            # (batch, heads, q, L)
+    bias = logits * scaling * (g - 1).view(g.shape[0], 1, g.shape[1], 1)
+    if mask is None:
+        mask = torch.zeros((*query.shape[:1], 1, query.shape[2], key.shape[2]), dtype=query.dtype,
+                           device=query.device)
+    elif mask.dtype == torch.bool:
+        mask = torch.zeros(mask.shape, dtype=query.dtype, device=query.device).masked_fill(
+            ~mask, torch.finfo(query.dtype).min)
+    mask = torch.cat([bias, mask.to(query.dtype).expand(*bias.shape[:3], mask.shape[-1])], dim=-1)
+    key = torch.cat([pk, key], dim=2)
+    zv, zp = torch.zeros_like(value), torch.zeros_like(pv)
+    value = torch.cat([torch.cat([pv, zp], dim=-1), torch.cat([zv, value], dim=-1)], dim=2)
+    out, weights = _stock(module, base)(module, query, key, value, mask, scaling=scaling, **kwargs)
+    # out: (batch, q, heads, 2·hd)
+    out = out[..., :hd] * g.view(g.shape[0], g.shape[1], 1, 1) + out[..., hd:]
+    return out.contiguous(), weights
+
+
+def causal_mask(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """A bool (1, 1, q, k) causal mask, the queries being the last q of the k keys."""
+    q, k = query.shape[2], key.shape[2]
+    i = torch.arange(q, device=query.device).unsqueeze(1) + (k - q)
+    return (torch.arange(k, device=query.device).unsqueeze(0) <= i).view(1, 1, q, k)
 
 
 def extended_mask(state: PeltState, mask: torch.Tensor | None, length: int) -> torch.Tensor | None:
@@ -211,6 +270,18 @@ def make_attention(base: str) -> Callable:
     def prefix_attention(module, query, key, value, attention_mask, **kwargs):
         if module.__dict__.get("_pelt_probe"):
             raise _Probed
+        if attention_mask is None and getattr(module, "is_causal", False) and query.shape[2] > 1 \
+                and module._modules.get("pelt_prefix") is not None:
+            # sdpa would apply is_causal top-left aligned once prefix columns are in: be explicit
+            attention_mask = causal_mask(query, key)
+            if base == "eager":
+                attention_mask = torch.zeros(attention_mask.shape, dtype=query.dtype, device=query.device
+                                             ).masked_fill(~attention_mask, torch.finfo(query.dtype).min)
+        pq = per_query_gate(module, key)
+        if pq is not None:
+            scaling = kwargs.pop("scaling", None)
+            return _gated_per_query(module, query, key, value, attention_mask, pq[0], pq[1], pq[2], scaling,
+                                    base, kwargs)
         kv = prefix_key_values(module, key)
         if kv is not None:
             key = torch.cat([kv[0], key], dim=2)
@@ -223,11 +294,21 @@ def make_attention(base: str) -> Callable:
     return prefix_attention
 
 
+def _explicit_causal(mask_fn: Callable) -> Callable:
+    """The stock mask function, never returning None for a causal mask (sdpa's ``is_causal`` shortcut):
+    the prefix function prepends always-visible columns to an explicit causal mask."""
+    def fn(*args, **kwargs):
+        kwargs["allow_is_causal_skip"] = False
+        return mask_fn(*args, **kwargs)
+    fn.__name__ = f"peltc_{mask_fn.__name__}"
+    return fn
+
+
 def register_attention() -> None:
     """Register the prefix attention functions and their mask functions with transformers."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
-    masks = {"sdpa": sdpa_mask, "eager": eager_mask}
+    masks = {"sdpa": _explicit_causal(sdpa_mask), "eager": eager_mask}
     for base, name in IMPLEMENTATIONS.items():
         AttentionInterface.register(name, make_attention(base))
         AttentionMaskInterface.register(name, masks[base])
@@ -245,10 +326,14 @@ def calls_prefix_attention(module: nn.Module, hidden: int) -> bool | None:
     p = next(module.parameters(), None)
     x = torch.zeros(1, 1, hidden, device=p.device if p is not None else None,
                     dtype=p.dtype if p is not None and p.is_floating_point() else None)
+    kwargs = {}
+    if "position_embeddings" in inspect.signature(module.forward).parameters:     # rotary (decoders)
+        hd = int(getattr(module, "head_dim", hidden))
+        kwargs["position_embeddings"] = (x.new_ones(1, 1, hd), x.new_zeros(1, 1, hd))
     module.__dict__["_pelt_probe"] = True
     try:
         with torch.no_grad():
-            module.forward(x)
+            module.forward(x, **kwargs)
     except _Probed:
         return True
     except Exception:       # noqa: BLE001 — another signature (4.x DistilBERT: query, key, value, mask)

@@ -40,7 +40,7 @@ from torch import nn
 from peltc.compiler.archs import FAMILIES, MODEL_TYPES, Family
 from peltc.compiler.ir import IR, AttachmentNode
 from peltc.compiler.torch import targets as tg
-from peltc.compiler.torch.adapter import PARALLEL_INPUT, Adapter, AdapterPoint
+from peltc.compiler.torch.adapter import PARALLEL_INPUT, Adapter, AdapterPoint, attach_prenorm
 from peltc.compiler.torch.bitfit import BiasDelta, bias_size, bitfit_hook
 from peltc.compiler.torch.gate import Gate
 from peltc.compiler.torch.lora import LoRA, LoraLinear
@@ -109,7 +109,7 @@ def apply(ir: IR, model: nn.Module) -> "Report":
                                code="C006", span=_span(att), help="the task head itself is always trained")
         for t in tgts:
             mod = _get(model, t.path, att)
-            _check_module(att, t, mod)
+            _check_module(att, t, mod, fam)
         plan.append((att, tgts))
     if any(a.method == "prefix" for a in atts):
         impl = _attn_implementation(model, fam, next(a for a in atts if a.method == "prefix"))
@@ -130,6 +130,7 @@ def apply(ir: IR, model: nn.Module) -> "Report":
             p.requires_grad_(True)
 
     state = PeltState()
+    state.causal = fam.causal
     c = Compiled(ir, fam, prefix, n_layers, state, head_paths, finetune, attn_implementation=impl)
     hidden = _hidden(model, fam, ir)
     token_kv = _token_kv(model, fam, prefix, atts)   # before anything attached changes the activations
@@ -139,14 +140,17 @@ def apply(ir: IR, model: nn.Module) -> "Report":
     for att, tgts in plan:
         c.attachments.setdefault(att.instance, []).append(att)
         c.paths.setdefault(att.instance, {}).setdefault(att.layer, []).extend(t.path for t in tgts)
-        if att.method == "adapter":
+        if att.method == "adapter" and fam.pre_norm:
+            _attach_prenorm_adapter(model, att, tgts[0], state, hidden)
+        elif att.method == "adapter":
             _attach_adapter(model, att, tgts[0], state, hidden)
         elif att.method == "lora":
             _attach_lora(model, att, tgts[0], state, hidden)
         elif att.method == "bitfit":
             _attach_bitfit(model, att, tgts, state, hidden)
         elif att.method == "prefix":
-            _attach_prefix(model, att, tgts[0], state, hidden, encoders, atts, prefix, token_kv)
+            _attach_prefix(model, att, tgts[0], state, hidden, encoders, atts, prefix, token_kv,
+                           width=_kv_width(model, fam, hidden))
     _init_encoders(encoders, atts, token_kv)
 
     # 4. state hooks, gate fusion, attention implementation, pooling
@@ -163,7 +167,8 @@ def apply(ir: IR, model: nn.Module) -> "Report":
             needs.add((m.layer, PARALLEL_INPUT[m.point]))
     for layer, point in sorted(needs):
         if point == "input":
-            mod = model.get_submodule(tg.point_path(fam, prefix, layer, "attention"))
+            mod = model.get_submodule(tg.point_path(fam, prefix, layer, "attention") if fam.layer_input is None
+                                      else f"{tg.layer_path(fam, prefix, layer)}.{fam.layer_input}")
             c.hooks.append(mod.register_forward_pre_hook(layer_input_hook(state, layer), with_kwargs=True))
         else:
             mod = model.get_submodule(tg.point_path(fam, prefix, layer, point))
@@ -238,7 +243,7 @@ def _check_attachment(att: AttachmentNode, fam: Family, model: nn.Module) -> Non
         raise CompileError(f"{att.instance}: the torch back end has no method {att.method!r}", code="C002")
 
 
-def _check_module(att: AttachmentNode, t: tg.Target, mod: nn.Module) -> None:
+def _check_module(att: AttachmentNode, t: tg.Target, mod: nn.Module, fam: Family | None = None) -> None:
     inner = _inner(mod)
     if att.method == "lora" and not isinstance(inner, nn.Linear):
         raise CompileError(f"{att.instance}: LoRA needs an nn.Linear at '{t.path}', found {type(inner).__name__}",
@@ -247,7 +252,8 @@ def _check_module(att: AttachmentNode, t: tg.Target, mod: nn.Module) -> None:
             and att.point != "all":
         raise CompileError(f"{att.instance}: bitfit at '{t.path}', but {type(inner).__name__} has no bias",
                            code="C006", span=_span(att))
-    if att.method == "adapter" and not (isinstance(inner, nn.LayerNorm) or hasattr(inner, "normalized_shape")):
+    if att.method == "adapter" and not (isinstance(inner, nn.LayerNorm) or hasattr(inner, "normalized_shape")) \
+            and not (fam is not None and fam.pre_norm):      # pre-norm: a hook on the sub-layer module
         raise CompileError(f"{att.instance}: an adapter at {att.point} wraps the LayerNorm producing it; "
                            f"'{t.path}' is a {type(inner).__name__}", code="C008", span=_span(att))
 
@@ -396,6 +402,31 @@ def _attach_adapter(model, att, t, state, hidden) -> None:
                                    _gate(att, state, hidden, where, reads_own), **where))
 
 
+def _attach_prenorm_adapter(model, att, t, state, hidden) -> None:
+    """A pre-norm block (decoders): the adapter rides on a forward hook of the sub-layer module itself
+    (``self_attn`` / ``mlp``), whose output is the value point before the residual add."""
+    host = model.get_submodule(t.path)
+    where = _where(host)
+    p = att.params
+    reads_own = att.gate.kind == "sigmoid" and att.gate.source == att.point
+    attach_prenorm(host, att.instance, Adapter(hidden, int(p.get("size", 48)), p.get("activation", "relu"),
+                                               float(p.get("scale", 1.0)), att.placement,
+                                               _gate(att, state, hidden, where, reads_own), **where))
+
+
+def _kv_width(model: nn.Module, fam: Family, hidden: int) -> int:
+    """The width of one layer's keys (values) from the model's config: num_key_value_heads × head_dim
+    on a decoder (grouped KV heads; Qwen3's head_dim is its own), hidden on an encoder."""
+    kv_key = fam.keys.get("kv_heads")
+    cfg = getattr(model, "config", None)
+    if kv_key is None or cfg is None:
+        return hidden
+    heads = int(getattr(cfg, fam.keys["heads"]))
+    kv = getattr(cfg, kv_key, None) or heads
+    hd = getattr(cfg, fam.keys["head_dim"], None) or hidden // heads
+    return int(kv) * int(hd)
+
+
 def _attach_lora(model, att, t, state, hidden) -> None:
     host = model.get_submodule(t.path)
     if not isinstance(host, LoraLinear):
@@ -483,9 +514,10 @@ def _init_encoders(encoders: dict[str, PrefixEncoder], atts: list[AttachmentNode
                                help="write a wider `mlp` (at least `length`), or `mlp none`")
 
 
-def _attach_prefix(model, att, t, state, hidden, encoders, atts, prefix, token_kv=None) -> None:
+def _attach_prefix(model, att, t, state, hidden, encoders, atts, prefix, token_kv=None, width=None) -> None:
     attn = model.get_submodule(t.path)
     where = _where(attn)
+    width = hidden if width is None else width
     length = int(att.params.get("length", 10))
     mlp = att.params.get("mlp")
     enc, index = None, 0
@@ -493,7 +525,8 @@ def _attach_prefix(model, att, t, state, hidden, encoders, atts, prefix, token_k
         covered = sorted(a.layer for a in atts if a.instance == att.instance)
         enc = encoders.get(att.instance)
         if enc is None:
-            enc = encoders[att.instance] = PrefixEncoder(length, hidden, int(mlp), len(covered), **where)
+            enc = encoders[att.instance] = PrefixEncoder(length, hidden, int(mlp), len(covered), width=width,
+                                                         **where)
             base = model.get_submodule(prefix[:-1]) if prefix else model
             if "pelt_prefix_encoders" not in base._modules:
                 base.pelt_prefix_encoders = nn.ModuleDict()
@@ -502,7 +535,7 @@ def _attach_prefix(model, att, t, state, hidden, encoders, atts, prefix, token_k
         index = covered.index(att.layer)
     if "pelt_prefix" not in attn._modules:
         attn.pelt_prefix = nn.ModuleDict()
-    attn.pelt_prefix[att.instance] = Prefix(length, hidden, _gate(att, state, hidden, where), state, enc, index,
+    attn.pelt_prefix[att.instance] = Prefix(length, width, _gate(att, state, hidden, where), state, enc, index,
                                             **where)
     kv = (token_kv or {}).get((att.instance, att.layer))
     if enc is None and kv is not None:

@@ -46,10 +46,18 @@ class PeltState:
         self.prefix_kv: dict[int, torch.Tensor] = {}        # id(encoder) → its output for this forward
         self.forwards = 0
         self.observer = None                                # diagnostics: sees prefix attention inputs
+        # decoders: causal gates pool over the tokens so far; one generation step (a forward continuing
+        # a KV cache) adds to the sums the previous forward left in ``carry``
+        self.causal = False
+        self.continuing = False
+        self.carry: dict[Any, Any] = {}
 
     # --- lifecycle ---------------------------------------------------------------------------
-    def begin(self, mask: torch.Tensor | None) -> None:
+    def begin(self, mask: torch.Tensor | None, continuing: bool = False) -> None:
         self.mask = mask.detach() if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+        self.continuing = continuing
+        if not continuing:
+            self.carry.clear()
         self.values.clear()
         self.cache.clear()
         # Prefix MLPs run once per forward, before any layer: outside gradient-checkpointed layers,
@@ -86,6 +94,14 @@ class PeltState:
         if out is None:
             out = self.cache[key] = m.to(device=x.device, dtype=x.dtype).unsqueeze(-1)
         return out
+
+    def tail_mask(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The mask of x's tokens as x's dtype, (batch, seq, 1): the last ``seq`` columns (a generation
+        step's mask covers the cached tokens too), or None when every token counts."""
+        m = self.mask
+        if m is None or m.shape[0] != x.shape[0] or m.shape[1] < x.shape[1]:
+            return None
+        return m[:, m.shape[1] - x.shape[1]:].to(device=x.device, dtype=x.dtype).unsqueeze(-1)
 
     def token_count(self, x: torch.Tensor) -> torch.Tensor:
         """Tokens per example, (batch, 1), at least 1 (call only when `token_mask` is not None)."""
@@ -124,7 +140,12 @@ def _begin(state: PeltState, mask_index: int | None, module, args, kwargs):
     mask = kwargs.get("attention_mask")
     if mask is None and mask_index is not None and len(args) > mask_index:
         mask = args[mask_index]
-    state.begin(mask)
+    cache = kwargs.get("cache", kwargs.get("past_key_values"))
+    try:
+        continuing = cache is not None and int(cache.get_seq_length()) > 0
+    except (AttributeError, TypeError):
+        continuing = False
+    state.begin(mask, continuing)
 
 
 def _end(state: PeltState, module, args, output):

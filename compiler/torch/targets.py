@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from peltc.compiler.archs import BLOCKS, Family
+from peltc.compiler.archs import BLOCKS, Family, blocks
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def point_path(fam: Family, prefix: str, layer: int, point: str) -> str:
 def bitfit_targets(fam: Family, prefix: str, layer: int | None, point: str, n_layers: int) -> list[Target]:
     """The bias-holding modules a bitfit attachment covers."""
     if layer is not None:
-        points = BLOCKS.get(point, (point,))
+        points = blocks(fam).get(point, (point,))
         return [Target(point_path(fam, prefix, layer, p), layer, p) for p in points]
     if point == "embeddings":
         return [Target(prefix + e, None, "embeddings") for e in fam.embeddings_bias]

@@ -98,3 +98,33 @@ def make_ir(family: str, attachments: list[dict], head_pool: str = "pooler", lay
                               method=a["method"], layer=a["layer"], point=a["point"], params=a.get("params", {}),
                               gate=gate, placement=a.get("placement", "sequential"), order=a.get("order", 0)))
     return ir
+
+
+# --- decoders (Llama, Mistral, Qwen2, Qwen3): hidden 64, 2 layers, 4 heads over 2 KV heads ---------------
+DECODERS = ["llama", "mistral", "qwen2", "qwen3"]
+
+
+def tiny_decoder_config(family: str, attn: str | None = None, **over):
+    """Grouped KV heads (4 query heads, 2 KV heads); Qwen3 with its own head_dim (24, not 64 / 4)."""
+    from transformers import LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
+    common = dict(vocab_size=99, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, intermediate_size=48, max_position_embeddings=128, pad_token_id=0,
+                  tie_word_embeddings=False)
+    cls = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config}[family]
+    extra = {"head_dim": 24} if family == "qwen3" else {}
+    cfg = cls(**{**common, **extra, **over})
+    if attn is not None:
+        cfg._attn_implementation = attn
+    return cfg
+
+
+def tiny_decoder(family: str, causal_lm: bool = False, attn: str | None = None, seed: int = 0, **over):
+    """A fresh tiny decoder in eval mode: *ForSequenceClassification (2 labels) or *ForCausalLM."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    key = ("decoder", family, causal_lm, attn, seed, tuple(sorted(over.items())))
+    if key not in _CACHE:
+        torch.manual_seed(seed)
+        auto = AutoModelForCausalLM if causal_lm else AutoModelForSequenceClassification
+        _CACHE[key] = auto.from_config(tiny_decoder_config(family, attn, **over)).eval()
+    torch.manual_seed(seed)
+    return copy.deepcopy(_CACHE[key])
