@@ -46,7 +46,8 @@ def cmd_compile(a) -> int:
     opts = RunOptions(spec=a.spec, task=a.train, model=a.model, data_dir=a.data_dir, k=a.k, seed=a.seed,
                       dev_size=a.dev_size,
                       out=a.out, overrides=_overrides(a), resume=a.resume, progress=not a.quiet,
-                      render=not a.no_render)
+                      render=not a.no_render, validation=a.validation, test=a.test, text_column=a.text_column,
+                      text_pair_column=a.text_pair_column, label_column=a.label_column, task_type=a.task_type)
     m = train_run(opts)
     if "run_dir" not in m:      # a non-zero rank under torchrun
         return EXIT_OK
@@ -81,7 +82,28 @@ def cmd_eval(a) -> int:
 
 
 def cmd_predict(a) -> int:
-    from peltc.runtime.run import predict_text
+    import sys
+
+    from peltc.errors import UsageError
+    from peltc.runtime.run import predict_file, predict_text
+    if (a.text is None) == (a.file is None):
+        raise UsageError("peltc predict takes --text \"…\" or --file INPUTS.jsonl", code="U009",
+                         help="--text labels one text (--text-pair: its second); --file labels every row of a "
+                              "JSON Lines file")
+    if a.file is not None:
+        if a.text_pair is not None:
+            raise UsageError("--text-pair goes with --text", code="U009",
+                             help="with --file each row holds its pair (the run's column names, or text_pair)")
+        if a.batch_size < 1:
+            raise UsageError(f"--batch-size {a.batch_size} is out of range", code="U106", help="--batch-size must be ≥ 1")
+        r = predict_file(a.run_dir, a.file, a.out, batch_size=a.batch_size, progress=not a.quiet)
+        for k in r["renamed"]:
+            print(f"note: the input's '{k}' field is kept as 'input_{k}'", file=sys.stderr)
+        if a.out is not None:
+            print(f"wrote {r['rows']} predictions to {a.out}")
+        return EXIT_OK
+    if a.out is not None:
+        raise UsageError("--out goes with --file", code="U009", help="with --text the prediction is printed")
     out = predict_text(a.run_dir, a.text, a.text_pair)
     if "label" in out:
         print(f"{out['label']}  (p = {out['probability']:.3f})")
@@ -214,8 +236,21 @@ def add_commands(sub) -> None:
     c = sub.add_parser("compile", help="rewrite the model; with --train: train, evaluate, save the adapter")
     c.add_argument("spec", help="the .pelt spec file")
     c.add_argument("--model", help="model name, dir or config.json (default: the spec's, else the packaged MiniLM)")
-    c.add_argument("--train", metavar="glue/TASK", help="cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte")
+    c.add_argument("--train", metavar="DATA", help="glue/TASK (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte), or your "
+                                                   "own: csv:PATH, json:PATH (JSON or JSON Lines), disk:DIR "
+                                                   "(save_to_disk), hub:NAME[:CONFIG]")
     c.add_argument("--data-dir", help="GLUE in the original TSV layout (default: $PELT_GLUE_DIR, else the Hub)")
+    o = c.add_argument_group("your own data (--train csv:… | json:… | disk:… | hub:…)")
+    o.add_argument("--validation", metavar="DATA", help="the dev set, same format as --train (a split name for disk / "
+                                                        "hub; default: --dev-size training rows held out per seed)")
+    o.add_argument("--test", metavar="DATA", help="the test set, same format as --train (a split name for disk / hub; "
+                                                  "default: a fixed fifth of the training rows)")
+    o.add_argument("--text-column", metavar="NAME", help="the text's column (default: text, else sentence)")
+    o.add_argument("--text-pair-column", metavar="NAME", help="the second text's column, for text pairs (default: none)")
+    o.add_argument("--label-column", metavar="NAME", help="the label's column (default: label)")
+    o.add_argument("--task-type", choices=("classification", "regression"),
+                   help="default: from the labels (strings, integers → classification; numbers with a fractional "
+                        "part → regression)")
     c.add_argument("--k", default="100", help="training examples: 100 | 500 | 1000 | all (default 100)")
     c.add_argument("--seed", type=int, default=1)
     c.add_argument("--dev-size", type=int, default=1000,
@@ -234,10 +269,15 @@ def add_commands(sub) -> None:
     e.add_argument("--data-dir", help="GLUE in the original TSV layout (default: the run's, $PELT_GLUE_DIR, the Hub)")
     e.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("predict", help="label a text with a trained run")
+    p = sub.add_parser("predict", help="label a text, or a file of them, with a trained run")
     p.add_argument("run_dir", help="a run folder written by `peltc compile --train`")
-    p.add_argument("--text", required=True, help="the text to label (the first sentence of a pair task)")
+    p.add_argument("--text", help="the text to label (the first sentence of a pair task)")
     p.add_argument("--text-pair", help="the second sentence, for pair tasks (mrpc, qqp, stsb, mnli, qnli, rte)")
+    p.add_argument("--file", metavar="INPUTS.jsonl", help="label every row of a JSON Lines file (texts under the run's "
+                                                          "column names, or text / text_pair); other fields are kept")
+    p.add_argument("--out", metavar="PREDS.jsonl", help="with --file: write the predictions here (default: stdout)")
+    p.add_argument("--batch-size", type=int, default=64, help="with --file: rows per forward pass (default 64)")
+    p.add_argument("--quiet", action="store_true", help="with --file: no progress bar")
     p.set_defaults(func=cmd_predict)
 
     g = sub.add_parser("grid", help="run specs × tasks × K × seeds and tabulate mean ± std")

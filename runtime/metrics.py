@@ -3,6 +3,9 @@ the Trainer's ``compute_metrics`` built on it, and the check for degenerate (con
 
 >>> glue_metric("mrpc").compute(predictions=[1, 0, 1], references=[1, 1, 1])
 {'f1': 0.8, 'accuracy': 0.6666666666666666}
+
+Your own data (`tasks.CustomTask`) has two more configs: ``custom-classification`` (accuracy, which
+selects checkpoints, and macro-F1) and ``custom-regression`` (Pearson, Spearman).
 """
 
 from __future__ import annotations
@@ -14,11 +17,23 @@ import evaluate
 import numpy as np
 
 from peltc.errors import UsageError, did_you_mean
-from peltc.runtime.tasks import TASKS, GlueTask
+from peltc.runtime.tasks import CUSTOM_METRICS, TASKS, CustomTask, GlueTask
+
+
+class _Metrics:
+    """What `compute` reads of a task, for the custom-data configs."""
+
+    def __init__(self, task_type: str):
+        self.metrics = CUSTOM_METRICS[task_type][0]
+        self.is_regression = task_type == "regression"
+
+
+CONFIGS = {**TASKS, **{f"custom-{t}": _Metrics(t) for t in CUSTOM_METRICS}}
 
 
 class GlueMetric(evaluate.Metric):
-    """The paper's GLUE metrics; the config name is the task (``GlueMetric("cola")``).
+    """The paper's GLUE metrics; the config name is the task (``GlueMetric("cola")``), or
+    ``custom-classification`` / ``custom-regression`` for your own data.
 
     Matthews correlation (CoLA), F1 + accuracy (MRPC, QQP), Pearson + Spearman (STS-B), accuracy
     (the rest). A correlation that is undefined because one side is constant is reported as 0.0
@@ -26,10 +41,10 @@ class GlueMetric(evaluate.Metric):
     """
 
     def _info(self) -> evaluate.MetricInfo:
-        if self.config_name not in TASKS:
+        if self.config_name not in CONFIGS:
             raise UsageError(f"no GLUE metric for task '{self.config_name}'", code="U101",
-                             help=did_you_mean(self.config_name, TASKS, "tasks"))
-        dtype = "float32" if TASKS[self.config_name].is_regression else "int64"
+                             help=did_you_mean(self.config_name, CONFIGS, "tasks"))
+        dtype = "float32" if CONFIGS[self.config_name].is_regression else "int64"
         return evaluate.MetricInfo(
             description="GLUE metrics computed locally with scikit-learn and scipy.",
             citation="Wang et al., GLUE: A Multi-Task Benchmark and Analysis Platform for NLU, 2019.",
@@ -39,16 +54,17 @@ class GlueMetric(evaluate.Metric):
         )
 
     def _compute(self, predictions, references) -> dict[str, float]:
-        return compute(TASKS[self.config_name], predictions, references)
+        return compute(CONFIGS[self.config_name], predictions, references)
 
 
-def glue_metric(task: GlueTask | str, **kwargs) -> GlueMetric:
+def glue_metric(task: GlueTask | CustomTask | str, **kwargs) -> GlueMetric:
     """An in-memory GlueMetric for ``task`` (no cache files)."""
-    name = task.name if isinstance(task, GlueTask) else task
+    name = (task.metric_config if isinstance(task, CustomTask)
+            else task.name if isinstance(task, GlueTask) else task)
     return GlueMetric(name, keep_in_memory=True, **kwargs)
 
 
-def compute(task: GlueTask, predictions: Sequence, references: Sequence) -> dict[str, float]:
+def compute(task, predictions: Sequence, references: Sequence) -> dict[str, float]:
     """The task's metrics of label ids (scores for regression), as plain floats."""
     from scipy import stats
     from sklearn.metrics import f1_score, matthews_corrcoef
@@ -60,6 +76,8 @@ def compute(task: GlueTask, predictions: Sequence, references: Sequence) -> dict
             out[name] = float((p == r).mean()) if len(p) else 0.0
         elif name == "f1":
             out[name] = float(f1_score(r, p, zero_division=0.0))
+        elif name == "f1_macro":   # the mean F1 over the classes the references or predictions hold
+            out[name] = float(f1_score(r, p, average="macro", zero_division=0.0)) if len(p) else 0.0
         elif name == "matthews_correlation":
             out[name] = float(matthews_corrcoef(r, p))
         elif name in ("pearson", "spearmanr"):

@@ -59,15 +59,33 @@ class RunOptions:
     progress: bool = True
     render: bool = True
     diagnostics: bool = True  # diagnostics.json / .png: gates, norms, prefix attention, feature spread
+    # your own data (task = csv:PATH, json:PATH, disk:DIR or hub:NAME[:CONFIG]; see data.load_own)
+    validation: str | None = None       # the dev set (same format; a split name for disk / hub)
+    test: str | None = None             # the test set (else held out from the training data)
+    text_column: str | None = None      # default: text, else sentence
+    text_pair_column: str | None = None
+    label_column: str | None = None     # default: label
+    task_type: str | None = None        # classification | regression (default: decided from the labels)
+
+
+def is_custom(task) -> bool:
+    """A task over your own data (`tasks.CustomTask`), not a GLUE task."""
+    from peltc.runtime.tasks import CustomTask
+    return isinstance(task, CustomTask)
 
 
 # --- run folders ----------------------------------------------------------------------------------
 
 def run_identity(*, spec_hash: str | None, task: str, k, seed: int, dev_size: int, model: str,
-                 settings: dict[str, Any]) -> dict[str, Any]:
-    """What a run folder belongs to. Two runs with the same identity compute the same thing."""
-    return {"spec_hash": spec_hash, "task": task, "k": k, "seed": seed, "dev_size": dev_size, "model": model,
-            "settings": settings}
+                 settings: dict[str, Any], data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a run folder belongs to. Two runs with the same identity compute the same thing.
+    ``data`` (your own data only): ``{"source": the resolved data spec, "hashes": per split, its
+    files' sha256}`` — a GLUE run's identity has no such key."""
+    out = {"spec_hash": spec_hash, "task": task, "k": k, "seed": seed, "dev_size": dev_size, "model": model,
+           "settings": settings}
+    if data is not None:
+        out["data"] = data
+    return out
 
 
 def identity_hash(identity: dict[str, Any]) -> str:
@@ -81,6 +99,12 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         if key == "settings" and isinstance(a, dict) and isinstance(b, dict):
             out += [f"{k}: {a.get(k)!r} in the folder, {b.get(k)!r} now" for k in sorted(set(a) | set(b))
                     if a.get(k) != b.get(k)]
+        elif key == "data" and isinstance(a, dict) and isinstance(b, dict):
+            sa, sb = a.get("source") or {}, b.get("source") or {}
+            out += [f"data {k}: {sa.get(k)!r} in the folder, {sb.get(k)!r} now" for k in sorted(set(sa) | set(sb))
+                    if sa.get(k) != sb.get(k)]
+            ha, hb = a.get("hashes") or {}, b.get("hashes") or {}
+            out += [f"the {k} data (its content differs)" for k in sorted(set(ha) & set(hb)) if ha[k] != hb[k]]
         elif a != b:
             if key == "spec_hash":
                 out.append("the spec (its text or an imported file differs)")
@@ -307,10 +331,11 @@ def prepare(opts: RunOptions):
     """Everything that can be checked without weights or data — spec, model, task, K, flags — and the
     run's folder plan. Raises on any bad input before anything is loaded or written."""
     from peltc.runtime import data as D
-    from peltc.runtime.tasks import task as get_task
-    from peltc.runtime.train import default_recipe, resolve_settings
+    from peltc.runtime.settings import check_option, default_recipe, resolve_settings
 
-    task = get_task(opts.task)
+    for name, value in opts.overrides.items():     # flags first: no torch imported yet
+        check_option(name, value)
+    task, raw, data_identity = _resolve_task(opts)
     opts.k = D.parse_k(opts.k)
     if opts.dev_size < 1:
         raise UsageError(f"--dev-size {opts.dev_size} is out of range", code="U106",
@@ -322,9 +347,54 @@ def prepare(opts: RunOptions):
     finetune = any(a.method == "finetune" for a in ir.attachments())
     settings = resolve_settings(ir.settings.train, {**opts.overrides, "seed": opts.seed}, finetune=finetune)
     identity = run_identity(spec_hash=ir.settings.spec_hash, task=task.name, k=opts.k, seed=opts.seed,
-                            dev_size=opts.dev_size, model=mc.ref, settings=settings.to_dict())
+                            dev_size=opts.dev_size, model=mc.ref, settings=settings.to_dict(), data=data_identity)
     plan = _shared_plan(opts, task.name, identity)
-    return task, text, ir, mc, settings, identity, plan
+    return task, text, ir, mc, settings, identity, plan, raw
+
+
+_OWN_FLAGS = {"validation": "--validation", "test": "--test", "text_column": "--text-column",
+              "text_pair_column": "--text-pair-column", "label_column": "--label-column", "task_type": "--task-type"}
+
+
+def own_data(opts: RunOptions):
+    """The `data.OwnData` that ``opts`` asks for (``opts.task`` is csv:…, json:…, disk:… or hub:…)."""
+    from peltc.runtime import data as D
+
+    train = D.parse_source(opts.task, "--train")
+    return D.OwnData(train=train,
+                     validation=D.parse_source(opts.validation, "--validation", like=train) if opts.validation else None,
+                     test=D.parse_source(opts.test, "--test", like=train) if opts.test else None,
+                     text_column=opts.text_column, text_pair_column=opts.text_pair_column,
+                     label_column=opts.label_column or "label", task_type=opts.task_type)
+
+
+def _resolve_task(opts: RunOptions):
+    """(task, raw data or None, the identity's data record or None). A GLUE task's data is read later
+    (after the model's weights are found); your own data is read and checked here, since its labels
+    make the task."""
+    from peltc.runtime import data as D
+    from peltc.runtime.tasks import task as get_task
+
+    if not D.is_own(opts.task):
+        given = [flag for key, flag in _OWN_FLAGS.items() if getattr(opts, key, None) is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} apply to your own data, not to GLUE task '{opts.task}'",
+                             code="U130", help="--train csv:PATH | json:PATH | disk:DIR | hub:NAME[:CONFIG] takes them")
+        try:
+            return get_task(opts.task or ""), None, None
+        except UsageError as e:
+            hint = D.hint_for(opts.task or "")
+            if hint is None:
+                raise
+            raise UsageError(e.diagnostic.message, code=e.diagnostic.code, help=hint) from None
+    if opts.data_dir is not None:
+        raise UsageError("--data-dir is for GLUE tasks", code="U130",
+                         help=f"--train {opts.task} names the data itself")
+    notes: list[str] = []
+    raw, task, hashes = D.load_own(own_data(opts), notes)
+    for n in notes:
+        _say(f"note: {n}")
+    return task, raw, {"source": {k: v for k, v in task.data.items() if k != "label_kind"}, "hashes": hashes}
 
 
 def train_run(opts: RunOptions) -> dict[str, Any]:
@@ -342,14 +412,10 @@ def train_run(opts: RunOptions) -> dict[str, Any]:
 
 
 def _train_run(opts: RunOptions) -> dict[str, Any]:
-    from transformers import set_seed
-
-    from peltc.api import compile_model
     from peltc.runtime import data as D
-    from peltc.runtime.train import last_checkpoint
 
     t0 = time.time()
-    task, text, ir, mc, settings, identity, plan = prepare(opts)
+    task, text, ir, mc, settings, identity, plan, raw = prepare(opts)   # no torch imported yet
     run_dir, main = plan.path, _is_main()
     if plan.finished is not None:
         _say(f"'{run_dir}' already holds this finished run; nothing to do (peltc eval {run_dir} re-scores it)")
@@ -357,7 +423,13 @@ def _train_run(opts: RunOptions) -> dict[str, Any]:
     if plan.note:
         _say(plan.note)
     weights_source(mc)                       # a Hub name that cannot load fails now, not after the data
-    raw = D.load_glue(task, opts.data_dir)   # data files checked before weights load
+
+    from transformers import set_seed
+
+    from peltc.api import compile_model
+    from peltc.runtime.train import last_checkpoint
+    if raw is None:
+        raw = D.load_glue(task, opts.data_dir)   # data files checked before weights load
     signals.raise_if_interrupted()
 
     trainer_dir = run_dir / "trainer"
@@ -377,7 +449,7 @@ def _train_run(opts: RunOptions) -> dict[str, Any]:
     report = compile_model(ir, model)
     if main and not plan.resume:
         print(report.render())
-    ds = D.sample(raw, opts.k, settings.seed, dev_size=opts.dev_size)
+    ds = (D.sample_own if is_custom(task) else D.sample)(raw, opts.k, settings.seed, dev_size=opts.dev_size)
     enc = D.tokenize(ds, tokenizer, task, max_length=settings.max_length)
     signals.raise_if_interrupted()
 
@@ -387,6 +459,7 @@ def _train_run(opts: RunOptions) -> dict[str, Any]:
         (run_dir / "spec.pelt").write_text(text, encoding="utf-8")
         _write_json(run_dir / "ir.json", ir.to_dict())
         _write_json(run_dir / "run.json", {**asdict(opts), "model_ref": mc.ref, "task_name": task.name,
+                                           **({"own_data": task.to_dict()} if is_custom(task) else {}),
                                            "identity": identity, "identity_hash": identity_hash(identity)})
         if opts.render:
             _render(ir, run_dir / "architecture.svg")
@@ -471,7 +544,9 @@ def _train_and_score(opts, task, text, ir, mc, settings, model, tokenizer, enc, 
         with signals.deferred():
             save_artifact(model, run_dir / "adapter", ir_dict=ir.to_dict(), spec_text=text,
                           spec_hash=ir.settings.spec_hash, base_model=mc.ref,
-                          extra={"task": task.name, "labels": list(task.labels) if task.labels else None})
+                          extra={"task": task.name, "labels": list(task.labels) if task.labels else None,
+                                 **({"task_type": task.task_type, "own_data": task.to_dict()}
+                                    if is_custom(task) else {})})
             _write_json(trainer_dir / RESULT, result)
     records = result.pop("diagnostics", None)
     if records:
@@ -522,10 +597,12 @@ def _render(ir: IR, path: Path) -> None:
 # --- reloading a run ------------------------------------------------------------------------------
 
 def load_run(run_dir: str | Path):
-    """A fresh base model with the run's artifact loaded: (model, tokenizer, task, manifest)."""
+    """A fresh base model with the run's artifact loaded: (model, tokenizer, task, manifest, ir). The
+    task is the GLUE task the manifest names, or the `CustomTask` it records (``own_data``)."""
     from peltc.api import compile_model
     from peltc.compiler.torch.artifact import load_into, load_tensors
     from peltc.compiler.torch.rewrite import fold_prefix
+    from peltc.runtime.tasks import CustomTask
     from peltc.runtime.tasks import task as get_task
 
     run_dir = Path(run_dir)
@@ -536,7 +613,13 @@ def load_run(run_dir: str | Path):
         ir = IR.from_dict(manifest["ir"])
     except Exception as e:  # pydantic / key errors: the manifest's IR is not ours
         raise ArtifactError(f"the artifact's IR cannot be read: {e}", code="A012") from None
-    task = get_task(manifest.get("task") or "")
+    if manifest.get("own_data"):
+        try:
+            task = CustomTask.from_dict(manifest["own_data"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ArtifactError(f"the artifact's task record cannot be read: {e}", code="A012") from None
+    else:
+        task = get_task(manifest.get("task") or "")
     mc = load_config(manifest["base_model"]["name"])
     tokenizer, model = load_base(mc, task.num_labels)
     compile_model(ir, model)
@@ -545,29 +628,54 @@ def load_run(run_dir: str | Path):
     return model, tokenizer, task, manifest, ir
 
 
+def _run_max_length(run_dir: Path) -> int:
+    from peltc.runtime.data import MAX_LENGTH
+    try:
+        return int(json.loads((run_dir / "metrics.json").read_text()).get("settings", {}).get("max_length")
+                   or MAX_LENGTH)
+    except (OSError, ValueError, TypeError):
+        return MAX_LENGTH
+
+
 def eval_run(run_dir: str | Path, data_dir: str | None = None) -> dict[str, Any]:
-    """Re-score a run's test set on a freshly loaded artifact."""
+    """Re-score a run's test set on a freshly loaded artifact. Your own data is read again from where
+    the run found it (``warning`` says when a file changed since)."""
     from peltc.runtime import data as D
 
     run_dir = Path(run_dir)
     model, tokenizer, task, manifest, ir = load_run(run_dir)
     opts = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
-    max_length = (json.loads((run_dir / "metrics.json").read_text()).get("settings", {}).get("max_length", 128)
-                  if (run_dir / "metrics.json").exists() else 128)
-    ds = D.load_glue(task, data_dir or opts.get("data_dir"), splits=("dev",))
+    max_length = _run_max_length(run_dir)
     import datasets
-    test = D.tokenize(datasets.DatasetDict({"test": ds["dev"]}), tokenizer, task, max_length=max_length)["test"]
+    notes = []
+    if is_custom(task):
+        test, now, hashes = D.own_test_split(D.OwnData.from_dict(task.data))
+        if now.labels != task.labels:
+            from peltc.errors import DataError
+            raise DataError(f"the data of {run_dir} changed since the run: its labels are now "
+                            f"{list(now.labels) if now.labels else 'scores'}, the run's "
+                            f"{list(task.labels) if task.labels else 'scores'}", code="D111",
+                            help=f"the run trained on {task.data['train']['kind']}:{task.data['train']['path']}")
+        before = (opts.get("identity") or {}).get("data", {}).get("hashes", {})
+        changed = [k for k in hashes if k in before and before[k] != hashes[k]]
+        if changed:
+            notes.append(f"the {' and '.join(changed)} data changed since the run: this is not its test set")
+    else:
+        test = D.load_glue(task, data_dir or opts.get("data_dir"), splits=("dev",))["dev"]
+    test = D.tokenize(datasets.DatasetDict({"test": test}), tokenizer, task, max_length=max_length)["test"]
     metrics, _, warn = evaluate_saved(model, tokenizer, test, task)
-    return {"test": metrics, "warning": warn}
+    warning = "; ".join(w for w in (*notes, warn) if w) or None
+    return {"test": metrics, "warning": warning}
 
 
 def predict_text(run_dir: str | Path, text: str, pair: str | None = None) -> dict[str, Any]:
     import torch
 
+    run_dir = Path(run_dir)
     model, tokenizer, task, manifest, ir = load_run(run_dir)
     if task.is_pair and pair is None:
-        raise UsageError(f"{task.name} takes a sentence pair", code="U009", help="add --text-pair \"…\"")
-    enc = tokenizer(text, pair, truncation=True, max_length=128, return_tensors="pt")
+        raise UsageError(f"{task.name} takes a text pair", code="U009", help="add --text-pair \"…\"")
+    enc = tokenizer(text, pair, truncation=True, max_length=_run_max_length(run_dir), return_tensors="pt")
     model.eval()
     with torch.no_grad():
         logits = model(**enc).logits[0]
@@ -576,3 +684,96 @@ def predict_text(run_dir: str | Path, text: str, pair: str | None = None) -> dic
     probs = torch.softmax(logits, -1)
     i = int(probs.argmax())
     return {"label": task.labels[i], "probability": float(probs[i])}
+
+
+PREDICTION_FIELDS = ("label", "probability", "score")
+
+
+def _input_columns(task) -> list[tuple[str, ...]]:
+    """The names an input row may give its text(s) by: the run's own columns, then text / text_pair."""
+    own = tuple(getattr(task, "text_columns", ()) or task.columns)
+    return [c for c in (own, tuple(task.columns), ("text", "text_pair")[:len(task.columns)]) if c]
+
+
+def read_inputs(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a JSON Lines (or CSV, by its suffix) input file, through `datasets`, in file order;
+    an empty or unreadable file is a DataError naming it."""
+    from peltc.runtime import data as D
+
+    p = Path(path)
+    kind = "csv" if p.suffix.lower() in (".csv", ".tsv") else "json"
+    if not p.is_file():
+        from peltc.errors import DataError
+        raise DataError(f"--file: input file '{path}' not found", code="D101",
+                        help="one JSON object per line, with the text(s) to label")
+    src = D.Source(kind, str(p.resolve()))
+    ds = D._pick_split(D._load_source(src, "input"), "file", src)
+    return ds.to_list()
+
+
+def predict_file(run_dir: str | Path, path: str | Path, out: str | Path | None = None, *,
+                 batch_size: int = 64, progress: bool = True) -> dict[str, Any]:
+    """Label every row of ``path`` (JSON Lines: one object per line, its text(s) under the run's
+    column names or ``text`` / ``text_pair``). Writes JSON Lines to ``out`` (stdout when None), one
+    row per input row in input order, the input's fields kept and ``label`` + ``probability``
+    (classification) or ``score`` (regression) added; an input field of one of those names is kept
+    as ``input_<name>``. Returns ``{"rows": n, "renamed": [...], "out": out}``."""
+    import numpy as np
+    import torch
+
+    from peltc.errors import DataError, Span, did_you_mean
+    from peltc.runtime import data as D
+
+    rows = read_inputs(path)
+    run_dir = Path(run_dir)
+    model, tokenizer, task, manifest, ir = load_run(run_dir)
+    max_length = _run_max_length(run_dir)
+    n_texts = len(task.columns)
+    keys = rows[0].keys() if rows else ()
+    cols = next((c for c in _input_columns(task) if all(k in keys for k in c)), None)
+    if cols is None:
+        wanted = " or ".join(repr(", ".join(c)) for c in _input_columns(task))
+        raise DataError(f"{Path(path).name}: no text column(s) {wanted} in the input", code="D104",
+                        span=Span(str(path), 1, 1),
+                        help=did_you_mean(_input_columns(task)[0][0], keys, "columns"))
+    where = D._Rows(D.Source("csv" if Path(path).suffix.lower() in (".csv", ".tsv") else "json",
+                             str(Path(path).resolve())), "input")
+    texts = [D._texts({c: [r.get(c) for r in rows]}, c, where) for c in cols]
+    renamed = sorted({k for r in rows for k in PREDICTION_FIELDS if k in r})
+    from tqdm.auto import tqdm
+
+    tmp = Path(out).with_name(f".{Path(out).name}.tmp") if out is not None else None
+    sink = open(tmp, "w", encoding="utf-8") if tmp is not None else sys.stdout
+    model.eval()
+    done = False
+    try:
+        bar = tqdm(total=len(rows), desc="predicting", unit="row", disable=not progress, file=sys.stderr)
+        with torch.no_grad():
+            for start in range(0, len(rows), batch_size):
+                batch = [t[start:start + batch_size] for t in texts]
+                enc = tokenizer(*batch[:n_texts], truncation=True, max_length=max_length, padding=True,
+                                return_tensors="pt")
+                logits = model(**enc).logits.float().cpu().numpy()
+                for j, lg in enumerate(logits):
+                    row = {(f"input_{k}" if k in PREDICTION_FIELDS else k): v for k, v in rows[start + j].items()}
+                    if task.is_regression:
+                        row["score"] = float(lg[0])
+                    else:
+                        p = np.exp(lg - lg.max())
+                        p /= p.sum()
+                        i = int(p.argmax())
+                        row["label"] = task.labels[i]
+                        row["probability"] = float(p[i])
+                    sink.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+                bar.update(len(logits))
+        bar.close()
+        done = True
+    finally:
+        if tmp is not None:
+            sink.close()
+            if done:
+                os.replace(tmp, out)       # the output appears whole, or not at all
+            else:
+                tmp.unlink(missing_ok=True)
+    return {"rows": len(rows), "renamed": renamed, "out": str(out) if out is not None else None,
+            "columns": list(cols)}

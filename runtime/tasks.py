@@ -1,5 +1,6 @@
 """The GLUE tasks the paper uses, as data: where each task's text and label live (in the original
-GLUE TSV files and on the Hub), its labels, its metrics and the metric that selects checkpoints.
+GLUE TSV files and on the Hub), its labels, its metrics and the metric that selects checkpoints;
+and `CustomTask`, the same facts for a user's own data set (``--train csv:…``, see ``data.py``).
 
 Nothing here reads files or imports torch; ``data.py`` and ``metrics.py`` read these tables.
 
@@ -11,7 +12,8 @@ Nothing here reads files or imports torch; ``data.py`` and ``metrics.py`` read t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from peltc.errors import UsageError, did_you_mean
 
@@ -101,3 +103,74 @@ def task(ref: str) -> GlueTask:
         raise UsageError(f"unknown GLUE task '{ref}'", code="U101",
                          help=did_you_mean(name.lower(), TASKS, "tasks"))
     return TASKS[key]
+
+
+# --- your own data ------------------------------------------------------------------------------
+
+CUSTOM_METRICS = {   # task type → (metrics reported, the one that selects checkpoints)
+    "classification": (("accuracy", "f1_macro"), "accuracy"),
+    "regression": (("pearson", "spearmanr"), "spearmanr"),
+}
+TEXT = "text"            # the dataset column names a custom task's texts get, whatever the file calls them
+TEXT_PAIR = "text_pair"
+
+
+@dataclass(frozen=True)
+class CustomTask:
+    """A classification or regression task over a user's own data: what the runtime reads of a
+    `GlueTask` (name, columns, labels, is_regression, num_labels, metrics, main_metric), plus where
+    the data came from. Built by ``data.load_own``; round-trips through JSON (``to_dict`` /
+    ``from_dict``), so a run folder's manifest reloads it.
+
+    >>> t = CustomTask("reviews", ("text",), ("neg", "pos"), text_columns=("review",))
+    >>> (t.main_metric, t.num_labels, t.metric_config)
+    ('accuracy', 2, 'custom-classification')
+    """
+
+    name: str                                  # shown in run folder names and reports (the file's stem)
+    columns: tuple[str, ...]                   # the datasets' text columns: ("text",) or ("text", "text_pair")
+    labels: tuple[Any, ...] | None             # the label set in label-id order (str, int, …); None: regression
+    text_columns: tuple[str, ...] = ()         # the same columns as the user's files name them
+    label_column: str = "label"                # the label column as the user's files name it
+    data: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)   # data.OwnData.to_dict()
+
+    @property
+    def task_type(self) -> str:
+        return "regression" if self.labels is None else "classification"
+
+    @property
+    def is_regression(self) -> bool:
+        return self.labels is None
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.labels is None else len(self.labels)
+
+    @property
+    def is_pair(self) -> bool:
+        return len(self.columns) == 2
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return CUSTOM_METRICS[self.task_type][0]
+
+    @property
+    def main_metric(self) -> str:
+        return CUSTOM_METRICS[self.task_type][1]
+
+    @property
+    def metric_config(self) -> str:
+        """The config name of its `metrics.GlueMetric`: ``custom-classification`` / ``custom-regression``."""
+        return f"custom-{self.task_type}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "task_type": self.task_type, "columns": list(self.columns),
+                "labels": None if self.labels is None else list(self.labels),
+                "text_columns": list(self.text_columns), "label_column": self.label_column, "data": self.data}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "CustomTask":
+        labels = d.get("labels")
+        return cls(name=d["name"], columns=tuple(d["columns"]), labels=None if labels is None else tuple(labels),
+                   text_columns=tuple(d.get("text_columns") or d["columns"]),
+                   label_column=d.get("label_column", "label"), data=d.get("data") or {})
