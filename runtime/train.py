@@ -18,7 +18,6 @@ import json
 import math
 import os
 import shutil
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -27,123 +26,21 @@ import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from peltc.compiler.schema import TRAIN_PARAMS
-from peltc.errors import ArtifactError, UsageError, did_you_mean
+from peltc.errors import ArtifactError, UsageError
 from peltc.runtime import data as _data
 from peltc.runtime import signals
 from peltc.runtime.metrics import compute_metrics, degenerate_warning, to_predictions
 from peltc.runtime.tasks import GlueTask
 
-# The recipe every spec runs with unless its `train { }` block or the command line says otherwise.
-# Chosen on MiniLM at K = 100 (measured with the paper's sampling, seed 1, dev 500, on SST-2, where a
-# logistic-regression probe on the frozen mean embeddings of the same 100 examples scores 71.7%):
-# - pool mean, bypassing BERT's frozen pretrained pooler: MiniLM is a sentence-embedding model trained
-#   with mean pooling; the probe scores 69.0% on the mean but 58.4% through tanh(dense(mean)) and
-#   61.8% on the first token (seed 1, dev 1000). BitFit went 69.7% → 72.6% with the bypass;
-# - lr 1e-3 for PELT parameters (few, starting at zero or small); 2e-5 for the base weights in full
-#   fine-tuning; head_lr 1e-3 for the freshly initialised task head in every case (full fine-tuning
-#   on SST-2: 61.2% with the head at 2e-5, 68.9% at 1e-3);
-# - 20 epochs (140 steps at K = 100, batch 16): dev accuracy still rises at 70 steps;
-# - evaluate every 30 steps (not every 7-step epoch): evaluating 1,000 dev examples is the dominant
-#   cost of a low-resource run on a CPU;
-# - min_steps 60, then patience 3 evaluations: low-resource runs sit at a constant predictor for
-#   their first steps, and early stopping must not end a run on that plateau;
-# - head_bias prior: the head's output bias starts at the constant predictor's optimum (the training
-#   labels' mean for regression, log class frequencies for classification). With a zero bias and STS-B
-#   labels averaging 2.7, Adam moves the bias by at most ~lr per step, so the fastest way down the MSE
-#   is for a prefix to blow its K/V norms up (5 → 40–60 in 30 steps), take 50–95% of the attention and
-#   write one vector into every token: the features collapse (cosine to their mean 1.0) and every
-#   prefix-holding spec is a constant predictor (test Spearman 0.04). With the prior: prefix dev
-#   Spearman 0.16 → 0.41, UniPELT (APL) 0.16 → 0.42 (seed 1, dev 500); CoLA dev MCC within noise
-#   (APL 0.070 → 0.055, LoRA 0.041 → 0.070). docs/results.md has the diagnostics.
-default_recipe: dict[str, Any] = {
-    "pool": "mean",
-    "lr": 1e-3,
-    "finetune_lr": 2e-5,
-    "epochs": 20.0,
-    "batch_size": 16,
-    "warmup": 0.06,
-    "weight_decay": 0.0,
-    "head_lr": 1e-3,
-    "patience": 3,
-    "min_steps": 60,
-    "eval_steps": 30,
-    "max_length": _data.MAX_LENGTH,
-    "seed": 1,
-    "eval_batch_size": 256,
-    "group_by_length": False,
-    "head_bias": "prior",
-}
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Every knob of one run. Build with ``resolve_settings`` (recipe ← spec ← command line)."""
-
-    lr: float
-    epochs: float
-    batch_size: int
-    warmup: float                  # ratio of total optimiser steps
-    weight_decay: float
-    patience: int                  # evaluations without improvement (counted after min_steps)
-    min_steps: int                 # optimiser steps before early stopping may stop a run
-    eval_steps: int | None         # None: evaluate (and save) once per epoch
-    max_length: int
-    seed: int
-    head_lr: float | None = None   # learning rate of the task head (None: lr)
-    eval_batch_size: int = 256
-    group_by_length: bool = False  # length-grouped training batches (less padding, less shuffling)
-    head_bias: str = "zero"        # "prior": the head's output bias starts at the constant predictor's optimum
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-SETTING_NAMES = tuple(f.name for f in fields(TrainSettings))
-
-
-def resolve_settings(spec: Mapping[str, Any] | None = None, cli: Mapping[str, Any] | None = None,
-                     *, finetune: bool = False, recipe: Mapping[str, Any] = default_recipe) -> TrainSettings:
-    """Merge the recipe, the spec's ``train { }`` values and command-line values (CLI wins).
-
-    ``None`` values mean "not given" and never override. ``finetune`` picks the recipe's full
-    fine-tuning learning rate when neither the spec nor the command line sets ``lr``.
-    """
-    merged = {k: v for k, v in recipe.items() if k in SETTING_NAMES}
-    if finetune and recipe.get("finetune_lr") is not None:
-        merged["lr"] = recipe["finetune_lr"]
-    for source, what in ((spec, "train setting"), (cli, "option")):
-        for k, v in (source or {}).items():
-            if k not in SETTING_NAMES:
-                raise UsageError(f"unknown {what} '{k}'", code="U104",
-                                 help=did_you_mean(k, SETTING_NAMES, "settings"))
-            if v is not None:
-                if what == "option":
-                    check_option(k, v)
-                merged[k] = v
-    return TrainSettings(**merged)
-
-
-def check_option(name: str, value: Any) -> None:
-    """A command-line training setting within the range the spec's ``train { }`` block allows
-    (the same table, `TRAIN_PARAMS`), else a UsageError naming the flag — before anything loads."""
-    pspec = TRAIN_PARAMS.get(name)
-    if pspec is None or value is None:
-        return
-    if pspec.type == "choice":
-        if value not in pspec.choices:
-            flag = f"--{name.replace('_', '-')}"
-            raise UsageError(f"{flag} {value!r} is not a valid choice", code="U106",
-                             help=did_you_mean(str(value), pspec.choices, f"values of {flag}"))
-        return
-    if isinstance(value, float) and not math.isfinite(value):
-        rng = "a finite number"
-    else:
-        rng = pspec.out_of_range(value)
-    if rng is not None:
-        flag = f"--{name.replace('_', '-')}"
-        raise UsageError(f"{flag} {value:g} is out of range", code="U106",
-                         help=f"{flag} ({pspec.doc}) must be {rng}")
+# The recipe and the settings (recipe ← spec ← command line) live in peltc.runtime.settings, which
+# imports no torch, so bad flags are refused before anything heavy loads; re-exported here.
+from peltc.runtime.settings import (  # noqa: E402,F401
+    SETTING_NAMES,
+    TrainSettings,
+    check_option,
+    default_recipe,
+    resolve_settings,
+)
 
 
 class EarlyStopping(EarlyStoppingCallback):

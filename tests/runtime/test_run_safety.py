@@ -162,3 +162,18 @@ def test_unavailable_hub_name_fails_fast_offline(monkeypatch):
         weights_source(load_config("roberta-large"))
     assert e.value.diagnostic.code == "U006" and "pip install" in e.value.diagnostic.help
     assert time.time() - t0 < 1.0
+
+
+def test_bad_flags_and_unavailable_models_fail_before_torch_is_imported(tmp_path):
+    """A bad flag or a Hub-only model offline is refused in about a second: torch is never imported."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from peltc.cli import main; rc = main(sys.argv[1:]); "
+            "print('RC', rc, 'torch' in sys.modules)")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    for extra in (["--lr", "-1"], ["--model", "roberta-large"]):
+        p = subprocess.run([sys.executable, "-c", code, "compile", str(SPEC), "--train", "glue/rte", *extra,
+                            "--out", str(tmp_path / "r")], capture_output=True, text=True, env=env, timeout=120)
+        assert "RC 2 False" in p.stdout, (p.stdout, p.stderr[-2000:])
+        assert not (tmp_path / "r").exists()
