@@ -53,3 +53,21 @@ def _bypass_pooler(module, args, output):
 def bypass_pooler_hook():
     """Forward hook on a frozen pooler: its output ← its input's first token (the mean, see above)."""
     return _bypass_pooler
+
+
+def _mean_pool_all(state: PeltState, module, args, output):
+    def every(h):
+        return masked_mean(h, state).unsqueeze(1).expand_as(h)
+    if isinstance(output, torch.Tensor):
+        return every(output)
+    if isinstance(output, tuple):
+        return (every(output[0]), *output[1:])
+    output.last_hidden_state = every(output.last_hidden_state)
+    return output
+
+
+def mean_pool_all_hook(state: PeltState):
+    """Forward hook on a decoder's base model: every position of the output ← the masked mean over tokens,
+    so a head reading the last non-pad token (``*ForSequenceClassification``) reads the mean. Only the head
+    sees it (it is the base model's output); a causal LM's next-token head must not (rewrite refuses)."""
+    return partial(_mean_pool_all, state)

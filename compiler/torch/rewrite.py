@@ -44,7 +44,7 @@ from peltc.compiler.torch.adapter import PARALLEL_INPUT, Adapter, AdapterPoint, 
 from peltc.compiler.torch.bitfit import BiasDelta, bias_size, bitfit_hook
 from peltc.compiler.torch.gate import Gate
 from peltc.compiler.torch.lora import LoRA, LoraLinear
-from peltc.compiler.torch.pooling import bypass_pooler_hook, mean_pool_hook
+from peltc.compiler.torch.pooling import bypass_pooler_hook, mean_pool_all_hook, mean_pool_hook
 from peltc.compiler.torch.prefix import (IMPLEMENTATIONS, MIN_TRANSFORMERS, Prefix, PrefixEncoder,
                                          calls_prefix_attention, register_attention, token_ids)
 from peltc.compiler.torch.state import (PeltState, begin_hook, end_hook, layer_input_hook, mask_argument_index,
@@ -116,6 +116,12 @@ def apply(ir: IR, model: nn.Module) -> "Report":
     else:
         impl = None
     _check_prefix_uniform(atts)
+    if (ir.settings.head or {}).get("pool") == "mean" and fam.pooling == "last" and fam.lm_head \
+            and _has(model, fam.lm_head) and not any(_has(model, h) for h in fam.head):
+        raise CompileError(f"head {{ pool mean }} on a {type(model).__name__}: a causal LM's head predicts each "
+                           "next token from that token's own hidden state; a mean over the sequence would let "
+                           "every position read the future", code="C017",
+                           help="pool mean is for a *ForSequenceClassification model; drop `head { pool mean }`")
     if impl is not None:     # the last check, and the only change a failing check undoes
         _switch_attention(model, impl, [(a, t[0].path) for a, t in plan if a.method == "prefix"],
                           _hidden(model, fam, ir))
@@ -175,7 +181,10 @@ def apply(ir: IR, model: nn.Module) -> "Report":
             c.hooks.append(mod.register_forward_hook(value_hook(state, layer, point)))
     if impl is not None:     # switched (and checked) in step 1
         state.attn_implementation = IMPLEMENTATIONS[impl]
-    if (ir.settings.head or {}).get("pool") == "mean":
+    if (ir.settings.head or {}).get("pool") == "mean" and fam.pooling == "last":
+        # a decoder's head reads the last non-pad token: every position of the base output gets the mean
+        c.hooks.append(base.register_forward_hook(mean_pool_all_hook(state)))
+    elif (ir.settings.head or {}).get("pool") == "mean":
         enc = model.get_submodule(tg.encoder_path(fam, prefix))
         c.hooks.append(enc.register_forward_hook(mean_pool_hook(state)))
         if fam.pooler and _has(model, prefix + fam.pooler.rsplit(".", 1)[0]):

@@ -158,3 +158,29 @@ def _attention_only(layer, h, cos_sin):
 def test_bitfit_on_llama_is_a_clear_error():
     with pytest.raises(SpecError, match="llama family has no bias terms"):
         compile_model("bitfit b { at all }", tiny_decoder("llama"))
+
+
+def test_head_pool_mean_on_a_decoder_classifier_reads_the_masked_mean():
+    """The score head reads the last non-pad token; with `head { pool mean }` it reads the masked mean of
+    the final hidden states instead."""
+    model = tiny_decoder("llama")
+    compile_model("lora l { at layers[*].attention.query rank 2 }\nhead { pool mean }", model)
+    batch = tiny_batch()
+    seen = {}
+    h = model.model.register_forward_hook(lambda m, a, o: seen.__setitem__("h", o.last_hidden_state))
+    out = logits(model, batch)
+    h.remove()
+    m = batch["attention_mask"].unsqueeze(-1).float()
+    hidden = seen["h"][:, 0]                                        # every position holds the mean
+    torch.testing.assert_close(out, model.score(hidden), rtol=1e-5, atol=1e-6)
+    plain = tiny_decoder("llama")
+    with torch.no_grad():
+        states = plain.model(**batch).last_hidden_state
+    torch.testing.assert_close(hidden, (states * m).sum(1) / m.sum(1), rtol=1e-5, atol=1e-6)
+
+
+def test_head_pool_mean_on_a_causal_lm_is_refused():
+    from peltc.errors import CompileError
+    with pytest.raises(CompileError, match="causal LM"):
+        compile_model("lora l { at layers[*].attention.query rank 2 }\nhead { pool mean }",
+                      tiny_decoder("llama", causal_lm=True))
