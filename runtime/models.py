@@ -83,8 +83,10 @@ def load_base(mc: ModelConfig, num_labels: int):
     where = weights_source(mc)
     try:
         tok = AutoTokenizer.from_pretrained(where)
-        model = AutoModelForSequenceClassification.from_pretrained(where, num_labels=num_labels)
-    except OSError as e:
+        # a directory whose saved head has another number of labels gets a fresh head of the right size
+        model = AutoModelForSequenceClassification.from_pretrained(where, num_labels=num_labels,
+                                                                   ignore_mismatched_sizes=True)
+    except (OSError, ValueError) as e:
         raise UsageError(f"cannot load weights for model '{mc.ref}': {str(e).splitlines()[0]}", code="U006",
                          help="without network, pass --model DIR (a local model directory) or use the packaged "
                               f"default ({PACKAGED_MODEL})") from None

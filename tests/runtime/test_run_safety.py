@@ -177,3 +177,12 @@ def test_bad_flags_and_unavailable_models_fail_before_torch_is_imported(tmp_path
                             "--out", str(tmp_path / "r")], capture_output=True, text=True, env=env, timeout=120)
         assert "RC 2 False" in p.stdout, (p.stdout, p.stderr[-2000:])
         assert not (tmp_path / "r").exists()
+
+
+def test_a_model_dir_with_another_head_size_loads_with_a_fresh_head(tiny_dir):
+    """tiny_dir holds a 2-label head; a regression run (1 label) gets a fresh 1-output head, no traceback."""
+    from peltc.compiler.archs import load_config
+    from peltc.runtime.models import load_base
+
+    _, model = load_base(load_config(str(tiny_dir)), 1)
+    assert model.classifier.out_features == 1
