@@ -273,7 +273,17 @@ def table2_markdown(table: dict[str, Any]) -> str:
                          f"{', '.join(parts)} | {wins} of {n} |")
     if not any_row:
         return ""
-    return "### UniPELT vs the per-task best of its submodules (the paper's Table 2)\n\n" + "\n".join(lines) + "\n"
+    out = "### UniPELT vs the per-task best of its submodules (the paper's Table 2)\n\n" + "\n".join(lines) + "\n"
+    for k in ks:       # the NoGate ablation: the same mixture with every gate removed
+        if "unipelt_apl" in specs and "unipelt_apl_nogate" in specs:
+            pairs = [(t, cells[f"unipelt_apl|{t}|{k}"]["mean"], cells[f"unipelt_apl_nogate|{t}|{k}"]["mean"])
+                     for t in tasks]
+            pairs = [(t, a, b) for t, a, b in pairs if a is not None and b is not None]
+            if pairs:
+                diffs = ", ".join(f"{t} {a - b:+.1f}" for t, a, b in pairs)
+                out += (f"\nNoGate ablation, K = {k}: UniPELT (APL) minus its gate-less variant, per task: {diffs} "
+                        f"(average {statistics.fmean(a - b for _, a, b in pairs):+.1f}).\n")
+    return out
 
 
 def report(record: str | Path, specs: list[str] | None = None, tasks: list[str] | None = None) -> str:

@@ -55,7 +55,8 @@ def test_record_regenerates_tables_and_table2(tmp_path, capsys):
     from peltc.runtime.grid import save_records
 
     recs = []
-    vals = {"adapter": (0.6, 0.5), "prefix": (0.1, 0.7), "lora": (0.55, 0.6), "unipelt_apl": (0.58, 0.72)}
+    vals = {"adapter": (0.6, 0.5), "prefix": (0.1, 0.7), "lora": (0.55, 0.6), "unipelt_apl": (0.58, 0.72),
+            "unipelt_apl_nogate": (0.5, 0.73)}
     for spec, (stsb, rte) in vals.items():
         for seed in (1, 2):
             recs.append({"spec": spec, "task": "stsb", "k": "100", "seed": seed, "test": {"spearmanr": stsb},
@@ -68,3 +69,4 @@ def test_record_regenerates_tables_and_table2(tmp_path, capsys):
     assert "10.0 ± 0.0 †2" in next(line for line in md.splitlines() if line.startswith("| prefix |"))
     # per task max over the parts: stsb 60 (adapter), rte 70 (prefix) → 65.0; APL: (58 + 72) / 2 = 65.0
     assert "| 100 | unipelt_apl | 65.0 | 65.0 | adapter, prefix, lora | 1 of 2 |" in md
+    assert "per task: rte -1.0, stsb +8.0 (average +3.5)" in md

@@ -1,0 +1,49 @@
+"""Regenerate the generated tables of docs/results.md from the committed JSON (one command):
+
+    .venv/bin/python bench/update_results.py
+
+- between ``<!-- diagnosis:begin -->`` and ``<!-- diagnosis:end -->``: the diagnosis runs' table
+  (``bench/diagnosis_table.py`` over ``docs/results/diagnosis/*.json``);
+- between ``<!-- grid:begin -->`` and ``<!-- grid:end -->``: Table 1 per K and the paper's Table 2
+  from ``docs/results/grid-k100.json`` (``peltc grid --table``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = ["finetune", "bitfit", "adapter", "prefix", "lora", "unipelt_ap", "unipelt_apl", "unipelt_apl_nogate"]
+TASKS = ["sst2", "cola", "mrpc", "rte", "stsb"]
+
+
+def _replace(text: str, name: str, body: str) -> str:
+    pat = re.compile(rf"(<!-- {name}:begin -->\n).*?(<!-- {name}:end -->)", re.S)
+    if not pat.search(text):
+        raise SystemExit(f"docs/results.md lacks the <!-- {name}:begin/end --> markers")
+    return pat.sub(lambda m: m.group(1) + body.rstrip() + "\n" + m.group(2), text)
+
+
+def main() -> int:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from diagnosis_table import main as diagnosis
+
+    from peltc.runtime.grid import report
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        diagnosis(str(ROOT / "docs" / "results" / "diagnosis"))
+    path = ROOT / "docs" / "results.md"
+    text = _replace(path.read_text(encoding="utf-8"), "diagnosis", buf.getvalue())
+    text = _replace(text, "grid", report(ROOT / "docs" / "results" / "grid-k100.json", SPECS, TASKS))
+    path.write_text(text, encoding="utf-8")
+    print(f"updated {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
