@@ -20,8 +20,29 @@ from peltc.errors import UsageError, did_you_mean
 HUB_ID = "nyu-mll/glue"
 
 
+class _Labelled:
+    """What the runtime asks of any task: regression or not, head size, one text or a pair
+    (from the dataclass fields ``labels`` — None for a score — and ``columns``)."""
+
+    labels: tuple[str, ...] | None
+    columns: tuple[str, ...]
+
+    @property
+    def is_regression(self) -> bool:
+        return self.labels is None
+
+    @property
+    def num_labels(self) -> int:
+        """Output size of the classification head (1 for regression)."""
+        return 1 if self.labels is None else len(self.labels)
+
+    @property
+    def is_pair(self) -> bool:
+        return len(self.columns) == 2
+
+
 @dataclass(frozen=True)
-class GlueTask:
+class GlueTask(_Labelled):
     name: str                          # the Hub config name: cola, sst2, ...
     dir: str                           # the folder of the original GLUE layout: CoLA, SST-2, ...
     columns: tuple[str, ...]           # text columns as the Hub names them (one, or a pair)
@@ -36,19 +57,6 @@ class GlueTask:
     tsv_ncols: int | None = None       # column count of a headerless file (with a header: the header's)
     dev_split: str = "validation"      # the Hub split used as the test set
     dev_file: str = "dev.tsv"          # the local file of that split
-
-    @property
-    def is_regression(self) -> bool:
-        return self.labels is None
-
-    @property
-    def num_labels(self) -> int:
-        """Output size of the classification head (1 for regression)."""
-        return 1 if self.labels is None else len(self.labels)
-
-    @property
-    def is_pair(self) -> bool:
-        return len(self.columns) == 2
 
 
 _BINARY = ("0", "1")
@@ -116,7 +124,7 @@ TEXT_PAIR = "text_pair"
 
 
 @dataclass(frozen=True)
-class CustomTask:
+class CustomTask(_Labelled):
     """A classification or regression task over a user's own data: what the runtime reads of a
     `GlueTask` (name, columns, labels, is_regression, num_labels, metrics, main_metric), plus where
     the data came from. Built by ``data.load_own``; round-trips through JSON (``to_dict`` /
@@ -137,18 +145,6 @@ class CustomTask:
     @property
     def task_type(self) -> str:
         return "regression" if self.labels is None else "classification"
-
-    @property
-    def is_regression(self) -> bool:
-        return self.labels is None
-
-    @property
-    def num_labels(self) -> int:
-        return 1 if self.labels is None else len(self.labels)
-
-    @property
-    def is_pair(self) -> bool:
-        return len(self.columns) == 2
 
     @property
     def metrics(self) -> tuple[str, ...]:
