@@ -36,4 +36,10 @@ def load_adapter(model, artifact_dir):
     return _load(model, artifact_dir)
 
 
-__all__ = ["compile_model", "save_adapter", "load_adapter", "__version__"]
+def load_runs(run_dirs, model, names=None):
+    """Put several trained runs on one base ``model``, each example routed to its own run; see `peltc.api`."""
+    from peltc.api import load_runs as _load_runs
+    return _load_runs(run_dirs, model, names)
+
+
+__all__ = ["compile_model", "save_adapter", "load_adapter", "load_runs", "__version__"]

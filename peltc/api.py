@@ -81,7 +81,13 @@ def save_adapter(model: "nn.Module", out_dir: Union[str, Path]) -> Path:
     Returns ``out_dir``."""
     from peltc.compiler.torch.artifact import save_artifact
     from peltc.compiler.torch.rewrite import compiled, fold_prefix
-    ir = compiled(model).ir
+    from peltc.errors import CompileError
+    c = compiled(model)
+    if c.runs:
+        raise CompileError(f"this model routes {len(c.runs)} runs on one base (peltc.load_runs); each run's artifact "
+                           "is already saved in its own folder", code="C019",
+                           help="save a single run's compiled model")
+    ir = c.ir
     fold_prefix(model)
     base = getattr(model.config, "_name_or_path", "") or ir.settings.model or "<model>"
     return save_artifact(model, out_dir, ir_dict=ir.to_dict(), spec_text=_SPEC_TEXT.get(model, ""),
@@ -107,3 +113,154 @@ def load_adapter(model: "nn.Module", adapter_dir: Union[str, Path]) -> "Report":
     if manifest.get("spec"):
         _SPEC_TEXT[model] = manifest["spec"]
     return report
+
+
+# --- several runs on one base ------------------------------------------------------------------------
+
+def artifact_dir(run_dir: Union[str, Path]) -> Path:
+    """The artifact of a run folder (``RUN/adapter``), or the folder itself when it is an artifact
+    (holds ``manifest.json``). A folder that is neither is ArtifactError A002; a missing one UsageError U008."""
+    from peltc.errors import ArtifactError
+    d = Path(run_dir)
+    if not d.is_dir():
+        raise UsageError(f"run folder '{d}' does not exist", code="U008")
+    if (d / "manifest.json").is_file():
+        return d
+    if (d / "adapter" / "manifest.json").is_file():
+        return d / "adapter"
+    raise ArtifactError(f"'{d}' holds no artifact (no adapter/manifest.json): not a finished run folder", code="A002",
+                        help="give run folders written by `peltc compile --train` (or artifact folders)")
+
+
+def run_name(run_dir: Union[str, Path]) -> str:
+    """How a run is named by default: its folder's name (for an artifact folder ``RUN/adapter``: RUN's)."""
+    d = Path(run_dir).resolve()
+    return d.parent.name if d.name == "adapter" and (d / "manifest.json").is_file() else d.name
+
+
+class Runs:
+    """Several trained runs on one base model, each example of a batch routed to its own run
+    (`load_runs`). Call it with one run per example — an index, a name, or a folder path:
+
+        out = runs(["sst2-lora", "rte-apl", 0], input_ids=…, attention_mask=…)
+        out.logits            # (batch, widest num_labels): row b = its run's logits, padded with -inf
+        runs.unpad(out.logits, ["sst2-lora", "rte-apl", 0])     # [tensor of its run's num_labels, …]
+
+    ``model`` is the shared model (a routed model refuses to run without a route, and to merge);
+    ``names``, ``dirs``, ``manifests``, ``num_labels`` and ``labels`` (None for regression or when the
+    manifest does not record them) are per run, in the order given."""
+
+    def __init__(self, model: "nn.Module", dirs: list[Path], names: list[str], manifests: list[dict]):
+        self.model = model
+        self.dirs = dirs
+        self.names = names
+        self.manifests = manifests
+        from torch import nn
+
+        from peltc.compiler.torch.rewrite import compiled
+        last = model.get_submodule(compiled(model).head_paths[-1]).pelt_heads
+        self.num_labels = [[m for m in last[f"r{i}"].modules() if isinstance(m, nn.Linear)][-1].out_features
+                           for i in range(len(names))]
+        self.labels = [list(m["labels"]) if m.get("labels") else None for m in manifests]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def index(self, run: Union[int, str, Path]) -> int:
+        """The index of a run given by index, name or folder path; UsageError U124 otherwise."""
+        if isinstance(run, bool):
+            run = int(run)
+        if isinstance(run, int):
+            if 0 <= run < len(self.names):
+                return run
+            raise UsageError(f"no run {run}: {len(self.names)} run(s) are loaded", code="U124")
+        s = str(run)
+        p = Path(s).expanduser()
+        try:
+            resolved = p.resolve()
+        except OSError:
+            resolved = None
+        by_path = [i for i, d in enumerate(self.dirs) if resolved is not None and d == resolved]
+        if by_path:
+            return by_path[0]
+        by_name = [i for i, n in enumerate(self.names) if n == s]
+        if len(by_name) == 1:
+            return by_name[0]
+        if len(by_name) > 1:
+            raise UsageError(f"run {s!r} is ambiguous: {len(by_name)} loaded runs are named so", code="U124",
+                             help="name it by its folder path: " + ", ".join(str(self.dirs[i]) for i in by_name))
+        from peltc.errors import did_you_mean
+        raise UsageError(f"no run named {s!r}", code="U124", help=did_you_mean(s, self.names, "runs"))
+
+    def route(self, runs) -> "torch.Tensor":
+        """(batch,) long: the run index of each example."""
+        import torch
+        if isinstance(runs, torch.Tensor):
+            out = runs.to(torch.long).reshape(-1)
+            if out.numel() and (int(out.min()) < 0 or int(out.max()) >= len(self.names)):
+                raise UsageError(f"a route names run {int(out.max()) if int(out.max()) >= len(self.names) else int(out.min())}:"
+                                 f" {len(self.names)} run(s) are loaded", code="U124")
+            return out
+        return torch.tensor([self.index(r) for r in runs], dtype=torch.long)
+
+    def __call__(self, runs, **inputs):
+        """The shared model's output for ``inputs`` (no labels), each example through run ``runs[b]``."""
+        from peltc.compiler.torch.rewrite import compiled
+        route = self.route(runs)
+        state = compiled(self.model).state
+        if "labels" in inputs:
+            raise UsageError("a routed model takes no labels (each run's loss is its own)", code="U124")
+        state.route = route
+        try:
+            return self.model(**inputs)
+        finally:
+            state.route = None
+
+    def unpad(self, logits, runs) -> list:
+        """Each row of padded ``logits`` cut to its run's number of labels."""
+        route = self.route(runs)
+        return [logits[b, ..., :self.num_labels[int(r)]] for b, r in enumerate(route)]
+
+
+def load_runs(run_dirs: list[Union[str, Path]], model: "nn.Module", names: list[str] | None = None) -> Runs:
+    """Put several trained runs on ``model``, one fresh copy of the base model they were all trained on
+    (any ``AutoModelForSequenceClassification`` of it; its own head is replaced): each artifact — any mix of
+    adapter, prefix, LoRA, BitFit and gates, with its own task head (number of labels, head pooling) —
+    is compiled onto the model under its own instance names (``r<i>_<name>``) and loaded strictly.
+    Returns a `Runs`, which routes each example of a batch to its run: every example's logits equal
+    those of its run loaded alone (`load_adapter`). ``names`` default to the run folders' names.
+
+    Errors: a folder that is not a run or artifact (A002), runs trained on different base models (A023),
+    a base model other than theirs (A008), a run that cannot share the base (full fine-tuning; C020)."""
+    from peltc.compiler.torch.artifact import load_run_into, load_tensors
+    from peltc.compiler.torch.rewrite import attach_runs
+    from peltc.errors import ArtifactError
+    if not run_dirs:
+        raise UsageError("no runs given", code="U124")
+    arts = [artifact_dir(d) for d in run_dirs]
+    loaded = [load_tensors(a) for a in arts]
+    first = loaded[0][0]["base_model"]
+    for d, (m, _) in zip(run_dirs[1:], loaded[1:]):
+        b = m["base_model"]
+        if b.get("model_type") != first.get("model_type") or b.get("config_hash") != first.get("config_hash"):
+            raise ArtifactError(f"runs on different base models: '{run_dirs[0]}' was trained on {first.get('name')!r} "
+                                f"({first.get('model_type')}, config {str(first.get('config_hash'))[:12]}…), '{d}' "
+                                f"on {b.get('name')!r} ({b.get('model_type')}, config {str(b.get('config_hash'))[:12]}…)",
+                                code="A023", help="serve together only runs trained on the same base model")
+    from peltc.compiler.torch.artifact import check_base
+    check_base(model, loaded[0][0])
+    irs = []
+    for a, (m, _) in zip(arts, loaded):
+        try:
+            irs.append(IR.from_dict(m["ir"]))
+        except Exception as e:   # pydantic / key errors: the manifest's IR is not ours
+            raise ArtifactError(f"the IR of '{a}' cannot be read: {e}", code="A012") from None
+    shapes = [{n: tuple(t.shape) for n, t in tensors.items()} for _, tensors in loaded]
+    attach_runs(irs, model, shapes)
+    for i, (m, tensors) in enumerate(loaded):
+        load_run_into(model, i, m, tensors)
+    model.eval()
+    names = list(names) if names is not None else [run_name(d) for d in run_dirs]
+    if len(names) != len(arts):
+        raise UsageError(f"{len(names)} names for {len(arts)} runs", code="U124")
+    return Runs(model, [Path(d).resolve() for d in run_dirs], names, [m for m, _ in loaded])

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from peltc.compiler.torch.gate import Gate
-from peltc.compiler.torch.state import PeltState
+from peltc.compiler.torch.state import PeltState, route_absent, route_mask
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
 
@@ -65,6 +65,9 @@ class Adapter(nn.Module):
         """
         u = self.act(self.down(x))                                       # (..., size)
         c = self.gate(u, own=own) if self.gate is not None else None     # (batch,) or None
+        m = route_mask(self, u)           # several runs on one base: 1 for this run's examples, else 0
+        if m is not None:
+            c = m if c is None else c * m.view(m.shape[0], *([1] * (c.dim() - 1)))
         if c is None:
             col = torch.full((*u.shape[:-1], 1), self.scale, dtype=u.dtype, device=u.device)
             if self.scale != 1.0:
@@ -84,7 +87,7 @@ def _prenorm_adapters(module, args, kwargs, output):
     ``h`` (before the residual add) becomes ``h + Σ g·s·A(x_in)`` over the parallel adapters (``x_in`` the
     sub-layer's input, what it reads: the normalised layer input), then ``h ← h + g·s·A(h)`` for each
     sequential adapter in order; the block adds the residual after."""
-    active = [a for a in module.pelt_adapters.values() if a.enabled]
+    active = [a for a in module.pelt_adapters.values() if a.enabled and not route_absent(a)]
     if not active:
         return output
     h = output[0] if isinstance(output, tuple) else output
@@ -127,7 +130,7 @@ class AdapterPoint(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         ln = self.base_layer
-        active = [a for a in self.pelt_adapters.values() if a.enabled]
+        active = [a for a in self.pelt_adapters.values() if a.enabled and not route_absent(a)]
         if not active:
             return ln(z)
         par = [a for a in active if a.placement == "parallel"]

@@ -179,10 +179,8 @@ def load_tensors(d: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]
     return m, tensors
 
 
-def load_into(model: torch.nn.Module, manifest: dict[str, Any], tensors: dict[str, torch.Tensor],
-              *, spec_hash: str | None = None) -> None:
-    """Copy an artifact's tensors into a model prepared with the same spec. Strict: every trainable
-    parameter must be present with the same shape and dtype, and nothing else may be."""
+def check_base(model: torch.nn.Module, manifest: dict[str, Any]) -> None:
+    """The artifact was trained on this base model's architecture (model_type and config hash): A008."""
     cfg = model.config.to_dict() if hasattr(model, "config") else {}
     base = manifest["base_model"]
     if base.get("model_type") != cfg.get("model_type"):
@@ -192,10 +190,44 @@ def load_into(model: torch.nn.Module, manifest: dict[str, Any], tensors: dict[st
         raise ArtifactError(f"base model config mismatch: artifact config hash {base.get('config_hash')[:12]}…, "
                             f"this model's {config_hash(cfg)[:12]}…", code="A008",
                             help=f"load it on the base model it was trained on: {base.get('name')}")
+
+
+def load_into(model: torch.nn.Module, manifest: dict[str, Any], tensors: dict[str, torch.Tensor],
+              *, spec_hash: str | None = None) -> None:
+    """Copy an artifact's tensors into a model prepared with the same spec. Strict: every trainable
+    parameter must be present with the same shape and dtype, and nothing else may be."""
+    check_base(model, manifest)
     if spec_hash is not None and spec_hash != manifest["spec_hash"]:
         raise ArtifactError(f"spec mismatch: artifact spec hash {manifest['spec_hash'][:12]}…, "
                             f"given spec {spec_hash[:12]}…", code="A009")
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    _copy_strict({n: p for n, p in model.named_parameters() if p.requires_grad}, tensors)
+
+
+def load_run_into(model: torch.nn.Module, index: int, manifest: dict[str, Any],
+                  tensors: dict[str, torch.Tensor]) -> None:
+    """Copy run ``index``'s artifact into a model that `rewrite.attach_runs` prepared: each tensor under its
+    routed name (`routing.routed_name`), strictly — every parameter of that run present with the same shape
+    and dtype, nothing else."""
+    from peltc.compiler.torch.rewrite import compiled
+    from peltc.compiler.torch.routing import run_of, routed_name
+
+    check_base(model, manifest)
+    heads = compiled(model).head_paths
+
+    def canonical(name: str) -> str:     # another run's wrapper (LoRA, adapter) may sit around a module
+        return name.replace(".base_layer.", ".")
+
+    renamed = {}
+    for n, t in tensors.items():
+        r = routed_name(index, n, heads)
+        if r is None:
+            raise ArtifactError(f"artifact tensor '{n}' is neither a PELT parameter nor the task head (a base "
+                                "weight, as full fine-tuning trains): it cannot share the base model", code="A010")
+        renamed[canonical(r)] = t
+    _copy_strict({canonical(n): p for n, p in model.named_parameters() if run_of(n) == index}, renamed)
+
+
+def _copy_strict(params: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]) -> None:
     missing = sorted(params.keys() - tensors.keys())
     unexpected = sorted(tensors.keys() - params.keys())
     if missing:

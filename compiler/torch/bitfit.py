@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from peltc.compiler.torch.gate import Gate, scale
+from peltc.compiler.torch.state import route_absent, route_mask
 
 
 class BiasDelta(nn.Module):
@@ -35,6 +36,12 @@ class BiasDelta(nn.Module):
     def forward(self, out: torch.Tensor) -> torch.Tensor:
         d = self.delta if self.delta.dtype == out.dtype else self.delta.to(out.dtype)
         gate = self.the_gate
+        m = route_mask(self, out)          # several runs on one base: 1 for this run's examples, else 0
+        if m is not None:
+            g = m if gate is None else gate(out)
+            if gate is not None:
+                g = g * m.view(m.shape[0], *([1] * (g.dim() - 1)))
+            return out + scale(d.expand_as(out), g)
         if gate is None:
             return out + d
         return out + scale(d.expand_as(out), gate(out))
@@ -49,6 +56,6 @@ def bias_size(module: nn.Module) -> int | None:
 def bitfit_hook(module: nn.Module, args, output):
     """Forward hook: add every enabled delta of ``module.pelt_bitfit`` to the output."""
     for d in module.pelt_bitfit.values():
-        if d.enabled:
+        if d.enabled and not route_absent(d):
             output = d(output)
     return output

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from peltc.compiler.torch.gate import Gate, scale
+from peltc.compiler.torch.state import route_absent, route_mask
 
 
 class LoRA(nn.Module):
@@ -46,6 +47,12 @@ class LoRA(nn.Module):
     def _down(self, x: torch.Tensor) -> torch.Tensor:
         # scale at rank r, before B (B is linear without bias): r values per token instead of fan_out
         a = self.A(self.dropout(x))
+        m = route_mask(self, a)            # several runs on one base: 1 for this run's examples, else 0
+        if m is not None:
+            if self.gate is None:
+                return scale(a, m * self.scaling)
+            g = self.gate(a)                                       # (batch,), or (batch, seq): causal
+            return scale(a, g * m.view(m.shape[0], *([1] * (g.dim() - 1))))
         return a * self.scaling if self.gate is None else scale(a, self.gate(a))
 
     def add_to(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -85,6 +92,6 @@ class LoraLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base_layer(x)
         for lora in self.pelt_lora.values():
-            if lora.enabled:
+            if lora.enabled and not route_absent(lora):
                 y = lora.add_to(y, x)
         return y

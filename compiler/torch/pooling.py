@@ -28,36 +28,51 @@ def masked_mean(h: torch.Tensor, state: PeltState) -> torch.Tensor:
     return (h * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
-def _replace_first(h: torch.Tensor, state: PeltState) -> torch.Tensor:
-    return torch.cat([masked_mean(h, state).unsqueeze(1), h[:, 1:]], dim=1)
+def _chosen(state: PeltState, runs: frozenset[int] | None, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """``new`` for the examples of ``runs`` (several runs on one base, each with its own head pooling),
+    ``old`` for the others; ``new`` everywhere when ``runs`` is None."""
+    if runs is None or state.route is None:
+        return new
+    sel = sum((state.route == r for r in runs), torch.zeros_like(state.route, dtype=torch.bool)).to(new.device)
+    return torch.where(sel.view(-1, *([1] * (new.dim() - 1))), new, old)
 
 
-def _mean_pool(state: PeltState, module, args, output):
+def _replace_first(h: torch.Tensor, state: PeltState, runs: frozenset[int] | None = None) -> torch.Tensor:
+    return _chosen(state, runs, torch.cat([masked_mean(h, state).unsqueeze(1), h[:, 1:]], dim=1), h)
+
+
+def _mean_pool(state: PeltState, runs, module, args, output):
     if isinstance(output, torch.Tensor):
-        return _replace_first(output, state)
+        return _replace_first(output, state, runs)
     if isinstance(output, tuple):
-        return (_replace_first(output[0], state), *output[1:])
-    output.last_hidden_state = _replace_first(output.last_hidden_state, state)
+        return (_replace_first(output[0], state, runs), *output[1:])
+    output.last_hidden_state = _replace_first(output.last_hidden_state, state, runs)
     return output
 
 
-def mean_pool_hook(state: PeltState):
-    """Forward hook on the encoder: token 0 of the output ← masked mean over tokens."""
-    return partial(_mean_pool, state)
+def mean_pool_hook(state: PeltState, runs: frozenset[int] | None = None):
+    """Forward hook on the encoder: token 0 of the output ← masked mean over tokens (with ``runs``: only
+    for the examples of those runs, on a model routing several runs)."""
+    return partial(_mean_pool, state, runs)
 
 
 def _bypass_pooler(module, args, output):
     return args[0][:, 0]
 
 
-def bypass_pooler_hook():
-    """Forward hook on a frozen pooler: its output ← its input's first token (the mean, see above)."""
-    return _bypass_pooler
+def _bypass_pooler_routed(state: PeltState, runs: frozenset[int], module, args, output):
+    return _chosen(state, runs, args[0][:, 0], output)
 
 
-def _mean_pool_all(state: PeltState, module, args, output):
+def bypass_pooler_hook(state: PeltState | None = None, runs: frozenset[int] | None = None):
+    """Forward hook on a frozen pooler: its output ← its input's first token (the mean, see above); with
+    ``runs``, only for the examples of those runs."""
+    return _bypass_pooler if runs is None else partial(_bypass_pooler_routed, state, runs)
+
+
+def _mean_pool_all(state: PeltState, runs, module, args, output):
     def every(h):
-        return masked_mean(h, state).unsqueeze(1).expand_as(h)
+        return _chosen(state, runs, masked_mean(h, state).unsqueeze(1).expand_as(h), h)
     if isinstance(output, torch.Tensor):
         return every(output)
     if isinstance(output, tuple):
@@ -66,8 +81,8 @@ def _mean_pool_all(state: PeltState, module, args, output):
     return output
 
 
-def mean_pool_all_hook(state: PeltState):
+def mean_pool_all_hook(state: PeltState, runs: frozenset[int] | None = None):
     """Forward hook on a decoder's base model: every position of the output ← the masked mean over tokens,
     so a head reading the last non-pad token (``*ForSequenceClassification``) reads the mean. Only the head
     sees it (it is the base model's output); a causal LM's next-token head must not (rewrite refuses)."""
-    return partial(_mean_pool_all, state)
+    return partial(_mean_pool_all, state, runs)

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from peltc.compiler.torch.gate import Gate
-from peltc.compiler.torch.state import PeltState
+from peltc.compiler.torch.state import PeltState, route_absent
 
 IMPLEMENTATIONS = {"sdpa": "peltc_prefix_sdpa", "eager": "peltc_prefix_eager"}
 # The lowest transformers peltc supports (pyproject.toml declares it; .ci/run tests it). Prefix-tuning
@@ -147,7 +147,7 @@ def prefix_key_values(module: nn.Module, key: torch.Tensor
     host = module._modules.get("pelt_prefix")
     if host is None:
         return None
-    parts = [p for p in host.values() if p.enabled]
+    parts = [p for p in host.values() if p.enabled and not route_absent(p)]
     if not parts:
         return None
     batch, heads, _, hd = key.shape
@@ -168,6 +168,45 @@ def prefix_key_values(module: nn.Module, key: torch.Tensor
     if len(ks) == 1:
         return ks[0], vs[0], state
     return torch.cat(ks, dim=2), torch.cat(vs, dim=2), state
+
+
+def prefix_runs(module: nn.Module) -> tuple[tuple[int, int | None], ...]:
+    """``(length, run)`` of each prefix `prefix_key_values` prepends, in its order; the run is None outside
+    a routed model (several runs on one base) and for prefixes of no run."""
+    host = module._modules["pelt_prefix"]
+    return tuple((p.length, p.__dict__.get("_pelt_run")) for p in host.values()
+                 if p.enabled and not route_absent(p))
+
+
+def routed_mask(state: PeltState, mask: torch.Tensor | None, parts: tuple[tuple[int, int | None], ...],
+                query: torch.Tensor, key: torch.Tensor, base: str) -> torch.Tensor:
+    """The attention mask with the prefix columns prepended, each visible only to the examples of its run
+    (``state.route``): bool for sdpa, additive float for eager (as the mask given). ``key`` is the
+    tokens' keys (before the prefixes). Computed once per forward (every layer gets the same tensor)."""
+    ck = ("routed_prefix_mask", parts, base)
+    hit = state.cache.get(ck)
+    if hit is not None and hit[0] is mask:
+        return hit[1]
+    batch, q, k = query.shape[0], query.shape[2], key.shape[2]
+    route = state.route.to(query.device)
+    vis = torch.cat([(route == run if run is not None else torch.ones_like(route, dtype=torch.bool))
+                     .view(batch, 1, 1, 1).expand(batch, 1, q, length) for length, run in parts], dim=-1)
+    floating = mask is not None and mask.dtype != torch.bool or mask is None and base == "eager"
+    if mask is None:
+        tokens = torch.ones((batch, 1, q, k), dtype=torch.bool, device=query.device)
+    else:
+        tokens = mask.expand(batch, mask.shape[1], q, k) if mask.dim() == 4 else mask
+    if mask is None and floating:
+        tokens = torch.zeros((batch, 1, q, k), dtype=query.dtype, device=query.device)
+    if floating:
+        cols = torch.zeros(vis.shape, dtype=tokens.dtype, device=query.device).masked_fill(
+            ~vis, torch.finfo(tokens.dtype).min)
+    else:
+        cols = vis
+    cols = cols.expand(batch, tokens.shape[1], q, cols.shape[-1])
+    out = torch.cat([cols, tokens], dim=-1)
+    state.cache[ck] = (mask, out)
+    return out
 
 
 def per_query_gate(module: nn.Module, key: torch.Tensor):
@@ -284,9 +323,12 @@ def make_attention(base: str) -> Callable:
                                     base, kwargs)
         kv = prefix_key_values(module, key)
         if kv is not None:
+            if kv[2].route is not None:     # several runs on one base: each prefix only for its run's examples
+                attention_mask = routed_mask(kv[2], attention_mask, prefix_runs(module), query, key, base)
+            else:
+                attention_mask = extended_mask(kv[2], attention_mask, kv[0].shape[2])
             key = torch.cat([kv[0], key], dim=2)
             value = torch.cat([kv[1], value], dim=2)
-            attention_mask = extended_mask(kv[2], attention_mask, kv[0].shape[2])
             if kv[2].observer is not None:
                 kv[2].observer(module, query, key, attention_mask, kv[0].shape[2], kwargs.get("scaling"))
         return _stock(module, base)(module, query, key, value, attention_mask, **kwargs)

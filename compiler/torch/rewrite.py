@@ -5,6 +5,7 @@
     merge(model)                    # ungated LoRA / BitFit → base weights (zero-overhead inference)
     disable(model, "kv")            # switch one instance off (ablations, tests)
     force_gates(model, 0.0)         # pin every gate (or one instance's) to a value
+    attach_runs([ir0, ir1], model, head_shapes)   # several runs on one base, each example routed (`routing`)
 
 What ``apply`` does, in order (nothing is touched before every target resolved):
 
@@ -72,6 +73,7 @@ class Compiled:
     attn_implementation: str | None = None       # the implementation the prefixes wrap
     merged: list[str] = field(default_factory=list)
     folded: list[str] = field(default_factory=list)
+    runs: list[IR] = field(default_factory=list)  # several runs on one base (`attach_runs`): each run's IR
 
 
 def compiled(model: nn.Module) -> Compiled:
@@ -160,6 +162,20 @@ def apply(ir: IR, model: nn.Module) -> "Report":
     _init_encoders(encoders, atts, token_kv)
 
     # 4. state hooks, gate fusion, attention implementation, pooling
+    _state_hooks(model, c)
+    if impl is not None:     # switched (and checked) in step 1
+        state.attn_implementation = IMPLEMENTATIONS[impl]
+    if (ir.settings.head or {}).get("pool") == "mean":
+        _pool_hooks(model, c, None)
+
+    model.__dict__["_pelt"] = c
+    return build_report(model)
+
+
+def _state_hooks(model: nn.Module, c: Compiled) -> None:
+    """The `PeltState` hooks: begin / end on the base model, layer inputs and the value points that
+    sigmoid gates and parallel adapters read; gate fusion groups."""
+    fam, prefix, state = c.family, c.prefix, c.state
     base = model.get_submodule(prefix[:-1]) if prefix else model
     c.hooks.append(base.register_forward_pre_hook(begin_hook(state, mask_argument_index(base.forward)),
                                                   with_kwargs=True))
@@ -179,20 +195,159 @@ def apply(ir: IR, model: nn.Module) -> "Report":
         else:
             mod = model.get_submodule(tg.point_path(fam, prefix, layer, point))
             c.hooks.append(mod.register_forward_hook(value_hook(state, layer, point)))
-    if impl is not None:     # switched (and checked) in step 1
-        state.attn_implementation = IMPLEMENTATIONS[impl]
-    if (ir.settings.head or {}).get("pool") == "mean" and fam.pooling == "last":
+
+
+def _pool_hooks(model: nn.Module, c: Compiled, runs: frozenset[int] | None) -> None:
+    """``head { pool mean }``: the hooks feeding the head the masked mean (with ``runs``: only for the
+    examples of those runs, on a routed model)."""
+    fam, prefix, state = c.family, c.prefix, c.state
+    base = model.get_submodule(prefix[:-1]) if prefix else model
+    if fam.pooling == "last":
         # a decoder's head reads the last non-pad token: every position of the base output gets the mean
-        c.hooks.append(base.register_forward_hook(mean_pool_all_hook(state)))
-    elif (ir.settings.head or {}).get("pool") == "mean":
+        c.hooks.append(base.register_forward_hook(mean_pool_all_hook(state, runs)))
+    else:
         enc = model.get_submodule(tg.encoder_path(fam, prefix))
-        c.hooks.append(enc.register_forward_hook(mean_pool_hook(state)))
+        c.hooks.append(enc.register_forward_hook(mean_pool_hook(state, runs)))
         if fam.pooler and _has(model, prefix + fam.pooler.rsplit(".", 1)[0]):
             pooler = model.get_submodule(prefix + fam.pooler.rsplit(".", 1)[0])
-            c.hooks.append(pooler.register_forward_hook(bypass_pooler_hook()))
+            c.hooks.append(pooler.register_forward_hook(bypass_pooler_hook(state, runs)))
 
+
+# --- several runs on one base ------------------------------------------------------------------------
+
+def attach_runs(irs: list[IR], model: nn.Module, head_shapes: list[dict[str, tuple[int, ...]]]) -> Compiled:
+    """Attach several runs' IRs to one fresh base ``model`` (in place), each example of a batch to be
+    routed to its own run (`routing`): run i's instances are renamed ``r<i>_<name>``, its modules marked
+    with their run, prefixes folded; each head module of the family becomes a `RoutedHead` holding one
+    copy per run, shaped as ``head_shapes[i]`` says (the run's artifact: ``{tensor name: shape}``, so
+    each run keeps its own number of labels). Every parameter is frozen (inference).
+
+    Nothing is changed before every run's every target resolved. Refused (C020): ``finetune`` (it trains
+    the base weights the runs share) and, on a causal family, a prefix behind a sigmoid gate (a per-token
+    gate over one layer's prefixes)."""
+    from peltc.compiler.torch.routing import RoutedHead, run_prefix
+
+    if model.__dict__.get("_pelt") is not None:
+        raise CompileError("this model is already compiled; load a fresh base model to put runs on", code="C001")
+    if not irs:
+        raise CompileError("no runs to attach", code="C020")
+    fams = [_family(ir, model) for ir in irs]
+    fam = fams[0]
+    prefix = fam.base + "." if isinstance(getattr(model, fam.base, None), nn.Module) else ""
+    n_layers = len(_get(model, prefix + fam.layers, None))
+    head_paths = [hp for hp in fam.head if prefix and _has(model, hp)]
+    if not head_paths:
+        raise CompileError(f"several runs need a task model with its head ({', '.join(fam.head)}); "
+                           f"{type(model).__name__} has none", code="C020",
+                           help="load the base as AutoModelForSequenceClassification")
+
+    # 1. resolve and check every run
+    plans: list[list[tuple[AttachmentNode, list[tg.Target]]]] = []
+    for i, ir in enumerate(irs):
+        atts = [a.model_copy(update={"instance": run_prefix(i) + a.instance}) for a in ir.attachments()]
+        plan = []
+        for att in atts:
+            if att.method == "finetune":
+                raise CompileError(f"run {i}: finetune trains the base model's weights, which the runs would share",
+                                   code="C020", help="serve a fine-tuned run on its own model (load_run)")
+            if att.method == "prefix" and fam.causal and att.gate.kind == "sigmoid":
+                raise CompileError(f"run {i}: a prefix behind a sigmoid gate on a causal model gates per token, "
+                                   "which routing several runs does not do", code="C020",
+                                   help="serve this run on its own model (load_run)")
+            _check_attachment(att, fam, model)
+            tgts = tg.targets(fam, prefix, att.method, att.layer, att.point, n_layers)
+            for t in tgts:
+                _check_module(att, t, _get(model, t.path, att), fam)
+            plan.append((att, tgts))
+        _check_prefix_uniform(atts)
+        plans.append(plan)
+        for hp in head_paths:
+            for n, prm in model.get_submodule(hp).named_parameters():
+                have = head_shapes[i].get(f"{hp}.{n}")
+                if have is None:
+                    raise CompileError(f"run {i}: its artifact has no tensor '{hp}.{n}' of the task head",
+                                       code="C020")
+                if len(have) != prm.dim():
+                    raise CompileError(f"run {i}: the head tensor '{hp}.{n}' has shape {tuple(have)}, the model's "
+                                       f"{tuple(prm.shape)}", code="C020")
+    prefixed = [a for plan in plans for a, _ in plan if a.method == "prefix"]
+    impl = _attn_implementation(model, fam, prefixed[0]) if prefixed else None
+    if impl is not None:
+        _switch_attention(model, impl, [(a, t[0].path) for plan in plans for a, t in plan if a.method == "prefix"],
+                          _hidden(model, fam, irs[0]))
+
+    # 2. freeze everything (serving)
+    for prm in model.parameters():
+        prm.requires_grad_(False)
+    state = PeltState()
+    state.causal = fam.causal
+    c = Compiled(irs[0], fam, prefix, n_layers, state, head_paths, False, attn_implementation=impl,
+                 runs=list(irs))
+    hidden = _hidden(model, fam, irs[0])
+
+    # 3. attach each run under its own names, and mark its modules with the run
+    for i, plan in enumerate(plans):
+        encoders: dict[str, PrefixEncoder] = {}
+        atts = [a for a, _ in plan]
+        for att, tgts in plan:
+            c.attachments.setdefault(att.instance, []).append(att)
+            c.paths.setdefault(att.instance, {}).setdefault(att.layer, []).extend(t.path for t in tgts)
+            if att.method == "adapter" and fam.pre_norm:
+                _attach_prenorm_adapter(model, att, tgts[0], state, hidden)
+            elif att.method == "adapter":
+                _attach_adapter(model, att, tgts[0], state, hidden)
+            elif att.method == "lora":
+                _attach_lora(model, att, tgts[0], state, hidden)
+            elif att.method == "bitfit":
+                _attach_bitfit(model, att, tgts, state, hidden)
+            elif att.method == "prefix":
+                _attach_prefix(model, att, tgts[0], state, hidden, encoders, atts, prefix,
+                               width=_kv_width(model, fam, hidden))
+    for m in list(model.modules()):
+        for key in ("pelt_adapters", "pelt_lora", "pelt_bitfit", "pelt_prefix"):
+            d = m._modules.get(key)
+            for name, mod in (d.items() if d is not None else ()):
+                mod.__dict__["_pelt_run"] = int(name[1:name.index("_")])
+                mod.__dict__["_pelt_route_state"] = state
+
+    # 4. hooks, each run's head pooling, one head per run
+    _state_hooks(model, c)
+    if impl is not None:
+        state.attn_implementation = IMPLEMENTATIONS[impl]
+    mean = frozenset(i for i, ir in enumerate(irs) if (ir.settings.head or {}).get("pool") == "mean")
+    if mean:
+        _pool_hooks(model, c, None if len(mean) == len(irs) else mean)
+    for hp in head_paths:
+        heads = {f"r{i}": _run_head(model.get_submodule(hp), hp, head_shapes[i]) for i in range(len(irs))}
+        widths = {_out_width(h) for h in heads.values()} - {None}
+        _set(model, hp, RoutedHead(heads, state, max(widths) if widths else None))
+    for prm in model.parameters():
+        prm.requires_grad_(False)
+    state.routed = True
     model.__dict__["_pelt"] = c
-    return build_report(model)
+    fold_prefix(model)
+    return c
+
+
+def _run_head(head: nn.Module, path: str, shapes: dict[str, tuple[int, ...]]) -> nn.Module:
+    """A copy of a head module whose Linears have the shapes of a run's artifact (its number of labels)."""
+    new = copy.deepcopy(head)
+    for name, mod in list(new.named_modules()):
+        if not isinstance(mod, nn.Linear):
+            continue
+        w = shapes.get(f"{path}.{name}.weight" if name else f"{path}.weight")
+        if w is not None and tuple(w) != tuple(mod.weight.shape):
+            lin = nn.Linear(int(w[1]), int(w[0]), bias=mod.bias is not None, **_where(mod))
+            if name:
+                _set(new, name, lin)
+            else:
+                new = lin
+    return new
+
+
+def _out_width(head: nn.Module) -> int | None:
+    lins = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    return lins[-1].out_features if lins else None
 
 
 # --- checks -------------------------------------------------------------------------------------------
@@ -605,6 +760,10 @@ def merge(model: nn.Module, *, skip_gated: bool = False) -> list[str]:
     Merged output equals the unmerged output (eval mode) within float rounding.
     """
     c = compiled(model)
+    if c.runs:
+        raise CompileError(f"this model routes {len(c.runs)} runs on one base (peltc.load_runs): merging one run's "
+                           "LoRA or BitFit into the shared weights would change every other run", code="C019",
+                           help="merge a single run's own model (peltc.runtime.run.load_run), not a routed one")
     loras = [(n, m) for n, m in model.named_modules() if isinstance(m, LoraLinear)]
     biases = [(n, m) for n, m in model.named_modules() if "pelt_bitfit" in m._modules]
     refused = [f"{i}@{n} (lora)" for n, m in loras for i, l in m.pelt_lora.items()

@@ -51,6 +51,12 @@ class PeltState:
         self.causal = False
         self.continuing = False
         self.carry: dict[Any, Any] = {}
+        # several runs on one base (``rewrite.attach_runs``): ``route`` (batch,) holds each example's run
+        # index, set by the entry point (`peltc.api.Runs`) before a forward and cleared after it; every
+        # PELT module of run r scales its contribution by ``route == r`` (`route_mask`)
+        self.routed = False
+        self.route: torch.Tensor | None = None
+        self.present: frozenset[int] = frozenset()
 
     # --- lifecycle ---------------------------------------------------------------------------
     def begin(self, mask: torch.Tensor | None, continuing: bool = False) -> None:
@@ -60,6 +66,8 @@ class PeltState:
             self.carry.clear()
         self.values.clear()
         self.cache.clear()
+        self.present = frozenset(int(r) for r in self.route.unique().tolist()) if self.route is not None \
+            else frozenset()
         # Prefix MLPs run once per forward, before any layer: outside gradient-checkpointed layers,
         # so a layer recomputed during backward reads the same tensor (kept until the next begin).
         self.prefix_kv = {id(e): e() for e in self.encoders}
@@ -103,6 +111,14 @@ class PeltState:
             return None
         return m[:, m.shape[1] - x.shape[1]:].to(device=x.device, dtype=x.dtype).unsqueeze(-1)
 
+    def run_mask(self, run: int, like: torch.Tensor) -> torch.Tensor:
+        """(batch,) in like's dtype and device: 1 for the examples of run ``run``, 0 for the others."""
+        key = ("run", run, like.dtype, like.device)
+        out = self.cache.get(key)
+        if out is None:
+            out = self.cache[key] = (self.route == run).to(device=like.device, dtype=like.dtype)
+        return out
+
     def token_count(self, x: torch.Tensor) -> torch.Tensor:
         """Tokens per example, (batch, 1), at least 1 (call only when `token_mask` is not None)."""
         key = ("count", x.dtype, x.device)
@@ -110,6 +126,32 @@ class PeltState:
         if out is None:
             out = self.cache[key] = self.token_mask(x).sum(1).clamp_min(1.0)
         return out
+
+
+# --- routing (several runs on one base) -----------------------------------------------------------------
+
+def route_mask(module, like: torch.Tensor) -> torch.Tensor | None:
+    """The 0/1 mask (batch,) of the examples of ``module``'s run, or None when the module belongs to no
+    routed run or no route is set (a single-run model: nothing to mask)."""
+    run = module.__dict__.get("_pelt_run")
+    if run is None:
+        return None
+    state: PeltState = module.__dict__["_pelt_route_state"]
+    return None if state.route is None else state.run_mask(run, like)
+
+
+def route_absent(module) -> bool:
+    """Whether ``module`` belongs to a run with no example in the current batch (then it is skipped)."""
+    run = module.__dict__.get("_pelt_run")
+    if run is None:
+        return False
+    state: PeltState = module.__dict__["_pelt_route_state"]
+    return state.route is not None and run not in state.present
+
+
+def mask_like(m: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """A per-example mask (batch,) shaped to broadcast over ``t`` (batch, …)."""
+    return m.view(m.shape[0], *([1] * (t.dim() - 1)))
 
 
 # --- hook functions (registered by rewrite) -------------------------------------------------------
@@ -140,12 +182,27 @@ def _begin(state: PeltState, mask_index: int | None, module, args, kwargs):
     mask = kwargs.get("attention_mask")
     if mask is None and mask_index is not None and len(args) > mask_index:
         mask = args[mask_index]
+    if state.routed:
+        _check_route(state, mask, args, kwargs)
     cache = kwargs.get("cache", kwargs.get("past_key_values"))
     try:
         continuing = cache is not None and int(cache.get_seq_length()) > 0
     except (AttributeError, TypeError):
         continuing = False
     state.begin(mask, continuing)
+
+
+def _check_route(state: PeltState, mask, args, kwargs) -> None:
+    if state.route is None:
+        raise CompileError("this model carries several runs (peltc.load_runs) and was called without a route: "
+                           "no run is chosen for its examples", code="C018",
+                           help="call it through the Runs object load_runs returned: runs(run=[…], **batch)")
+    ids = kwargs.get("input_ids", kwargs.get("inputs_embeds", args[0] if args else None))
+    batch = mask.shape[0] if isinstance(mask, torch.Tensor) else ids.shape[0] if isinstance(ids, torch.Tensor) \
+        else None
+    if batch is not None and batch != state.route.shape[0]:
+        raise CompileError(f"the route names a run for {state.route.shape[0]} example(s), the batch has {batch}",
+                           code="C018", help="give one run per example")
 
 
 def _end(state: PeltState, module, args, output):
