@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from peltc.compiler import schema
+from peltc.compiler.archs import FAMILIES
 from peltc.compiler.pipeline import build_ir
 from peltc.errors import PeltError, SpecError
 from peltc.grammar.fmt import _comment_col, format_source
@@ -335,8 +336,11 @@ SEPARATORS = [" ", "\n", "\n  ", "\n\n", "\t", "  # c\n", "\n# full line\n", " #
 
 
 def _target(draw, spec: schema.MethodSpec, wild: bool) -> tuple[str, str]:
-    """A target of the method and the point it names."""
-    point = _pick(draw, sorted(spec.points))
+    """A target of the method and the point it names (a valid draw: a point the BERT family has —
+    the fuzz models are BERT-shaped; `ffn.gate` exists on gated-MLP decoders only)."""
+    bert = FAMILIES["bert"].points
+    point = _pick(draw, sorted(p for p in spec.points if p not in schema.LAYER_POINTS or p in bert
+                               or schema.LAYER_POINTS[p] == "block"))
     if wild and _int(draw, 0, 2) == 0:
         point = _pick(draw, [*WILD_POINTS, *schema.LAYER_POINTS, *schema.GLOBAL_POINTS])
     if point in schema.GLOBAL_POINTS or point in WILD_POINTS[-5:]:
