@@ -143,14 +143,27 @@ def main(argv: list[str] | None = None) -> int:
     except PeltError as e:
         if a.debug:
             raise
-        print(e.render(), file=sys.stderr)
+        _say_error(e.render())
         return e.exit_code
     except Interrupted as e:
-        print(e.render(), file=sys.stderr)
+        _say_error(e.render())
         return e.exit_code
     except KeyboardInterrupt:
-        print("interrupted (SIGINT)", file=sys.stderr)
+        _say_error("interrupted (SIGINT)")
         return 130
+
+
+def _say_error(text: str) -> None:
+    """The error on stderr; when stderr is itself a closed pipe (`peltc … 2>&1 | head -1`), nothing."""
+    try:
+        print(text, file=sys.stderr)
+        sys.stderr.flush()
+    except BrokenPipeError:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stderr.fileno())
+        except OSError:
+            pass
 
 
 if __name__ == "__main__":

@@ -53,3 +53,18 @@ def test_an_open_pipe_still_exits_0():
     p = subprocess.run([sys.executable, "-m", "peltc", "check", SPEC], cwd=ROOT, capture_output=True,
                        text=True, timeout=120)
     assert p.returncode == 0 and p.stdout.startswith(SPEC)
+
+
+def test_an_error_into_a_closed_stderr_ends_quietly(tmp_path):
+    """`peltc check bad.pelt 2>&1 | head -0`: stdout and stderr are one closed pipe; the spec error cannot
+    be shown, and peltc still ends with its exit code, not a traceback about the pipe."""
+    bad = tmp_path / "bad.pelt"
+    bad.write_text("lora q { at layers[*].attention.qury }\n")
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        p = subprocess.run([sys.executable, "-m", "peltc", "check", str(bad)], stdout=w, stderr=w, cwd=ROOT,
+                           timeout=120)
+    finally:
+        os.close(w)
+    assert p.returncode == 1      # the spec error's code; nothing else went wrong
