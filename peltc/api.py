@@ -138,6 +138,46 @@ def run_name(run_dir: Union[str, Path]) -> str:
     return d.parent.name if d.name == "adapter" and (d / "manifest.json").is_file() else d.name
 
 
+def resolve_run(run: Union[int, str, Path], dirs: list[Path], names: list[str]) -> int:
+    """The index of a run given by index, by name (its folder's name by default) or by folder path (as
+    given, or resolved); UsageError U124 for no such run or a name several runs share."""
+    if isinstance(run, bool):
+        run = int(run)
+    if isinstance(run, int):
+        if 0 <= run < len(names):
+            return run
+        raise UsageError(f"no run {run}: {len(names)} run(s) are loaded", code="U124")
+    s = str(run)
+    try:
+        resolved = Path(s).expanduser().resolve()
+    except (OSError, RuntimeError):
+        resolved = None
+    by_path = [i for i, d in enumerate(dirs) if resolved is not None and Path(d).resolve() == resolved]
+    if by_path:
+        return by_path[0]
+    by_name = [i for i, n in enumerate(names) if n == s]
+    if len(by_name) == 1:
+        return by_name[0]
+    if len(by_name) > 1:
+        raise UsageError(f"run {s!r} is ambiguous: {len(by_name)} runs are named so", code="U124",
+                         help="name it by its folder path: " + ", ".join(str(dirs[i]) for i in by_name))
+    from peltc.errors import did_you_mean
+    raise UsageError(f"no run named {s!r}", code="U124", help=did_you_mean(s, names, "runs"))
+
+
+def check_same_base(run_dirs: list, manifests: list[dict]) -> None:
+    """All runs were trained on one base model (model_type and config hash): ArtifactError A023 otherwise."""
+    from peltc.errors import ArtifactError
+    first = manifests[0]["base_model"]
+    for d, m in zip(run_dirs[1:], manifests[1:]):
+        b = m["base_model"]
+        if b.get("model_type") != first.get("model_type") or b.get("config_hash") != first.get("config_hash"):
+            raise ArtifactError(f"runs on different base models: '{run_dirs[0]}' was trained on {first.get('name')!r} "
+                                f"({first.get('model_type')}, config {str(first.get('config_hash'))[:12]}…), '{d}' "
+                                f"on {b.get('name')!r} ({b.get('model_type')}, config {str(b.get('config_hash'))[:12]}…)",
+                                code="A023", help="serve together only runs trained on the same base model")
+
+
 class Runs:
     """Several trained runs on one base model, each example of a batch routed to its own run
     (`load_runs`). Call it with one run per example — an index, a name, or a folder path:
@@ -168,29 +208,7 @@ class Runs:
 
     def index(self, run: Union[int, str, Path]) -> int:
         """The index of a run given by index, name or folder path; UsageError U124 otherwise."""
-        if isinstance(run, bool):
-            run = int(run)
-        if isinstance(run, int):
-            if 0 <= run < len(self.names):
-                return run
-            raise UsageError(f"no run {run}: {len(self.names)} run(s) are loaded", code="U124")
-        s = str(run)
-        p = Path(s).expanduser()
-        try:
-            resolved = p.resolve()
-        except OSError:
-            resolved = None
-        by_path = [i for i, d in enumerate(self.dirs) if resolved is not None and d == resolved]
-        if by_path:
-            return by_path[0]
-        by_name = [i for i, n in enumerate(self.names) if n == s]
-        if len(by_name) == 1:
-            return by_name[0]
-        if len(by_name) > 1:
-            raise UsageError(f"run {s!r} is ambiguous: {len(by_name)} loaded runs are named so", code="U124",
-                             help="name it by its folder path: " + ", ".join(str(self.dirs[i]) for i in by_name))
-        from peltc.errors import did_you_mean
-        raise UsageError(f"no run named {s!r}", code="U124", help=did_you_mean(s, self.names, "runs"))
+        return resolve_run(run, self.dirs, self.names)
 
     def route(self, runs) -> "torch.Tensor":
         """(batch,) long: the run index of each example."""
@@ -239,14 +257,7 @@ def load_runs(run_dirs: list[Union[str, Path]], model: "nn.Module", names: list[
         raise UsageError("no runs given", code="U124")
     arts = [artifact_dir(d) for d in run_dirs]
     loaded = [load_tensors(a) for a in arts]
-    first = loaded[0][0]["base_model"]
-    for d, (m, _) in zip(run_dirs[1:], loaded[1:]):
-        b = m["base_model"]
-        if b.get("model_type") != first.get("model_type") or b.get("config_hash") != first.get("config_hash"):
-            raise ArtifactError(f"runs on different base models: '{run_dirs[0]}' was trained on {first.get('name')!r} "
-                                f"({first.get('model_type')}, config {str(first.get('config_hash'))[:12]}…), '{d}' "
-                                f"on {b.get('name')!r} ({b.get('model_type')}, config {str(b.get('config_hash'))[:12]}…)",
-                                code="A023", help="serve together only runs trained on the same base model")
+    check_same_base(run_dirs, [m for m, _ in loaded])
     from peltc.compiler.torch.artifact import check_base
     check_base(model, loaded[0][0])
     irs = []

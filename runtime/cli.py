@@ -86,6 +86,9 @@ def cmd_predict(a) -> int:
 
     from peltc.errors import UsageError
     from peltc.runtime.run import predict_file, predict_text
+    if len(a.run_dir) > 1:
+        return _predict_runs(a)
+    a.run_dir = a.run_dir[0]
     if (a.text is None) == (a.file is None):
         raise UsageError("peltc predict takes --text \"…\" or --file INPUTS.jsonl", code="U009",
                          help="--text labels one text (--text-pair: its second); --file labels every row of a "
@@ -109,6 +112,27 @@ def cmd_predict(a) -> int:
         print(f"{out['label']}  (p = {out['probability']:.3f})")
     else:
         print(f"{out['score']:.4f}")
+    return EXIT_OK
+
+
+def _predict_runs(a) -> int:
+    """Several runs on one base: every row of --file names its run (``run``)."""
+    import sys
+
+    from peltc.errors import UsageError
+    from peltc.runtime.multirun import predict_runs_file
+    if a.file is None or a.text is not None or a.text_pair is not None:
+        raise UsageError(f"peltc predict with {len(a.run_dir)} runs takes --file INPUTS.jsonl", code="U009",
+                         help="each row names its run in a 'run' field (the folder or its name); --text labels "
+                              "one text with one run")
+    if a.batch_size < 1:
+        raise UsageError(f"--batch-size {a.batch_size} is out of range", code="U106", help="--batch-size must be ≥ 1")
+    r = predict_runs_file(a.run_dir, a.file, a.out, batch_size=a.batch_size, progress=not a.quiet)
+    for k in r["renamed"]:
+        print(f"note: the input's '{k}' field is kept as 'input_{k}'", file=sys.stderr)
+    if a.out is not None:
+        per = ", ".join(f"{n}: {k}" for n, k in r["per_run"].items())
+        print(f"wrote {r['rows']} predictions to {a.out} ({per})")
     return EXIT_OK
 
 
@@ -269,8 +293,11 @@ def add_commands(sub) -> None:
     e.add_argument("--data-dir", help="GLUE in the original TSV layout (default: the run's, $PELT_GLUE_DIR, the Hub)")
     e.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("predict", help="label a text, or a file of them, with a trained run")
-    p.add_argument("run_dir", help="a run folder written by `peltc compile --train`")
+    p = sub.add_parser("predict", help="label a text, or a file of them, with a trained run (or several runs on one "
+                                       "base: each row of --file names its run)")
+    p.add_argument("run_dir", nargs="+", metavar="RUN_DIR",
+                   help="a run folder written by `peltc compile --train`; several (with --file): served together "
+                        "on one base model, each row of the file naming its run in a 'run' field (folder or name)")
     p.add_argument("--text", help="the text to label (the first sentence of a pair task)")
     p.add_argument("--text-pair", help="the second sentence, for pair tasks (mrpc, qqp, stsb, mnli, qnli, rte)")
     p.add_argument("--file", metavar="INPUTS.jsonl", help="label every row of a JSON Lines file (texts under the run's "

@@ -1,0 +1,146 @@
+"""`peltc predict RUN_A RUN_B … --file inputs.jsonl`: several trained runs served on one base model.
+
+Every row of the input names its run in a ``run`` field — the folder as given on the command line (or
+any path to it) or its name (the folder's basename) — and holds its text(s) under that run's column
+names, or ``text`` / ``text_pair``. The runs go on one freshly loaded base model (`peltc.load_runs`); each
+batch mixes rows of any runs, in input order, each row routed to its own run's modules and head, its
+text truncated at its run's ``max_length``. The output is what ``peltc predict RUN --file`` writes for
+each run alone (JSON Lines, input fields kept, ``label`` + ``probability`` or ``score`` added).
+
+Everything that can be checked without weights is checked first: each folder holds an artifact (A002),
+the runs share one base model (A023), every row names a known run (D112, naming file, row and line) and
+holds its texts (D104 / D110).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from peltc.errors import ArtifactError, DataError, UsageError
+
+RUN_FIELD = "run"
+
+
+def run_task(manifest: dict[str, Any]):
+    """The task an artifact's manifest records: its `CustomTask` (own data) or the GLUE task it names."""
+    from peltc.runtime.tasks import CustomTask
+    from peltc.runtime.tasks import task as get_task
+    if manifest.get("own_data"):
+        try:
+            return CustomTask.from_dict(manifest["own_data"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ArtifactError(f"the artifact's task record cannot be read: {e}", code="A012") from None
+    return get_task(manifest.get("task") or "")
+
+
+def _max_length(run_dir: Path) -> int:
+    from peltc.runtime.run import _run_max_length
+    d = Path(run_dir)
+    return _run_max_length(d.parent if d.name == "adapter" and (d / "manifest.json").is_file() else d)
+
+
+def predict_runs_file(run_dirs: list[str | Path], path: str | Path, out: str | Path | None = None, *,
+                      batch_size: int = 64, progress: bool = True) -> dict[str, Any]:
+    """Label every row of ``path`` with the run its ``run`` field names (see the module's doc). Writes JSON
+    Lines to ``out`` (stdout when None; written whole or not at all). Returns ``{"rows", "renamed", "out",
+    "per_run"}`` (per_run: rows per run name)."""
+    import numpy as np
+    import torch
+
+    from peltc.api import artifact_dir, check_same_base, load_runs, resolve_run, run_name
+    from peltc.compiler.archs import load_config
+    from peltc.compiler.torch.artifact import read_manifest
+    from peltc.errors import did_you_mean
+    from peltc.runtime import data as D
+    from peltc.runtime.models import load_base
+    from peltc.runtime.run import PREDICTION_FIELDS, _input_columns, read_inputs
+
+    dirs = [Path(d) for d in run_dirs]
+    arts = [artifact_dir(d) for d in dirs]
+    manifests = [read_manifest(a) for a in arts]
+    check_same_base([str(d) for d in dirs], manifests)
+    names = [run_name(d) for d in dirs]
+    tasks = [run_task(m) for m in manifests]
+    lengths = [_max_length(d) for d in dirs]
+
+    rows = read_inputs(path)
+    src = D.Source("csv" if Path(path).suffix.lower() in (".csv", ".tsv") else "json", str(Path(path).resolve()))
+    where = D._Rows(src, "input")
+    route, texts = [], []
+    for i, row in enumerate(rows):
+        given = row.get(RUN_FIELD)
+        if given is None or (isinstance(given, str) and not given.strip()):
+            raise where.error(i, RUN_FIELD, "no run given", code="D112",
+                              help=f"every row names its run: one of {', '.join(names)} (or its folder's path)")
+        try:
+            r = resolve_run(str(given), dirs, names)
+        except UsageError as e:
+            raise where.error(i, RUN_FIELD, str(e), code="D112", help=e.diagnostic.help) from None
+        task = tasks[r]
+        cands = _input_columns(task)
+        cols = next((c for c in cands if all(row.get(k) is not None for k in c)), None)
+        if cols is None:
+            wanted = " or ".join(repr(", ".join(c)) for c in cands)
+            present = [k for k, v in row.items() if v is not None]
+            raise where.error(i, cands[0][0], f"run '{names[r]}' ({task.name}) reads its text from {wanted}, "
+                                              "which the row lacks", code="D104",
+                              help=did_you_mean(cands[0][0], present, "fields of the row"))
+        one = []
+        for c in cols:
+            v = row[c]
+            if isinstance(v, float) and v != v or isinstance(v, str) and not v.strip():
+                raise where.error(i, c, "the text is empty", code="D110",
+                                  help="every example needs a non-empty text; remove or fill the row")
+            one.append(v if isinstance(v, str) else str(v))
+        route.append(r)
+        texts.append(one)
+
+    mc = load_config(manifests[0]["base_model"]["name"])
+    tokenizer, model = load_base(mc, tasks[0].num_labels)
+    runs = load_runs(dirs, model, names)
+    renamed = sorted({k for r in rows for k in PREDICTION_FIELDS if r.get(k) is not None})
+
+    from tqdm.auto import tqdm
+
+    tmp = Path(out).with_name(f".{Path(out).name}.tmp") if out is not None else None
+    sink = open(tmp, "w", encoding="utf-8") if tmp is not None else sys.stdout
+    done = False
+    per_run = dict.fromkeys(names, 0)
+    try:
+        bar = tqdm(total=len(rows), desc="predicting", unit="row", disable=not progress, file=sys.stderr)
+        with torch.no_grad():
+            for start in range(0, len(rows), batch_size):
+                stop = min(start + batch_size, len(rows))
+                feats = [tokenizer(*texts[j], truncation=True, max_length=lengths[route[j]]) for j in range(start, stop)]
+                enc = tokenizer.pad(feats, return_tensors="pt")
+                logits = runs(route[start:stop], **enc).logits.float().cpu().numpy()
+                for j, lg in zip(range(start, stop), logits):
+                    r, task = route[j], tasks[route[j]]
+                    lg = lg[:runs.num_labels[r]]
+                    row = {(f"input_{k}" if k in PREDICTION_FIELDS else k): v for k, v in rows[j].items()
+                           if v is not None or k == RUN_FIELD}
+                    if task.is_regression:
+                        row["score"] = float(lg[0])
+                    else:
+                        p = np.exp(lg - lg.max())
+                        p /= p.sum()
+                        i = int(p.argmax())
+                        row["label"] = task.labels[i]
+                        row["probability"] = float(p[i])
+                    per_run[names[r]] += 1
+                    sink.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+                bar.update(stop - start)
+        bar.close()
+        done = True
+    finally:
+        if tmp is not None:
+            sink.close()
+            if done:
+                os.replace(tmp, out)       # the output appears whole, or not at all
+            else:
+                tmp.unlink(missing_ok=True)
+    return {"rows": len(rows), "renamed": renamed, "out": str(out) if out is not None else None, "per_run": per_run}
