@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from peltc.compiler.torch.gate import Gate
-from peltc.compiler.torch.state import PeltState, route_absent, route_mask
+from peltc.compiler.torch.state import PeltState, route_absent, route_rows
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
 
@@ -63,11 +63,21 @@ class Adapter(nn.Module):
         ``z + [c·u, c] @ [W_up, b_up]^T`` — a single ``addmm`` into ``z`` instead of up-projection,
         bias, scaling and residual add as four passes over ``(batch, seq, H)``.
         """
+        rows = route_rows(self, z)        # several runs on one base: only this run's examples
+        if rows is not None:
+            return self._add_to_rows(z, x, own, rows)
         u = self.act(self.down(x))                                       # (..., size)
         c = self.gate(u, own=own) if self.gate is not None else None     # (batch,) or None
-        m = route_mask(self, u)           # several runs on one base: 1 for this run's examples, else 0
-        if m is not None:
-            c = m if c is None else c * m.view(m.shape[0], *([1] * (c.dim() - 1)))
+        return self._add(z, u, c)
+
+    def _add_to_rows(self, z: torch.Tensor, x: torch.Tensor, own: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """`add_to` on the examples ``rows`` only (the others unchanged): the gate is computed on the whole
+        batch (it pools over the batch's mask, and sigmoid gates of one layer are fused), the rest on the rows."""
+        c = self.gate(x, own=own).index_select(0, rows) if self.gate is not None else None
+        u = self.act(self.down(x.index_select(0, rows)))
+        return z.index_copy(0, rows, self._add(z.index_select(0, rows), u, c))
+
+    def _add(self, z: torch.Tensor, u: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
         if c is None:
             col = torch.full((*u.shape[:-1], 1), self.scale, dtype=u.dtype, device=u.device)
             if self.scale != 1.0:

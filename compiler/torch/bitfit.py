@@ -41,7 +41,8 @@ class BiasDelta(nn.Module):
             g = m if gate is None else gate(out)
             if gate is not None:
                 g = g * m.view(m.shape[0], *([1] * (g.dim() - 1)))
-            return out + scale(d.expand_as(out), g)
+            # (batch, 1, …, size): one pass over ``out``
+            return out + g.view(*g.shape, *([1] * (out.dim() - g.dim()))) * d
         if gate is None:
             return out + d
         return out + scale(d.expand_as(out), gate(out))

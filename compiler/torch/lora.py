@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from peltc.compiler.torch.gate import Gate, scale
-from peltc.compiler.torch.state import route_absent, route_mask
+from peltc.compiler.torch.state import route_absent, route_rows
 
 
 class LoRA(nn.Module):
@@ -47,16 +47,18 @@ class LoRA(nn.Module):
     def _down(self, x: torch.Tensor) -> torch.Tensor:
         # scale at rank r, before B (B is linear without bias): r values per token instead of fan_out
         a = self.A(self.dropout(x))
-        m = route_mask(self, a)            # several runs on one base: 1 for this run's examples, else 0
-        if m is not None:
-            if self.gate is None:
-                return scale(a, m * self.scaling)
-            g = self.gate(a)                                       # (batch,), or (batch, seq): causal
-            return scale(a, g * m.view(m.shape[0], *([1] * (g.dim() - 1))))
         return a * self.scaling if self.gate is None else scale(a, self.gate(a))
 
     def add_to(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``y + s · B A x``, the up-projection and the add fused into one ``addmm``."""
+        """``y + s · B A x``, the up-projection and the add fused into one ``addmm``. On a model routing
+        several runs, only for this run's examples (the gate computed on the whole batch: fused, pooled)."""
+        rows = route_rows(self, y)
+        if rows is not None:
+            a = self.A(self.dropout(x.index_select(0, rows)))
+            a = a * self.scaling if self.gate is None else scale(a, self.gate(x).index_select(0, rows))
+            yr = y.index_select(0, rows)
+            yr = torch.addmm(yr.reshape(-1, yr.shape[-1]), a.reshape(-1, a.shape[-1]), self.B.weight.t()).view(yr.shape)
+            return y.index_copy(0, rows, yr)
         a = self._down(x)
         return torch.addmm(y.reshape(-1, y.shape[-1]), a.reshape(-1, a.shape[-1]), self.B.weight.t()).view(y.shape)
 

@@ -119,6 +119,14 @@ class PeltState:
             out = self.cache[key] = (self.route == run).to(device=like.device, dtype=like.dtype)
         return out
 
+    def run_rows(self, run: int, device) -> torch.Tensor:
+        """(n,) long: the indices of run ``run``'s examples in the batch."""
+        key = ("rows", run, device)
+        out = self.cache.get(key)
+        if out is None:
+            out = self.cache[key] = (self.route == run).nonzero().squeeze(1).to(device)
+        return out
+
     def token_count(self, x: torch.Tensor) -> torch.Tensor:
         """Tokens per example, (batch, 1), at least 1 (call only when `token_mask` is not None)."""
         key = ("count", x.dtype, x.device)
@@ -138,6 +146,15 @@ def route_mask(module, like: torch.Tensor) -> torch.Tensor | None:
         return None
     state: PeltState = module.__dict__["_pelt_route_state"]
     return None if state.route is None else state.run_mask(run, like)
+
+
+def route_rows(module, like: torch.Tensor) -> torch.Tensor | None:
+    """The batch indices of ``module``'s run's examples (on like's device), or None (not routed)."""
+    run = module.__dict__.get("_pelt_run")
+    if run is None:
+        return None
+    state: PeltState = module.__dict__["_pelt_route_state"]
+    return None if state.route is None else state.run_rows(run, like.device)
 
 
 def route_absent(module) -> bool:
