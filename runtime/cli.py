@@ -1,4 +1,4 @@
-"""The runtime's commands for the `peltc` CLI: compile, eval, predict, grid.
+"""The runtime's commands for the `peltc` CLI: compile, eval, predict, generate, grid.
 
 Imported by peltc/cli.py when the parser is built, so it must stay light: torch and
 transformers are imported inside the command functions only.
@@ -249,6 +249,32 @@ def cmd_import(a) -> int:
     return EXIT_OK
 
 
+def cmd_generate(a) -> int:
+    from peltc.errors import UsageError
+    from peltc.runtime.run import generate_text
+    if a.max_new_tokens is not None and a.max_new_tokens < 1:
+        raise UsageError(f"--max-new-tokens {a.max_new_tokens} is out of range", code="U106",
+                         help="--max-new-tokens must be ≥ 1")
+    if a.temperature < 0:
+        raise UsageError(f"--temperature {a.temperature:g} is out of range", code="U106",
+                         help="--temperature: 0 decodes greedily, > 0 samples")
+    print(generate_text(a.run_dir, a.prompt, a.max_new_tokens, temperature=a.temperature, seed=a.seed))
+    return EXIT_OK
+
+
+def _add_generate(sub) -> None:
+    n = sub.add_parser("generate", help="complete a prompt with a generation run (--train gen:…) on a fresh base")
+    n.add_argument("run_dir", help="a run folder written by `peltc compile --train gen:…`")
+    n.add_argument("--prompt", required=True, help="the prompt (encoded as in training: the tokenizer's special "
+                                                   "tokens, no template)")
+    n.add_argument("--max-new-tokens", type=int, default=None,
+                   help="at most this many new tokens (default: the run's scoring budget — the longest "
+                        "completion; 6 for gen:arith); generation also stops at the end-of-sequence token")
+    n.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy; > 0: sample at this temperature")
+    n.add_argument("--seed", type=int, default=None, help="with --temperature: the sampling seed")
+    n.set_defaults(func=cmd_generate)
+
+
 def _train_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training settings (override the spec's train { } block)")
     for name, typ in _SETTING_FLAGS.items():
@@ -262,7 +288,9 @@ def add_commands(sub) -> None:
     c.add_argument("--model", help="model name, dir or config.json (default: the spec's, else the packaged MiniLM)")
     c.add_argument("--train", metavar="DATA", help="glue/TASK (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte), or your "
                                                    "own: csv:PATH, json:PATH (JSON or JSON Lines), disk:DIR "
-                                                   "(save_to_disk), hub:NAME[:CONFIG]")
+                                                   "(save_to_disk), hub:NAME[:CONFIG]; or, with a decoder "
+                                                   "(--model smollm2-135m), a generation task: gen:arith, "
+                                                   "gen:jsonl:PATH (prompt / completion pairs)")
     c.add_argument("--data-dir", help="GLUE in the original TSV layout (default: $PELT_GLUE_DIR, else the Hub)")
     o = c.add_argument_group("your own data (--train csv:… | json:… | disk:… | hub:…)")
     o.add_argument("--validation", metavar="DATA", help="the dev set, same format as --train (a split name for disk / "
@@ -306,6 +334,8 @@ def add_commands(sub) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="with --file: rows per forward pass (default 64)")
     p.add_argument("--quiet", action="store_true", help="with --file: no progress bar")
     p.set_defaults(func=cmd_predict)
+
+    _add_generate(sub)
 
     g = sub.add_parser("grid", help="run specs × tasks × K × seeds and tabulate mean ± std")
     g.add_argument("specs", nargs="*", help="the .pelt spec files (one table row each)")

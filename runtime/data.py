@@ -852,3 +852,155 @@ def _hold_out_test(train):
     perm = np.random.default_rng(TEST_SEED).permutation(n)
     cut = max(1, n // TEST_SHARE)
     return train.select(np.sort(perm[:cut])), train.select(np.sort(perm[cut:]))
+
+
+# --- generation tasks (causal LM: `--train gen:arith | gen:jsonl:PATH`) ---------------------------
+#
+#   raw = load_gen(task)                          # DatasetDict: train (the pool) [, test]; prompt, completion
+#   splits = sample_own(raw, k=100, seed=1)       # the same protocol: a fixed ⌊n/5⌋ test, dev and K per seed
+#   enc = tokenize_gen(splits, tokenizer)         # input_ids, attention_mask, labels (-100 on the prompt)
+
+ARITH_POOL = 2500        # gen:arith: examples generated (seed ARITH_SEED); ⌊n/5⌋ of them are the test set
+ARITH_SEED = 0
+
+
+def gen_examples(n: int, seed: int) -> list[dict[str, str]]:
+    """``n`` distinct additions of two numbers of 2 or 3 digits (each size equally likely), as
+    ``{"prompt": "123+45=", "completion": "168"}``; the same list for the same seed on any machine."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    seen: set[str] = set()
+    out: list[dict[str, str]] = []
+    while len(out) < n:
+        a, b = (int(rng.integers(10, 100)) if rng.random() < 0.5 else int(rng.integers(100, 1000)) for _ in "ab")
+        prompt = f"{a}+{b}="
+        if prompt not in seen:
+            seen.add(prompt)
+            out.append({"prompt": prompt, "completion": str(a + b)})
+    return out
+
+
+def read_gen_jsonl(path: str | os.PathLike) -> list[dict[str, str]]:
+    """The ``{"prompt": …, "completion": …}`` rows of a JSON Lines file (blank lines skipped; other keys
+    ignored). A missing or empty file, a line that is not a JSON object, a missing key, or a prompt /
+    completion that is not a non-empty string is a DataError naming the file, row and line."""
+    import json
+
+    from peltc.runtime.tasks import COMPLETION, PROMPT
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"generation data file '{path}' not found", code="D101",
+                        help="--train gen:jsonl:PATH reads JSON Lines: one {\"prompt\": …, \"completion\": …} per line")
+    rows: list[dict[str, str]] = []
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read '{path}': {e}", code="D105", span=Span(str(p), 1, 1)) from None
+    for line_no, text in enumerate(lines, 1):
+        if not text.strip():
+            continue
+        where = f"{p.name}: row {len(rows) + 1} (line {line_no})"
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}: not valid JSON: {e.msg}", code="D105", span=Span(str(p), line_no, e.colno),
+                            help="one JSON object per line: {\"prompt\": \"…\", \"completion\": \"…\"}") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{where}: a JSON {type(obj).__name__}, not an object", code="D105",
+                            span=Span(str(p), line_no, 1),
+                            help="one JSON object per line: {\"prompt\": \"…\", \"completion\": \"…\"}")
+        for key in (PROMPT, COMPLETION):
+            if key not in obj:
+                raise DataError(f"{where}: no '{key}'", code="D104", span=Span(str(p), line_no, 1),
+                                help=did_you_mean(key, list(obj), "keys") or f"every row needs '{PROMPT}' and "
+                                                                             f"'{COMPLETION}'")
+            v = obj[key]
+            if not isinstance(v, str) or not v.strip():
+                raise DataError(f"{where}: '{key}' is {'empty' if isinstance(v, str) else 'not a string: ' + repr(v)}",
+                                code="D110", span=Span(str(p), line_no, 1),
+                                help=f"'{PROMPT}' and '{COMPLETION}' must be non-empty strings")
+        rows.append({PROMPT: obj[PROMPT], COMPLETION: obj[COMPLETION]})
+    if not rows:
+        raise DataError(f"{p.name}: the file has no rows", code="D108", span=Span(str(p), 1, 1))
+    return rows
+
+
+def load_gen(task):
+    """A generation task's examples: ``(DatasetDict with train — the pool —, the identity's data record)``.
+    ``gen:arith``: `gen_examples` (ARITH_POOL, seed ARITH_SEED); ``gen:jsonl:PATH``: the file's rows."""
+    import datasets
+
+    if task.source == "jsonl":
+        rows = read_gen_jsonl(task.path)
+        record = {"source": task.ref, "hashes": {"train": _sha256_files([Path(task.path)], Path(task.path).parent)}}
+    else:
+        rows = gen_examples(ARITH_POOL, ARITH_SEED)
+        record = {"source": task.ref, "pool": ARITH_POOL, "pool_seed": ARITH_SEED}
+    feats = datasets.Features({"prompt": datasets.Value("string"), "completion": datasets.Value("string"),
+                               "idx": datasets.Value("int32")})
+    ds = datasets.Dataset.from_dict({"prompt": [r["prompt"] for r in rows],
+                                     "completion": [r["completion"] for r in rows],
+                                     "idx": list(range(len(rows)))}, features=feats)
+    return datasets.DatasetDict({"train": ds}), record
+
+
+def gen_test_split(task):
+    """The test split of a generation task (fixed: it does not depend on the seed), for `peltc eval`."""
+    raw, record = load_gen(task)
+    return _hold_out_test(raw["train"])[0], record
+
+
+def encode_gen(tokenizer, prompt: str, completion: str | None = None, max_length: int | None = None):
+    """Token ids of a prompt (with the tokenizer's special tokens, as `peltc generate` encodes it) and, given
+    a completion, the completion's (no special tokens) followed by the end-of-sequence token. A prompt
+    longer than ``max_length`` loses its start (the completion is kept whole)."""
+    p = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    if completion is None:
+        return p, None
+    c = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    if tokenizer.eos_token_id is not None:
+        c = [*c, tokenizer.eos_token_id]
+    if max_length is not None and len(p) + len(c) > max_length:
+        p = p[max(0, len(p) + len(c) - max_length):]
+    return p, c
+
+
+def tokenize_gen(ds, tokenizer, max_length: int = MAX_LENGTH):
+    """Every split as a causal-LM example: ``input_ids`` = prompt + completion + end-of-sequence,
+    ``labels`` = -100 on the prompt (the loss is on the completion only), ``attention_mask``,
+    ``length``, and ``prompt_length`` (where the completion starts). ``prompt`` and ``completion`` stay
+    (the Trainer drops them; scoring reads them)."""
+    def encode(batch):
+        out = {"input_ids": [], "attention_mask": [], "labels": [], "length": [], "prompt_length": []}
+        for prompt, completion in zip(batch["prompt"], batch["completion"]):
+            p, c = encode_gen(tokenizer, prompt, completion, max_length)
+            out["input_ids"].append(p + c)
+            out["attention_mask"].append([1] * (len(p) + len(c)))
+            out["labels"].append([-100] * len(p) + c)
+            out["length"].append(len(p) + len(c))
+            out["prompt_length"].append(len(p))
+        return out
+
+    return ds.map(encode, batched=True, desc="tokenising")
+
+
+def gen_collator(tokenizer):
+    """Right padding (the pad token; ``labels`` padded with -100, ``attention_mask`` with 0): the positions
+    of every example start at 0, so a batch computes what each example alone would."""
+    import torch
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def collate(features):
+        n = max(len(f["input_ids"]) for f in features)
+        batch = {"input_ids": [], "attention_mask": [], "labels": []}
+        for f in features:
+            gap = n - len(f["input_ids"])
+            batch["input_ids"].append(list(f["input_ids"]) + [pad] * gap)
+            batch["attention_mask"].append(list(f["attention_mask"]) + [0] * gap)
+            batch["labels"].append(list(f.get("labels") or [-100] * len(f["input_ids"])) + [-100] * gap)
+        return {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
+
+    return collate

@@ -68,6 +68,11 @@ class RunOptions:
     task_type: str | None = None        # classification | regression (default: decided from the labels)
 
 
+def is_gen(task) -> bool:
+    """A generation task (`tasks.GenTask`: a causal LM on prompt → completion pairs)."""
+    return bool(getattr(task, "is_generation", False))
+
+
 def is_custom(task) -> bool:
     """A task over your own data (`tasks.CustomTask`), not a GLUE task."""
     from peltc.runtime.tasks import CustomTask
@@ -343,9 +348,13 @@ def prepare(opts: RunOptions):
     if opts.seed < 0:
         raise UsageError(f"--seed {opts.seed} is out of range", code="U106", help="--seed must be ≥ 0")
     text, ir, mc = resolve_spec(opts.spec, opts.model)
-    ir = _with_head_pool(ir, default_recipe["pool"])
+    if is_gen(task):
+        _check_causal_lm(ir, mc, opts.task)
+    else:
+        ir = _with_head_pool(ir, default_recipe["pool"])
     finetune = any(a.method == "finetune" for a in ir.attachments())
     settings = resolve_settings(ir.settings.train, {**opts.overrides, "seed": opts.seed}, finetune=finetune)
+    settings = _decoder_settings(settings, ir, mc, opts)
     identity = run_identity(spec_hash=ir.settings.spec_hash, task=task.name, k=opts.k, seed=opts.seed,
                             dev_size=opts.dev_size, model=mc.ref, settings=settings.to_dict(), data=data_identity)
     plan = _shared_plan(opts, task.name, identity)
@@ -375,6 +384,8 @@ def _resolve_task(opts: RunOptions):
     from peltc.runtime import data as D
     from peltc.runtime.tasks import task as get_task
 
+    if is_gen_ref(opts.task):
+        return _resolve_gen_task(opts)
     if not D.is_own(opts.task):
         given = [flag for key, flag in _OWN_FLAGS.items() if getattr(opts, key, None) is not None]
         if given:
@@ -395,6 +406,59 @@ def _resolve_task(opts: RunOptions):
     for n in notes:
         _say(f"note: {n}")
     return task, raw, {"source": {k: v for k, v in task.data.items() if k != "label_kind"}, "hashes": hashes}
+
+
+def _decoder_settings(settings, ir: IR, mc: ModelConfig, opts: RunOptions):
+    """A decoder's classification head (``score``) has no bias: the recipe's ``head_bias prior`` becomes
+    ``zero`` there (said with --head-bias prior or the spec's ``train { head_bias prior }``, it stays, and
+    training refuses it, U107). A generation task has no head at all."""
+    from dataclasses import replace
+
+    from peltc.compiler.archs import family_of
+    try:
+        causal = family_of(mc.config).causal
+    except UsageError:
+        return settings
+    said = "head_bias" in opts.overrides or (ir.settings.train or {}).get("head_bias") is not None
+    if causal and not said and settings.head_bias != "zero":
+        return replace(settings, head_bias="zero")
+    return settings
+
+
+def is_gen_ref(ref) -> bool:
+    from peltc.runtime.tasks import is_gen as _is_gen
+    return _is_gen(ref)
+
+
+def _resolve_gen_task(opts: RunOptions):
+    """A generation task (``gen:arith``, ``gen:jsonl:PATH``): the task, its examples (a JSONL file is
+    read and checked here, before weights load) and the identity's data record."""
+    from peltc.runtime import data as D
+    from peltc.runtime.tasks import gen_task
+
+    given = [flag for key, flag in _OWN_FLAGS.items() if getattr(opts, key, None) is not None]
+    if opts.data_dir is not None:
+        given.insert(0, "--data-dir")
+    if given:
+        raise UsageError(f"{', '.join(given)} do not apply to generation task '{opts.task}'", code="U130",
+                         help="a gen:jsonl:PATH file holds prompt / completion pairs; its test set is a fixed fifth "
+                              "of them, dev and K per seed as for GLUE")
+    task = gen_task(opts.task)
+    raw, record = D.load_gen(task)
+    return task, raw, record
+
+
+def _check_causal_lm(ir: IR, mc: ModelConfig, ref: str) -> None:
+    """A generation task trains a decoder's ``*ForCausalLM``; ``head { pool mean }`` cannot apply there."""
+    from peltc.compiler.archs import FAMILIES, family_of
+    fam = family_of(mc.config)
+    if not (fam.causal and fam.lm_head):
+        decoders = ", ".join(n for n, f in FAMILIES.items() if f.causal)
+        raise UsageError(f"generation task '{ref}' needs a decoder; model '{mc.ref}' is {fam.name}", code="U131",
+                         help=f"pass --model smollm2-135m (or a {decoders} model)")
+    if (ir.settings.head or {}).get("pool") == "mean":
+        raise UsageError(f"the spec's head {{ pool mean }} applies to classifiers, not to generation task '{ref}'",
+                         code="U131", help="remove the head { } block for generation tasks")
 
 
 def train_run(opts: RunOptions) -> dict[str, Any]:
@@ -445,12 +509,20 @@ def _train_run(opts: RunOptions) -> dict[str, Any]:
         _say("resume: training had finished and the adapter was saved; scoring the test set")
 
     set_seed(settings.seed)
-    tokenizer, model = load_base(mc, task.num_labels)
+    gen = is_gen(task)
+    tokenizer, model = load_base(mc, task.num_labels, causal_lm=gen)
     report = compile_model(ir, model)
     if main and not plan.resume:
         print(report.render())
-    ds = (D.sample_own if is_custom(task) else D.sample)(raw, opts.k, settings.seed, dev_size=opts.dev_size)
-    enc = D.tokenize(ds, tokenizer, task, max_length=settings.max_length)
+    ds = (D.sample_own if is_custom(task) or gen else D.sample)(raw, opts.k, settings.seed, dev_size=opts.dev_size)
+    if gen:
+        enc = D.tokenize_gen(ds, tokenizer, max_length=settings.max_length)
+        if task.source == "jsonl":     # the scoring budget: the longest completion (+ end token) in the data
+            from dataclasses import replace
+            longest = max(len(ids) - n for s in enc.values() for ids, n in zip(s["input_ids"], s["prompt_length"]))
+            task = replace(task, max_new_tokens=longest)
+    else:
+        enc = D.tokenize(ds, tokenizer, task, max_length=settings.max_length)
     signals.raise_if_interrupted()
 
     created = False
@@ -460,6 +532,7 @@ def _train_run(opts: RunOptions) -> dict[str, Any]:
         _write_json(run_dir / "ir.json", ir.to_dict())
         _write_json(run_dir / "run.json", {**asdict(opts), "model_ref": mc.ref, "task_name": task.name,
                                            **({"own_data": task.to_dict()} if is_custom(task) else {}),
+                                           **({"generation": task.to_dict()} if gen else {}),
                                            "identity": identity, "identity_hash": identity_hash(identity)})
         if opts.render:
             _render(ir, run_dir / "architecture.svg")
@@ -531,7 +604,7 @@ def _train_and_score(opts, task, text, ir, mc, settings, model, tokenizer, enc, 
         load_into(model, manifest, tensors, spec_hash=ir.settings.spec_hash)
     else:
         diag = (Diagnostics(model, enc["dev"], tokenizer, task, path=run_dir / "diagnostics.json")
-                if opts.diagnostics else None)
+                if opts.diagnostics and not is_gen(task) else None)
         result = train(model, tokenizer, enc, task, settings, trainer_dir, resume=checkpoint or False,
                        progress=opts.progress, evaluate_test=False, keep_checkpoints=True,
                        callbacks=[diag] if diag else ())
@@ -546,7 +619,9 @@ def _train_and_score(opts, task, text, ir, mc, settings, model, tokenizer, enc, 
                           spec_hash=ir.settings.spec_hash, base_model=mc.ref,
                           extra={"task": task.name, "labels": list(task.labels) if task.labels else None,
                                  **({"task_type": task.task_type, "own_data": task.to_dict()}
-                                    if is_custom(task) else {})})
+                                    if is_custom(task) else {}),
+                                 **({"task_type": "generation", "generation": task.to_dict()}
+                                    if is_gen(task) else {})})
             _write_json(trainer_dir / RESULT, result)
     records = result.pop("diagnostics", None)
     if records:
@@ -554,7 +629,10 @@ def _train_and_score(opts, task, text, ir, mc, settings, model, tokenizer, enc, 
         plot(records, run_dir / "diagnostics.png", f"{Path(opts.spec).stem} on {task.name}, K={opts.k}, "
                                                     f"seed {settings.seed}")
     t_eval = time.time()
-    test, gates, warn = evaluate_saved(model, tokenizer, enc["test"], task)
+    if is_gen(task):
+        test, gates, warn = evaluate_generation(model, tokenizer, enc["test"], task), {}, None
+    else:
+        test, gates, warn = evaluate_saved(model, tokenizer, enc["test"], task)
     eval_s = time.time() - t_eval
     table = gates_table(gates)
     with signals.deferred():
@@ -613,15 +691,17 @@ def load_run(run_dir: str | Path):
         ir = IR.from_dict(manifest["ir"])
     except Exception as e:  # pydantic / key errors: the manifest's IR is not ours
         raise ArtifactError(f"the artifact's IR cannot be read: {e}", code="A012") from None
-    if manifest.get("own_data"):
+    if manifest.get("own_data") or manifest.get("generation"):
+        from peltc.runtime.tasks import GenTask
         try:
-            task = CustomTask.from_dict(manifest["own_data"])
+            task = (CustomTask.from_dict(manifest["own_data"]) if manifest.get("own_data")
+                    else GenTask.from_dict(manifest["generation"]))
         except (KeyError, TypeError, ValueError) as e:
             raise ArtifactError(f"the artifact's task record cannot be read: {e}", code="A012") from None
     else:
         task = get_task(manifest.get("task") or "")
     mc = load_config(manifest["base_model"]["name"])
-    tokenizer, model = load_base(mc, task.num_labels)
+    tokenizer, model = load_base(mc, task.num_labels, causal_lm=is_gen(task))
     compile_model(ir, model)
     fold_prefix(model)
     load_into(model, manifest, tensors, spec_hash=ir.settings.spec_hash)
@@ -648,6 +728,14 @@ def eval_run(run_dir: str | Path, data_dir: str | None = None) -> dict[str, Any]
     max_length = _run_max_length(run_dir)
     import datasets
     notes = []
+    if is_gen(task):
+        test, record = D.gen_test_split(task)
+        before = (opts.get("identity") or {}).get("data", {}).get("hashes", {})
+        if before and before != record.get("hashes", before):
+            notes.append("the generation data changed since the run: this is not its test set")
+        test = D.tokenize_gen(datasets.DatasetDict({"test": test}), tokenizer, max_length=max_length)["test"]
+        warning = "; ".join(notes) or None
+        return {"test": evaluate_generation(model, tokenizer, test, task), "warning": warning}
     if is_custom(task):
         test, now, hashes = D.own_test_split(D.OwnData.from_dict(task.data))
         if now.labels != task.labels:
@@ -673,6 +761,7 @@ def predict_text(run_dir: str | Path, text: str, pair: str | None = None) -> dic
 
     run_dir = Path(run_dir)
     model, tokenizer, task, manifest, ir = load_run(run_dir)
+    _not_generation(task, run_dir)
     if task.is_pair and pair is None:
         raise UsageError(f"{task.name} takes a text pair", code="U009", help="add --text-pair \"…\"")
     enc = tokenizer(text, pair, truncation=True, max_length=_run_max_length(run_dir), return_tensors="pt")
@@ -727,6 +816,7 @@ def predict_file(run_dir: str | Path, path: str | Path, out: str | Path | None =
     rows = read_inputs(path)
     run_dir = Path(run_dir)
     model, tokenizer, task, manifest, ir = load_run(run_dir)
+    _not_generation(task, run_dir)
     max_length = _run_max_length(run_dir)
     n_texts = len(task.columns)
     keys = rows[0].keys() if rows else ()
@@ -777,3 +867,76 @@ def predict_file(run_dir: str | Path, path: str | Path, out: str | Path | None =
                 tmp.unlink(missing_ok=True)
     return {"rows": len(rows), "renamed": renamed, "out": str(out) if out is not None else None,
             "columns": list(cols)}
+
+
+# --- generation runs (causal LM) ------------------------------------------------------------------
+
+def _not_generation(task, run_dir) -> None:
+    if is_gen(task):
+        raise UsageError(f"'{run_dir}' is a generation run ({task.ref}): it completes prompts, it labels nothing",
+                         code="U132", help=f"peltc generate {run_dir} --prompt \"…\"")
+
+
+def greedy_completions(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, *,
+                       batch_size: int = 64) -> list[str]:
+    """Greedy completions (KV cache on) of tokenised prompts, decoded without special tokens and cut at
+    the end-of-sequence token. Prompts are batched by length, so no batch holds padding: each completion
+    is what that prompt alone gives."""
+    import torch
+
+    out: list[str | None] = [None] * len(prompts)
+    by_len: dict[int, list[int]] = {}
+    for i, p in enumerate(prompts):
+        by_len.setdefault(len(p), []).append(i)
+    eos = tokenizer.eos_token_id
+    model.eval()
+    with torch.no_grad():
+        for n, idx in sorted(by_len.items()):
+            for start in range(0, len(idx), batch_size):
+                chunk = idx[start:start + batch_size]
+                ids = torch.tensor([prompts[i] for i in chunk], dtype=torch.long)
+                gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                     max_new_tokens=max_new_tokens, use_cache=True,
+                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
+                for i, row in zip(chunk, gen[:, n:].tolist()):
+                    if eos is not None and eos in row:
+                        row = row[:row.index(eos)]
+                    out[i] = tokenizer.decode(row, skip_special_tokens=True)
+    return [o or "" for o in out]
+
+
+def evaluate_generation(model, tokenizer, dataset, task) -> dict[str, float]:
+    """Exact match of greedy completions (stripped) with the references on a tokenised generation split
+    (`data.tokenize_gen`): ``exact_match`` and the number of examples."""
+    prompts = [ids[:n] for ids, n in zip(dataset["input_ids"], dataset["prompt_length"])]
+    preds = greedy_completions(model, tokenizer, prompts, task.max_new_tokens)
+    refs = [c.strip() for c in dataset["completion"]]
+    hits = sum(p.strip() == r for p, r in zip(preds, refs))
+    return {"exact_match": hits / len(refs) if refs else 0.0}
+
+
+def generate_text(run_dir: str | Path, prompt: str, max_new_tokens: int | None = None, *,
+                  temperature: float = 0.0, seed: int | None = None) -> str:
+    """Complete ``prompt`` with a generation run's artifact on a fresh base model: greedy (``temperature``
+    0), else sampled at that temperature (``seed`` for repeatability); KV cache on. Returns the new text."""
+    import torch
+
+    from peltc.runtime import data as D
+
+    run_dir = Path(run_dir)
+    model, tokenizer, task, manifest, ir = load_run(run_dir)
+    if not is_gen(task):
+        raise UsageError(f"'{run_dir}' is a classification run ({task.name}): its model has a classifier head, "
+                         "not a language-model head", code="U132", help=f"peltc predict {run_dir} --text \"…\"")
+    ids, _ = D.encode_gen(tokenizer, prompt)
+    x = torch.tensor([ids], dtype=torch.long)
+    sample = temperature > 0
+    if sample and seed is not None:
+        torch.manual_seed(seed)
+    model.eval()
+    with torch.no_grad():
+        out = model.generate(input_ids=x, attention_mask=torch.ones_like(x), do_sample=sample,
+                             **({"temperature": temperature, "top_k": 0, "top_p": 1.0} if sample else {}),
+                             max_new_tokens=max_new_tokens or task.max_new_tokens, use_cache=True,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    return tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)

@@ -170,3 +170,79 @@ class CustomTask(_Labelled):
         return cls(name=d["name"], columns=tuple(d["columns"]), labels=None if labels is None else tuple(labels),
                    text_columns=tuple(d.get("text_columns") or d["columns"]),
                    label_column=d.get("label_column", "label"), data=d.get("data") or {})
+
+
+# --- generation tasks (causal LM) ---------------------------------------------------------------
+
+GEN_PREFIX = "gen:"
+GEN_BUILTIN = {   # gen:NAME → what it is (data.gen_examples makes its examples)
+    "arith": "additions of two 2–3 digit numbers: '123+45=' → '168'",
+}
+PROMPT, COMPLETION = "prompt", "completion"
+
+
+@dataclass(frozen=True)
+class GenTask:
+    """A generation task for a decoder's ``*ForCausalLM``: prompt → completion pairs, the loss on the
+    completion tokens only, scored by exact match of the greedy completion (stripped) with the
+    reference. ``gen:arith`` is built in (``data.gen_examples``, deterministic); ``gen:jsonl:PATH``
+    reads a user's JSON Lines of ``{"prompt": …, "completion": …}``. Round-trips through JSON, so a run
+    folder's manifest reloads it.
+
+    >>> t = gen_task("gen:arith")
+    >>> (t.name, t.main_metric, t.is_generation)
+    ('arith', 'exact_match', True)
+    """
+
+    name: str                                   # arith, or the JSONL file's stem
+    source: str                                 # "arith", or "jsonl"
+    path: str | None = None                     # the JSONL file (absolute)
+    max_new_tokens: int = 16                    # greedy decoding budget when scoring (and peltc generate's default)
+    data: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)   # e.g. the file's sha256
+
+    is_generation = True
+    labels = None
+    columns = (PROMPT, COMPLETION)
+    metrics = ("exact_match",)
+    main_metric = "exact_match"
+    is_regression = False
+    is_pair = False
+    num_labels = 0
+
+    @property
+    def ref(self) -> str:
+        return f"{GEN_PREFIX}{self.source}" + (f":{self.path}" if self.path else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "source": self.source, "path": self.path,
+                "max_new_tokens": self.max_new_tokens, "data": self.data}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "GenTask":
+        return cls(name=d["name"], source=d["source"], path=d.get("path"),
+                   max_new_tokens=int(d.get("max_new_tokens") or 16), data=d.get("data") or {})
+
+
+def is_gen(ref: Any) -> bool:
+    """``ref`` names a generation task (``gen:arith``, ``gen:jsonl:PATH``), or is a `GenTask`."""
+    return isinstance(ref, GenTask) or (isinstance(ref, str) and ref.strip().lower().startswith(GEN_PREFIX))
+
+
+def gen_task(ref: str) -> GenTask:
+    """``gen:arith`` or ``gen:jsonl:PATH`` (the path made absolute; not read here)."""
+    import os
+
+    rest = ref.strip()[len(GEN_PREFIX):]
+    kind, _, path = rest.partition(":")
+    if kind.lower() == "jsonl":
+        if not path:
+            raise UsageError(f"'{ref}' names no file", code="U101", help="--train gen:jsonl:PATH (JSON Lines of "
+                                                                         "{\"prompt\": …, \"completion\": …})")
+        full = os.path.abspath(os.path.expanduser(path))
+        stem = os.path.splitext(os.path.basename(full))[0] or "data"
+        return GenTask(name=stem, source="jsonl", path=full, max_new_tokens=32)
+    if kind.lower() in GEN_BUILTIN and not path:
+        return GenTask(name=kind.lower(), source=kind.lower(), max_new_tokens=6)
+    raise UsageError(f"unknown generation task '{ref}'", code="U101",
+                     help=did_you_mean(kind.lower(), [*GEN_BUILTIN, "jsonl"], "generation tasks")
+                     + "; the forms are gen:arith and gen:jsonl:PATH")

@@ -248,14 +248,16 @@ def train(model, tokenizer, splits, task: GlueTask, settings: TrainSettings, out
     if instance_lr is not None:
         lrs = dict(instance_lr)
     args = training_arguments(settings, task, output_dir, progress=progress, **argument_overrides)
+    gen = bool(getattr(task, "is_generation", False))   # a causal LM on prompt → completion pairs
     trainer = PeltTrainer(
         model=model,
         args=args,
         train_dataset=splits["train"],
         eval_dataset=splits["dev"],
         processing_class=tokenizer,
-        data_collator=_data.collator(tokenizer),
-        compute_metrics=compute_metrics(task),
+        data_collator=_data.gen_collator(tokenizer) if gen else _data.collator(tokenizer),
+        compute_metrics=gen_metrics if gen else compute_metrics(task),
+        preprocess_logits_for_metrics=gen_argmax if gen else None,
         callbacks=[EarlyStopping(settings.patience, min_steps=settings.min_steps), *callbacks],
         head_lr=settings.head_lr,
         head_prefixes=head_prefixes(model),
@@ -263,7 +265,7 @@ def train(model, tokenizer, splits, task: GlueTask, settings: TrainSettings, out
         base_instance=base_instance,
     )
 
-    if settings.head_bias == "prior":
+    if settings.head_bias == "prior" and not gen:      # a causal LM has no task head
         init_head_bias(model, splits["train"]["label"], task)
     checkpoint = None
     if isinstance(resume, (str, Path)):
@@ -301,7 +303,8 @@ def train(model, tokenizer, splits, task: GlueTask, settings: TrainSettings, out
     if evaluate_test:
         pred = trainer.predict(splits["test"], metric_key_prefix="test")
         test = _strip(pred.metrics, "test")
-        warnings = [w for w in (degenerate_warning(task, to_predictions(task, pred.predictions), "test", test),) if w]
+        warnings = [] if gen else [
+            w for w in (degenerate_warning(task, to_predictions(task, pred.predictions), "test", test),) if w]
     steps_per_epoch = max(1, math.ceil(len(splits["train"]) / (settings.batch_size * max(1, args.world_size))))
     max_steps = math.ceil(settings.epochs * steps_per_epoch)
     result = {
@@ -329,6 +332,40 @@ def train(model, tokenizer, splits, task: GlueTask, settings: TrainSettings, out
         for ckpt in output_dir.glob("checkpoint-*"):
             shutil.rmtree(ckpt, ignore_errors=True)
     return result
+
+
+# --- causal-LM training (generation tasks) --------------------------------------------------------
+#
+# The dev metric is exact match computed by teacher forcing, in the same forward pass as the dev loss:
+# an example counts when, at every completion position (its end-of-sequence token included), the arg-max
+# of the logits is the reference token. That holds exactly when greedy decoding from the prompt
+# reproduces the completion token for token (each greedy step then sees the reference prefix), so it
+# selects checkpoints by greedy exact match at the cost of one forward, not one per generated token.
+# The test set is scored by real greedy generation (`run.evaluate_generation`).
+
+def gen_argmax(logits, labels):
+    """``preprocess_logits_for_metrics``: keep only the arg-max token (not the vocabulary-wide logits)."""
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    return logits.argmax(-1)
+
+
+def teacher_forced_match(predictions, labels) -> tuple[np.ndarray, int, int]:
+    """Per example, whether every completion token is predicted (arg-max at the position before it);
+    and the numbers of completion tokens right and in all. ``predictions``: arg-max ids (N, L);
+    ``labels``: ids with -100 where there is no loss (prompt, padding)."""
+    p, y = np.asarray(predictions)[:, :-1], np.asarray(labels)[:, 1:]
+    mask = y != -100
+    hit = (p == y) | ~mask
+    return hit.all(axis=1) & mask.any(axis=1), int(((p == y) & mask).sum()), int(mask.sum())
+
+
+def gen_metrics(eval_pred) -> dict[str, float]:
+    """The Trainer's ``compute_metrics`` of a generation task: ``exact_match`` (teacher-forced, see
+    above; selects checkpoints) and ``token_accuracy`` over the completion tokens."""
+    rows, right, total = teacher_forced_match(eval_pred.predictions, eval_pred.label_ids)
+    return {"exact_match": float(rows.mean()) if rows.size else 0.0,
+            "token_accuracy": right / total if total else 0.0}
 
 
 # --- checkpoints ----------------------------------------------------------------------------------
