@@ -4,6 +4,8 @@
 
 - between ``<!-- diagnosis:begin -->`` and ``<!-- diagnosis:end -->``: the diagnosis runs' table
   (``bench/diagnosis_table.py`` over ``docs/results/diagnosis/*.json``);
+- between ``<!-- control:begin -->`` and ``<!-- control:end -->``: the anchors control
+  (``bench/control_anchors.py``) from ``docs/results/control_anchors.json``;
 - between ``<!-- grid:begin -->`` and ``<!-- grid:end -->``: Table 1 per K and the paper's Table 2
   from ``docs/results/grid-k100.json`` (``peltc grid --table``).
 """
@@ -28,6 +30,22 @@ def _replace(text: str, name: str, body: str) -> str:
     return pat.sub(lambda m: m.group(1) + body.rstrip() + "\n" + m.group(2), text)
 
 
+def control_table(path: Path) -> str:
+    """The anchors control (bench/control_anchors.py, its own environment) from its committed JSON."""
+    import json
+    runs = json.loads(path.read_text(encoding="utf-8"))["runs"]
+    lines = ["| implementation | head bias | best dev Spearman (step) | test Spearman | features' cosine to mean "
+             "(restored) | prefix attention mass (restored) |", "|---|---|---:|---:|---:|---:|"]
+    for r in runs:
+        probe = r.get("restored_probe", {})
+        mass = probe.get("prefix_mass_mean")
+        name = r["config"] + (f" (positions {r['peft_positions']})" if r.get("peft_positions") else "")
+        lines.append(f"| {name} | {r['head_bias']} | {r['best_dev']['spearman']:.3f} ({r['best_step']}) | "
+                     f"{r['test']['spearman']:.3f} | {probe.get('feature_cosine_to_mean', float('nan')):.3f} | "
+                     f"{'—' if mass is None else f'{mass:.2f}'} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     sys.path.insert(0, str(ROOT / "bench"))
     from diagnosis_table import main as diagnosis
@@ -39,6 +57,7 @@ def main() -> int:
         diagnosis(str(ROOT / "docs" / "results" / "diagnosis"))
     path = ROOT / "docs" / "results.md"
     text = _replace(path.read_text(encoding="utf-8"), "diagnosis", buf.getvalue())
+    text = _replace(text, "control", control_table(ROOT / "docs" / "results" / "control_anchors.json"))
     text = _replace(text, "grid", report(ROOT / "docs" / "results" / "grid-k100.json", SPECS, TASKS))
     path.write_text(text, encoding="utf-8")
     print(f"updated {path}")
