@@ -30,9 +30,12 @@ def _reference(base, prefixes: dict[int, torch.Tensor], batch):
         kv = prefixes[i].view(2, length, -1, hd).transpose(1, 2).unsqueeze(1).expand(2, b, -1, length, hd)
         cache.update(kv[0].contiguous(), kv[1].contiguous(), i)
     full = torch.cat([torch.ones(b, length, dtype=mask.dtype), mask], dim=1)
+    # the cache argument is `past_key_values` up to transformers 5.2x, `cache` since (CI tests both)
+    import inspect
+    name = "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
     with torch.no_grad():
         return base(input_ids=ids, attention_mask=full, position_ids=torch.arange(n).expand(b, n),
-                    cache=cache, use_cache=True).logits
+                    use_cache=True, **{name: cache}).logits
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
