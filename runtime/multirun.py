@@ -15,12 +15,11 @@ holds its texts (D104 / D110).
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from peltc.errors import ArtifactError, DataError, UsageError
+from peltc.errors import ArtifactError, UsageError
 
 RUN_FIELD = "run"
 
@@ -48,7 +47,6 @@ def predict_runs_file(run_dirs: list[str | Path], path: str | Path, out: str | P
     """Label every row of ``path`` with the run its ``run`` field names (see the module's doc). Writes JSON
     Lines to ``out`` (stdout when None; written whole or not at all). Returns ``{"rows", "renamed", "out",
     "per_run"}`` (per_run: rows per run name)."""
-    import numpy as np
     import torch
 
     from peltc.api import artifact_dir, check_same_base, load_runs, resolve_run, run_name
@@ -106,41 +104,23 @@ def predict_runs_file(run_dirs: list[str | Path], path: str | Path, out: str | P
 
     from tqdm.auto import tqdm
 
-    tmp = Path(out).with_name(f".{Path(out).name}.tmp") if out is not None else None
-    sink = open(tmp, "w", encoding="utf-8") if tmp is not None else sys.stdout
-    done = False
+    from peltc.runtime.run import jsonl_sink, prediction_fields
+
     per_run = dict.fromkeys(names, 0)
-    try:
+    with jsonl_sink(out) as sink, torch.no_grad():
         bar = tqdm(total=len(rows), desc="predicting", unit="row", disable=not progress, file=sys.stderr)
-        with torch.no_grad():
-            for start in range(0, len(rows), batch_size):
-                stop = min(start + batch_size, len(rows))
-                feats = [tokenizer(*texts[j], truncation=True, max_length=lengths[route[j]]) for j in range(start, stop)]
-                enc = tokenizer.pad(feats, return_tensors="pt")
-                logits = runs(route[start:stop], **enc).logits.float().cpu().numpy()
-                for j, lg in zip(range(start, stop), logits):
-                    r, task = route[j], tasks[route[j]]
-                    lg = lg[:runs.num_labels[r]]
-                    row = {(f"input_{k}" if k in PREDICTION_FIELDS else k): v for k, v in rows[j].items()
-                           if v is not None or k == RUN_FIELD}
-                    if task.is_regression:
-                        row["score"] = float(lg[0])
-                    else:
-                        p = np.exp(lg - lg.max())
-                        p /= p.sum()
-                        i = int(p.argmax())
-                        row["label"] = task.labels[i]
-                        row["probability"] = float(p[i])
-                    per_run[names[r]] += 1
-                    sink.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-                bar.update(stop - start)
+        for start in range(0, len(rows), batch_size):
+            stop = min(start + batch_size, len(rows))
+            feats = [tokenizer(*texts[j], truncation=True, max_length=lengths[route[j]]) for j in range(start, stop)]
+            enc = tokenizer.pad(feats, return_tensors="pt")
+            logits = runs(route[start:stop], **enc).logits.float().cpu().numpy()
+            for j, lg in zip(range(start, stop), logits):
+                r = route[j]
+                row = {(f"input_{k}" if k in PREDICTION_FIELDS else k): v for k, v in rows[j].items()
+                       if v is not None or k == RUN_FIELD}
+                row.update(prediction_fields(tasks[r], lg[:runs.num_labels[r]]))
+                per_run[names[r]] += 1
+                sink.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+            bar.update(stop - start)
         bar.close()
-        done = True
-    finally:
-        if tmp is not None:
-            sink.close()
-            if done:
-                os.replace(tmp, out)       # the output appears whole, or not at all
-            else:
-                tmp.unlink(missing_ok=True)
     return {"rows": len(rows), "renamed": renamed, "out": str(out) if out is not None else None, "per_run": per_run}

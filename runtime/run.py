@@ -24,6 +24,7 @@ Nothing is lost:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -800,6 +801,36 @@ def read_inputs(path: str | Path) -> list[dict[str, Any]]:
     return ds.to_list()
 
 
+def prediction_fields(task, logits) -> dict[str, Any]:
+    """What a prediction adds to an input row: ``score`` (regression), else ``label`` + ``probability``."""
+    import numpy as np
+
+    if task.is_regression:
+        return {"score": float(logits[0])}
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    i = int(p.argmax())
+    return {"label": task.labels[i], "probability": float(p[i])}
+
+
+@contextlib.contextmanager
+def jsonl_sink(out: str | Path | None):
+    """Standard output, or a file that appears whole or not at all (written aside, renamed at the end)."""
+    if out is None:
+        yield sys.stdout
+        return
+    tmp = Path(out).with_name(f".{Path(out).name}.tmp")
+    sink = open(tmp, "w", encoding="utf-8")
+    try:
+        yield sink
+    except BaseException:
+        sink.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    sink.close()
+    os.replace(tmp, out)
+
+
 def predict_file(run_dir: str | Path, path: str | Path, out: str | Path | None = None, *,
                  batch_size: int = 64, progress: bool = True) -> dict[str, Any]:
     """Label every row of ``path`` (JSON Lines: one object per line, its text(s) under the run's
@@ -807,7 +838,6 @@ def predict_file(run_dir: str | Path, path: str | Path, out: str | Path | None =
     row per input row in input order, the input's fields kept and ``label`` + ``probability``
     (classification) or ``score`` (regression) added; an input field of one of those names is kept
     as ``input_<name>``. Returns ``{"rows": n, "renamed": [...], "out": out}``."""
-    import numpy as np
     import torch
 
     from peltc.errors import DataError, Span, did_you_mean
@@ -832,39 +862,20 @@ def predict_file(run_dir: str | Path, path: str | Path, out: str | Path | None =
     renamed = sorted({k for r in rows for k in PREDICTION_FIELDS if k in r})
     from tqdm.auto import tqdm
 
-    tmp = Path(out).with_name(f".{Path(out).name}.tmp") if out is not None else None
-    sink = open(tmp, "w", encoding="utf-8") if tmp is not None else sys.stdout
     model.eval()
-    done = False
-    try:
+    with jsonl_sink(out) as sink, torch.no_grad():
         bar = tqdm(total=len(rows), desc="predicting", unit="row", disable=not progress, file=sys.stderr)
-        with torch.no_grad():
-            for start in range(0, len(rows), batch_size):
-                batch = [t[start:start + batch_size] for t in texts]
-                enc = tokenizer(*batch[:n_texts], truncation=True, max_length=max_length, padding=True,
-                                return_tensors="pt")
-                logits = model(**enc).logits.float().cpu().numpy()
-                for j, lg in enumerate(logits):
-                    row = {(f"input_{k}" if k in PREDICTION_FIELDS else k): v for k, v in rows[start + j].items()}
-                    if task.is_regression:
-                        row["score"] = float(lg[0])
-                    else:
-                        p = np.exp(lg - lg.max())
-                        p /= p.sum()
-                        i = int(p.argmax())
-                        row["label"] = task.labels[i]
-                        row["probability"] = float(p[i])
-                    sink.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-                bar.update(len(logits))
+        for start in range(0, len(rows), batch_size):
+            batch = [t[start:start + batch_size] for t in texts]
+            enc = tokenizer(*batch[:n_texts], truncation=True, max_length=max_length, padding=True,
+                            return_tensors="pt")
+            logits = model(**enc).logits.float().cpu().numpy()
+            for j, lg in enumerate(logits):
+                row = {(f"input_{k}" if k in PREDICTION_FIELDS else k): v for k, v in rows[start + j].items()}
+                row.update(prediction_fields(task, lg))
+                sink.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+            bar.update(len(logits))
         bar.close()
-        done = True
-    finally:
-        if tmp is not None:
-            sink.close()
-            if done:
-                os.replace(tmp, out)       # the output appears whole, or not at all
-            else:
-                tmp.unlink(missing_ok=True)
     return {"rows": len(rows), "renamed": renamed, "out": str(out) if out is not None else None,
             "columns": list(cols)}
 

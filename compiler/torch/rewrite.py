@@ -148,17 +148,7 @@ def apply(ir: IR, model: nn.Module) -> "Report":
     for att, tgts in plan:
         c.attachments.setdefault(att.instance, []).append(att)
         c.paths.setdefault(att.instance, {}).setdefault(att.layer, []).extend(t.path for t in tgts)
-        if att.method == "adapter" and fam.pre_norm:
-            _attach_prenorm_adapter(model, att, tgts[0], state, hidden)
-        elif att.method == "adapter":
-            _attach_adapter(model, att, tgts[0], state, hidden)
-        elif att.method == "lora":
-            _attach_lora(model, att, tgts[0], state, hidden)
-        elif att.method == "bitfit":
-            _attach_bitfit(model, att, tgts, state, hidden)
-        elif att.method == "prefix":
-            _attach_prefix(model, att, tgts[0], state, hidden, encoders, atts, prefix, token_kv,
-                           width=_kv_width(model, fam, hidden))
+        _attach(model, fam, att, tgts, state, hidden, encoders, atts, prefix, token_kv)
     _init_encoders(encoders, atts, token_kv)
 
     # 4. state hooks, gate fusion, attention implementation, pooling
@@ -292,17 +282,7 @@ def attach_runs(irs: list[IR], model: nn.Module, head_shapes: list[dict[str, tup
         for att, tgts in plan:
             c.attachments.setdefault(att.instance, []).append(att)
             c.paths.setdefault(att.instance, {}).setdefault(att.layer, []).extend(t.path for t in tgts)
-            if att.method == "adapter" and fam.pre_norm:
-                _attach_prenorm_adapter(model, att, tgts[0], state, hidden)
-            elif att.method == "adapter":
-                _attach_adapter(model, att, tgts[0], state, hidden)
-            elif att.method == "lora":
-                _attach_lora(model, att, tgts[0], state, hidden)
-            elif att.method == "bitfit":
-                _attach_bitfit(model, att, tgts, state, hidden)
-            elif att.method == "prefix":
-                _attach_prefix(model, att, tgts[0], state, hidden, encoders, atts, prefix,
-                               width=_kv_width(model, fam, hidden))
+            _attach(model, fam, att, tgts, state, hidden, encoders, atts, prefix)
     for m in list(model.modules()):
         for key in ("pelt_adapters", "pelt_lora", "pelt_bitfit", "pelt_prefix"):
             d = m._modules.get(key)
@@ -676,6 +656,21 @@ def _init_encoders(encoders: dict[str, PrefixEncoder], atts: list[AttachmentNode
             raise CompileError(f"{inst}: the prefix MLP cannot start at the tokens' keys and values: {why}",
                                code="C016", span=_span(mine[0]),
                                help="write a wider `mlp` (at least `length`), or `mlp none`")
+
+
+def _attach(model, fam, att, tgts, state, hidden, encoders, atts, prefix, token_kv=None) -> None:
+    """Attach one attachment's module(s) at its resolved targets, by method (and the family's block form)."""
+    if att.method == "adapter" and fam.pre_norm:
+        _attach_prenorm_adapter(model, att, tgts[0], state, hidden)
+    elif att.method == "adapter":
+        _attach_adapter(model, att, tgts[0], state, hidden)
+    elif att.method == "lora":
+        _attach_lora(model, att, tgts[0], state, hidden)
+    elif att.method == "bitfit":
+        _attach_bitfit(model, att, tgts, state, hidden)
+    elif att.method == "prefix":
+        _attach_prefix(model, att, tgts[0], state, hidden, encoders, atts, prefix, token_kv,
+                       width=_kv_width(model, fam, hidden))
 
 
 def _attach_prefix(model, att, t, state, hidden, encoders, atts, prefix, token_kv=None, width=None) -> None:
