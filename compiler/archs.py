@@ -46,6 +46,15 @@ class Family:
     pooling: str = "first"       # the token the task head reads: "first" (encoders) or "last" non-pad token
     layer_input: str | None = None   # the module (relative to a layer) that first reads the layer input
                                      # (None: the attention block; pre-norm: its LayerNorm)
+    # --- what the diagram draws (`compiler/diagram.py`; the defaults describe the encoders) ------------
+    embed: str = "embeddings"        # the embeddings module (relative to base): Llama's is ``embed_tokens``
+    norm: str = "LayerNorm"          # the kind of normalisation, as the diagram names it
+    norms: dict[str, str] = field(default_factory=dict)   # pre-norm: block → the norm reading its input
+                                                          # (relative to a layer)
+    qk_norms: dict[str, str] = field(default_factory=dict)   # qk_norm: projection point → its per-head norm
+    rotary: bool = False             # rotary positions, applied to queries and keys inside attention
+    mlp_act: str | None = None       # a gated MLP's activation, act(gate(x)) · up(x) (None: not drawn)
+    final_norm: str | None = None    # the norm after the last layer (relative to base), before the head
 
 
 _BERT_POINTS = {
@@ -134,7 +143,9 @@ def _decoder(name: str, biases: dict[str, bool | str], flags: dict[str, str] | N
     return Family(name, "model", "layers", _DECODER_POINTS, _DECODER_KEYS, (), None, ("score",), True,
                   token_types=False, blocks=_DECODER_BLOCKS, biases={**_NO_BIAS, **biases},
                   flags=flags or {}, pre_norm=True, causal=True, lm_head="lm_head", pooling="last",
-                  layer_input="input_layernorm", **kw)
+                  layer_input="input_layernorm", embed="embed_tokens", norm="RMSNorm",
+                  norms={"attention": "input_layernorm", "ffn": "post_attention_layernorm"}, rotary=True,
+                  mlp_act="SiLU", final_norm="norm", **kw)
 
 
 FAMILIES.update({
@@ -144,7 +155,8 @@ FAMILIES.update({
     "mistral": _decoder("mistral", {}),
     "qwen2": _decoder("qwen2", {"attention.query": True, "attention.key": True, "attention.value": True}),
     "qwen3": _decoder("qwen3", {p: "attention_bias" for p in _ATTENTION}, {"attention_bias": "attention_bias"},
-                      defaults={"head_dim": 128}, qk_norm=True),
+                      defaults={"head_dim": 128}, qk_norm=True,
+                      qk_norms={"attention.query": "self_attn.q_norm", "attention.key": "self_attn.k_norm"}),
 })
 
 # model_type (config.json) → family

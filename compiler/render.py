@@ -2,7 +2,11 @@
 
 Layers are clusters in data-flow order (layer input → attention with its linears → attention
 output → feed-forward with its linears → feed-forward output); embeddings and the task head sit
-outside them. Base modules are grey, every method has its colour, gates are small diamonds with a
+outside them. Each family's block is laid out from its table (`diagram.layer_layout`): post-norm on
+the encoders (the value points are the Add & LayerNorm after each sub-layer), pre-norm on the decoders
+(x → RMSNorm → self-attention, RoPE on q and k, Qwen3's q/k norms → h_A → + x → RMSNorm → gated MLP,
+act(gate) · up → down → h_F → +; the value points are the sub-layer outputs before the residual add,
+parallel adapters read the normed sub-layer input), then the final norm before the head. Base modules are grey, every method has its colour, gates are small diamonds with a
 dotted edge from the point they read and one to the module they scale. LoRA, prefix and BitFit sit
 beside the module they change; a sequential adapter sits inline after its point; a parallel one
 sits beside its block, reading the block's input and adding into its output (dashed). Consecutive
@@ -27,8 +31,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from peltc.compiler.archs import BLOCKS, FAMILIES
-from peltc.compiler.diagram import LayerGroup, Mod, bias_modules, global_mods, path_pattern, layer_groups
+from peltc.compiler.archs import FAMILIES, Family
+from peltc.compiler.diagram import (ENCODER_LAYOUT, LayerGroup, Mod, bias_modules, bias_points, global_mods,
+                                    layer_groups, layer_layout, path_pattern)
 from peltc.compiler.ir import IR, GateSpec
 from peltc.compiler.passes.resolve_paths import module_path
 from peltc.errors import UsageError
@@ -58,6 +63,11 @@ NODE_STYLE: dict[tuple[str, str | None], dict[str, str]] = {   # (node kind, poi
     ("point", "block"): {**_BASE, "fillcolor": "#e0e0e0"},
     ("point", "global"): {**_BASE, "style": "rounded,filled,bold"},
     ("point", "layers"): {**_BASE, "shape": "box3d"},
+    ("point", "norm"): {**_BASE, "fontsize": "9", "fillcolor": "#f5f5f5"},
+    ("point", "op"): {**_BASE, "shape": "ellipse", "fillcolor": "#ffffff", "fontsize": "9", "height": "0.25",
+                      "margin": "0.04,0.01"},
+    ("point", "add"): {**_BASE, "shape": "circle", "fillcolor": "#ffffff", "fontsize": "12", "width": "0.28",
+                       "fixedsize": "true"},
     ("gate", None): {"shape": "diamond", "style": "filled", "fillcolor": GATE_FILL, "color": GATE_LINE,
                      "fontsize": "8", "margin": "0.02", "height": "0.3"},
     **{("attachment", m): {"shape": "box", "style": "rounded,filled,bold", "fillcolor": f, "color": c,
@@ -71,27 +81,10 @@ EDGE_STYLE: dict[str, dict[str, str]] = {   # edge role → attributes (module e
     "bias": {"style": "dotted", "penwidth": "1.4", "arrowhead": "none", "constraint": "false"},
     "source": {"style": "dotted", "color": GATE_LINE, "arrowsize": "0.6"},
     "scales": {"style": "dotted", "color": GATE_LINE, "arrowhead": "dot", "arrowsize": "0.6"},
+    "residual": {"color": "#a8a8a8", "penwidth": "1.2", "style": "bold"},
 }
 _MOD_EDGE = {"prefix": "prefix", "lora": "parallel", "bitfit": "bias", "finetune": "bias"}   # beside its point
 
-# One layer's base points in data-flow order: point → (label, point kind); and how they are laid out.
-_LAYER_POINTS = {
-    "input": ("layer input", "value"),
-    "attention.query": ("query", "linear"), "attention.key": ("key", "linear"),
-    "attention.value": ("value", "linear"), "attention": ("self-attention", "block"),
-    "attention.out": ("out", "linear"), "attention.output": ("Add & LayerNorm", "value"),
-    "ffn.up": ("up", "linear"), "ffn.down": ("down", "linear"), "ffn.output": ("Add & LayerNorm", "value"),
-}
-_BLOCK_ROWS = {   # block cluster → its rows (the points of one rank, left to right)
-    "attention": (("attention.query", "attention.key", "attention.value"), ("attention",),
-                  ("attention.out",), ("attention.output",)),
-    "ffn": (("ffn.up",), ("ffn.down",), ("ffn.output",)),
-}
-_ROW_OF = {"attention": "attention", "ffn": "ffn.up", "layer": "input"}   # a module on a block sits here
-_FLOW = [("input", "attention.query"), ("input", "attention.key"), ("input", "attention.value"),
-         ("attention.query", "attention"), ("attention.key", "attention"), ("attention.value", "attention"),
-         ("attention", "attention.out"), ("attention.out", "attention.output"),
-         ("ffn.up", "ffn.down"), ("ffn.down", "ffn.output")]
 
 
 # --- labels -------------------------------------------------------------------------------------
@@ -137,12 +130,12 @@ def _size(m: Mod, name: str) -> str:
     return f"{v} ({m.relative[name]})" if name in m.relative else str(v)
 
 
-def _param_text(m: Mod) -> str:
-    text = _method_text(m)
+def _param_text(m: Mod, fam: Family | None = None, d: dict[str, int] | None = None) -> str:
+    text = _method_text(m, fam, d)
     return text + (f" · lr {m.params['lr']:g}" if m.params.get("lr") is not None else "")
 
 
-def _method_text(m: Mod) -> str:
+def _method_text(m: Mod, fam: Family | None = None, d: dict[str, int] | None = None) -> str:
     p = m.params
     if m.method == "adapter":
         bits = [f"size {_size(m, 'size')}", str(p.get("activation", "relu"))]
@@ -157,10 +150,14 @@ def _method_text(m: Mod) -> str:
     if m.method == "bitfit":
         whole = {"all": "every bias (embeddings, layers, pooler)", "layer": "every bias of the layer",
                  "embeddings": "embedding LayerNorm bias", "head": "pooler bias"}
-        if m.point in whole:
+        if m.point in whole and (fam is None or fam.biases is None):   # every module holds a bias
             return whole[m.point]
-        parts = BLOCKS.get(m.point, (m.point,))
-        names = ", ".join("LayerNorm" if q.endswith(".output") else _LAYER_POINTS[q][0] for q in parts)
+        parts = bias_points(fam, "layer" if m.point == "all" else m.point, d)   # only those with a bias
+        nodes = layer_layout(fam).nodes
+        names = ", ".join((fam.norm if fam else "LayerNorm") if q.endswith(".output") else nodes[q].label
+                          for q in parts)
+        if m.point == "all":
+            return f"every bias: {names} of each layer"
         return f"bias{'es' * (len(parts) > 1)} of {names}"
     return "every base weight"
 
@@ -201,6 +198,7 @@ class _Drawer:
         self.ir, self.name = ir, title
         s = ir.settings
         self.fam = FAMILIES[s.family] if s.family is not None else None
+        self.layout = layer_layout(self.fam)
         self.groups = layer_groups(ir, expand)
         self.edges: list[tuple[str, str, dict[str, str]]] = []
         self.dot = graphviz.Digraph("peltc", graph_attr={
@@ -247,10 +245,11 @@ class _Drawer:
             small.append(_rel(m.paths[0], group.path))
         if m.method == "bitfit" and self.fam is not None:
             mods = bias_modules(self.fam, group.layers[0] if group.layers else None, m.point,
-                                 self.ir.settings.dims["layers"])
+                                self.ir.settings.dims["layers"], self.ir.settings.dims)
             tip = "biases of: " + ", ".join(mods[:12]) + (f", … ({len(mods)} modules)" if len(mods) > 12 else "")
             small = [] if m.point == "all" else _braced([_rel(x, group.path) for x in mods])
-        lines = [_param_text(m)] + _count_lines(m, max(1, len(group.layers))) + m.notes
+        lines = [_param_text(m, self.fam, self.ir.settings.dims)] + _count_lines(m, max(1, len(group.layers))) + \
+            m.notes + (["prepended to K, V after RoPE"] if m.method == "prefix" and self.fam and self.fam.rotary else [])
         self.node(g, nid, _html(f"{m.method} {m.instance}", lines, small), "attachment", m.method, tip)
 
     def gate(self, g, m: Mod, nid: str, source: str | None, side: str | None = None) -> str | None:
@@ -295,10 +294,12 @@ class _Drawer:
 
     # layers
     def layer_cluster(self, group: LayerGroup) -> tuple[str, str]:
-        """Draw one layer group; returns its (entry, exit) node ids."""
+        """Draw one layer group, laid out as the family's blocks (`diagram.layer_layout`); returns its
+        (entry, exit) node ids."""
         def P(point: str) -> str:
             return f"{group.id}.{point}"
 
+        L = self.layout
         n = max(1, len(group.layers))
         path = path_pattern([module_path(self.fam, i, "layer") for i in group.layers], group.layers) if self.fam else ""
         total = sum(m.trainable or 0 for m in group.mods) * n
@@ -307,59 +308,76 @@ class _Drawer:
             rest = "symbolic: no model bound (counts and module paths pending)"
         on: dict[str, list[Mod]] = defaultdict(list)     # point (or row) → modules, in application order
         for m in sorted(group.mods, key=lambda m: m.order):
-            on[_ROW_OF.get(m.point, m.point) if m.beside else m.point].append(m)
+            on[L.row_of.get(m.point, m.point) if m.beside else m.point].append(m)
         with self.dot.subgraph(name=f"cluster_{group.id}") as c:
             c.attr(label=_cluster_label(group.label, rest, path), style="rounded,filled", fillcolor="#fbfbfb",
                    color="#b0b0b0", fontsize="11", tooltip=path or group.label)
             if not group.mods and self.fam is not None:
-                self.node(c, P("input"), _html("encoder layer", ["no layer-specific modules"], [path]),
+                kind = "decoder layer" if self.fam.causal else "encoder layer"
+                self.node(c, P("input"), _html(kind, ["no layer-specific modules"], [path]),
                           "point", "layers", path)
                 return P("input"), P("input")
             self.point_node(c, group, "input", P)
             self.beside_row(c, group, [(P("input"), "input", [m for m in on["input"] if m.beside])], P)
-            for block, rows in _BLOCK_ROWS.items():
-                with c.subgraph(name=f"cluster_{group.id}_{block}") as b:
-                    b.attr(label=block, style="rounded,dashed", color="#b8b8b8", fillcolor="", fontsize="9",
-                           fontcolor="#666666", tooltip=block)
-                    for points in rows:
+            for blk in L.blocks:
+                if blk.norm is not None:      # pre-norm: the norm reading the block input, before its cluster
+                    self.point_node(c, group, blk.norm, P)
+                with c.subgraph(name=f"cluster_{group.id}_{blk.name}") as b:
+                    b.attr(label=blk.name, style="rounded,dashed", color="#b8b8b8", fillcolor="", fontsize="9",
+                           fontcolor="#666666", tooltip=blk.name)
+                    for points in blk.rows:
                         for point in points:
                             self.point_node(b, group, point, P)
                         self.beside_row(b, group, [(P(p), p, [m for m in on[p] if m.beside]) for p in points], P)
-            for a, b_ in _FLOW:
+            for a, b_ in L.flow:
                 self.edge(P(a), P(b_), "flow")
-            exit_ = P("attention.output")
-            for point, nxt in (("attention.output", P("ffn.up")), ("ffn.output", None)):
+            exit_ = P(L.blocks[0].output)
+            for k, blk in enumerate(L.blocks):
+                point = blk.output
                 exit_ = P(point)
                 for m in (m for m in on[point] if not m.beside):   # adapters
                     nid = P(m.key)
                     colour = METHOD_COLOURS[m.method][1]
                     self.mod_node(c, group, m, nid)
                     if m.placement == "parallel":   # reads the block input, adds into its output
-                        self.edge(P(m.input_point or "input"), nid, "parallel", colour)
+                        self.edge(P(blk.parallel_input or m.input_point or "input"), nid, "parallel", colour)
                         self.edge(nid, P(point), "parallel", colour, label=" +")
                     else:
                         self.edge(exit_, nid, "sequential", colour)
                         exit_ = nid
                     src = P(m.gate.source) if m.gate.kind == "sigmoid" and m.gate.source else None
                     self.gate(c, m, nid, src)
-                if nxt is not None:
-                    self.edge(exit_, nxt, "flow")
+                if blk.add is not None:         # pre-norm: the residual add after the sub-layer (and its adapters)
+                    self.point_node(c, group, blk.add, P)
+                    self.edge(exit_, P(blk.add), "flow")
+                    self.edge(P(blk.residual or "input"), P(blk.add), "residual")
+                    exit_ = P(blk.add)
+                if k + 1 < len(L.blocks):
+                    self.edge(exit_, P(L.blocks[k + 1].entry), "flow")
         return P("input"), exit_
 
     def point_node(self, g, group: LayerGroup, point: str, P) -> None:
-        text, kind = _LAYER_POINTS[point]
+        nd = self.layout.nodes[point]
+        text, kind = nd.label, nd.kind
         if self.fam is None:
             self.node(g, P(point), _html(text, small=[point]), "point", kind)
             return
-        paths = [module_path(self.fam, i, point) for i in group.layers]
-        self.node(g, P(point), _html(text, small=[_rel(paths[0], group.path) or "(layer)"]), "point", kind,
+        if nd.path is None and nd.kind in ("op", "add"):    # an operation: no module of its own
+            self.node(g, P(point), _html(text), "point", kind, nd.note)
+            return
+        if point in self.fam.points or nd.path is None:
+            paths = [module_path(self.fam, i, point) for i in group.layers]
+        else:
+            paths = [f"{module_path(self.fam, i, 'layer')}.{nd.path}" for i in group.layers]
+        rel = "" if nd.note and paths[0] == group.path else _rel(paths[0], group.path) or "(layer)"
+        self.node(g, P(point), _html(text, small=[rel, nd.note or ""]), "point", kind,
                   path_pattern(paths, group.layers))
 
     # whole model
     def draw(self) -> "graphviz.Digraph":
         s, fam = self.ir.settings, self.fam
         self.dot.attr(label=self.title())
-        emb = f"{fam.base}.embeddings" if fam else ""
+        emb = f"{fam.base}.{fam.embed}" if fam else ""
         self.node(self.dot, "embeddings", _html("embeddings", small=[emb]), "point", "global", emb or None)
         prev, entries = "embeddings", []
         for g in self.groups:
@@ -367,9 +385,18 @@ class _Drawer:
             entries.append((f"cluster_{g.id}", entry))
             self.edge(prev, entry, "flow")
             prev = exit_
+        if fam is not None and fam.final_norm:     # pre-norm: the last layer's output is normalised once more
+            norm = f"{fam.base}.{fam.final_norm}"
+            self.node(self.dot, "final_norm", _html(fam.norm, small=[norm]), "point", "norm", norm)
+            self.edge(prev, "final_norm", "flow")
+            prev = "final_norm"
         head = module_path(fam, None, "head") if fam else ""
         pool = "pooler (first token)" if s.head.get("pool", "pooler") == "pooler" else "masked mean over tokens"
-        self.node(self.dot, "head", _html("task head", [pool, "+ classifier"], [head]), "point", "global", head or None)
+        lines = [pool, "+ classifier"]
+        if fam is not None and fam.pooling == "last" and s.head.get("pool", "pooler") == "pooler":
+            lines = ["last non-pad token", f"+ {head}"]
+        small = [head] if fam is None or not fam.lm_head else [f"*ForCausalLM: {fam.lm_head} (frozen)"]
+        self.node(self.dot, "head", _html("task head", lines, small), "point", "global", head or None)
         self.edge(prev, "head", "flow")
         glob = global_mods(self.ir)
         empty = LayerGroup([], "", [], "")
@@ -418,6 +445,11 @@ class _Drawer:
                  (glyph("┄┄●", GATE_LINE), "gate scales the module"),
                  (glyph("┄┄┄", METHOD_COLOURS["bitfit"][1]), "trains the biases (weights) of"),
                  (glyph("×N", BASE_TEXT), "identical layers drawn once")]
+        if any(b.add for b in self.layout.blocks):   # pre-norm: a parallel adapter reads the normalised input
+            rows = [(g, "parallel: reads the sub-layer's normed input, adds (+)" if t.startswith("parallel") else t)
+                    for g, t in rows]
+            rows += [(glyph("+", BASE_TEXT), "residual add: block input + its output"),
+                     (glyph("━━▶", "#a8a8a8"), "residual stream (pre-norm block)")]
         half = (len(rows) + 1) // 2
         body = "".join("<TR>" + "".join(f'{cell}<TD ALIGN="LEFT">{html.escape(text)}</TD>'
                                         for cell, text in rows[k::half]) + "</TR>" for k in range(half))

@@ -90,6 +90,16 @@ def points_text(points: list[str]) -> str:
     return ", ".join(out)
 
 
+def point_order(family: str | None):
+    """Sort key of points in data-flow order: the schema's order, then the family's table (query, key,
+    value; gate, up), so that ``attention.{query, key}`` reads as the model computes it."""
+    table = list(FAMILIES[family].points) if family in FAMILIES else []
+
+    def key(p: str) -> tuple[int, int, str]:
+        return schema.POINT_ORDER.get(p, 99), table.index(p) if p in table else len(table), p
+    return key
+
+
 def value_text(v: Any) -> str:
     if v is None:
         return "none"
@@ -129,9 +139,10 @@ def trained_modules(ir: IR, atts: list[AttachmentNode]) -> list[str]:
     from peltc.compiler.diagram import bias_modules
     s = ir.settings
     paths: list[str] = []
-    for a in atts:
+    order = point_order(s.family)
+    for a in sorted(atts, key=lambda a: order(a.point)[:2]):   # data-flow order (stable across layers)
         if a.method == "bitfit":
-            paths += bias_modules(FAMILIES[s.family], a.layer, a.point, s.dims["layers"])
+            paths += bias_modules(FAMILIES[s.family], a.layer, a.point, s.dims["layers"], s.dims)
         elif a.method == "finetune":
             return ["every base weight"]
         elif a.module_path:
@@ -178,7 +189,7 @@ def summary(ir: IR, spec_name: str) -> str:
         total += inst_total
         for a in atts:
             per_layer[a.layer] += a.saved or 0
-        points = sorted({a.point for a in atts}, key=lambda p: (schema.POINT_ORDER.get(p, 99), p))
+        points = sorted({a.point for a in atts}, key=point_order(s.family))
         layers = compact_layers(sorted({a.layer for a in atts if a.layer is not None})) if \
             any(a.layer is not None for a in atts) else "—"
         by_layer: dict[int, int] = defaultdict(int)
@@ -238,8 +249,10 @@ def _settings_items(ir: IR) -> list[tuple[str, list]]:
         items = [(model, [])]
     else:
         d = s.dims
+        kv = f" over {d['kv_heads']} KV heads" if d.get("kv_heads", d["heads"]) != d["heads"] else ""
+        hd = f" of {d['head_dim']}" if "head_dim" in d and d["head_dim"] * d["heads"] != d["hidden"] else ""
         items = [(f"model: {s.model or '?'} — {s.family}, {d['layers']} layers, hidden {d['hidden']}, "
-                  f"{d['heads']} heads, intermediate {d['intermediate']}", [(f"from {s.model_source}", [])]),
+                  f"{d['heads']} heads{hd}{kv}, intermediate {d['intermediate']}", [(f"from {s.model_source}", [])]),
                  (f"base parameters: {_n(s.base_params)}", [])]
     items.append((f"head: {_kv(s.head)}" if s.head else "head: the model's own", []))
     items.append((f"train: {_kv(s.train)}" if s.train else "train: the recipe's defaults", []))
@@ -260,13 +273,16 @@ def _attachment_groups(ir: IR, atts: list[AttachmentNode]) -> list[tuple[str, li
     common = set.intersection(*(set(k[2].split(" · ")) for k in groups)) if groups else set()
     gates_differ = len({k[1] for k in groups}) > 1
     out = []
+    order = point_order(s.family)
     for (point, gate, ptext, saved), same in sorted(groups.items(), key=lambda kv: (
-            schema.POINT_ORDER.get(kv[0][0], -1), min(-1 if a.layer is None else a.layer for a in kv[1]))):
+            schema.POINT_ORDER.get(kv[0][0], -1), order(kv[0][0])[1],
+            min(-1 if a.layer is None else a.layer for a in kv[1]))):
         layers = sorted(a.layer for a in same if a.layer is not None)
         where = f"layers[{compact_layers(layers)}]" + ("" if point == schema.WHOLE_LAYER else f".{point}") \
             if layers else point
         if same[0].method == "bitfit":
-            paths = [m for a in same for m in bias_modules(FAMILIES[s.family], a.layer, a.point, s.dims["layers"])]
+            paths = [m for a in same for m in bias_modules(FAMILIES[s.family], a.layer, a.point, s.dims["layers"],
+                                                           s.dims)]
         elif same[0].method == "finetune":
             paths = ["every base weight"]
         else:
