@@ -184,7 +184,7 @@ def build_report(model: nn.Module) -> Report:
             planned=sum(planned) if all(x is not None for x in planned) else None, params=dict(a0.params)))
     return Report(
         model=type(model).__name__, family=c.family.name, layers=c.n_layers,
-        attn_implementation=c.attn_implementation, pooling=(c.ir.settings.head or {}).get("pool", "pooler"),
+        attn_implementation=c.attn_implementation, pooling=_pooling(c),
         instances=instances, pelt_trainable=pelt, head_trainable=head, base_trainable=base,
         trainable_total=pelt + head + base,
         saved_total=sum(i.saved for i in instances if i.method != "finetune"),
@@ -192,3 +192,12 @@ def build_report(model: nn.Module) -> Report:
 
 
 __all__ = ["Report", "InstanceReport", "build_report"]
+
+
+def _pooling(c) -> str:
+    """What the head reads: the spec's `pool mean`, else the model's own head — its pooler over the first
+    token on encoders, the last non-pad token on decoders (the family table's ``pooling``)."""
+    pool = (c.ir.settings.head or {}).get("pool")
+    if pool == "mean":
+        return "mean (masked mean over tokens)"
+    return "last non-pad token" if c.family.pooling == "last" else "pooler (first token)"
