@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"
 RESULTS = ROOT / "bench" / "results"
 
-# key, label (as the paper's Table 4), spec file
+# key, label (as the paper's Table 4), spec file (prefix_lora: specs/prefix.pelt + specs/lora.pelt, one spec)
 METHODS: list[tuple[str, str, str]] = [
     ("finetune", "Fine-tuning", "finetune.pelt"),
     ("bitfit", "BitFit", "bitfit.pelt"),
@@ -60,11 +60,19 @@ METHODS: list[tuple[str, str, str]] = [
     ("adapter", "Adapter", "adapter.pelt"),
     ("unipelt_ap", "UniPELT (AP)", "unipelt_ap.pelt"),
     ("unipelt_apl", "UniPELT (APL)", "unipelt_apl.pelt"),
+    ("prefix_lora", "Prefix + LoRA", "prefix.pelt+lora.pelt"),
 ]
 LABELS = {k: label for k, label, _ in METHODS}
 SPEC_FILES = {k: f for k, _, f in METHODS}
 BASE = "base"
-SHAPES = ("bert-base", "minilm", "tiny")
+SHAPES = ("bert-base", "minilm", "tiny", "smollm2", "tiny-llama")
+DECODER_SHAPES = ("smollm2", "tiny-llama")
+# default methods: the paper's Table 4 on encoders; decoders add prefix + LoRA (the generation question)
+DEFAULT_METHODS = {"encoder": [k for k, _, _ in METHODS if k != "prefix_lora"],
+                   "decoder": [k for k, _, _ in METHODS]}
+# default train / inference batch × sequence: a 135M decoder step on 1 thread is ~5 s at 8 × 64
+DEFAULT_BATCH_SEQ = {"encoder": (16, 128), "decoder": (8, 64)}
+PHASES = ("train", "inference", "generate")
 TARGET_APL_INFERENCE = 1.20
 
 # rounds chosen automatically: as many as fit ``--budget`` seconds per phase, within these bounds
@@ -73,10 +81,21 @@ MIN_AUTO_ROUNDS, MAX_AUTO_ROUNDS = 3, 25
 
 # --- models ------------------------------------------------------------------------------------------
 
+def is_decoder(shape: str) -> bool:
+    return shape in DECODER_SHAPES
+
+
 def shape_config(name: str):
     """The (random-init) model config of a shape, 2 labels."""
-    from transformers import BertConfig
-    if name == "bert-base":
+    from transformers import BertConfig, LlamaConfig
+    if name == "smollm2":       # SmolLM2-135M(-Instruct): the stored config of the known name, no weights
+        from peltc.compiler.archs import KNOWN_MODELS
+        cfg = LlamaConfig(**{k: v for k, v in KNOWN_MODELS["smollm2-135m"].items() if k != "model_type"})
+    elif name == "tiny-llama":  # a smoke-test Llama: 2 layers, hidden 64, 4 heads / 2 KV heads
+        cfg = LlamaConfig(vocab_size=99, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                          num_key_value_heads=2, intermediate_size=37, max_position_embeddings=512,
+                          pad_token_id=2, bos_token_id=1, eos_token_id=2, tie_word_embeddings=True)
+    elif name == "bert-base":
         cfg = BertConfig()
     elif name == "minilm":
         from importlib import resources
@@ -91,11 +110,14 @@ def shape_config(name: str):
     return cfg
 
 
-def build_model(shape: str, attn: str, seed: int = 0):
-    from transformers import AutoModelForSequenceClassification
+def build_model(shape: str, attn: str, seed: int = 0, causal_lm: bool = False):
+    """A randomly initialised sequence classifier of the shape (decoders: ``LlamaForSequenceClassification``,
+    reading the last non-pad token), or with ``causal_lm`` a ``*ForCausalLM`` (generation; decoders only)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     import torch
     torch.manual_seed(seed)
-    return AutoModelForSequenceClassification.from_config(shape_config(shape), attn_implementation=attn)
+    auto = AutoModelForCausalLM if causal_lm else AutoModelForSequenceClassification
+    return auto.from_config(shape_config(shape), attn_implementation=attn)
 
 
 def copy_model(template, share_frozen: bool):
@@ -111,21 +133,41 @@ def copy_model(template, share_frozen: bool):
 
 
 def make_batch(cfg, batch: int, seq: int, seed: int = 0) -> dict:
-    """Fixed token ids with padding (lengths in [seq/2, seq], example 0 full) and labels."""
+    """Fixed token ids with padding (lengths in [seq/2, seq], example 0 full) and labels. Padding is on
+    the right with the config's pad id (BERT: 0; a decoder classifier reads the last non-pad token)."""
     import torch
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(1, cfg.vocab_size, (batch, seq), generator=g)
     lengths = torch.randint(max(1, seq // 2), seq + 1, (batch,), generator=g)
     lengths[0] = seq
     mask = (torch.arange(seq)[None, :] < lengths[:, None]).long()
-    ids = ids * mask
+    pad = cfg.pad_token_id or 0
+    if pad:                                             # no pad id among the real tokens
+        ids = torch.where(ids == pad, pad + 1, ids)
+    ids = torch.where(mask.bool(), ids, pad)
     labels = torch.randint(0, cfg.num_labels, (batch,), generator=g)
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def spec_source(key: str) -> str:
+    """The spec to compile: a path, or (a ``+``-joined list of spec files) their concatenated text."""
+    files = SPEC_FILES[key].split("+")
+    if len(files) == 1:
+        return str(SPECS / files[0])
+    return "\n".join((SPECS / f).read_text() for f in files)
+
+
 def compile_method(model, key: str):
     from peltc.api import compile_model
-    return compile_model(str(SPECS / SPEC_FILES[key]), model)
+    return compile_model(spec_source(key), model)
+
+
+def unsupported_reason(key: str, err) -> str:
+    """A short table entry for a spec the model family refuses (SpecError)."""
+    code = err.diagnostics[0].code if getattr(err, "diagnostics", None) else None
+    if key == "bitfit" and code == "E128":
+        return "n/a (no biases)"
+    return f"n/a ({code})" if code else "n/a"
 
 
 def trainable(model) -> list:
@@ -153,6 +195,48 @@ def infer_fn(model, batch) -> Callable[[], None]:
     def run() -> None:
         with torch.no_grad():
             model(**inputs).logits
+    return run
+
+
+class _StepClock:
+    """A generate() streamer that only timestamps: put() is called with the prompt, then once per new token."""
+
+    def __init__(self) -> None:
+        self.t: list[float] = []
+
+    def put(self, value) -> None:
+        self.t.append(time.perf_counter())
+
+    def end(self) -> None:
+        pass
+
+
+def prompt_batch(cfg, batch: int, length: int, seed: int = 1):
+    """Fixed prompts, all ``length`` tokens (no padding), no pad / bos / eos ids among them."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(3, cfg.vocab_size, (batch, length), generator=g)
+
+
+def generate_fn(model, prompts, new_tokens: int, use_cache: bool, log: list) -> Callable[[], None]:
+    """Greedy generation of exactly ``new_tokens`` tokens (``min_new_tokens``: an eos does not stop it).
+    Each call appends {prefill_s, decode_s_per_token} to ``log`` (from the streamer's timestamps: the
+    first new token's time counts as prefill, the mean of the following steps as decode)."""
+    import torch
+    model.eval()
+    mask = torch.ones_like(prompts)
+    pad = model.config.pad_token_id
+
+    def run() -> None:
+        clock = _StepClock()
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            out = model.generate(input_ids=prompts, attention_mask=mask, do_sample=False, max_new_tokens=new_tokens,
+                                 min_new_tokens=new_tokens, use_cache=use_cache, pad_token_id=pad, streamer=clock)
+        assert out.shape[1] == prompts.shape[1] + new_tokens, out.shape
+        t = clock.t                                     # [prompt, token 1, ..., token N]
+        log.append({"prefill_s": t[1] - t0,
+                    "decode_s_per_token": (t[-1] - t[1]) / (new_tokens - 1) if new_tokens > 1 else None})
     return run
 
 
@@ -185,7 +269,7 @@ def rss_child(spec: str, args) -> dict:
     shape, key = spec.split(":")
     after_import = _maxrss_mb()
     model = build_model(shape, args.attn)
-    batch = make_batch(model.config, args.batch, args.seq)
+    batch = make_batch(model.config, *batch_seq(shape, args))
     after_build = _maxrss_mb()
     if key == BASE:
         infer_fn(model, batch)()
@@ -201,8 +285,9 @@ def rss_child(spec: str, args) -> dict:
 
 
 def rss_subprocess(shape: str, key: str, args) -> dict:
+    b, s = batch_seq(shape, args)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--rss-child", f"{shape}:{key}",
-           "--batch", str(args.batch), "--seq", str(args.seq), "--threads", str(args.threads),
+           "--batch", str(b), "--seq", str(s), "--threads", str(args.threads),
            "--attn", args.attn]
     t0 = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT))
@@ -287,35 +372,58 @@ def paired_ratio(records: list[dict[str, float]], key: str, ref: str) -> dict:
 
 # --- one shape ---------------------------------------------------------------------------------------------
 
+def batch_seq(shape: str, args) -> tuple[int, int]:
+    """The train / inference batch × sequence of a shape: ``--batch`` / ``--seq``, else the kind's default."""
+    b, s = DEFAULT_BATCH_SEQ["decoder" if is_decoder(shape) else "encoder"]
+    return args.batch or b, args.seq or s
+
+
 def run_shape(shape: str, args, log: Callable[[str], None]) -> dict:
     from peltc.compiler.torch.rewrite import fold_prefix, merge
+    from peltc.errors import SpecError
 
     t_shape = time.perf_counter()
-    methods = [k for k, _, _ in METHODS if k in args.methods]
+    decoder = is_decoder(shape)
+    wanted = args.methods or DEFAULT_METHODS["decoder" if decoder else "encoder"]
+    methods = [k for k, _, _ in METHODS if k in wanted]
     log(f"[{shape}] building the template model")
     template = build_model(shape, args.attn)
     cfg = template.config
-    batch = make_batch(cfg, args.batch, args.seq)
+    bsz, seq = batch_seq(shape, args)
+    batch = make_batch(cfg, bsz, seq)
     base_params = sum(p.numel() for p in template.parameters())
     out: dict[str, Any] = {
         "config": {"hidden": cfg.hidden_size, "layers": cfg.num_hidden_layers, "heads": cfg.num_attention_heads,
                    "intermediate": cfg.intermediate_size, "vocab": cfg.vocab_size,
                    "attn_implementation": template.config._attn_implementation},
+        "architecture": type(template).__name__,
         "base_params": base_params,
+        "batch": bsz, "seq": seq,
         "tokens_per_batch": int(batch["attention_mask"].sum()),
         "methods": {},
     }
+    if decoder:
+        out["config"]["kv_heads"] = cfg.num_key_value_heads
     res: dict[str, dict] = {BASE: {"label": "base model (uncompiled)"}}
     rss_delta = args.rss == "delta"
 
     # --- train phase: one fresh compiled model per method
     train_items: dict[str, Callable[[], None]] = {}
     prefix_models = {}
+    supported = []
     for k in methods:
         r0 = _rss_mb()
         model = copy_model(template, share_frozen=(k != "finetune"))
-        rep = compile_method(model, k)
-        res[k] = {"label": LABELS[k], "spec": f"specs/{SPEC_FILES[k]}",
+        spec_name = " + ".join(f"specs/{f}" for f in SPEC_FILES[k].split("+"))
+        try:
+            rep = compile_method(model, k)
+        except SpecError as e:             # e.g. BitFit on Llama: no biases (E128) — a table entry, not a failure
+            res[k] = {"label": LABELS[k], "spec": spec_name, "unsupported": unsupported_reason(k, e),
+                      "error": f"{e.diagnostics[0].code}: {e}"}
+            log(f"[{shape}] {k}: {res[k]['unsupported']} — {e}")
+            continue
+        supported.append(k)
+        res[k] = {"label": LABELS[k], "spec": spec_name,
                   "report": {f: getattr(rep, f) for f in ("pelt_trainable", "head_trainable", "base_trainable",
                                                           "trainable_total", "saved_total")},
                   "attn_implementation": rep.attn_implementation}
@@ -326,10 +434,13 @@ def run_shape(shape: str, args, log: Callable[[str], None]) -> dict:
         if rss_delta:
             train_items[k]()                     # the first step allocates grads and AdamW state
             res[k]["rss"] = {"mode": "delta", "delta_mb": round(_rss_mb() - r0, 1)}
-    out["rounds"] = {"train": 0, "inference": 0}
+    methods = supported
+    phases = [ph for ph in args.phases if ph != "generate" or decoder]
+    phase_budget = args.budget / max(1, len(phases))
+    out["rounds"] = {ph: 0 for ph in phases}
     if "train" in args.phases:
         log(f"[{shape}] train phase: {', '.join(train_items)}")
-        samples, records = interleave(train_items, args.warmup, args.rounds, args.budget / 2, log, "train")
+        samples, records = interleave(train_items, args.warmup, args.rounds, phase_budget, log, "train")
         out["rounds"]["train"] = len(records)
         for k in methods:
             res[k]["train_ms"] = summary(samples[k])
@@ -368,7 +479,7 @@ def run_shape(shape: str, args, log: Callable[[str], None]) -> dict:
     if "inference" in args.phases:
         log(f"[{shape}] inference phase: {', '.join(infer_items)}")
         r0 = _rss_mb()
-        samples, records = interleave(infer_items, args.warmup, args.rounds, args.budget / 2, log, "inference")
+        samples, records = interleave(infer_items, args.warmup, args.rounds, phase_budget, log, "inference")
         out["rounds"]["inference"] = len(records)
         if rss_delta:
             res[BASE]["rss"] = {"mode": "delta", "delta_mb": round(_rss_mb() - r0, 1)}
@@ -379,12 +490,19 @@ def run_shape(shape: str, args, log: Callable[[str], None]) -> dict:
             res[k][f"infer{suffix}_ms"] = summary(samples[item])
             res[k][f"infer{suffix}_ratio_vs_base"] = paired_ratio(records, item, BASE)
         del samples, records
-    del infer_items, prefix_models
+    del infer_items, prefix_models, variants
     gc.collect()
+
+    # --- generation phase (decoders): greedy, with and without the KV cache, base vs each method as served
+    if "generate" in phases:
+        out["generate"] = gen = run_generation(shape, methods, args, phase_budget, log)
+        for k, g in gen.pop("methods").items():
+            res[k]["generate"] = g
+        out["rounds"]["generate"] = gen["rounds"]
 
     # --- peak RSS, one fresh process per configuration
     if args.rss == "subprocess":
-        for k in [BASE] + methods:
+        for k in [BASE] + methods:       # supported methods only
             log(f"[{shape}] peak RSS: {k} (fresh process)")
             res[k]["rss"] = rss_subprocess(shape, k, args)
 
@@ -410,6 +528,69 @@ def run_shape(shape: str, args, log: Callable[[str], None]) -> dict:
     return out
 
 
+def run_generation(shape: str, methods: list[str], args, budget_s: float, log: Callable[[str], None]) -> dict:
+    """Greedy generation on a ``*ForCausalLM`` of the shape (same seed, so the same base weights as the
+    classifier's body): the base model and every method as served (compiled, prefix folded), each with the
+    KV cache and without it (``use_cache=False``: every step recomputes the whole sequence). Interleaved like
+    the other phases; per round and item: the generate() wall time, and from a timestamping streamer the
+    prefill (prompt forward + first token) and the mean decode step. Ratios are paired per round vs the
+    base model in the same cache mode; ``overhead_ms_per_token`` = median over rounds of
+    (method − base) / new tokens."""
+    from peltc.compiler.torch.rewrite import fold_prefix
+
+    lm = build_model(shape, args.attn, causal_lm=True)
+    prompts = prompt_batch(lm.config, args.gen_batch, args.gen_prompt)
+    n = args.gen_tokens
+    items: dict[str, Callable[[], None]] = {}
+    logs: dict[str, list] = {}
+    models = {BASE: lm}
+    for k in methods:
+        if k == "finetune":
+            continue                       # the fine-tuned model generates as the base architecture
+        m = copy_model(lm, share_frozen=True)
+        compile_method(m, k)
+        fold_prefix(m)
+        models[k] = m
+    modes = {"cache": True, "nocache": False}
+    for k, m in models.items():
+        for mode, use_cache in modes.items():
+            item = f"{k}@{mode}"
+            logs[item] = []
+            items[item] = generate_fn(m, prompts, n, use_cache, logs[item])
+    log(f"[{shape}] generate phase: {len(models)} models × {{cache, nocache}}, batch {args.gen_batch}, "
+        f"prompt {args.gen_prompt}, {n} new tokens")
+    samples, records = interleave(items, args.warmup, args.rounds, budget_s, log, "generate")
+    rounds = len(records)
+    # the per-round detail of each item: its calls after the warmup ones, in round order
+    detail = {item: entries[-rounds:] for item, entries in logs.items()}
+    decode_records = [{item: detail[item][r]["decode_s_per_token"] for item in items} for r in range(rounds)] \
+        if n > 1 else []
+    res: dict[str, dict] = {}
+    for k in models:
+        res[k] = {}
+        for mode in modes:
+            item, ref = f"{k}@{mode}", f"{BASE}@{mode}"
+            per_tok = [t / n for t in samples[item]]
+            g: dict[str, Any] = {
+                "generate_ms": summary(samples[item]),
+                "ms_per_token": summary(per_tok),
+                "prefill_ms": summary([d["prefill_s"] for d in detail[item]]),
+            }
+            if decode_records:
+                g["decode_ms_per_token"] = summary([d["decode_s_per_token"] for d in detail[item]])
+            if k != BASE:
+                g["ratio_vs_base"] = paired_ratio(records, item, ref)
+                g["overhead_ms_per_token"] = round(statistics.median(
+                    (r[item] - r[ref]) * 1e3 / n for r in records), 2)
+                if decode_records:
+                    g["decode_ratio_vs_base"] = paired_ratio(decode_records, item, ref)
+                    g["decode_overhead_ms_per_token"] = round(statistics.median(
+                        (r[item] - r[ref]) * 1e3 for r in decode_records), 2)
+            res[k][mode] = g
+    return {"architecture": type(lm).__name__, "batch": args.gen_batch, "prompt_tokens": args.gen_prompt,
+            "new_tokens": n, "greedy": True, "rounds": rounds, "methods": res}
+
+
 # --- output --------------------------------------------------------------------------------------------------
 
 def _fmt_count(n: int | None) -> str:
@@ -429,8 +610,9 @@ def table(shape: str, s: dict) -> str:
             "| × base | × base unfolded | × base merged | peak RSS MB |")
     note = ("ms: median over rounds; ratios: median of per-round ratios (in parentheses: best time / best "
             "time); served = after fold_prefix")
-    lines = [f"**{shape}** — hidden {s['config']['hidden']}, {s['config']['layers']} layers, "
-             f"{s['config']['attn_implementation']}, rounds: train {s['rounds']['train']}, inference {s['rounds']['inference']}",
+    rounds = ", ".join(f"{ph} {n}" for ph, n in s["rounds"].items())
+    lines = [f"**{shape}** — {s.get('architecture', '')}, hidden {s['config']['hidden']}, {s['config']['layers']} layers, "
+             f"{s['config']['attn_implementation']}, batch {s.get('batch', '?')} × seq {s.get('seq', '?')}, rounds: {rounds}",
              "", head, "|" + "---|" * 10]
 
     def ms(d: dict | None) -> str:
@@ -442,6 +624,9 @@ def table(shape: str, s: dict) -> str:
         return f"{d['median']:.2f}×" + (f" ({d['best']:.2f})" if "best" in d else "")
 
     for k, m in s["methods"].items():
+        if "unsupported" in m:
+            lines.append(f"| {m['label']} | {m['unsupported']} |" + " — |" * 8)
+            continue
         rep = m.get("report")
         if rep is None:
             tr, saved = "—", "—"
@@ -469,6 +654,47 @@ def table(shape: str, s: dict) -> str:
         else:
             detail = f"slowest PELT {t['worst']:.2f}×" + (f"; slower: {', '.join(t['slower'])}" if t["slower"] else "")
         lines.append(f"\ntarget {name}: {'MET' if t['met'] else 'NOT MET'}" + (f" ({detail})" if detail else ""))
+    if "generate" in s:
+        lines += ["", generation_table(s)]
+    return "\n".join(lines)
+
+
+def generation_table(s: dict) -> str:
+    """Greedy generation per method vs the base model, with and without the KV cache."""
+    g = s["generate"]
+    lines = [f"generation ({g['architecture']}, greedy): batch {g['batch']} × prompt {g['prompt_tokens']} + "
+             f"{g['new_tokens']} new tokens, rounds {g['rounds']}", "",
+             "| method | cache: ms/token | × base | + ms/token | decode step ms | × base | + ms | "
+             "no cache: ms/token | × base | + ms/token |", "|---|" + "---:|" * 9]
+
+    def num(x) -> str:
+        return "—" if x is None else f"{x:+.1f}"
+
+    def ratio(d: dict | None) -> str:
+        return "—" if not d else f"{d['median']:.2f}× ({d['best']:.2f})"
+
+    for k, m in s["methods"].items():
+        if k == "finetune":
+            continue
+        if "unsupported" in m:
+            lines.append(f"| {m['label']} | {m['unsupported']} |" + " — |" * 8)
+            continue
+        if "generate" not in m:
+            continue
+        c, nc = m["generate"]["cache"], m["generate"]["nocache"]
+        base = k == BASE
+        dec = c.get("decode_ms_per_token")
+        dec_s = "—" if not dec else f"{dec['median']:.1f}"
+        lines.append(
+            f"| {m['label']} | {c['ms_per_token']['median']:.1f} | {'1' if base else ratio(c.get('ratio_vs_base'))} | "
+            f"{'—' if base else num(c.get('overhead_ms_per_token'))} | {dec_s} | "
+            f"{'1' if base else ratio(c.get('decode_ratio_vs_base'))} | "
+            f"{'—' if base else num(c.get('decode_overhead_ms_per_token'))} | {nc['ms_per_token']['median']:.1f} | "
+            f"{'1' if base else ratio(nc.get('ratio_vs_base'))} | {'—' if base else num(nc.get('overhead_ms_per_token'))} |")
+    lines.append("\nms/token: generate() wall time / new tokens (prefill included; each step makes one token for "
+                 "each sequence of the batch); decode step: the mean step after the first token (streamer "
+                 "timestamps); + ms: median over rounds of (method − base) in the same round; ratios: median of "
+                 "per-round ratios (best / best); served = compiled + fold_prefix")
     return "\n".join(lines)
 
 
@@ -508,17 +734,21 @@ def machine_info(threads: int) -> dict:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", default="bert-base,minilm", help="comma list of: " + ", ".join(SHAPES))
-    p.add_argument("--methods", default=",".join(k for k, _, _ in METHODS),
-                   help="comma list (default: all): " + ", ".join(k for k, _, _ in METHODS))
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--methods", default=None,
+                   help="comma list of: " + ", ".join(k for k, _, _ in METHODS) + " (default: all but prefix_lora "
+                        "on encoders, all on decoders)")
+    p.add_argument("--batch", type=int, default=None, help="train / inference batch (default 16; decoders 8)")
+    p.add_argument("--seq", type=int, default=None, help="train / inference sequence length (default 128; decoders 64)")
+    p.add_argument("--gen-batch", type=int, default=4, help="decoders: prompts generated at once")
+    p.add_argument("--gen-prompt", type=int, default=16, help="decoders: prompt length (tokens, no padding)")
+    p.add_argument("--gen-tokens", type=int, default=32, help="decoders: new tokens per prompt (greedy)")
     p.add_argument("--rounds", type=int, default=None,
                    help=f"timed rounds per phase (default: auto, as many as fit --budget, "
                         f"{MIN_AUTO_ROUNDS}..{MAX_AUTO_ROUNDS})")
     p.add_argument("--budget", type=float, default=240.0,
                    help="seconds of timed rounds per shape (train + inference) when --rounds is auto")
-    p.add_argument("--phases", default="train,inference", type=lambda v: [x for x in v.split(",") if x],
-                   help="comma list of: train, inference (default both)")
+    p.add_argument("--phases", default="train,inference,generate", type=lambda v: [x for x in v.split(",") if x],
+                   help="comma list of: train, inference, generate (default all; generate: decoder shapes only)")
     p.add_argument("--warmup", type=int, default=1, help="untimed visits of each configuration per phase")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--attn", default="sdpa", choices=("sdpa", "eager"))
@@ -526,7 +756,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="peak RSS per configuration in a fresh process, or this process's RSS delta")
     p.add_argument("--merged", action="store_true",
                    help="also time BitFit and LoRA after merge() (folded into the base weights)")
-    p.add_argument("--quick", action="store_true", help="smoke run: 2 rounds, 1 warmup")
+    p.add_argument("--quick", action="store_true", help="smoke run: 2 rounds, 1 warmup (decoders: generation "
+                                                          "batch 2 × prompt 4 + 3 tokens)")
     p.add_argument("--out", type=Path, default=RESULTS, help="directory for the JSON result")
     p.add_argument("--rss-child", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -534,15 +765,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for s in a.shapes:
         if s not in SHAPES:
             p.error(f"unknown shape {s!r} (known: {', '.join(SHAPES)})")
-    a.methods = [m.strip() for m in a.methods.split(",") if m.strip()]
-    for m in a.methods:
+    a.methods = [m.strip() for m in a.methods.split(",") if m.strip()] if a.methods else None
+    for m in a.methods or []:
         if m not in SPEC_FILES:
             p.error(f"unknown method {m!r} (known: {', '.join(SPEC_FILES)})")
     for ph in a.phases:
-        if ph not in ("train", "inference"):
-            p.error(f"unknown phase {ph!r} (known: train, inference)")
+        if ph not in PHASES:
+            p.error(f"unknown phase {ph!r} (known: {', '.join(PHASES)})")
     if a.quick:
         a.rounds, a.warmup = 2, 1
+        a.gen_batch, a.gen_prompt, a.gen_tokens = 2, 4, 3
+    for name in ("batch", "seq", "gen_batch", "gen_prompt", "gen_tokens"):
+        if getattr(a, name) is not None and getattr(a, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
     if a.rounds is not None and a.rounds < 1:
         p.error("--rounds must be at least 1")
     return a
@@ -569,13 +804,16 @@ def main(argv: list[str] | None = None) -> dict:
             "benchmark": "peltc overhead (UniPELT Table 4)",
             "started": started.isoformat(timespec="seconds"),
             "machine": machine_info(args.threads),
-            "args": {"shapes": args.shapes, "methods": args.methods, "batch": args.batch, "seq": args.seq,
+            "args": {"shapes": args.shapes, "methods": args.methods or "default", "batch": args.batch or "default",
+                     "seq": args.seq or "default", "gen_batch": args.gen_batch, "gen_prompt": args.gen_prompt,
+                     "gen_tokens": args.gen_tokens, "phases": args.phases,
                      "rounds": args.rounds if args.rounds is not None else "auto", "budget_s": args.budget,
                      "warmup": args.warmup, "threads": args.threads, "attn": args.attn, "rss": args.rss,
                      "merged": args.merged, "quick": args.quick},
             "method": ("interleaved round-robin; times: median over rounds; ratios: median of per-round ratios "
                        "(train vs full fine-tuning, inference vs the uncompiled base model); inference = served "
-                       "model (fold_prefix applied); rss: " + {
+                       "model (fold_prefix applied); generation (decoders): greedy generate() of a *ForCausalLM, "
+                       "KV cache on and off, vs the base model in the same mode; rss: " + {
                            "subprocess": "peak RSS (VmHWM) of a fresh process per configuration "
                                          "(build + compile + 2 train steps; base: 1 inference)",
                            "delta": "RSS growth of this process while building + warming each configuration",

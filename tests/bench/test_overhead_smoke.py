@@ -42,7 +42,8 @@ def test_quick_run_writes_table4_json(tmp_path, capsys):
     shape = data["shapes"]["tiny"]
     assert shape["config"]["hidden"] == 64 and shape["config"]["layers"] == 2
     methods = shape["methods"]
-    keys = [k for k, _, _ in bench.METHODS]
+    keys = bench.DEFAULT_METHODS["encoder"]
+    assert "generate" not in shape                        # encoders: no generation phase
     assert list(methods) == ["base"] + keys
     assert methods["base"]["infer_ms"]["n"] == 2
     for k in keys:
@@ -64,3 +65,47 @@ def test_quick_run_writes_table4_json(tmp_path, capsys):
 
     out = capsys.readouterr().out
     assert "| UniPELT (APL) |" in out and "× full FT" in out
+
+
+def test_smollm2_shape_is_the_known_config():
+    bench = _load()
+    from peltc.compiler.archs import KNOWN_MODELS
+
+    cfg = bench.shape_config("smollm2")
+    known = KNOWN_MODELS["smollm2-135m"]
+    assert cfg.model_type == "llama" and cfg.num_labels == 2
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size",
+                "vocab_size", "pad_token_id", "tie_word_embeddings"):
+        assert getattr(cfg, key) == known[key], key
+    assert bench.is_decoder("smollm2") and not bench.is_decoder("minilm")
+
+
+def test_quick_decoder_run_generation(tmp_path, capsys):
+    """The decoder path on a tiny Llama (the smollm2 shape's code path at toy size): BitFit is reported as
+    n/a, every other method trains, infers and generates, with and without the KV cache."""
+    bench = _load()
+    result = bench.main(["--shapes", "tiny-llama", "--batch", "2", "--seq", "16", "--quick", "--threads", "1",
+                         "--rss", "delta", "--out", str(tmp_path)])
+    data = json.loads(Path(result["path"]).read_text())
+    shape = data["shapes"]["tiny-llama"]
+    assert shape["architecture"] == "LlamaForSequenceClassification" and shape["batch"] == 2 and shape["seq"] == 16
+    assert shape["rounds"] == {"train": 2, "inference": 2, "generate": 2}
+    methods = shape["methods"]
+    assert list(methods) == ["base"] + bench.DEFAULT_METHODS["decoder"]
+    assert methods["bitfit"]["unsupported"] == "n/a (no biases)" and "E128" in methods["bitfit"]["error"]
+    assert "train_ms" not in methods["bitfit"] and "generate" not in methods["bitfit"]
+    gen = shape["generate"]
+    assert gen["architecture"] == "LlamaForCausalLM" and (gen["batch"], gen["prompt_tokens"], gen["new_tokens"]) == (2, 4, 3)
+    for k in ["prefix", "lora", "adapter", "unipelt_ap", "unipelt_apl", "prefix_lora"]:
+        m = methods[k]
+        assert m["train_ratio_vs_finetune"]["n"] == 2 and m["infer_ratio_vs_base"]["n"] == 2
+        for mode in ("cache", "nocache"):
+            g = m["generate"][mode]
+            assert g["ms_per_token"]["n"] == 2 and g["ratio_vs_base"]["n"] == 2
+            assert g["decode_ratio_vs_base"]["n"] == 2 and "overhead_ms_per_token" in g
+    for mode in ("cache", "nocache"):
+        assert methods["base"]["generate"][mode]["decode_ms_per_token"]["n"] == 2
+    assert methods["prefix_lora"]["served_report"]["folded"] == ["kv"]
+    assert methods["prefix_lora"]["spec"] == "specs/prefix.pelt + specs/lora.pelt"
+    out = capsys.readouterr().out
+    assert "| BitFit | n/a (no biases) |" in out and "| Prefix + LoRA |" in out and "no cache: ms/token" in out
