@@ -31,3 +31,21 @@ def test_mass_equals_eager_attention_weights(family, batch):
     with torch.no_grad():
         model(**batch)
     assert set(mass) == {0, 1}
+
+
+@pytest.mark.parametrize("gate", ["none", "sigmoid(layer.input)"])
+def test_mass_on_a_decoder_equals_eager_attention_weights(gate):
+    """Decoders too, including the per-query gated path (a causal gate scales each query's prefix)."""
+    from torch_models import tiny_batch, tiny_decoder
+
+    model = tiny_decoder("llama", attn="eager")
+    compile_model(f"prefix p {{ at layers[*].attention length 3 mlp none gate {gate} }}", model)
+    perturb(model, std=1.0)
+    batch = tiny_batch()
+    with torch.no_grad(), observe_prefix_attention(model) as mass:
+        out = model(**batch, output_attentions=True)
+    tok = batch["attention_mask"].float()
+    for layer in (0, 1):
+        w = out.attentions[layer][..., :3].sum(-1)
+        expect = float((w * tok[:, None]).sum() / (tok.sum() * w.shape[1]))
+        assert mass[layer] == pytest.approx(expect, abs=1e-5)
