@@ -192,5 +192,9 @@ TRAIN_PARAMS: dict[str, ParamSpec] = {
                            "transformers), or prior (the constant predictor's optimum on the training "
                            "labels: their mean for regression, log class frequencies for classification)",
                            choices=("zero", "prior")),
+    "head_weights": ParamSpec("choice", None, "initial weights of the task head's output layer: random (as "
+                              "transformers) or zero (with head_bias prior the head starts exactly at the "
+                              "constant predictor; the PELT modules get gradient once the head has moved)",
+                              choices=("random", "zero")),
 }
 SECTIONS = ("head", "train")

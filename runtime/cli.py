@@ -15,7 +15,7 @@ from peltc.errors import EXIT_OK
 _SETTING_FLAGS = {
     "lr": float, "epochs": float, "batch_size": int, "warmup": float, "weight_decay": float,
     "patience": int, "min_steps": int, "eval_steps": int, "max_length": int, "head_lr": float,
-    "head_bias": str,
+    "head_bias": str, "head_weights": str,
 }
 
 
@@ -32,6 +32,7 @@ _SETTING_HELP = {
     "head_lr": "learning rate of the task head (default 1e-3)",
     "head_bias": "initial bias of the head's output: zero, or prior (the training labels' mean / log class "
                  "frequencies; default prior)",
+    "head_weights": "initial weights of the head's output: random (default) or zero",
 }
 
 

@@ -75,6 +75,7 @@ class TrainSettings:
     eval_batch_size: int = 256
     group_by_length: bool = False  # length-grouped training batches (less padding, less shuffling)
     head_bias: str = "zero"        # "prior": the head's output bias starts at the constant predictor's optimum
+    head_weights: str = "random"   # "zero": the head's output weights start at 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -168,7 +168,7 @@ def training_arguments(settings: TrainSettings, task: GlueTask, output_dir: str 
     return TrainingArguments(**kwargs)
 
 
-def head_output(model) -> torch.nn.Linear:
+def head_output(model, need_bias: bool = True) -> torch.nn.Linear:
     """The task head's output layer: the last Linear with ``num_labels`` outputs in the head modules."""
     from peltc.compiler.archs import FAMILIES, MODEL_TYPES
 
@@ -179,7 +179,7 @@ def head_output(model) -> torch.nn.Linear:
         for m in [mod, *mod.modules()]:
             if isinstance(m, torch.nn.Linear) and m.out_features == model.config.num_labels:
                 found = m
-    if found is None or found.bias is None:
+    if found is None or (need_bias and found.bias is None):
         raise UsageError("the task head has no output layer with a bias to initialise", code="U107",
                          help="train with head_bias zero")
     return found
@@ -265,6 +265,9 @@ def train(model, tokenizer, splits, task: GlueTask, settings: TrainSettings, out
         base_instance=base_instance,
     )
 
+    if settings.head_weights == "zero" and not gen:
+        with torch.no_grad():
+            head_output(model, need_bias=False).weight.zero_()
     if settings.head_bias == "prior" and not gen:      # a causal LM has no task head
         init_head_bias(model, splits["train"]["label"], task)
     checkpoint = None

@@ -41,3 +41,25 @@ def test_head_bias_flag_is_checked(tmp_path, capsys):
     spec = Path(__file__).resolve().parents[2] / "specs" / "lora.pelt"
     assert main(["compile", str(spec), "--train", "glue/rte", "--head-bias", "mean", "--out", str(tmp_path / "r")]) == 2
     assert "[U106]" in capsys.readouterr().err
+
+
+def test_head_weights_zero_starts_at_the_constant_predictor(tiny_model, tiny_dir, small_glue, tmp_path):
+    """--head-weights zero: the head's output weights start at 0 (with head_bias prior the model starts
+    exactly at the constant predictor); the option is checked like every flag."""
+    import json
+    from pathlib import Path
+
+    from peltc.cli import main
+    from peltc.runtime.settings import resolve_settings
+    from peltc.runtime.train import head_output
+
+    assert resolve_settings(None, {"head_weights": "zero"}).head_weights == "zero"
+    spec = Path(__file__).resolve().parents[2] / "specs" / "lora.pelt"
+    out = tmp_path / "r"
+    assert main(["compile", str(spec), "--train", "glue/rte", "--model", str(tiny_dir), "--data-dir", str(small_glue),
+                 "--out", str(out), "--k", "32", "--dev-size", "40", "--epochs", "1", "--min-steps", "0",
+                 "--max-length", "32", "--quiet", "--no-render", "--head-weights", "zero"]) == 0
+    diag = json.loads((out / "diagnostics.json").read_text())["records"]
+    assert diag[0]["predictions"]["majority_share"] == 1.0      # step 0: one constant prediction
+    assert main(["compile", str(spec), "--train", "glue/rte", "--head-weights", "small", "--out", str(tmp_path / "x")]) == 2
+    assert head_output(tiny_model()).weight.abs().sum() > 0    # the default stays random
