@@ -27,7 +27,17 @@ everything included (Python, torch, the model, activations, gradients, AdamW sta
 of this process's RSS while a configuration is built and warmed up (cheap; frozen base weights are
 shared between in-process configurations, so it is *not* a peak). ``--rss none`` skips it.
 
-Results: a markdown table per shape on stdout; JSON in ``bench/results/overhead-<timestamp>.json``.
+Decoder shapes (``smollm2``: SmolLM2-135M's config from the ``smollm2-135m`` known name, random init,
+no weights; ``tiny-llama`` for the smoke test): train and batch inference on ``LlamaForSequenceClassification``
+(default batch 8 × seq 64), plus Prefix + LoRA (``specs/prefix.pelt`` + ``specs/lora.pelt``) among the
+methods; BitFit, refused on Llama (E128, no biases), is reported as "n/a (no biases)". A third phase,
+``generate``: greedy ``generate()`` on ``LlamaForCausalLM`` (same seed) of ``--gen-tokens`` new tokens from
+``--gen-batch`` prompts of ``--gen-prompt`` tokens, with and without the KV cache, the base model and each
+method as served, interleaved; per method ms per generated token, ratio to the base model in the same cache
+mode, overhead ms per token, and the decode step alone (a timestamping streamer).
+
+Results: a markdown table per shape on stdout (decoders: a generation table too); JSON in
+``bench/results/overhead-<timestamp>.json``.
 """
 
 from __future__ import annotations
