@@ -298,4 +298,5 @@ def report(record: str | Path, specs: list[str] | None = None, tasks: list[str] 
     ks = list(dict.fromkeys(str(r["k"]) for r in records))
     seeds = sorted({int(r["seed"]) for r in records})
     table = tabulate(order, tasks, ks, seeds, records=records)
-    return to_markdown(table) + "\n" + table2_markdown(table)
+    return (f"{len(records)} runs recorded in `{Path(record).name}`.\n\n" + to_markdown(table) + "\n"
+            + table2_markdown(table))
