@@ -245,8 +245,9 @@ def _gated_per_query(module, query, key, value, mask, pk, pv, g, scaling, base, 
             ~mask, torch.finfo(query.dtype).min)
     mask = torch.cat([bias, mask.to(query.dtype).expand(*bias.shape[:3], mask.shape[-1])], dim=-1)
     key = torch.cat([pk, key], dim=2)
-    state = next(iter(module._modules["pelt_prefix"].values())).__dict__["_state"]
-    if state.observer is not None:      # diagnostics: the real attention weights, gate bias included
+    host = module._modules.get("pelt_prefix")
+    state = next(iter(host.values())).__dict__["_state"] if host else None
+    if state is not None and state.observer is not None:   # diagnostics: the real weights, gate bias included
         state.observer(module, query, key, mask, length, scaling)
     zv, zp = torch.zeros_like(value), torch.zeros_like(pv)
     value = torch.cat([torch.cat([pv, zp], dim=-1), torch.cat([zv, value], dim=-1)], dim=2)
