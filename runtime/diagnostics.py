@@ -122,7 +122,8 @@ class Diagnostics(TrainerCallback):
 
     def _add(self, rec: dict[str, Any]) -> None:
         self.records.append(rec)
-        if self.path is not None and args_should_save():
+        from peltc.runtime.run import _is_main
+        if self.path is not None and _is_main():
             tmp = self.path.with_name(f".{self.path.name}.tmp")
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_text(json.dumps({"probe_examples": len(self.labels), "records": self.records}), encoding="utf-8")
@@ -168,11 +169,6 @@ class Diagnostics(TrainerCallback):
             pred = logits.argmax(-1).cpu().numpy()
             out["predictions"] = {"majority_share": float(np.bincount(pred).max() / len(pred))}
         return out
-
-
-def args_should_save() -> bool:
-    import os
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def plot(records: list[dict[str, Any]], path: Path, title: str = "") -> Path | None:
