@@ -327,6 +327,11 @@ def family_of(config: dict[str, Any]) -> Family:
     return FAMILIES[MODEL_TYPES[mt]]
 
 
+def family_of_model(model: Any) -> Family | None:
+    """The family of a loaded model (its ``config.model_type``), or None for an unknown one."""
+    return FAMILIES.get(MODEL_TYPES.get(getattr(getattr(model, "config", None), "model_type", ""), ""))
+
+
 def dims(config: dict[str, Any], family: Family) -> dict[str, int]:
     """hidden / layers / heads / intermediate / embedding sizes from a config, with HF defaults;
     decoders add kv_heads (default: heads), head_dim (default: the family's, else hidden / heads) and

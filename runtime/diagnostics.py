@@ -32,6 +32,7 @@ import torch
 from transformers import TrainerCallback
 
 PROBE = 64
+PROBE_BATCH = 16     # the probe runs in length-sorted batches: one padded batch of 64 cost 4× the compute
 
 
 def probe_rows(n: int, size: int = PROBE) -> list[int]:
@@ -42,8 +43,8 @@ def probe_rows(n: int, size: int = PROBE) -> list[int]:
 
 
 def _head_module(model):
-    from peltc.compiler.archs import FAMILIES, MODEL_TYPES
-    family = FAMILIES.get(MODEL_TYPES.get(getattr(model.config, "model_type", ""), ""))
+    from peltc.compiler.archs import family_of_model
+    family = family_of_model(model)
     first = family.head[-1] if family else "classifier"
     return model.get_submodule(first)
 
@@ -74,16 +75,10 @@ def _prefix_norms(model) -> dict[str, dict[str, float]]:
 
 
 def _layer_index(model):
-    from peltc.compiler.archs import FAMILIES, MODEL_TYPES
-    family = FAMILIES.get(MODEL_TYPES.get(getattr(model.config, "model_type", ""), ""))
-    prefix = f"{family.base}.{family.layers}." if family else ""
-
-    def of(name: str) -> int | None:
-        if prefix and name.startswith(prefix):
-            head = name[len(prefix):].split(".", 1)[0]
-            return int(head) if head.isdigit() else None
-        return None
-    return of
+    from peltc.compiler.archs import family_of_model
+    from peltc.compiler.torch.targets import layer_of
+    family = family_of_model(model)
+    return (lambda name: layer_of(family, name)) if family else (lambda name: None)
 
 
 class Diagnostics(TrainerCallback):
@@ -95,12 +90,13 @@ class Diagnostics(TrainerCallback):
         from peltc.runtime.data import collator
         self.model, self.task = model, task
         self.path = Path(path) if path else None
-        rows = probe_rows(len(probe))
-        sub = probe.select(rows)
+        sub = probe.select(probe_rows(len(probe)))
         cols = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in sub.column_names]
-        batch = collator(tokenizer)([{c: sub[i][c] for c in cols} for i in range(len(sub))])
-        self.batch = {k: v for k, v in batch.items() if k in cols}
-        self.labels = np.asarray(sub["label"], dtype=float)
+        order = sorted(range(len(sub)), key=lambda i: len(sub[i]["input_ids"]))   # little padding per batch
+        pad = collator(tokenizer)
+        self.batches = [{k: v for k, v in pad([{c: sub[i][c] for c in cols} for i in part]).items() if k in cols}
+                        for part in (order[j:j + PROBE_BATCH] for j in range(0, len(order), PROBE_BATCH))]
+        self.labels = np.asarray(sub["label"], dtype=float)[order]
         self.records: list[dict[str, Any]] = []
         if self.path is not None and self.path.is_file():
             try:
@@ -140,10 +136,10 @@ class Diagnostics(TrainerCallback):
         feats: list[torch.Tensor] = []
         handle = _head_module(model).register_forward_pre_hook(lambda m, a: feats.append(a[0].detach()))
         dev = next(model.parameters()).device
-        batch = {k: v.to(dev) for k, v in self.batch.items()}
         try:
             with torch.no_grad(), observe_prefix_attention(model) as mass:
-                logits = model(**batch).logits.float()
+                logits = torch.cat([model(**{k: v.to(dev) for k, v in b.items()}).logits.float()
+                                    for b in self.batches])
         finally:
             handle.remove()
             model.train(was_training)
@@ -152,9 +148,8 @@ class Diagnostics(TrainerCallback):
             gates.setdefault(f"{inst}/{point}", {})["all" if layer is None else str(layer)] = float(g.float().mean())
         out: dict[str, Any] = {"gates": gates, "norms": _instance_norms(model), "prefix_norms": _prefix_norms(model),
                                "prefix_mass": {str(k): v for k, v in sorted(mass.items())}}
-        f = feats[0].float() if feats else None
-        if f is not None and f.dim() == 3:       # a head that reads token states: take the first token
-            f = f[:, 0]
+        # a head that reads token states (dim 3): take the first token
+        f = torch.cat([x.float() if x.dim() == 2 else x[:, 0].float() for x in feats]) if feats else None
         if f is not None and f.shape[0] > 1:
             std = float(f.std(0).mean())
             mean = f.mean(0, keepdim=True)

@@ -138,8 +138,8 @@ def load_base(mc: ModelConfig, num_labels: int, *, causal_lm: bool = False):
 
 
 def _is_decoder(model) -> bool:
-    from peltc.compiler.archs import FAMILIES, MODEL_TYPES
-    fam = FAMILIES.get(MODEL_TYPES.get(getattr(model.config, "model_type", ""), ""))
+    from peltc.compiler.archs import family_of_model
+    fam = family_of_model(model)
     return bool(fam and fam.causal)
 
 

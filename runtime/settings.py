@@ -51,7 +51,7 @@ default_recipe: dict[str, Any] = {
     "eval_steps": 30,
     "max_length": _data.MAX_LENGTH,
     "seed": 1,
-    "eval_batch_size": 256,
+    "eval_batch_size": 32,
     "group_by_length": False,
     "head_bias": "prior",
 }
@@ -72,7 +72,7 @@ class TrainSettings:
     max_length: int
     seed: int
     head_lr: float | None = None   # learning rate of the task head (None: lr)
-    eval_batch_size: int = 256
+    eval_batch_size: int = 32
     group_by_length: bool = False  # length-grouped training batches (less padding, less shuffling)
     head_bias: str = "zero"        # "prior": the head's output bias starts at the constant predictor's optimum
     head_weights: str = "random"   # "zero": the head's output weights start at 0

@@ -170,9 +170,9 @@ def training_arguments(settings: TrainSettings, task: GlueTask, output_dir: str 
 
 def head_output(model, need_bias: bool = True) -> torch.nn.Linear:
     """The task head's output layer: the last Linear with ``num_labels`` outputs in the head modules."""
-    from peltc.compiler.archs import FAMILIES, MODEL_TYPES
+    from peltc.compiler.archs import family_of_model
 
-    family = FAMILIES.get(MODEL_TYPES.get(getattr(model.config, "model_type", ""), ""))
+    family = family_of_model(model)
     found = None
     for h in (family.head if family else ("classifier",)):
         mod = model.get_submodule(h)
@@ -201,9 +201,9 @@ def init_head_bias(model, labels, task: GlueTask) -> None:
 
 def head_prefixes(model) -> tuple[str, ...]:
     """Parameter-name prefixes of the task head (``classifier.`` for BERT), from the family table."""
-    from peltc.compiler.archs import FAMILIES, MODEL_TYPES
+    from peltc.compiler.archs import family_of_model
 
-    family = FAMILIES.get(MODEL_TYPES.get(getattr(model.config, "model_type", ""), ""))
+    family = family_of_model(model)
     heads = family.head if family else ("classifier",)
     return tuple(f"{h}." for h in heads)
 

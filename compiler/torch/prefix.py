@@ -391,13 +391,19 @@ def calls_prefix_attention(module: nn.Module, hidden: int) -> bool | None:
 
 @contextlib.contextmanager
 def observe_prefix_attention(model: nn.Module) -> Iterator[dict[int, float]]:
-    """Within the block, every forward records per layer the attention mass that real tokens put on
-    prefix positions (softmax weight summed over the prefix columns, mean over heads and over real
-    query tokens): ``{layer: mass}`` of the last forward. Diagnostics only (it recomputes the scores)."""
+    """Within the block, forwards record per layer the attention mass that real tokens put on prefix
+    positions (softmax weight summed over the prefix columns): ``{layer: mass}``, the mean over heads
+    and over the real query tokens of every forward in the block (so a probe can run in several
+    batches). Diagnostics only (it recomputes the scores)."""
+    from peltc.compiler.archs import family_of_model
+    from peltc.compiler.torch.targets import layer_of
+
     states = {id(m.__dict__["_state"]): m.__dict__["_state"] for m in model.modules() if isinstance(m, Prefix)}
-    layer_of = {id(m): next((int(part) for part in name.split(".") if part.isdigit()), -1)
-                for name, m in model.named_modules() if isinstance(m._modules.get("pelt_prefix"), nn.ModuleDict)}
+    fam = family_of_model(model)
+    layer_at = {id(m): (layer_of(fam, name) if fam else None) for name, m in model.named_modules()
+                if isinstance(m._modules.get("pelt_prefix"), nn.ModuleDict)}
     mass: dict[int, float] = {}
+    totals: dict[int, list[float]] = {}
 
     def observer(module, query, key, mask, length, scaling):
         q = query.float()
@@ -412,10 +418,15 @@ def observe_prefix_attention(model: nn.Module) -> Iterator[dict[int, float]]:
         m = state.mask
         if m is not None and m.shape == (p.shape[0], p.shape[2]):
             tok = m.to(p.dtype).unsqueeze(1)
-            val = float((p * tok).sum() / (tok.sum() * p.shape[1]).clamp_min(1))
+            total, count = float((p * tok).sum()), float(tok.sum() * p.shape[1])
         else:
-            val = float(p.mean())
-        mass[layer_of.get(id(module), -1)] = val
+            total, count = float(p.sum()), float(p.numel())
+        layer = layer_at.get(id(module))
+        layer = -1 if layer is None else layer
+        acc = totals.setdefault(layer, [0.0, 0.0])
+        acc[0] += total
+        acc[1] += count
+        mass[layer] = acc[0] / acc[1] if acc[1] else 0.0
 
     for st in states.values():
         st.observer = observer

@@ -29,6 +29,22 @@ def layer_path(fam: Family, prefix: str, layer: int) -> str:
     return f"{prefix}{fam.layers}.{layer}"
 
 
+def layer_of(fam: Family, path: str) -> int | None:
+    """The layer index in a module path (``…<layers>.<i>[.…]``, with or without the base prefix), or
+    None for a module outside the layers.
+
+    >>> from peltc.compiler.archs import FAMILIES
+    >>> layer_of(FAMILIES["bert"], "bert.encoder.layer.3.attention.self"), layer_of(FAMILIES["bert"], "classifier")
+    (3, None)
+    """
+    marker = fam.layers + "."
+    at = path.find(marker)
+    if at < 0 or (at > 0 and path[at - 1] != "."):
+        return None
+    head = path[at + len(marker):].split(".", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
 def encoder_path(fam: Family, prefix: str) -> str:
     """The module whose output is the sequence of final hidden states (parent of the layers)."""
     return prefix + fam.layers.rsplit(".", 1)[0]
