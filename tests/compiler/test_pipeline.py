@@ -100,6 +100,30 @@ def test_per_layer_override_and_gate_graph():
     assert [p.id for p in r.ir.predecessors(g5.id, "source")] == ["pt:L5:ffn.output"]
 
 
+def test_check_does_not_import_networkx():
+    """`peltc check` builds and walks the IR without networkx (its import was ~70 ms of start-up)."""
+    code = ("import sys\nfrom peltc.cli import main\n"
+            f"rc = main(['check', {str(SPECS / 'unipelt_apl.pelt')!r}, '--model', 'bert-base-uncased'])\n"
+            "assert rc == 0, rc\nassert 'networkx' not in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_ir_graph_is_the_networkx_view():
+    import networkx as nx
+
+    ir = check_file(str(SPECS / "unipelt_apl.pelt"), model="bert-base-uncased").ir
+    g = ir.graph
+    assert isinstance(g, nx.DiGraph)
+    assert list(g.nodes) == [n.id for n in ir.nodes()]
+    assert sorted((s, d, r["role"]) for s, d, r in g.edges(data=True)) == sorted(ir.edges())
+    assert g.number_of_edges() == len(list(ir.edges())) > 0
+    again = IR(g)                                        # and back: the same IR
+    assert again == ir and list(again.edges()) == list(ir.edges())
+    first = next(a for a in ir.attachments())
+    ir.remove(first.id)                                  # removing a node drops its edges both ways
+    assert first.id not in ir and all(first.id not in (s, d) for s, d, _ in ir.edges())
+
+
 def test_front_end_does_not_import_torch():
     code = ("import sys\nfrom peltc.cli import build_parser\nfrom peltc.compiler.pipeline import check_file\n"
             "from peltc.grammar.parser import parse\nimport peltc.compiler.render, peltc.compiler.summary\n"
