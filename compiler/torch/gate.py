@@ -122,8 +122,10 @@ def causal_pooled(s: torch.Tensor, pool: str, state: PeltState, key) -> torch.Te
     """(batch, seq, n): for each token t the pooling of ``s`` (batch, seq, n) over the tokens up to t —
     ``masked_mean``: over the real tokens ≤ t; ``mean_unmasked``: over all tokens ≤ t; ``first``: token 0.
     No token's gate reads a later token, so a causal LM stays causal, and the last token's value is the
-    encoder's pooled value. When the forward continues a KV cache (``state.continuing``, one generation
-    step), the sums over the earlier tokens come from the previous forward (``state.carry[key]``)."""
+    encoder's pooled value. When the forward continues a KV cache of ``state.past`` tokens
+    (``state.continuing``, a generation step), the sums over those tokens come from ``state.carry[key]``:
+    per-token running sums (batch, tokens, n) that the KV cache keeps (`state.attach_carry`), reordered
+    with it by beam search and read at the cache's length (so a cropped cache reads its own)."""
     carry = state.carry.get(key) if state.continuing else None
     if pool == "first":
         first = carry if carry is not None and carry.shape[0] == s.shape[0] else s[:, 0]
@@ -133,9 +135,13 @@ def causal_pooled(s: torch.Tensor, pool: str, state: PeltState, key) -> torch.Te
     if m is None:
         m = torch.ones((*s.shape[:2], 1), dtype=s.dtype, device=s.device)
     total, count = torch.cumsum(s * m, 1), torch.cumsum(m, 1)
-    if carry is not None and carry[0].shape[0] == s.shape[0]:
-        total, count = total + carry[0].unsqueeze(1), count + carry[1].unsqueeze(1)
-    state.carry[key] = (total[:, -1].detach(), count[:, -1].detach())
+    past = state.past
+    if carry is not None and carry[0].shape[0] == s.shape[0] and carry[0].shape[1] >= past > 0:
+        before_total, before_count = carry[0][:, :past], carry[1][:, :past]
+        total, count = total + before_total[:, -1:], count + before_count[:, -1:]
+        state.carry[key] = (torch.cat([before_total, total.detach()], 1), torch.cat([before_count, count.detach()], 1))
+    else:
+        state.carry[key] = (total.detach(), count.detach())
     return total / count.clamp_min(1.0)
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 from functools import partial
+from types import MethodType
 from typing import Any, Callable
 
 import torch
@@ -47,9 +48,11 @@ class PeltState:
         self.forwards = 0
         self.observer = None                                # diagnostics: sees prefix attention inputs
         # decoders: causal gates pool over the tokens so far; one generation step (a forward continuing
-        # a KV cache) adds to the sums the previous forward left in ``carry``
+        # a KV cache) adds to the running sums of the cache's tokens, ``carry`` — held by the cache itself
+        # (`attach_carry`), so that beam search's reordering and a crop keep them in step with the keys
         self.causal = False
         self.continuing = False
+        self.past = 0                                       # tokens in the KV cache before this forward
         self.carry: dict[Any, Any] = {}
         # several runs on one base (``rewrite.attach_runs``): ``route`` (batch,) holds each example's run
         # index, set by the entry point (`peltc.api.Runs`) before a forward and cleared after it; every
@@ -59,11 +62,14 @@ class PeltState:
         self.present: frozenset[int] = frozenset()
 
     # --- lifecycle ---------------------------------------------------------------------------
-    def begin(self, mask: torch.Tensor | None, continuing: bool = False) -> None:
+    def begin(self, mask: torch.Tensor | None, continuing: bool = False, carry: dict | None = None,
+              past: int = 0) -> None:
+        """Start a forward. ``continuing``: it continues a KV cache of ``past`` tokens, whose causal-gate
+        sums are ``carry`` (None: the cache holds none; gates then pool over this forward's tokens)."""
         self.mask = mask.detach() if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
         self.continuing = continuing
-        if not continuing:
-            self.carry.clear()
+        self.past = past if continuing else 0
+        self.carry = carry if continuing and carry is not None else {}
         self.values.clear()
         self.cache.clear()
         self.present = frozenset(int(r) for r in self.route.unique().tolist()) if self.route is not None \
@@ -203,10 +209,10 @@ def _begin(state: PeltState, mask_index: int | None, module, args, kwargs):
         _check_route(state, mask, args, kwargs)
     cache = kwargs.get("cache", kwargs.get("past_key_values"))
     try:
-        continuing = cache is not None and int(cache.get_seq_length()) > 0
+        past = int(cache.get_seq_length()) if cache is not None else 0
     except (AttributeError, TypeError):
-        continuing = False
-    state.begin(mask, continuing)
+        past = 0
+    state.begin(mask, past > 0, getattr(cache, CARRY, None) if past > 0 else None, past)
 
 
 def _check_route(state: PeltState, mask, args, kwargs) -> None:
@@ -224,6 +230,50 @@ def _check_route(state: PeltState, mask, args, kwargs) -> None:
 
 def _end(state: PeltState, module, args, output):
     state.end()
+    if state.causal and state.carry:
+        cache = _output_cache(output)
+        if cache is not None:
+            attach_carry(cache, state.carry)
+
+
+# --- causal gates' running sums, kept on the KV cache ----------------------------------------------------
+# A decoder's gate of token t pools over the tokens ≤ t; a generation step sees only its new tokens, so
+# the sums over the cached ones travel with the cache (``cache._pelt_carry``: {gate key: per-token running
+# sums}). Whatever reorders the cache's batch — beam search's ``reorder_cache(beam_idx)``,
+# ``batch_select_indices``, ``batch_repeat_interleave`` — reorders them too (the cache object's methods
+# are wrapped, once); a crop needs nothing: a step reads the sums at the cache's own length.
+
+CARRY = "_pelt_carry"
+_BATCH_OPS = {
+    "reorder_cache": lambda t, idx: t.index_select(0, idx.to(t.device)),
+    "batch_select_indices": lambda t, idx: t[idx.to(t.device) if isinstance(idx, torch.Tensor) else idx],
+    "batch_repeat_interleave": lambda t, n: t.repeat_interleave(n, dim=0),
+}
+
+
+def _output_cache(output):
+    """The KV cache a base model's forward returned (``cache``, ``past_key_values`` before transformers
+    5.2x; in a tuple output, the element that is one), or None."""
+    items = output.values() if hasattr(output, "values") and callable(output.values) else \
+        output if isinstance(output, tuple) else ()
+    return next((o for o in items if hasattr(o, "get_seq_length") and hasattr(o, "reorder_cache")), None)
+
+
+def attach_carry(cache, carry: dict) -> None:
+    """Keep ``carry`` on ``cache``; wrap the cache's batch-reordering methods to reorder it as well."""
+    cache.__dict__[CARRY] = carry
+    for name in _BATCH_OPS:
+        if hasattr(type(cache), name) and name not in cache.__dict__:
+            cache.__dict__[name] = MethodType(partial(_reordered, name), cache)
+
+
+def _reordered(name: str, cache, arg) -> Any:
+    out = getattr(type(cache), name)(cache, arg)
+    carry = cache.__dict__.get(CARRY) or {}
+    op = _BATCH_OPS[name]
+    for key, v in carry.items():
+        carry[key] = tuple(op(t, arg) for t in v) if isinstance(v, tuple) else op(v, arg)
+    return out
 
 
 def _layer_input(state: PeltState, layer: int, module, args, kwargs):
