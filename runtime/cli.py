@@ -293,11 +293,13 @@ def add_commands(sub) -> None:
                                                    "(--model smollm2-135m), a generation task: gen:arith, "
                                                    "gen:jsonl:PATH (prompt / completion pairs)")
     c.add_argument("--data-dir", help="GLUE in the original TSV layout (default: $PELT_GLUE_DIR, else the Hub)")
-    o = c.add_argument_group("your own data (--train csv:… | json:… | disk:… | hub:…)")
+    o = c.add_argument_group("your own data (--train csv:… | json:… | disk:… | hub:… | gen:jsonl:…)")
     o.add_argument("--validation", metavar="DATA", help="the dev set, same format as --train (a split name for disk / "
-                                                        "hub; default: --dev-size training rows held out per seed)")
+                                                        "hub; a JSON Lines file for gen:jsonl; default: --dev-size "
+                                                        "training rows held out per seed)")
     o.add_argument("--test", metavar="DATA", help="the test set, same format as --train (a split name for disk / hub; "
-                                                  "default: a fixed fifth of the training rows)")
+                                                  "a JSON Lines file for gen:jsonl; default: a fixed fifth of the "
+                                                  "training rows)")
     o.add_argument("--text-column", metavar="NAME", help="the text's column (default: text, else sentence)")
     o.add_argument("--text-pair-column", metavar="NAME", help="the second text's column, for text pairs (default: none)")
     o.add_argument("--label-column", metavar="NAME", help="the label's column (default: label)")

@@ -881,18 +881,20 @@ def gen_examples(n: int, seed: int) -> list[dict[str, str]]:
     return out
 
 
-def read_gen_jsonl(path: str | os.PathLike) -> list[dict[str, str]]:
+def read_gen_jsonl(path: str | os.PathLike, flag: str = "--train") -> list[dict[str, str]]:
     """The ``{"prompt": …, "completion": …}`` rows of a JSON Lines file (blank lines skipped; other keys
     ignored). A missing or empty file, a line that is not a JSON object, a missing key, or a prompt /
-    completion that is not a non-empty string is a DataError naming the file, row and line."""
+    completion that is not a non-empty string is a DataError naming the file, row and line. ``flag``: the
+    option that named the file (--train, --validation, --test), for the message of a missing one."""
     import json
 
     from peltc.runtime.tasks import COMPLETION, PROMPT
 
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"generation data file '{path}' not found", code="D101",
-                        help="--train gen:jsonl:PATH reads JSON Lines: one {\"prompt\": …, \"completion\": …} per line")
+        what = "--train gen:jsonl:PATH" if flag == "--train" else f"{flag} PATH"
+        raise DataError(f"{flag}: generation data file '{path}' not found", code="D101",
+                        help=f"{what} reads JSON Lines: one {{\"prompt\": …, \"completion\": …}} per line")
     rows: list[dict[str, str]] = []
     try:
         lines = p.read_text(encoding="utf-8").splitlines()
@@ -927,28 +929,40 @@ def read_gen_jsonl(path: str | os.PathLike) -> list[dict[str, str]]:
     return rows
 
 
-def load_gen(task):
-    """A generation task's examples: ``(DatasetDict with train — the pool —, the identity's data record)``.
-    ``gen:arith``: `gen_examples` (ARITH_POOL, seed ARITH_SEED); ``gen:jsonl:PATH``: the file's rows."""
+_GEN_FLAGS = {"train": "--train", "validation": "--validation", "test": "--test"}
+
+
+def load_gen(task, roles: Iterable[str] = ("train", "validation", "test")):
+    """A generation task's examples: ``(DatasetDict with train — the pool — [, validation] [, test], the
+    identity's data record)``. ``gen:arith``: `gen_examples` (ARITH_POOL, seed ARITH_SEED);
+    ``gen:jsonl:PATH``: the file's rows, and those of the task's validation and test files when it names
+    them (the record holds each file's sha256). ``roles``: the splits to read."""
     import datasets
 
     if task.source == "jsonl":
-        rows = read_gen_jsonl(task.path)
-        record = {"source": task.ref, "hashes": {"train": _sha256_files([Path(task.path)], Path(task.path).parent)}}
+        files = {role: path for role, path in (("train", task.path), ("validation", task.validation),
+                                               ("test", task.test)) if path and role in roles}
+        rows = {role: read_gen_jsonl(path, _GEN_FLAGS[role]) for role, path in files.items()}
+        record = {"source": task.ref,
+                  **{role: path for role, path in files.items() if role != "train"},
+                  "hashes": {role: _sha256_files([Path(path)], Path(path).parent) for role, path in files.items()}}
     else:
-        rows = gen_examples(ARITH_POOL, ARITH_SEED)
+        rows = {"train": gen_examples(ARITH_POOL, ARITH_SEED)}
         record = {"source": task.ref, "pool": ARITH_POOL, "pool_seed": ARITH_SEED}
     feats = datasets.Features({"prompt": datasets.Value("string"), "completion": datasets.Value("string"),
                                "idx": datasets.Value("int32")})
-    ds = datasets.Dataset.from_dict({"prompt": [r["prompt"] for r in rows],
-                                     "completion": [r["completion"] for r in rows],
-                                     "idx": list(range(len(rows)))}, features=feats)
-    return datasets.DatasetDict({"train": ds}), record
+    return datasets.DatasetDict({role: datasets.Dataset.from_dict(
+        {"prompt": [r["prompt"] for r in rs], "completion": [r["completion"] for r in rs],
+         "idx": list(range(len(rs)))}, features=feats) for role, rs in rows.items()}), record
 
 
 def gen_test_split(task):
-    """The test split of a generation task (fixed: it does not depend on the seed), for `peltc eval`."""
-    raw, record = load_gen(task)
+    """The test split of a generation task (its --test file, else the fixed fifth held out of the training
+    data: it does not depend on the seed), for `peltc eval`; and the data record of what was read."""
+    if task.source == "jsonl" and task.test:
+        raw, record = load_gen(task, roles=("test",))
+        return raw["test"], record
+    raw, record = load_gen(task, roles=("train",))
     return _hold_out_test(raw["train"])[0], record
 
 

@@ -107,8 +107,13 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
                     if a.get(k) != b.get(k)]
         elif key == "data" and isinstance(a, dict) and isinstance(b, dict):
             sa, sb = a.get("source") or {}, b.get("source") or {}
-            out += [f"data {k}: {sa.get(k)!r} in the folder, {sb.get(k)!r} now" for k in sorted(set(sa) | set(sb))
-                    if sa.get(k) != sb.get(k)]
+            if isinstance(sa, dict) and isinstance(sb, dict):
+                out += [f"data {k}: {sa.get(k)!r} in the folder, {sb.get(k)!r} now"
+                        for k in sorted(set(sa) | set(sb)) if sa.get(k) != sb.get(k)]
+            elif sa != sb:                       # a generation task's record: the task reference
+                out.append(f"data: {sa!r} in the folder, {sb!r} now")
+            out += [f"data {k}: {a.get(k)!r} in the folder, {b.get(k)!r} now"
+                    for k in sorted((set(a) | set(b)) - {"source", "hashes"}) if a.get(k) != b.get(k)]
             ha, hb = a.get("hashes") or {}, b.get("hashes") or {}
             out += [f"the {k} data (its content differs)" for k in sorted(set(ha) & set(hb)) if ha[k] != hb[k]]
         elif a != b:
@@ -432,21 +437,47 @@ def is_gen_ref(ref) -> bool:
 
 
 def _resolve_gen_task(opts: RunOptions):
-    """A generation task (``gen:arith``, ``gen:jsonl:PATH``): the task, its examples (a JSONL file is
-    read and checked here, before weights load) and the identity's data record."""
+    """A generation task (``gen:arith``, ``gen:jsonl:PATH`` [--validation FILE] [--test FILE]): the task,
+    its examples (JSONL files are read and checked here, before weights load) and the identity's data
+    record (each file's sha256)."""
+    from dataclasses import replace
+
     from peltc.runtime import data as D
     from peltc.runtime.tasks import gen_task
 
-    given = [flag for key, flag in _OWN_FLAGS.items() if getattr(opts, key, None) is not None]
+    task = gen_task(opts.task)
+    split_flags = ("validation", "test") if task.source == "jsonl" else ()
+    given = [flag for key, flag in _OWN_FLAGS.items()
+             if key not in split_flags and getattr(opts, key, None) is not None]
     if opts.data_dir is not None:
         given.insert(0, "--data-dir")
     if given:
-        raise UsageError(f"{', '.join(given)} do not apply to generation task '{opts.task}'", code="U130",
-                         help="a gen:jsonl:PATH file holds prompt / completion pairs; its test set is a fixed fifth "
-                              "of them, dev and K per seed as for GLUE")
-    task = gen_task(opts.task)
+        raise UsageError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to generation task "
+                         f"'{opts.task}'", code="U130",
+                         help="a gen:jsonl:PATH file holds prompt / completion pairs (--validation FILE and "
+                              "--test FILE name files of the same form); without them its test set is a fixed "
+                              "fifth of the pairs, dev and K per seed as for GLUE; gen:arith's splits are built in")
+    task = replace(task, **{key: _gen_file(getattr(opts, key), f"--{key}")
+                            for key in split_flags if getattr(opts, key, None) is not None})
     raw, record = D.load_gen(task)
     return task, raw, record
+
+
+def _gen_file(value: str, flag: str) -> str:
+    """A --validation / --test value of a gen:jsonl task: a JSON Lines file, as PATH or gen:jsonl:PATH
+    (made absolute; read later)."""
+    from peltc.runtime import data as D
+    from peltc.runtime.tasks import GEN_PREFIX
+
+    v = value.strip()
+    if v.lower().startswith(GEN_PREFIX + "jsonl:"):
+        v = v[len(GEN_PREFIX + "jsonl:"):]
+    elif v.lower().startswith(GEN_PREFIX) or D.is_own(v) or v.lower().startswith("glue/"):
+        raise UsageError(f"{flag} {value!r}: a generation task's {flag[2:]} set is a JSON Lines file of prompt / "
+                         "completion pairs", code="U101", help=f"{flag} PATH (or {flag} gen:jsonl:PATH)")
+    if not v:
+        raise UsageError(f"{flag} {value!r} names no file", code="U101", help=f"{flag} PATH")
+    return os.path.abspath(os.path.expanduser(v))
 
 
 def _check_causal_lm(ir: IR, mc: ModelConfig, ref: str) -> None:
@@ -605,7 +636,7 @@ def _train_and_score(opts, task, text, ir, mc, settings, model, tokenizer, enc, 
         load_into(model, manifest, tensors, spec_hash=ir.settings.spec_hash)
     else:
         diag = (Diagnostics(model, enc["dev"], tokenizer, task, path=run_dir / "diagnostics.json")
-                if opts.diagnostics and not is_gen(task) else None)
+                if opts.diagnostics else None)
         result = train(model, tokenizer, enc, task, settings, trainer_dir, resume=checkpoint or False,
                        progress=opts.progress, evaluate_test=False, keep_checkpoints=True,
                        callbacks=[diag] if diag else ())
@@ -631,7 +662,8 @@ def _train_and_score(opts, task, text, ir, mc, settings, model, tokenizer, enc, 
                                                     f"seed {settings.seed}")
     t_eval = time.time()
     if is_gen(task):
-        test, gates, warn = evaluate_generation(model, tokenizer, enc["test"], task), {}, None
+        test, warn = evaluate_generation(model, tokenizer, enc["test"], task), None
+        gates = gen_gates(model, tokenizer, enc["test"])
     else:
         test, gates, warn = evaluate_saved(model, tokenizer, enc["test"], task)
     eval_s = time.time() - t_eval
@@ -732,8 +764,10 @@ def eval_run(run_dir: str | Path, data_dir: str | None = None) -> dict[str, Any]
     if is_gen(task):
         test, record = D.gen_test_split(task)
         before = (opts.get("identity") or {}).get("data", {}).get("hashes", {})
-        if before and before != record.get("hashes", before):
-            notes.append("the generation data changed since the run: this is not its test set")
+        changed = [k for k, h in record.get("hashes", {}).items() if k in before and before[k] != h]
+        if changed:
+            notes.append(f"the generation data ({' and '.join(changed)}) changed since the run: this is not its "
+                         "test set")
         test = D.tokenize_gen(datasets.DatasetDict({"test": test}), tokenizer, max_length=max_length)["test"]
         warning = "; ".join(notes) or None
         return {"test": evaluate_generation(model, tokenizer, test, task), "warning": warning}
@@ -914,6 +948,32 @@ def greedy_completions(model, tokenizer, prompts: list[list[int]], max_new_token
                         row = row[:row.index(eos)]
                     out[i] = tokenizer.decode(row, skip_special_tokens=True)
     return [o or "" for o in out]
+
+
+def gen_gates(model, tokenizer, dataset, batch_size: int = 32) -> dict[tuple, float]:
+    """The mean gate value per (instance, layer, point) over a tokenised generation split, each example
+    teacher-forced (prompt + reference completion + end token, one forward per batch) and its gate read at
+    its last token: a decoder's causal gate pooled over the whole example, as an encoder's gate is."""
+    import torch
+
+    from peltc.compiler.torch.gate import read_gates
+    from peltc.runtime.data import gen_collator
+
+    collate = gen_collator(tokenizer)
+    lengths = dataset["length"]
+    order = sorted(range(len(dataset)), key=lambda i: lengths[i])    # little padding per batch
+    dev = next(model.parameters()).device
+    model.eval()
+    sums: dict[tuple, float] = {}
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            rows = dataset.select(order[start:start + batch_size])
+            batch = collate([{"input_ids": r["input_ids"], "attention_mask": r["attention_mask"]} for r in rows])
+            model(input_ids=batch["input_ids"].to(dev), attention_mask=batch["attention_mask"].to(dev),
+                  use_cache=False, logits_to_keep=1)      # the gates are what is read, not the logits
+            for key, g in read_gates(model).items():
+                sums[key] = sums.get(key, 0.0) + float(g.float().sum())
+    return {key: v / max(len(dataset), 1) for key, v in sums.items()}
 
 
 def evaluate_generation(model, tokenizer, dataset, task) -> dict[str, float]:

@@ -186,8 +186,9 @@ class GenTask:
     """A generation task for a decoder's ``*ForCausalLM``: prompt → completion pairs, the loss on the
     completion tokens only, scored by exact match of the greedy completion (stripped) with the
     reference. ``gen:arith`` is built in (``data.gen_examples``, deterministic); ``gen:jsonl:PATH``
-    reads a user's JSON Lines of ``{"prompt": …, "completion": …}``. Round-trips through JSON, so a run
-    folder's manifest reloads it.
+    reads a user's JSON Lines of ``{"prompt": …, "completion": …}``, with ``validation`` / ``test`` files of
+    the same form when given (``--validation`` / ``--test``). Round-trips through JSON, so a run folder's
+    manifest reloads it.
 
     >>> t = gen_task("gen:arith")
     >>> (t.name, t.main_metric, t.is_generation)
@@ -198,6 +199,8 @@ class GenTask:
     source: str                                 # "arith", or "jsonl"
     path: str | None = None                     # the JSONL file (absolute)
     max_new_tokens: int = 16                    # greedy decoding budget when scoring (and peltc generate's default)
+    validation: str | None = None               # gen:jsonl: the dev set's JSONL file (absolute); None: held out
+    test: str | None = None                     # gen:jsonl: the test set's JSONL file (absolute); None: held out
     data: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)   # e.g. the file's sha256
 
     is_generation = True
@@ -215,12 +218,15 @@ class GenTask:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.source, "path": self.path,
-                "max_new_tokens": self.max_new_tokens, "data": self.data}
+                "max_new_tokens": self.max_new_tokens, "data": self.data,
+                **({"validation": self.validation} if self.validation else {}),
+                **({"test": self.test} if self.test else {})}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "GenTask":
         return cls(name=d["name"], source=d["source"], path=d.get("path"),
-                   max_new_tokens=int(d.get("max_new_tokens") or 16), data=d.get("data") or {})
+                   max_new_tokens=int(d.get("max_new_tokens") or 16), data=d.get("data") or {},
+                   validation=d.get("validation"), test=d.get("test"))
 
 
 def is_gen(ref: Any) -> bool:

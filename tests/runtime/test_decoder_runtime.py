@@ -229,6 +229,81 @@ def test_gen_jsonl_bad_row_exits_3_before_weights_load(tmp_path, llama_dir, caps
         gen_task("gen:arth")
 
 
+def _pairs(path: Path, words: list[str]) -> Path:
+    return _jsonl(path, [json.dumps({"prompt": f"{w}:", "completion": w[0] * 2}) for w in words])
+
+
+def _words(n: int, seed: int) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    return ["".join(rng.choice("abcdefgh") for _ in range(rng.randint(3, 5))) for _ in range(n)]
+
+
+def test_gen_jsonl_validation_and_test_files(llama_dir, tmp_path, capsys):
+    """--validation / --test name JSON Lines files of the same form: the dev set and the test set whole (K of
+    the training file trained on); each file's sha256 is in the run's identity, so --resume refuses a run
+    whose data changed and `peltc eval` re-scores the test file."""
+    import hashlib
+
+    train, val, test = (_pairs(tmp_path / f"{n}.jsonl", _words(k, i)) for i, (n, k) in
+                        enumerate((("train", 60), ("val", 10), ("test", 12))))
+    run = tmp_path / "run"
+    args = ["compile", str(LORA), "--train", f"gen:jsonl:{train}", "--validation", str(val),
+            "--test", f"gen:jsonl:{test}", "--model", str(llama_dir), "--out", str(run), *FAST]
+    assert main(args) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["sizes"] == {"train": 32, "dev": 10, "test": 12}
+    ident = json.loads((run / "run.json").read_text())["identity"]["data"]
+    sha = {k: hashlib.sha256(f"{p.name}\0".encode() + p.read_bytes()).hexdigest()
+           for k, p in (("train", train), ("validation", val), ("test", test))}
+    assert ident["hashes"] == sha and ident["validation"] == str(val) and ident["test"] == str(test)
+    manifest = json.loads((run / "adapter" / "manifest.json").read_text())["generation"]
+    assert (manifest["validation"], manifest["test"]) == (str(val), str(test))
+    capsys.readouterr()
+    assert main(["eval", str(run)]) == 0
+    assert json.loads(capsys.readouterr().out) == m["test"]           # the test file, read again
+    assert main([*args, "--resume"]) == 0                              # the same run: reported as finished
+    assert "already holds this finished run" in capsys.readouterr().out
+    _pairs(val, _words(10, 7))
+    assert main([*args, "--resume"]) == 2
+    assert "the validation data (its content differs)" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["eval", str(run)]) == 0                               # the test file did not change: no warning
+    assert "warning" not in capsys.readouterr().out
+    _pairs(test, _words(12, 8))
+    assert main(["eval", str(run)]) == 0
+    assert "the generation data (test) changed since the run" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, code, said", [
+    (["--validation", "VAL_BAD"], "D105", "val.jsonl: row 2 (line 3): not valid JSON"),
+    (["--validation", "VAL_NOKEY"], "D104", "val.jsonl: row 1 (line 1): no 'completion'"),
+    (["--test", "MISSING"], "D101", "--test: generation data file"),
+    (["--test", "csv:x.csv"], "U101", "a generation task's test set is a JSON Lines file"),
+    (["--validation", "gen:arith"], "U101", "a generation task's validation set is a JSON Lines file"),
+    (["--text-column", "q"], "U130", "--text-column does not apply to generation task"),
+])
+def test_gen_jsonl_split_files_are_checked_before_weights_load(llama_dir, tmp_path, capsys, extra, code, said):
+    train = _pairs(tmp_path / "train.jsonl", _words(60, 0))
+    files = {"VAL_BAD": lambda: _jsonl(tmp_path / "val.jsonl", ['{"prompt": "a", "completion": "b"}', "",
+                                                                 '{"prompt": "a", "completion": }']),
+             "VAL_NOKEY": lambda: _jsonl(tmp_path / "val.jsonl", ['{"prompt": "a", "complete": "b"}']),
+             "MISSING": lambda: tmp_path / "missing.jsonl"}
+    extra = [str(files[x]()) if x in files else x for x in extra]
+    rc = main(["compile", str(LORA), "--train", f"gen:jsonl:{train}", *extra, "--model", str(llama_dir),
+               "--out", str(tmp_path / "run"), *FAST])
+    err = capsys.readouterr().err
+    assert rc == (3 if code.startswith("D") else 2) and f"[{code}]" in err and said in err, err
+    assert "Traceback" not in err and not (tmp_path / "run").exists()
+
+
+def test_gen_arith_has_its_own_splits(llama_dir, tmp_path, capsys):
+    assert main(["compile", str(LORA), "--train", "gen:arith", "--validation", "v.jsonl", "--model", str(llama_dir),
+                 *FAST]) == 2
+    assert "--validation does not apply to generation task 'gen:arith'" in capsys.readouterr().err
+
+
 # --- scoring: teacher-forced exact match is greedy exact match --------------------------------------
 
 def test_teacher_forced_exact_match_equals_greedy_generation(llama_dir):
@@ -302,6 +377,56 @@ def test_gen_arith_compile_eval_generate(llama_dir, tmp_path, capsys):
     assert main(["predict", str(run), "--text", "12+34="]) == 2
     assert "U132" in capsys.readouterr().err
     assert main(["generate", str(run), "--prompt", "1", "--max-new-tokens", "0"]) == 2
+    capsys.readouterr()
+    assert main(["compile", str(LORA), "--train", "gen:arith", "--model", str(llama_dir), "--out", str(run),
+                 *FAST, "--resume"]) == 0                  # the identity's generation record compares
+    assert "already holds this finished run" in capsys.readouterr().out
+
+
+def test_gen_run_records_gates_and_diagnostics(llama_dir, tmp_path):
+    """A generation run writes what a classification run does: gates.json / gates.png (each gate's mean over
+    the test set, at each example's last token) and diagnostics.json / .png (gates, norms, prefix norms and
+    attention mass, the spread of the LM head's input at the last prompt token, teacher-forced predictions)."""
+    run = tmp_path / "run"
+    assert main(["compile", str(APL), "--train", "gen:arith", "--model", str(llama_dir), "--out", str(run),
+                 *FAST, "--eval-steps", "1"]) == 0
+    gates = json.loads((run / "gates.json").read_text())
+    assert set(gates) == {"ffn_adapter", "kv", "qv/attention.query", "qv/attention.value"}
+    assert all(set(row) == {"0", "1"} and all(0 < v < 1 for v in row.values()) for row in gates.values())
+    assert (run / "gates.png").is_file() and (run / "diagnostics.png").is_file()
+    records = json.loads((run / "diagnostics.json").read_text())["records"]
+    assert [r["step"] for r in records] == [0, 1, 2]
+    for r in records:
+        assert set(r["gates"]) == {"ffn_adapter/ffn.output", "kv/attention", "qv/attention.query",
+                                   "qv/attention.value"}
+        assert set(r["norms"]) == {"ffn_adapter", "kv", "qv"} and set(r["prefix_norms"]["kv"]) == {"0", "1"}
+        assert set(r["prefix_mass"]) == {"0", "1"} and all(0 < v < 1 for v in r["prefix_mass"].values())
+        assert r["features"]["std"] > 0 and set(r["predictions"]) == {"majority_share", "exact_match", "loss"}
+        assert 0 < r["predictions"]["majority_share"] <= 1 and r["predictions"]["loss"] > 0
+    assert records[0]["features"]["relative_std"] == 1.0
+    # the probe is the whole dev set here (40 < 64 rows): its teacher-forced exact match is the dev metric
+    for r in records[1:]:
+        assert r["predictions"]["exact_match"] == pytest.approx(r["dev"]["exact_match"])
+
+
+def test_diagnostics_read_a_decoder_classifiers_last_real_token(llama_dir):
+    """With the native last-token head (head { pool pooler }) the features are each example's last real
+    token, not token 0 (which on a decoder sees only itself: the same state for every example)."""
+    import datasets
+
+    from peltc.api import compile_model
+    from peltc.compiler.archs import load_config
+    from peltc.runtime.diagnostics import Diagnostics
+    from peltc.runtime.models import load_base
+    from peltc.runtime.tasks import task
+
+    tok, model = load_base(load_config(str(llama_dir)), 2)
+    compile_model("lora l { at layers[*].attention.{query, value} rank 4 }\nhead { pool pooler }", model)
+    texts = ["a gripping, funny film", "dull", "too long", "the cast is great, the plot is not"]
+    enc = tok(texts)
+    probe = datasets.Dataset.from_dict({**enc, "label": [1, 0, 0, 1]})
+    rec = Diagnostics(model, probe, tok, task("sst2")).measure()
+    assert rec["features"]["std"] > 1e-3 and rec["features"]["cosine_to_mean"] < 0.999
 
 
 def test_gen_jsonl_learns_a_completion_and_generate_returns_it(llama_dir, tmp_path, capsys):
