@@ -36,6 +36,15 @@ methods; BitFit, refused on Llama (E128, no biases), is reported as "n/a (no bia
 method as served, interleaved; per method ms per generated token, ratio to the base model in the same cache
 mode, overhead ms per token, and the decode step alone (a timestamping streamer).
 
+Anchors (``--anchors torch,peft,adapters`` / ``--anchor-python PY``; encoder shapes): peltc beside the
+reference implementations of each method — BitFit trained in place, peft 0.21 (LoRA, prefix), AdapterHub
+``adapters`` 1.3 (LoRA, adapter, prefix, UniPELT, MAM) — built in ``bench/anchors.py``. AdapterHub pins
+transformers 4.57, so the anchors run in a second environment: one worker process per environment holds its
+configurations and this process sends "time X once" round-robin, so they interleave like in-process ones.
+Per configuration: ratios to its own environment's full fine-tuning / base model; per method: peltc / the
+fastest anchor (train, served inference), normalised by the references, and peak RSS. JSON in
+``bench/results/overhead-anchors-<timestamp>.json``. bench/README.md says how to make the second venv.
+
 Results: a markdown table per shape on stdout (decoders: a generation table too); JSON in
 ``bench/results/overhead-<timestamp>.json``.
 """
@@ -71,6 +80,7 @@ METHODS: list[tuple[str, str, str]] = [
     ("unipelt_ap", "UniPELT (AP)", "unipelt_ap.pelt"),
     ("unipelt_apl", "UniPELT (APL)", "unipelt_apl.pelt"),
     ("prefix_lora", "Prefix + LoRA", "prefix.pelt+lora.pelt"),
+    ("mam", "MAM adapter", "mam_adapter.pelt"),
 ]
 LABELS = {k: label for k, label, _ in METHODS}
 SPEC_FILES = {k: f for k, _, f in METHODS}
@@ -78,8 +88,10 @@ BASE = "base"
 SHAPES = ("bert-base", "minilm", "tiny", "smollm2", "tiny-llama")
 DECODER_SHAPES = ("smollm2", "tiny-llama")
 # default methods: the paper's Table 4 on encoders; decoders add prefix + LoRA (the generation question)
-DEFAULT_METHODS = {"encoder": [k for k, _, _ in METHODS if k != "prefix_lora"],
-                   "decoder": [k for k, _, _ in METHODS]}
+DEFAULT_METHODS = {"encoder": [k for k, _, _ in METHODS if k not in ("prefix_lora", "mam")],
+                   "decoder": [k for k, _, _ in METHODS if k != "mam"],
+                   # --anchors: the methods that have an anchor (bench/anchors.py; mam on request)
+                   "anchors": ["bitfit", "prefix", "lora", "adapter", "unipelt_apl"]}
 # default train / inference batch × sequence: a 135M decoder step on 1 thread is ~5 s at 8 × 64
 DEFAULT_BATCH_SEQ = {"encoder": (16, 128), "decoder": (8, 64)}
 PHASES = ("train", "inference", "generate")
@@ -325,8 +337,9 @@ def interleave(items: dict[str, Callable[[], None]], warmup: int, rounds: int | 
             gc.disable()
             try:
                 t0 = time.perf_counter()
-                items[k]()
-                rec[k] = time.perf_counter() - t0
+                got = items[k]()
+                # an item timed elsewhere (a worker process, --anchors) returns its own time
+                rec[k] = got if isinstance(got, float) else time.perf_counter() - t0
             finally:
                 gc.enable()
             gc.collect()                # cheap: the heap built so far is frozen
@@ -601,6 +614,268 @@ def run_generation(shape: str, methods: list[str], args, budget_s: float, log: C
             "new_tokens": n, "greedy": True, "rounds": rounds, "methods": res}
 
 
+# --- peltc vs the anchors (--anchors) ----------------------------------------------------------------------
+
+def _anchors_module():
+    """bench/anchors.py (beside this file; the benchmark is not a package)."""
+    import importlib
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    return importlib.import_module("anchors")
+
+
+def anchor_configs(methods: list[str], args, envs: dict[str, str]) -> tuple[list[str], dict[str, list[str]], list[str]]:
+    """The configurations of an anchors run: the references of each environment, peltc's method and every
+    requested anchor that can run here. Returns (configuration ids, anchors per method, what was skipped)."""
+    A = _anchors_module()
+    ids = [f"ref@{env}:finetune" for env in envs] + [f"ref@{env}:base" for env in envs]
+    per_method: dict[str, list[str]] = {}
+    skipped = []
+    for m in methods:
+        ids.append(f"peltc@main:{m}")
+        per_method[m] = []
+        for system, forced in args.anchors:
+            if m not in A.ANCHORS or system not in A.ANCHORS[m]:
+                continue
+            env = A.env_of(system, m, forced)
+            if env is None:
+                skipped.append(f"{system}@{forced}:{m} (runs only in {', '.join(A.RUNS_IN[(system, m)])})")
+            elif env not in envs:
+                skipped.append(f"{system}@{env}:{m} (no --anchor-python)")
+            elif f"{system}@{env}:{m}" not in ids:
+                ids.append(f"{system}@{env}:{m}")
+                per_method[m].append(f"{system}@{env}:{m}")
+    return ids, per_method, skipped
+
+
+def _normalised(records: list[dict[str, float]], a: str, ref_a: str, b: str, ref_b: str) -> dict | None:
+    """Median over rounds of (a / its reference) / (b / its reference): the ratio with each environment's
+    own base-model speed divided out."""
+    rs = sorted((r[a] / r[ref_a]) / (r[b] / r[ref_b]) for r in records if all(k in r for k in (a, ref_a, b, ref_b)))
+    if not rs:
+        return None
+    return {"median": round(statistics.median(rs), 3), "min": round(rs[0], 3), "max": round(rs[-1], 3), "n": len(rs)}
+
+
+def run_anchors(shape: str, args, log: Callable[[str], None]) -> dict:
+    """peltc vs the anchors on one shape: one worker process per environment (peltc's interpreter and
+    ``--anchor-python``), each holding its configurations; this process only coordinates, sending "time
+    configuration X once" round-robin, so configurations in different processes interleave exactly like
+    in-process ones and one computes at a time."""
+    A = _anchors_module()
+    if is_decoder(shape):
+        raise SystemExit(f"--anchors: encoder shapes only (not {shape})")
+    t_shape = time.perf_counter()
+    methods = [k for k in (args.methods or DEFAULT_METHODS["anchors"]) if k != "finetune"]
+    envs = {"main": sys.executable}
+    if args.anchor_python:
+        envs["anchor"] = args.anchor_python
+    ids, per_method, skipped = anchor_configs(methods, args, envs)
+    for s in skipped:
+        log(f"[{shape}] anchors: skipped {s}")
+    bsz, seq = batch_seq(shape, args)
+    env_of = {cid: A.parse_id(cid)[1] for cid in ids}
+    workers: dict[str, Any] = {}
+    out: dict[str, Any] = {"mode": "anchors", "batch": bsz, "seq": seq, "methods": methods, "envs": {},
+                           "skipped": skipped, "notes": {m: A.ANCHOR_NOTES[m] for m in methods if m in A.ANCHOR_NOTES},
+                           "configs": {cid: {} for cid in ids}}
+    res = out["configs"]
+    rss_delta = args.rss == "delta"
+    try:
+        for env, python in envs.items():
+            log(f"[{shape}] starting the {env} worker: {python}")
+            workers[env] = A.WorkerProcess(python, env)
+            r = workers[env].call({"op": "setup", "shape": shape, "batch": bsz, "seq": seq, "attn": args.attn,
+                                   "threads": args.threads})
+            out["envs"][env] = r
+        cfg = shape_config(shape)
+        out["config"] = {"hidden": cfg.hidden_size, "layers": cfg.num_hidden_layers, "heads": cfg.num_attention_heads,
+                         "intermediate": cfg.intermediate_size, "vocab": cfg.vocab_size, "attn_implementation": args.attn}
+        out["base_params"] = out["envs"]["main"]["base_params"]
+        out["rounds"] = {}
+        phases = [ph for ph in ("train", "inference") if ph in args.phases]
+        phase_budget = args.budget / max(1, len(phases))
+        records_by_phase: dict[str, list[dict[str, float]]] = {}
+        for phase in phases:
+            kind = "train" if phase == "train" else "infer"
+            # train: full fine-tuning (the reference) and every method; inference: the base model and every method
+            phase_ids = [c for c in ids if not c.endswith(":base" if phase == "train" else ":finetune")]
+            for env, w in workers.items():
+                mine = [c for c in phase_ids if env_of[c] == env]
+                log(f"[{shape}] {phase}: building {len(mine)} configurations in the {env} worker")
+                built = w.call({"op": "build", "ids": mine, "phase": kind, "rss_delta": rss_delta})["items"]
+                for cid, info in built.items():
+                    key = "train_build" if phase == "train" else "served_build"
+                    res[cid][key] = info
+                    if "error" in info:
+                        log(f"[{shape}] {cid}: {info['error']}")
+            items: dict[str, Callable[[], Any]] = {}
+            for c in phase_ids:
+                if "error" in res[c]["train_build" if phase == "train" else "served_build"]:
+                    continue
+                items[c] = (lambda c=c, w=workers[env_of[c]]: float(w.call({"op": "time", "id": c})["t"]))
+            log(f"[{shape}] {phase} phase ({len(items)} configurations, {len(workers)} processes)")
+            samples, records = interleave(items, args.warmup, args.rounds, phase_budget, log, phase)
+            out["rounds"][phase] = len(records)
+            records_by_phase[phase] = records
+            ref = "finetune" if phase == "train" else "base"
+            for c in items:
+                name = "train" if phase == "train" else "infer"
+                res[c][f"{name}_ms"] = summary(samples[c])
+                own = f"ref@{env_of[c]}:{ref}"
+                if c != own and own in items:
+                    res[c][f"{name}_ratio_vs_{'finetune' if phase == 'train' else 'base'}"] = paired_ratio(records, c, own)
+            for w in workers.values():
+                w.call({"op": "drop", "phase": kind})
+    finally:
+        for w in workers.values():
+            w.close()
+
+    out["records"] = {ph: [{k: round(v * 1e3, 3) for k, v in r.items()} for r in recs]    # ms, per round
+                      for ph, recs in records_by_phase.items()}
+
+    # --- peak RSS: each configuration again in a fresh process of its environment (or from --rss-from)
+    if args.rss_from:
+        earlier = json.loads(Path(args.rss_from).read_text())["shapes"].get(shape) or {}
+        if (earlier.get("batch"), earlier.get("seq")) != (bsz, seq):
+            raise SystemExit(f"--rss-from {args.rss_from}: no {shape} result at batch {bsz} × seq {seq}")
+        for cid in ids:
+            r = (earlier.get("configs", {}).get(cid) or {}).get("rss")
+            if r:
+                res[cid]["rss"] = {**r, "from": str(args.rss_from)}
+        out["rss_from"] = str(args.rss_from)
+    elif args.rss == "subprocess":
+        for cid in ids:
+            if "error" not in (res[cid].get("train_build") or res[cid].get("served_build") or {}):
+                log(f"[{shape}] peak RSS: {cid} (fresh process)")
+                res[cid]["rss"] = A.rss_subprocess(envs[env_of[cid]], {
+                    "id": cid, "shape": shape, "batch": bsz, "seq": seq, "attn": args.attn, "threads": args.threads})
+    for cid in ids:
+        info = res[cid].get("train_build") or res[cid].get("served_build") or {}
+        if rss_delta and "rss_delta_mb" in info:
+            res[cid]["rss"] = {"mode": "delta", "delta_mb": info["rss_delta_mb"]}
+
+    # --- peltc vs each anchor, per method; the fastest anchor
+    compare: dict[str, Any] = {}
+    targets: dict[str, Any] = {"train_le_fastest_anchor": {}, "rss_le_anchor": {}}
+    for m in methods:
+        p = f"peltc@main:{m}"
+        c: dict[str, Any] = {"anchors": {}}
+        for a in per_method[m]:
+            d: dict[str, Any] = {}
+            for phase, name, ref in (("train", "train", "finetune"), ("inference", "infer", "base")):
+                recs = records_by_phase.get(phase) or []
+                if f"{name}_ms" in res[p] and f"{name}_ms" in res[a]:
+                    d[f"{name}_ratio"] = paired_ratio(recs, p, a)
+                    d[f"{name}_ratio_normalised"] = _normalised(recs, p, f"ref@main:{ref}", a, f"ref@{env_of[a]}:{ref}")
+            c["anchors"][a] = d
+        for name in ("train", "infer"):
+            timed = [a for a in per_method[m] if f"{name}_ms" in res[a]]
+            if timed and f"{name}_ms" in res[p]:
+                fastest = min(timed, key=lambda a: res[a][f"{name}_ms"]["median"])
+                c[f"fastest_{name}"] = fastest
+                c[f"{name}_ratio"] = c["anchors"][fastest][f"{name}_ratio"]
+                c[f"{name}_ratio_normalised"] = c["anchors"][fastest][f"{name}_ratio_normalised"]
+        with_rss = [a for a in per_method[m] if "peak_rss_mb" in (res[a].get("rss") or {})]
+        if with_rss and "peak_rss_mb" in (res[p].get("rss") or {}):
+            lowest = min(with_rss, key=lambda a: res[a]["rss"]["peak_rss_mb"])
+            c["lowest_rss"] = lowest
+            c["peak_rss_mb"] = {"peltc": res[p]["rss"]["peak_rss_mb"], "anchor": res[lowest]["rss"]["peak_rss_mb"]}
+            c["above_import_mb"] = {k: round(res[x]["rss"]["peak_rss_mb"] - res[x]["rss"]["rss_after_import_mb"], 1)
+                                    for k, x in (("peltc", p), ("anchor", lowest))}
+            targets["rss_le_anchor"][m] = {"met": c["peak_rss_mb"]["peltc"] <= c["peak_rss_mb"]["anchor"],
+                                           "anchor": lowest, **c["peak_rss_mb"]}
+        if "train_ratio" in c:
+            targets["train_le_fastest_anchor"][m] = {"met": c["train_ratio"]["median"] <= 1.0, "anchor": c["fastest_train"],
+                                                     "ratio": c["train_ratio"]["median"], "best": c["train_ratio"]["best"]}
+        compare[m] = c
+    envs_cmp = {}
+    for phase, ref in (("train", "finetune"), ("inference", "base")):
+        recs = records_by_phase.get(phase) or []
+        a, b = f"ref@main:{ref}", f"ref@anchor:{ref}"
+        if recs and a in recs[0] and b in recs[0]:
+            envs_cmp[f"{ref}_main_vs_anchor"] = paired_ratio(recs, a, b)
+    out["env_base_ratio"] = envs_cmp
+    out["compare"] = compare
+    out["targets"] = {k: v for k, v in targets.items() if v}
+    out["rss_mode"] = {"subprocess": "VmHWM of a fresh process in the configuration's environment (after "
+                                     "importing its library: build + apply + 2 train steps; base: 1 inference)",
+                       "delta": "RSS growth of the worker while building + warming each configuration (not a peak)",
+                       "none": "not measured"}["subprocess" if args.rss_from else args.rss]
+    if args.rss_from:
+        out["rss_mode"] += f" — measured by an earlier run ({args.rss_from})"
+    out["elapsed_s"] = round(time.perf_counter() - t_shape, 1)
+    return out
+
+
+def anchors_table(shape: str, s: dict) -> str:
+    """Every configuration, then peltc vs the fastest anchor per method."""
+    def ms(d: dict | None) -> str:
+        return "—" if not d else f"{d['median']:.0f}" if d["median"] >= 100 else f"{d['median']:.1f}"
+
+    def ratio(d: dict | None, best: bool = True) -> str:
+        if not d:
+            return "—"
+        return f"{d['median']:.2f}×" + (f" ({d['best']:.2f})" if best and "best" in d else "")
+
+    def rss(d: dict | None) -> str:
+        d = d or {}
+        return (f"{d['peak_rss_mb']:.0f}" if "peak_rss_mb" in d else f"+{d['delta_mb']:.0f} (delta)" if "delta_mb" in d
+                else "err" if "error" in d else "—")
+
+    envs = s["envs"]
+    tf = {env: e["versions"].get("transformers") for env, e in envs.items()}
+    rounds = ", ".join(f"{ph} {n}" for ph, n in s["rounds"].items())
+    env_line = "; ".join(f"{env}: transformers {tf[env]}" + (f", adapters {e['versions']['adapters']}" if e["versions"].get("adapters") else "")
+                         + (f", peft {e['versions']['peft']}" if e["versions"].get("peft") else "") for env, e in envs.items())
+    lines = [f"**{shape}** vs anchors — hidden {s['config']['hidden']}, {s['config']['layers']} layers, "
+             f"{s['config']['attn_implementation']}, batch {s['batch']} × seq {s['seq']}, rounds: {rounds}; {env_line}", "",
+             "| configuration | trainable | train step ms | × own FT | served inference ms | × own base | peak RSS MB |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for cid, c in s["configs"].items():
+        build = c.get("train_build") or c.get("served_build") or {}
+        if "error" in build:
+            lines.append(f"| {cid} | error: {build['error'][:60]} |" + " — |" * 5)
+            continue
+        n = (c.get("train_build") or {}).get("trainable")
+        lines.append(f"| {cid} | {_fmt_count(n) if n else '—'} | {ms(c.get('train_ms'))} | "
+                     f"{ratio(c.get('train_ratio_vs_finetune'))} | {ms(c.get('infer_ms'))} | "
+                     f"{ratio(c.get('infer_ratio_vs_base'))} | {rss(c.get('rss'))} |")
+    eb = s.get("env_base_ratio") or {}
+    if eb:
+        lines.append("\nbase model, main / anchor environment (same shape, same batch): full fine-tuning "
+                     f"{ratio(eb.get('finetune_main_vs_anchor'))}, inference {ratio(eb.get('base_main_vs_anchor'))}")
+    lines += ["", "peltc vs the fastest anchor per method (ratio = peltc / anchor; normalised = (peltc / main FT or base) "
+                  "/ (anchor / its env's FT or base)):", "",
+              "| method | train: fastest anchor | peltc / anchor | normalised | served inference: fastest anchor "
+              "| peltc / anchor | normalised | peak RSS MB peltc / anchor (above import) | train ≤ 1.00 | RSS ≤ |",
+              "|---|---|---:|---:|---|---:|---:|---:|---|---|"]
+    tt, tr = s["targets"].get("train_le_fastest_anchor", {}), s["targets"].get("rss_le_anchor", {})
+    for m, c in s["compare"].items():
+        label = LABELS.get(m, m)
+        if not c["anchors"]:
+            lines.append(f"| {label} | no anchor here |" + " — |" * 8)
+            continue
+        pr = c.get("peak_rss_mb")
+        above = c.get("above_import_mb")
+        rss_s = "—" if not pr else (f"{pr['peltc']:.0f} / {pr['anchor']:.0f} ({above['peltc']:.0f} / {above['anchor']:.0f})"
+                                    + (f" [{c['lowest_rss']}]" if c.get("lowest_rss") != c.get("fastest_train") else ""))
+        lines.append(f"| {label} | {c.get('fastest_train', '—')} | {ratio(c.get('train_ratio'))} | "
+                     f"{ratio(c.get('train_ratio_normalised'), False)} | {c.get('fastest_infer', '—')} | "
+                     f"{ratio(c.get('infer_ratio'))} | {ratio(c.get('infer_ratio_normalised'), False)} | {rss_s} | "
+                     f"{'—' if m not in tt else 'yes' if tt[m]['met'] else '**no**'} | "
+                     f"{'—' if m not in tr else 'yes' if tr[m]['met'] else '**no**'} |")
+    lines.append("\nms: median over rounds; ratios: median of per-round ratios (in parentheses: best time / best time); "
+                 f"served: peltc fold_prefix, AdapterHub eject_prefix_tuning; peak RSS: {s['rss_mode']}")
+    for name, t in s["targets"].items():
+        miss = [m for m, v in t.items() if not v["met"]]
+        lines.append(f"\ntarget {name}: {'MET' if not miss else 'NOT MET: ' + ', '.join(miss)}")
+    if s.get("skipped"):
+        lines.append("\nskipped: " + "; ".join(s["skipped"]))
+    return "\n".join(lines)
+
+
 # --- output --------------------------------------------------------------------------------------------------
 
 def _fmt_count(n: int | None) -> str:
@@ -768,6 +1043,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="also time BitFit and LoRA after merge() (folded into the base weights)")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 rounds, 1 warmup (decoders: generation "
                                                           "batch 2 × prompt 4 + 3 tokens)")
+    p.add_argument("--anchors", default=None,
+                   help="time the reference libraries beside peltc, method by method (bench/anchors.py): comma "
+                        "list of torch (BitFit in place), peft, adapters (AdapterHub), each optionally @main or "
+                        "@anchor to force its environment (default: torch,peft,adapters when --anchor-python is "
+                        "given; otherwise none, the usual Table 4 run)")
+    p.add_argument("--anchor-python", default=None,
+                   help="the Python of the anchors' environment (AdapterHub adapters pins transformers 4.57; "
+                        "bench/anchors_requirements.txt), e.g. /tmp/anchors/bin/python")
+    p.add_argument("--rss-from", default=None,
+                   help="--anchors: take each configuration's peak RSS from an earlier anchors result (same shape, "
+                        "batch, seq) instead of measuring it (e.g. from a --phases '' run: RSS is not timing-"
+                        "sensitive, so it can run while the machine is busy)")
     p.add_argument("--out", type=Path, default=RESULTS, help="directory for the JSON result")
     p.add_argument("--rss-child", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -790,6 +1077,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if a.rounds is not None and a.rounds < 1:
         p.error("--rounds must be at least 1")
+    if a.rss_from and not (a.anchors or a.anchor_python):
+        p.error("--rss-from: only with --anchors")
+    if a.anchors is None and a.anchor_python:
+        a.anchors = "torch,peft,adapters"
+    if a.anchors is not None:
+        anchors = []
+        for item in (x.strip() for x in a.anchors.split(",")):
+            if not item:
+                continue
+            system, _, env = item.partition("@")
+            if system not in ("torch", "peft", "adapters") or env not in ("", "main", "anchor"):
+                p.error(f"--anchors: unknown {item!r} (torch, peft, adapters; optionally @main or @anchor)")
+            if env == "anchor" and not a.anchor_python:
+                p.error(f"--anchors {item}: needs --anchor-python")
+            anchors.append((system, env or None))
+        if not anchors:
+            p.error("--anchors: name at least one of torch, peft, adapters")
+        a.anchors = anchors
+        if a.anchor_python and not Path(a.anchor_python).exists():
+            p.error(f"--anchor-python {a.anchor_python}: not found (bench/README.md says how to make it)")
+        for s in a.shapes:
+            if is_decoder(s):
+                p.error(f"--anchors: encoder shapes only ({s} is a decoder)")
+        if a.rss_from and not Path(a.rss_from).is_file():
+            p.error(f"--rss-from {a.rss_from}: not found")
+        if a.merged:
+            p.error("--anchors: --merged is not supported (served = unmerged, as the default Table 4 run)")
     return a
 
 
@@ -819,7 +1133,9 @@ def main(argv: list[str] | None = None) -> dict:
                      "gen_tokens": args.gen_tokens, "phases": args.phases,
                      "rounds": args.rounds if args.rounds is not None else "auto", "budget_s": args.budget,
                      "warmup": args.warmup, "threads": args.threads, "attn": args.attn, "rss": args.rss,
-                     "merged": args.merged, "quick": args.quick},
+                     "merged": args.merged, "quick": args.quick,
+                     **({"anchors": [f"{x}@{e}" if e else x for x, e in args.anchors],
+                         "anchor_python": args.anchor_python, "rss_from": args.rss_from} if args.anchors else {})},
             "method": ("interleaved round-robin; times: median over rounds; ratios: median of per-round ratios "
                        "(train vs full fine-tuning, inference vs the uncompiled base model); inference = served "
                        "model (fold_prefix applied); generation (decoders): greedy generate() of a *ForCausalLM, "
@@ -836,13 +1152,29 @@ def main(argv: list[str] | None = None) -> dict:
                     f"with {args.threads} threads expect inflated, noisy times (ratios are paired per round)")
             result["warnings"] = [warn]
             log("warning: " + warn)
+        if args.anchors:
+            result["benchmark"] = "peltc vs anchors (peft, AdapterHub adapters, BitFit in place), per method"
+            result["method"] = ("one worker process per environment (main: this interpreter; anchor: --anchor-python), "
+                                "configurations timed round-robin across them, one at a time; times: median over "
+                                "rounds; ratios: median of per-round ratios; each configuration vs its own "
+                                "environment's full fine-tuning (train) or base model (inference), and peltc / anchor "
+                                "directly; inference = served model (peltc fold_prefix, AdapterHub "
+                                "eject_prefix_tuning); rss: " + {"subprocess": "peak RSS (VmHWM) of a fresh process "
+                                "per configuration in its environment (build + apply + 2 train steps)",
+                                "delta": "RSS growth of the worker while building + warming each configuration",
+                                "none": "not measured"}[args.rss])
         for shape in args.shapes:
+            if args.anchors:
+                result["shapes"][shape] = run_anchors(shape, args, log)
+                print(anchors_table(shape, result["shapes"][shape]) + "\n", flush=True)
+                continue
             result["shapes"][shape] = run_shape(shape, args, log)
             print(table(shape, result["shapes"][shape]) + "\n", flush=True)
         result["machine"]["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
         result["elapsed_s"] = round(time.perf_counter() - t0, 1)
         args.out.mkdir(parents=True, exist_ok=True)
-        path = args.out / f"overhead-{started.strftime('%Y%m%d-%H%M%S')}.json"
+        stem = "overhead-anchors" if args.anchors else "overhead"
+        path = args.out / f"{stem}-{started.strftime('%Y%m%d-%H%M%S')}.json"
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(result, indent=2) + "\n")
         os.replace(tmp, path)
