@@ -405,6 +405,7 @@ def profile(argv: list[str]) -> str:
     ap.add_argument("--attn", default="sdpa")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--rows", type=int, default=15)
+    ap.add_argument("--memory", action="store_true", help="also record allocations: sort by self CPU memory")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     system, _, method = parse_id(a.id)
@@ -416,15 +417,16 @@ def profile(argv: list[str]) -> str:
     step()
     step()
     t0 = time.perf_counter()
-    with prof(activities=[ProfilerActivity.CPU]) as p:
+    with prof(activities=[ProfilerActivity.CPU], profile_memory=a.memory) as p:
         for _ in range(a.steps):
             step()
     wall = (time.perf_counter() - t0) / a.steps
     v = versions()
     head = (f"{a.id} on {a.shape} (batch {a.batch} x seq {a.seq}, {a.threads} threads, transformers "
             f"{v['transformers']}): {a.steps} train steps under the profiler, {wall * 1e3:.0f} ms/step "
-            f"(profiler on); top ops by self CPU time")
-    return head + "\n" + p.key_averages().table(sort_by="self_cpu_time_total", row_limit=a.rows)
+            f"(profiler on); top ops by self CPU {'memory' if a.memory else 'time'}")
+    sort = "self_cpu_memory_usage" if a.memory else "self_cpu_time_total"
+    return head + "\n" + p.key_averages().table(sort_by=sort, row_limit=a.rows)
 
 
 if __name__ == "__main__":

@@ -756,7 +756,27 @@ def run_anchors(shape: str, args, log: Callable[[str], None]) -> dict:
         if rss_delta and "rss_delta_mb" in info:
             res[cid]["rss"] = {"mode": "delta", "delta_mb": info["rss_delta_mb"]}
 
-    # --- peltc vs each anchor, per method; the fastest anchor
+    anchors_compare(out)
+    out["rss_mode"] = {"subprocess": "VmHWM of a fresh process in the configuration's environment (after "
+                                     "importing its library: build + apply + 2 train steps; base: 1 inference)",
+                       "delta": "RSS growth of the worker while building + warming each configuration (not a peak)",
+                       "none": "not measured"}["subprocess" if args.rss_from else args.rss]
+    if args.rss_from:
+        out["rss_mode"] += f" — measured by an earlier run ({args.rss_from})"
+    out["elapsed_s"] = round(time.perf_counter() - t_shape, 1)
+    return out
+
+
+def anchors_compare(out: dict) -> None:
+    """peltc vs each anchor per method, and the fastest anchor, from a shape's ``configs`` and per-round
+    ``records`` (an anchors result, or several combined): sets ``compare``, ``targets``, ``env_base_ratio``."""
+    A = _anchors_module()
+    res = out["configs"]
+    records_by_phase = out.get("records") or {}
+    env_of = {cid: A.parse_id(cid)[1] for cid in res}
+    per_method = {m: [cid for cid in res if A.parse_id(cid)[2] == m and A.parse_id(cid)[0] not in ("peltc", "ref")]
+                  for m in out["methods"]}
+    methods = out["methods"]
     compare: dict[str, Any] = {}
     targets: dict[str, Any] = {"train_le_fastest_anchor": {}, "rss_le_anchor": {}}
     for m in methods:
@@ -799,13 +819,55 @@ def run_anchors(shape: str, args, log: Callable[[str], None]) -> dict:
     out["env_base_ratio"] = envs_cmp
     out["compare"] = compare
     out["targets"] = {k: v for k, v in targets.items() if v}
-    out["rss_mode"] = {"subprocess": "VmHWM of a fresh process in the configuration's environment (after "
-                                     "importing its library: build + apply + 2 train steps; base: 1 inference)",
-                       "delta": "RSS growth of the worker while building + warming each configuration (not a peak)",
-                       "none": "not measured"}["subprocess" if args.rss_from else args.rss]
-    if args.rss_from:
-        out["rss_mode"] += f" — measured by an earlier run ({args.rss_from})"
-    out["elapsed_s"] = round(time.perf_counter() - t_shape, 1)
+
+
+def combine_anchor_results(paths: list[Path]) -> dict:
+    """One anchors result from several runs of the same configurations (``--combine``): e.g. the train and the
+    inference phase run separately on a busy machine, peak RSS from a third, or different shapes. Per shape
+    the configurations' entries are merged (a later file's phase replaces an earlier one's), then peltc vs the
+    anchors is recomputed from the merged per-round records. Each phase's ratios still come from one run."""
+    docs = [(str(pth), json.loads(Path(pth).read_text())) for pth in paths]
+    out: dict[str, Any] = {"benchmark": "peltc vs anchors (peft, AdapterHub adapters, BitFit in place), per method",
+                           "combined_from": [{"path": pth, "started": d.get("started"), "args": d.get("args"),
+                                              "machine": d.get("machine"), "elapsed_s": d.get("elapsed_s"),
+                                              "phases_by_shape": {sh: sorted((v.get("records") or {}))
+                                                                  for sh, v in d.get("shapes", {}).items()}}
+                                             for pth, d in docs],
+                           "method": docs[0][1].get("method"), "shapes": {}}
+    for pth, d in docs:
+        for shape, s in d.get("shapes", {}).items():
+            if s.get("mode") != "anchors":
+                raise SystemExit(f"--combine: {pth}: {shape} is not an anchors result")
+            if shape not in out["shapes"]:
+                out["shapes"][shape] = copy.deepcopy(s)
+                continue
+            t = out["shapes"][shape]
+            if (t["batch"], t["seq"]) != (s["batch"], s["seq"]):
+                raise SystemExit(f"--combine: {pth}: {shape} at batch {s['batch']} × seq {s['seq']}, "
+                                 f"earlier {t['batch']} × {t['seq']}")
+            for env, e in s["envs"].items():
+                if env in t["envs"] and t["envs"][env]["versions"] != e["versions"]:
+                    raise SystemExit(f"--combine: {pth}: the {env} environment differs from the earlier run's")
+                t["envs"].setdefault(env, e)
+            phases = set(s.get("records") or {})
+            for cid, c in s["configs"].items():
+                mine = t["configs"].setdefault(cid, {})
+                for k, v in c.items():
+                    is_train = k.startswith("train")
+                    is_infer = k.startswith(("infer", "served_build"))
+                    if (is_train and "train" in phases) or (is_infer and "inference" in phases) or \
+                            (k == "rss" and "peak_rss_mb" in v) or k not in mine:
+                        mine[k] = v
+            for ph in phases:
+                t.setdefault("records", {})[ph] = s["records"][ph]
+                t.setdefault("rounds", {})[ph] = s["rounds"][ph]
+            t["methods"] = t["methods"] + [m for m in s["methods"] if m not in t["methods"]]
+            if any("peak_rss_mb" in (c.get("rss") or {}) for c in s["configs"].values()):
+                t["rss_mode"] = s["rss_mode"]
+            t["skipped"] = sorted(set(t.get("skipped", [])) | set(s.get("skipped", [])))
+            t["notes"] = {**t.get("notes", {}), **s.get("notes", {})}
+    for s in out["shapes"].values():
+        anchors_compare(s)
     return out
 
 
@@ -1014,6 +1076,17 @@ def machine_info(threads: int) -> dict:
     return info
 
 
+def git_state() -> dict | None:
+    """The commit the benchmark ran at, and the tracked files that differed from it (peltc is installed
+    editable: uncommitted edits of the compiler are what ran)."""
+    try:
+        def git(*a: str) -> str:
+            return subprocess.run(["git", *a], cwd=str(ROOT), capture_output=True, text=True, check=True).stdout.strip()
+        return {"commit": git("rev-parse", "HEAD"), "modified": git("diff", "--name-only", "HEAD").splitlines()}
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 # --- CLI ------------------------------------------------------------------------------------------------------
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -1055,6 +1128,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="--anchors: take each configuration's peak RSS from an earlier anchors result (same shape, "
                         "batch, seq) instead of measuring it (e.g. from a --phases '' run: RSS is not timing-"
                         "sensitive, so it can run while the machine is busy)")
+    p.add_argument("--combine", nargs="+", type=Path, default=None, metavar="JSON",
+                   help="measure nothing: combine earlier --anchors results (phases run separately, RSS from "
+                        "another run, other shapes) into one, recompute peltc vs the anchors, print the tables")
     p.add_argument("--out", type=Path, default=RESULTS, help="directory for the JSON result")
     p.add_argument("--rss-child", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -1115,6 +1191,16 @@ def main(argv: list[str] | None = None) -> dict:
     if args.rss_child:
         print(json.dumps(rss_child(args.rss_child, args)))
         return {}
+    if args.combine:
+        result = combine_anchor_results(args.combine)
+        for shape, s in result["shapes"].items():
+            print(anchors_table(shape, s) + "\n", flush=True)
+        args.out.mkdir(parents=True, exist_ok=True)
+        path = args.out / f"overhead-anchors-combined-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}.json"
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        result["path"] = str(path)
+        print(f"wrote {path}", flush=True)
+        return result
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -1153,6 +1239,7 @@ def main(argv: list[str] | None = None) -> dict:
             result["warnings"] = [warn]
             log("warning: " + warn)
         if args.anchors:
+            result["machine"]["git"] = git_state()
             result["benchmark"] = "peltc vs anchors (peft, AdapterHub adapters, BitFit in place), per method"
             result["method"] = ("one worker process per environment (main: this interpreter; anchor: --anchor-python), "
                                 "configurations timed round-robin across them, one at a time; times: median over "

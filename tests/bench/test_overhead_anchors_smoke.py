@@ -130,3 +130,21 @@ def test_quick_anchors_run_with_adapterhub(tmp_path):
     assert c["peft@anchor:prefix"]["train_build"]["trainable"] == c["peltc@main:prefix"]["train_build"]["trainable"]
     assert set(s["env_base_ratio"]) == {"finetune_main_vs_anchor", "base_main_vs_anchor"}
     assert set(s["compare"]["lora"]["anchors"]) == {"peft@main:lora", "adapters@anchor:lora"}
+
+
+def test_combine_phases_run_separately(tmp_path):
+    """--phases train and --phases inference in two runs, then --combine: one result, peltc vs the anchor
+    recomputed from the merged per-round records."""
+    pytest.importorskip("peft")
+    bench = _load("overhead")
+    base = QUICK + ["--anchors", "peft", "--methods", "lora", "--rss", "none"]
+    train = bench.main(base + ["--phases", "train", "--out", str(tmp_path / "t")])["path"]
+    infer = bench.main(base + ["--phases", "inference", "--out", str(tmp_path / "i")])["path"]
+    result = bench.main(["--combine", train, infer, "--out", str(tmp_path / "c")])
+    s = json.loads(Path(result["path"]).read_text())["shapes"]["tiny"]
+    assert [c["path"] for c in json.loads(Path(result["path"]).read_text())["combined_from"]] == [train, infer]
+    assert set(s["records"]) == {"train", "inference"} and s["rounds"] == {"train": 2, "inference": 2}
+    c = s["configs"]["peft@main:lora"]
+    assert c["train_ms"]["n"] == 2 and c["infer_ms"]["n"] == 2
+    assert s["compare"]["lora"]["train_ratio"]["n"] == 2 and s["compare"]["lora"]["infer_ratio"]["n"] == 2
+    assert "lora" in s["targets"]["train_le_fastest_anchor"]
