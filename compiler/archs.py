@@ -46,6 +46,19 @@ class Family:
     pooling: str = "first"       # the token the task head reads: "first" (encoders) or "last" non-pad token
     layer_input: str | None = None   # the module (relative to a layer) that first reads the layer input
                                      # (None: the attention block; pre-norm: its LayerNorm)
+    # --- gates on this family (docs/results.md, "Decoders: SmolLM2 validation runs") -------------------
+    gate_source_norm: bool = False   # sigmoid gates read their source RMS-normalised, x / rms(x): a pre-norm
+                                     # residual stream is unnormalised (SmolLM2: norms 100–2,600, one token
+                                     # at 24,000), so N(0, 0.02) gate weights saturate and Adam moves their
+                                     # logits by ~lr · ‖x‖₁ ≈ 1–10 per step; normalised, the gates start as
+                                     # on an encoder, whose sources are LayerNorm outputs
+    prefix_gate: str = "kv"          # how a per-token gate g scales a prefix: "kv" (UniPELT's G_P: keys and
+                                     # values times g) or "kv_weight" (that, and the prefix's attention
+                                     # weights times g: logit + log g, so g → 0 removes the prefix and a closed
+                                     # gate is the base model — with "kv" a prefix key near 0 is not: its
+                                     # logit, 0, takes the place of a decoder's attention sink)
+    prefix_gate_init: float | None = None   # a prefix's sigmoid gate starts at this bias unless the spec
+                                            # writes `init=` (None: 0, σ = 0.5)
     # --- what the diagram draws (`compiler/diagram.py`; the defaults describe the encoders) ------------
     embed: str = "embeddings"        # the embeddings module (relative to base): Llama's is ``embed_tokens``
     norm: str = "LayerNorm"          # the kind of normalisation, as the diagram names it
@@ -145,7 +158,8 @@ def _decoder(name: str, biases: dict[str, bool | str], flags: dict[str, str] | N
                   flags=flags or {}, pre_norm=True, causal=True, lm_head="lm_head", pooling="last",
                   layer_input="input_layernorm", embed="embed_tokens", norm="RMSNorm",
                   norms={"attention": "input_layernorm", "ffn": "post_attention_layernorm"}, rotary=True,
-                  mlp_act="SiLU", final_norm="norm", **kw)
+                  mlp_act="SiLU", final_norm="norm", gate_source_norm=True, prefix_gate="kv_weight",
+                  prefix_gate_init=-10.0, **kw)
 
 
 FAMILIES.update({

@@ -104,6 +104,8 @@ def pooled_sigmoid(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, po
     it (`causal_pooled`)."""
     if weight.dtype != x.dtype:
         weight, bias = weight.to(x.dtype), bias.to(x.dtype)
+    if getattr(state, "gate_norm", False):
+        x = rms_normalised(x)
     if x.dim() == 2:
         return torch.sigmoid(F.linear(x, weight, bias))
     if getattr(state, "causal", False):
@@ -116,6 +118,12 @@ def pooled_sigmoid(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, po
         if m is not None:
             return (s * m).sum(1) / state.token_count(x)
     return s.mean(1)
+
+
+def rms_normalised(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """x / rms(x) over the last dimension, no learned weight (``Family.gate_source_norm``): the gate of a
+    pre-norm family reads its source at the scale an encoder's LayerNorm output has (‖x̂‖ = √H)."""
+    return x * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps).to(x.dtype)
 
 
 def causal_pooled(s: torch.Tensor, pool: str, state: PeltState, key) -> torch.Tensor:

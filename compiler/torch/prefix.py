@@ -231,12 +231,27 @@ def _gated_per_query(module, query, key, value, mask, pk, pv, g, scaling, base, 
     the logit of query t on prefix key p is ``scaling · q_t · (g_t P_K[p])`` and its value ``g_t P_V[p]``.
     One call of the stock function does it: the logits' change ``(g_t − 1) · scaling · q_t · P_K[p]`` is
     an additive mask on the prefix columns, and the values ride on a doubled head dim, ``[P_V, 0]`` for
-    the prefix and ``[0, V]`` for the tokens, so the output is ``g_t · o[:hd] + o[hd:]``."""
+    the prefix and ``[0, V]`` for the tokens, so the output is ``g_t · o[:hd] + o[hd:]``.
+
+    With ``state.prefix_gate == "kv_weight"`` (decoders, ``Family.prefix_gate``) the gate also scales the
+    prefix's attention *weights*: query t's unnormalised weight on prefix position p is
+    ``g_t · exp(scaling · q_t · g_t P_K[p])`` (an additive ``log g_t`` on the prefix columns), so g_t → 0
+    gives the attention without the prefix. ("kv" alone sends the prefix logits to 0 as g_t → 0, which on a
+    decoder outbids the tokens that the attention sink leaves: a "kv" gate at 0.2 still takes most of the
+    attention in SmolLM2's upper layers. The weights alone are not enough either: Adam grows the prefix
+    keys at full speed however small the gate, until their logits overcome log g_t; scaled by g_t they
+    cannot.)"""
     length, hd = pk.shape[2], key.shape[-1]
     scaling = hd ** -0.5 if scaling is None else scaling
+    host = module._modules.get("pelt_prefix")
+    state = next(iter(host.values())).__dict__["_state"] if host else None
     rep = query.shape[1] // pk.shape[1]
     logits = query @ pk.repeat_interleave(rep, dim=1).transpose(-1, -2)            # (batch, heads, q, L)
     bias = logits * scaling * (g - 1).view(g.shape[0], 1, g.shape[1], 1)
+    if state is not None and getattr(state, "prefix_gate", "kv") == "kv_weight":
+        # and the prefix's attention weights times g_t: + log g_t on the prefix columns
+        bias = bias + torch.log(g.float().clamp_min(torch.finfo(torch.float32).tiny)).to(query.dtype).view(
+            g.shape[0], 1, g.shape[1], 1)
     if mask is None:
         mask = torch.zeros((*query.shape[:1], 1, query.shape[2], key.shape[2]), dtype=query.dtype,
                            device=query.device)
@@ -245,8 +260,6 @@ def _gated_per_query(module, query, key, value, mask, pk, pv, g, scaling, base, 
             ~mask, torch.finfo(query.dtype).min)
     mask = torch.cat([bias, mask.to(query.dtype).expand(*bias.shape[:3], mask.shape[-1])], dim=-1)
     key = torch.cat([pk, key], dim=2)
-    host = module._modules.get("pelt_prefix")
-    state = next(iter(host.values())).__dict__["_state"] if host else None
     if state is not None and state.observer is not None:   # diagnostics: the real weights, gate bias included
         state.observer(module, query, key, mask, length, scaling)
     zv, zp = torch.zeros_like(value), torch.zeros_like(pv)

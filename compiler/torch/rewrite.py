@@ -139,6 +139,9 @@ def apply(ir: IR, model: nn.Module) -> "Report":
 
     state = PeltState()
     state.causal = fam.causal
+    state.gate_norm = fam.gate_source_norm
+    state.prefix_gate = fam.prefix_gate
+    state.prefix_gate_init = fam.prefix_gate_init
     c = Compiled(ir, fam, prefix, n_layers, state, head_paths, finetune, attn_implementation=impl)
     hidden = _hidden(model, fam, ir)
     token_kv = _token_kv(model, fam, prefix, atts)   # before anything attached changes the activations
@@ -271,6 +274,9 @@ def attach_runs(irs: list[IR], model: nn.Module, head_shapes: list[dict[str, tup
         prm.requires_grad_(False)
     state = PeltState()
     state.causal = fam.causal
+    state.gate_norm = fam.gate_source_norm
+    state.prefix_gate = fam.prefix_gate
+    state.prefix_gate_init = fam.prefix_gate_init
     c = Compiled(irs[0], fam, prefix, n_layers, state, head_paths, False, attn_implementation=impl,
                  runs=list(irs))
     hidden = _hidden(model, fam, irs[0])
@@ -526,10 +532,16 @@ def _set(model: nn.Module, path: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, name, new)
 
 
-def _gate(att: AttachmentNode, state: PeltState, hidden: int, where: dict, reads_own: bool = False) -> Gate | None:
+def _gate(att: AttachmentNode, state: PeltState, hidden: int, where: dict, reads_own: bool = False,
+          default_init: float | None = None) -> Gate | None:
+    """The attachment's gate module (None for ``gate none``). ``default_init``: the starting bias of a
+    sigmoid gate whose spec writes no ``init=`` (the family's ``prefix_gate_init`` for prefixes)."""
     if att.gate.kind == "none":
         return None
-    return Gate(att.gate, hidden, (att.instance, att.layer, att.point), state, reads_own=reads_own, **where)
+    spec = att.gate
+    if spec.kind == "sigmoid" and spec.value is None and default_init is not None:
+        spec = spec.model_copy(update={"value": default_init})
+    return Gate(spec, hidden, (att.instance, att.layer, att.point), state, reads_own=reads_own, **where)
 
 
 def _attach_adapter(model, att, t, state, hidden) -> None:
@@ -694,7 +706,8 @@ def _attach_prefix(model, att, t, state, hidden, encoders, atts, prefix, token_k
         index = covered.index(att.layer)
     if "pelt_prefix" not in attn._modules:
         attn.pelt_prefix = nn.ModuleDict()
-    attn.pelt_prefix[att.instance] = Prefix(length, width, _gate(att, state, hidden, where), state, enc, index,
+    gate = _gate(att, state, hidden, where, default_init=getattr(state, "prefix_gate_init", None))
+    attn.pelt_prefix[att.instance] = Prefix(length, width, gate, state, enc, index,
                                             **where)
     kv = (token_kv or {}).get((att.instance, att.layer))
     if enc is None and kv is not None:
