@@ -822,26 +822,24 @@ def anchors_compare(out: dict) -> None:
 
 
 def combine_anchor_results(paths: list[Path]) -> dict:
-    """One anchors result from several runs of the same configurations (``--combine``): e.g. the train and the
-    inference phase run separately on a busy machine, peak RSS from a third, or different shapes. Per shape
-    the configurations' entries are merged (a later file's phase replaces an earlier one's), then peltc vs the
-    anchors is recomputed from the merged per-round records. Each phase's ratios still come from one run."""
+    """One anchors result from several runs (``--combine``): phases run separately on a busy machine, more
+    rounds of a phase from another run (pooled: each round was interleaved within its own run, so its
+    per-round ratios stay paired), peak RSS from a ``--phases ''`` run, other shapes. Per shape the
+    configurations' builds and RSS are merged (a later file's peak RSS wins), the per-round records of each
+    phase are concatenated, and times, ratios and peltc vs the anchors are recomputed from them."""
     docs = [(str(pth), json.loads(Path(pth).read_text())) for pth in paths]
     out: dict[str, Any] = {"benchmark": "peltc vs anchors (peft, AdapterHub adapters, BitFit in place), per method",
                            "combined_from": [{"path": pth, "started": d.get("started"), "args": d.get("args"),
                                               "machine": d.get("machine"), "elapsed_s": d.get("elapsed_s"),
-                                              "phases_by_shape": {sh: sorted((v.get("records") or {}))
-                                                                  for sh, v in d.get("shapes", {}).items()}}
+                                              "rounds_by_shape": {sh: v.get("rounds") for sh, v in d.get("shapes", {}).items()}}
                                              for pth, d in docs],
-                           "method": docs[0][1].get("method"), "shapes": {}}
+                           "method": next((d["method"] for _, d in docs if d.get("method")), None), "shapes": {}}
     for pth, d in docs:
         for shape, s in d.get("shapes", {}).items():
             if s.get("mode") != "anchors":
                 raise SystemExit(f"--combine: {pth}: {shape} is not an anchors result")
-            if shape not in out["shapes"]:
-                out["shapes"][shape] = copy.deepcopy(s)
-                continue
-            t = out["shapes"][shape]
+            t = out["shapes"].setdefault(shape, {k: copy.deepcopy(v) for k, v in s.items()
+                                                 if k in ("mode", "batch", "seq", "config", "base_params", "envs")})
             if (t["batch"], t["seq"]) != (s["batch"], s["seq"]):
                 raise SystemExit(f"--combine: {pth}: {shape} at batch {s['batch']} × seq {s['seq']}, "
                                  f"earlier {t['batch']} × {t['seq']}")
@@ -849,24 +847,35 @@ def combine_anchor_results(paths: list[Path]) -> dict:
                 if env in t["envs"] and t["envs"][env]["versions"] != e["versions"]:
                     raise SystemExit(f"--combine: {pth}: the {env} environment differs from the earlier run's")
                 t["envs"].setdefault(env, e)
-            phases = set(s.get("records") or {})
+            configs = t.setdefault("configs", {})
             for cid, c in s["configs"].items():
-                mine = t["configs"].setdefault(cid, {})
-                for k, v in c.items():
-                    is_train = k.startswith("train")
-                    is_infer = k.startswith(("infer", "served_build"))
-                    if (is_train and "train" in phases) or (is_infer and "inference" in phases) or \
-                            (k == "rss" and "peak_rss_mb" in v) or k not in mine:
-                        mine[k] = v
-            for ph in phases:
-                t.setdefault("records", {})[ph] = s["records"][ph]
-                t.setdefault("rounds", {})[ph] = s["rounds"][ph]
-            t["methods"] = t["methods"] + [m for m in s["methods"] if m not in t["methods"]]
-            if any("peak_rss_mb" in (c.get("rss") or {}) for c in s["configs"].values()):
+                mine = configs.setdefault(cid, {})
+                for k in ("train_build", "served_build"):
+                    if k in c:
+                        mine[k] = c[k]
+                if "peak_rss_mb" in (c.get("rss") or {}) or ("rss" in c and "rss" not in mine):
+                    mine["rss"] = c["rss"]
+            for ph, recs in (s.get("records") or {}).items():
+                t.setdefault("records", {}).setdefault(ph, []).extend(recs)
+            t["methods"] = t.get("methods", []) + [m for m in s["methods"] if m not in t.get("methods", [])]
+            if any("peak_rss_mb" in (c.get("rss") or {}) for c in s["configs"].values()) or "rss_mode" not in t:
                 t["rss_mode"] = s["rss_mode"]
             t["skipped"] = sorted(set(t.get("skipped", [])) | set(s.get("skipped", [])))
             t["notes"] = {**t.get("notes", {}), **s.get("notes", {})}
+    A = _anchors_module()
     for s in out["shapes"].values():
+        recs_by_phase = s.get("records") or {}
+        s["rounds"] = {ph: len(recs) for ph, recs in recs_by_phase.items()}
+        for cid, c in s["configs"].items():
+            env = A.parse_id(cid)[1]
+            for ph, name, ref in (("train", "train", "finetune"), ("inference", "infer", "base")):
+                recs = recs_by_phase.get(ph) or []
+                xs = [r[cid] / 1e3 for r in recs if cid in r]
+                if xs:
+                    c[f"{name}_ms"] = summary(xs)
+                    own = f"ref@{env}:{ref}"
+                    if cid != own and any(own in r for r in recs):
+                        c[f"{name}_ratio_vs_{ref}"] = paired_ratio(recs, cid, own)
         anchors_compare(s)
     return out
 

@@ -148,3 +148,8 @@ def test_combine_phases_run_separately(tmp_path):
     assert c["train_ms"]["n"] == 2 and c["infer_ms"]["n"] == 2
     assert s["compare"]["lora"]["train_ratio"]["n"] == 2 and s["compare"]["lora"]["infer_ratio"]["n"] == 2
     assert "lora" in s["targets"]["train_le_fastest_anchor"]
+    # more rounds of a phase from another run are pooled
+    pooled = bench.main(["--combine", train, infer, train, "--out", str(tmp_path / "c")])
+    s = json.loads(Path(pooled["path"]).read_text())["shapes"]["tiny"]
+    assert s["rounds"] == {"train": 4, "inference": 2} and s["compare"]["lora"]["train_ratio"]["n"] == 4
+    assert s["configs"]["peft@main:lora"]["train_ms"]["n"] == 4
