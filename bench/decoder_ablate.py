@@ -21,7 +21,11 @@ def main() -> int:
         if k not in {f.name for f in dataclasses.fields(archs.Family)}:
             print(f"error: unknown Family field '{k}'", file=sys.stderr)
             return 2
-        over[k] = json.loads(v)
+        try:
+            over[k] = json.loads(v)
+        except ValueError:
+            print(f"error: {k}={v}: the value must be JSON (false, -10.0, '\"kv\"')", file=sys.stderr)
+            return 2
     for name, fam in list(archs.FAMILIES.items()):
         if fam.causal:
             archs.FAMILIES[name] = dataclasses.replace(fam, **over)

@@ -322,8 +322,10 @@ def test_teacher_forced_exact_match_equals_greedy_generation(llama_dir):
     from peltc.runtime.train import teacher_forced_match
 
     tok, model = load_base(load_config(str(llama_dir)), 0, causal_lm=True)
+    # the prefix gate started open (a decoder's prefix gate starts at bias −10 unless init= is written):
+    # the prefix, under its per-token gate, takes part in every completion
     compile_model("lora l { at layers[*].attention.{query, value} rank 4 }\n"
-                  "prefix p { at layers[*].attention length 3 gate sigmoid(layer.input) }", model)
+                  "prefix p { at layers[*].attention length 3 gate sigmoid(layer.input, init=0.01) }", model)
     torch.manual_seed(0)
     with torch.no_grad():
         for n, p in model.named_parameters():
