@@ -110,6 +110,7 @@ def save_artifact(model: torch.nn.Module, out_dir: str | Path, *, ir_dict: dict[
         "base_model": {"name": base_model, "model_type": cfg.get("model_type"), "config_hash": config_hash(cfg),
                        "num_labels": cfg.get("num_labels")},
         "versions": _versions(),
+        "gate_semantics": gate_semantics(model),
         **(extra or {}),
     }
     fd, tmpm = tempfile.mkstemp(prefix=".manifest-", suffix=".tmp", dir=out)
@@ -179,8 +180,40 @@ def load_tensors(d: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]
     return m, tensors
 
 
+# What a family's gates compute beyond the spec (``archs.Family``): an artifact records them, and one whose
+# sigmoid gates were trained under other semantics is refused (A015) — its gate weights would be read as
+# something else. Artifacts written before the record existed had the encoder semantics everywhere.
+_GATE_FIELDS = ("gate_source_norm", "prefix_gate", "prefix_gate_init")
+_GATE_BEFORE = {"gate_source_norm": False, "prefix_gate": "kv", "prefix_gate_init": None}
+
+
+def gate_semantics(model: torch.nn.Module) -> dict[str, Any]:
+    from peltc.compiler.archs import family_of_model
+    fam = family_of_model(model)
+    return {k: getattr(fam, k) for k in _GATE_FIELDS} if fam else dict(_GATE_BEFORE)
+
+
+def _has_sigmoid_gate(ir: Mapping[str, Any] | None) -> bool:
+    return any(n.get("kind") == "gate" and (n.get("gate") or {}).get("kind") == "sigmoid"
+               for n in (ir or {}).get("nodes", []))
+
+
+def check_gate_semantics(model: torch.nn.Module, manifest: dict[str, Any]) -> None:
+    """An artifact with sigmoid gates loads only where its gates compute what they computed in training."""
+    if not _has_sigmoid_gate(manifest.get("ir")):
+        return
+    saved, now = manifest.get("gate_semantics") or dict(_GATE_BEFORE), gate_semantics(model)
+    diff = [f"{k}: {saved.get(k)!r} when saved, {now[k]!r} now" for k in _GATE_FIELDS if saved.get(k) != now[k]]
+    if diff:
+        v = (manifest.get("versions") or {}).get("peltc", "?")
+        raise ArtifactError("the artifact's sigmoid gates were trained under other gate semantics for this "
+                            "model family than this peltc applies (" + "; ".join(diff) + ")", code="A015",
+                            help=f"retrain it with this peltc, or load it with the peltc that saved it ({v})")
+
+
 def check_base(model: torch.nn.Module, manifest: dict[str, Any]) -> None:
-    """The artifact was trained on this base model's architecture (model_type and config hash): A008."""
+    """The artifact was trained on this base model's architecture (model_type and config hash): A008;
+    its gates compute here what they computed in training: A015."""
     cfg = model.config.to_dict() if hasattr(model, "config") else {}
     base = manifest["base_model"]
     if base.get("model_type") != cfg.get("model_type"):
@@ -190,6 +223,7 @@ def check_base(model: torch.nn.Module, manifest: dict[str, Any]) -> None:
         raise ArtifactError(f"base model config mismatch: artifact config hash {base.get('config_hash')[:12]}…, "
                             f"this model's {config_hash(cfg)[:12]}…", code="A008",
                             help=f"load it on the base model it was trained on: {base.get('name')}")
+    check_gate_semantics(model, manifest)
 
 
 def load_into(model: torch.nn.Module, manifest: dict[str, Any], tensors: dict[str, torch.Tensor],
