@@ -11,7 +11,7 @@ import copy
 
 import pytest
 import torch
-from torch_models import DECODERS, logits, perturb, tiny_batch, tiny_decoder, tiny_model
+from torch_models import DECODERS, logits, perturb, tiny_batch, tiny_decoder, tiny_model, per_query_gate_case
 
 from peltc.api import compile_model
 from peltc.compiler.archs import FAMILIES
@@ -78,13 +78,9 @@ def test_kv_weight_gate_scales_keys_values_and_attention_weights_per_query(attn)
     compile_model("prefix p { at layers[*].attention length 3 mlp none gate sigmoid(layer.input) }", model)
     module = model.model.layers[0].self_attn
     assert module.pelt_prefix["p"].__dict__["_state"].prefix_gate == "kv_weight"
-    g_ = torch.Generator().manual_seed(0)
-    b, hq, hkv, q, L, hd = 2, 4, 2, 5, 3, 16
-    query, key, value = (torch.randn(b, h, q, hd, generator=g_) for h in (hq, hkv, hkv))
-    pk, pv = torch.randn(b, hkv, L, hd, generator=g_), torch.randn(b, hkv, L, hd, generator=g_)
-    g = torch.rand(b, q, generator=g_)
-    causal = torch.ones(q, q, dtype=torch.bool).tril().view(1, 1, q, q).expand(b, 1, q, q)
-    mask = causal if attn == "sdpa" else torch.zeros(b, 1, q, q).masked_fill(~causal, torch.finfo(torch.float32).min)
+    b, hq, q, hd = 2, 4, 5, 16
+    query, key, value, mask, pk, pv, g, causal = per_query_gate_case(attn, b=b, hq=hq, q=q, hd=hd)
+    L = pk.shape[2]
     out, _ = _gated_per_query(module, query, key, value, mask, pk, pv, g, 0.25, attn, {})
     expect = torch.empty(b, q, hq, hd)
     for t in range(q):

@@ -128,3 +128,16 @@ def tiny_decoder(family: str, causal_lm: bool = False, attn: str | None = None, 
         _CACHE[key] = auto.from_config(tiny_decoder_config(family, attn, **over)).eval()
     torch.manual_seed(seed)
     return copy.deepcopy(_CACHE[key])
+
+
+def per_query_gate_case(attn: str, b: int = 2, hq: int = 4, hkv: int = 2, q: int = 5, L: int = 3, hd: int = 16):
+    """Inputs of the prefix attention with a per-query (causal) gate: query / key / value (grouped KV
+    heads), a causal mask in the implementation's form (bool for sdpa, additive for eager), prefix keys
+    and values ``pk`` / ``pv``, a gate ``g`` (batch, query) and the boolean ``causal`` mask."""
+    g_ = torch.Generator().manual_seed(0)
+    query, key, value = (torch.randn(b, h, q, hd, generator=g_) for h in (hq, hkv, hkv))
+    pk, pv = torch.randn(b, hkv, L, hd, generator=g_), torch.randn(b, hkv, L, hd, generator=g_)
+    g = torch.rand(b, q, generator=g_)
+    causal = torch.ones(q, q, dtype=torch.bool).tril().view(1, 1, q, q).expand(b, 1, q, q)
+    mask = causal if attn == "sdpa" else torch.zeros(b, 1, q, q).masked_fill(~causal, torch.finfo(torch.float32).min)
+    return query, key, value, mask, pk, pv, g, causal
