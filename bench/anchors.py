@@ -375,16 +375,7 @@ def rss_child(msg: dict) -> dict:
 
 
 def rss_subprocess(python: str, msg: dict) -> dict:
-    import subprocess
-    t0 = time.perf_counter()
-    res = subprocess.run([python, str(Path(__file__).resolve()), "--rss-child", json.dumps(msg)],
-                         capture_output=True, text=True, cwd=str(ob.ROOT))
-    if res.returncode != 0:
-        return {"error": (res.stderr or res.stdout)[-2000:], "mode": "subprocess"}
-    out = json.loads(res.stdout.strip().splitlines()[-1])
-    out["mode"] = "subprocess"
-    out["wall_s"] = round(time.perf_counter() - t0, 1)
-    return out
+    return ob.run_rss_child([python, str(Path(__file__).resolve()), "--rss-child", json.dumps(msg)])
 
 
 # --- a profile of one configuration's train step ------------------------------------------------------------

@@ -311,6 +311,11 @@ def rss_subprocess(shape: str, key: str, args) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--rss-child", f"{shape}:{key}",
            "--batch", str(b), "--seq", str(s), "--threads", str(args.threads),
            "--attn", args.attn]
+    return run_rss_child(cmd)
+
+
+def run_rss_child(cmd: list[str]) -> dict:
+    """Run an ``--rss-child`` process; its last stdout line is its JSON result (or the error it printed)."""
     t0 = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT))
     if res.returncode != 0:
