@@ -5,11 +5,20 @@ Each selected bias-holding module (a Linear or a LayerNorm) gets ``pelt_bitfit[i
 ``g · Δb`` to its output. One gate serves all the modules of one attachment (e.g. every bias of a
 layer for ``layers[i]``). Trainable counts equal the frozen biases' sizes; ungated deltas can be
 merged into the base biases for inference.
+
+Folding: an ungated delta of a plain ``nn.Linear`` / ``nn.LayerNorm`` on a model that routes no
+runs is not added to the output by the hook; the module's forward (replaced by ``rewrite`` with
+`FOLDED_FORWARD`'s entry for its type) passes ``b + Δb`` as the bias argument instead
+(``F.linear(x, W, b + Δb)``), as in-place BitFit does: no extra pass over the activations and no
+second activation-sized tensor per module. The base bias itself is never written.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from peltc.compiler.torch.gate import Gate, scale
@@ -33,6 +42,11 @@ class BiasDelta(nn.Module):
     def the_gate(self) -> Gate | None:
         return self._modules.get("gate") or self.__dict__.get("_shared_gate")
 
+    def folds(self) -> bool:
+        """Whether this delta goes into its module's bias argument (ungated, not routed) rather than
+        being added to the output by `bitfit_hook`."""
+        return self.the_gate is None and self.__dict__.get("_pelt_run") is None
+
     def forward(self, out: torch.Tensor) -> torch.Tensor:
         d = self.delta if self.delta.dtype == out.dtype else self.delta.to(out.dtype)
         gate = self.the_gate
@@ -55,8 +69,45 @@ def bias_size(module: nn.Module) -> int | None:
 
 
 def bitfit_hook(module: nn.Module, args, output):
-    """Forward hook: add every enabled delta of ``module.pelt_bitfit`` to the output."""
+    """Forward hook: add every enabled delta of ``module.pelt_bitfit`` to the output (except those
+    the module's folded forward already put into its bias)."""
+    folded = "forward" in module.__dict__
     for d in module.pelt_bitfit.values():
-        if d.enabled and not route_absent(d):
+        if d.enabled and not (folded and d.folds()) and not route_absent(d):
             output = d(output)
     return output
+
+
+def folded_bias(module: nn.Module) -> torch.Tensor:
+    """``b + Σ Δb`` over the module's enabled deltas that fold (see `BiasDelta.folds`)."""
+    b = module.bias
+    for d in module.pelt_bitfit.values():
+        if d.enabled and d.folds():
+            b = b + (d.delta if d.delta.dtype == b.dtype else d.delta.to(b.dtype))
+    return b
+
+
+def _linear(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    return F.linear(x, module.weight, folded_bias(module))
+
+
+def _layer_norm(module: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    return F.layer_norm(x, module.normalized_shape, module.weight, folded_bias(module), module.eps)
+
+
+# Module types (exact) whose forward takes the bias as an argument, with the forward that passes
+# ``b + Δb``. A type missing here keeps the output hook for all its deltas.
+FOLDED_FORWARD = {nn.Linear: _linear, nn.LayerNorm: _layer_norm}
+
+
+def fold_forward(module: nn.Module) -> None:
+    """Give ``module`` (an exact type of `FOLDED_FORWARD`) the forward folding its deltas into its bias.
+    A ``partial`` rather than a bound method, so that ``copy.deepcopy`` and pickling keep it."""
+    fn = FOLDED_FORWARD.get(type(module))
+    if fn is not None:
+        module.forward = partial(fn, module)
+
+
+def unfold_forward(module: nn.Module) -> None:
+    """Give ``module`` back its class's forward."""
+    module.__dict__.pop("forward", None)
