@@ -374,8 +374,8 @@ def rss_child(msg: dict) -> dict:
             "rss_after_build_mb": round(after_build, 1), "ran": what}
 
 
-def rss_subprocess(python: str, msg: dict) -> dict:
-    return ob.run_rss_child([python, str(Path(__file__).resolve()), "--rss-child", json.dumps(msg)])
+def rss_subprocess(python: str, msg: dict, repeats: int = 1) -> dict:
+    return ob.run_rss_child([python, str(Path(__file__).resolve()), "--rss-child", json.dumps(msg)], repeats)
 
 
 # --- a profile of one configuration's train step ------------------------------------------------------------

@@ -94,8 +94,12 @@ DEFAULT_METHODS = {"encoder": [k for k, _, _ in METHODS if k not in ("prefix_lor
                    "anchors": ["bitfit", "prefix", "lora", "adapter", "unipelt_apl"]}
 # default train / inference batch × sequence: a 135M decoder step on 1 thread is ~5 s at 8 × 64
 DEFAULT_BATCH_SEQ = {"encoder": (16, 128), "decoder": (8, 64)}
-PHASES = ("train", "inference", "generate")
+PHASES = ("train", "inference", "generate", "startup")
+SHAPE_PHASES = ("train", "inference", "generate")   # per shape; "startup" runs once per benchmark
 TARGET_APL_INFERENCE = 1.20
+# start-up: wall time of a static check in a fresh process (no weights loaded), issue 11's target
+STARTUP_CHECK = ("check", "specs/unipelt_apl.pelt", "--model", "bert-base-uncased")
+TARGET_STARTUP_S = 0.30
 
 # rounds chosen automatically: as many as fit ``--budget`` seconds per phase, within these bounds
 MIN_AUTO_ROUNDS, MAX_AUTO_ROUNDS = 3, 25
@@ -311,22 +315,63 @@ def rss_subprocess(shape: str, key: str, args) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--rss-child", f"{shape}:{key}",
            "--batch", str(b), "--seq", str(s), "--threads", str(args.threads),
            "--attn", args.attn]
-    return run_rss_child(cmd)
+    return run_rss_child(cmd, args.rss_repeats)
 
 
-def run_rss_child(cmd: list[str]) -> dict:
-    """Run an ``--rss-child`` process; its last stdout line is its JSON result (or the error it printed)."""
+def run_rss_child(cmd: list[str], repeats: int = 1) -> dict:
+    """Run an ``--rss-child`` process ``repeats`` times; each prints its JSON result as its last stdout line
+    (or an error). With several runs every number is the median over them (the allocator's arenas make one
+    process's peak vary by tens of MB from run to run), and ``peak_rss_samples_mb`` keeps each run's peak."""
     t0 = time.perf_counter()
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT))
-    if res.returncode != 0:
-        return {"error": (res.stderr or res.stdout)[-2000:], "mode": "subprocess"}
-    out = json.loads(res.stdout.strip().splitlines()[-1])
+    runs = []
+    for _ in range(repeats):
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT))
+        if res.returncode != 0:
+            return {"error": (res.stderr or res.stdout)[-2000:], "mode": "subprocess"}
+        runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    out = {k: (round(statistics.median(r[k] for r in runs), 1) if isinstance(v, (int, float)) else v)
+           for k, v in runs[0].items()}
     out["mode"] = "subprocess"
+    out["repeats"] = repeats
+    out["peak_rss_samples_mb"] = [r["peak_rss_mb"] for r in runs]
     out["wall_s"] = round(time.perf_counter() - t0, 1)
     return out
 
 
 # --- interleaved timing ------------------------------------------------------------------------------
+
+def peltc_command() -> list[str]:
+    """The ``peltc`` console script beside this interpreter (what a user runs), else ``python -m peltc``."""
+    script = Path(sys.executable).parent / "peltc"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "peltc"]
+
+
+def measure_startup(runs: int, log: Callable[[str], None]) -> dict:
+    """Wall time of ``peltc check`` (STARTUP_CHECK) in a fresh process, ``runs`` times after one untimed run
+    (which warms the file cache): interpreter start, imports, parse, check, print."""
+    cmd = peltc_command() + list(STARTUP_CHECK)
+    times: list[float] = []
+    for i in range(runs + 1):
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        dt = time.perf_counter() - t0
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}: {done.stderr.strip()[-500:]}")
+        if i:
+            times.append(dt)
+    log(f"startup: {runs} runs of {' '.join(cmd)}")
+    s = summary(times)
+    return {"command": "peltc " + " ".join(STARTUP_CHECK), "runs": runs, "ms": s,
+            "target_s": TARGET_STARTUP_S, "met": s["median"] <= TARGET_STARTUP_S * 1000,
+            "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+
+
+def startup_line(s: dict) -> str:
+    ms = s["ms"]
+    return (f"start-up: `{s['command']}` median {ms['median'] / 1000:.3f} s wall (min {ms['min'] / 1000:.3f}, "
+            f"max {ms['samples'][-1] / 1000:.3f}; {s['runs']} fresh processes) — target ≤ {s['target_s']:.2f} s: "
+            f"{'met' if s['met'] else 'missed'}")
+
 
 def interleave(items: dict[str, Callable[[], None]], warmup: int, rounds: int | None, budget_s: float,
                log: Callable[[str], None], phase: str) -> tuple[dict[str, list[float]], list[dict[str, float]]]:
@@ -463,7 +508,7 @@ def run_shape(shape: str, args, log: Callable[[str], None]) -> dict:
             train_items[k]()                     # the first step allocates grads and AdamW state
             res[k]["rss"] = {"mode": "delta", "delta_mb": round(_rss_mb() - r0, 1)}
     methods = supported
-    phases = [ph for ph in args.phases if ph != "generate" or decoder]
+    phases = [ph for ph in args.phases if ph in SHAPE_PHASES and (ph != "generate" or decoder)]
     phase_budget = args.budget / max(1, len(phases))
     out["rounds"] = {ph: 0 for ph in phases}
     if "train" in args.phases:
@@ -549,8 +594,8 @@ def run_shape(shape: str, args, log: Callable[[str], None]) -> dict:
                                                           "ratio": r["median"], "best": r["best"]}
     out["methods"] = res
     out["targets"] = targets
-    out["rss_mode"] = {"subprocess": "VmHWM of a fresh process (train configs: build + compile + 2 train steps; "
-                                     "base: 1 inference)",
+    out["rss_mode"] = {"subprocess": f"VmHWM of a fresh process (train configs: build + compile + 2 train steps; "
+                                     f"base: 1 inference), median of {args.rss_repeats} processes",
                        "delta": "RSS growth of this process (not a peak)", "none": "not measured"}[args.rss]
     out["elapsed_s"] = round(time.perf_counter() - t_shape, 1)
     return out
@@ -755,15 +800,17 @@ def run_anchors(shape: str, args, log: Callable[[str], None]) -> dict:
             if "error" not in (res[cid].get("train_build") or res[cid].get("served_build") or {}):
                 log(f"[{shape}] peak RSS: {cid} (fresh process)")
                 res[cid]["rss"] = A.rss_subprocess(envs[env_of[cid]], {
-                    "id": cid, "shape": shape, "batch": bsz, "seq": seq, "attn": args.attn, "threads": args.threads})
+                    "id": cid, "shape": shape, "batch": bsz, "seq": seq, "attn": args.attn, "threads": args.threads},
+                    args.rss_repeats)
     for cid in ids:
         info = res[cid].get("train_build") or res[cid].get("served_build") or {}
         if rss_delta and "rss_delta_mb" in info:
             res[cid]["rss"] = {"mode": "delta", "delta_mb": info["rss_delta_mb"]}
 
     anchors_compare(out)
-    out["rss_mode"] = {"subprocess": "VmHWM of a fresh process in the configuration's environment (after "
-                                     "importing its library: build + apply + 2 train steps; base: 1 inference)",
+    out["rss_mode"] = {"subprocess": f"VmHWM of a fresh process in the configuration's environment (after "
+                                     f"importing its library: build + apply + 2 train steps; base: 1 inference), "
+                                     f"median of {args.rss_repeats} processes",
                        "delta": "RSS growth of the worker while building + warming each configuration (not a peak)",
                        "none": "not measured"}["subprocess" if args.rss_from else args.rss]
     if args.rss_from:
@@ -1119,13 +1166,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         f"{MIN_AUTO_ROUNDS}..{MAX_AUTO_ROUNDS})")
     p.add_argument("--budget", type=float, default=240.0,
                    help="seconds of timed rounds per shape (train + inference) when --rounds is auto")
-    p.add_argument("--phases", default="train,inference,generate", type=lambda v: [x for x in v.split(",") if x],
-                   help="comma list of: train, inference, generate (default all; generate: decoder shapes only)")
+    p.add_argument("--phases", default="train,inference,generate,startup", type=lambda v: [x for x in v.split(",") if x],
+                   help="comma list of: train, inference, generate, startup (default all; generate: decoder shapes "
+                        "only; startup: once per run, `peltc " + " ".join(STARTUP_CHECK) + "` in fresh processes)")
+    p.add_argument("--startup-runs", type=int, default=15, help="startup phase: timed runs (after one untimed)")
     p.add_argument("--warmup", type=int, default=1, help="untimed visits of each configuration per phase")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--attn", default="sdpa", choices=("sdpa", "eager"))
     p.add_argument("--rss", default="subprocess", choices=("subprocess", "delta", "none"),
                    help="peak RSS per configuration in a fresh process, or this process's RSS delta")
+    p.add_argument("--rss-repeats", type=int, default=3,
+                   help="--rss subprocess: fresh processes per configuration; peak RSS is their median (default 3)")
     p.add_argument("--merged", action="store_true",
                    help="also time BitFit and LoRA after merge() (folded into the base weights)")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 rounds, 1 warmup (decoders: generation "
@@ -1160,9 +1211,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if ph not in PHASES:
             p.error(f"unknown phase {ph!r} (known: {', '.join(PHASES)})")
     if a.quick:
-        a.rounds, a.warmup = 2, 1
+        a.rounds, a.warmup, a.startup_runs = 2, 1, 3
         a.gen_batch, a.gen_prompt, a.gen_tokens = 2, 4, 3
-    for name in ("batch", "seq", "gen_batch", "gen_prompt", "gen_tokens"):
+    for name in ("batch", "seq", "gen_batch", "gen_prompt", "gen_tokens", "startup_runs", "rss_repeats"):
         if getattr(a, name) is not None and getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if a.rounds is not None and a.rounds < 1:
@@ -1271,6 +1322,9 @@ def main(argv: list[str] | None = None) -> dict:
                 continue
             result["shapes"][shape] = run_shape(shape, args, log)
             print(table(shape, result["shapes"][shape]) + "\n", flush=True)
+        if "startup" in args.phases:
+            result["startup"] = measure_startup(args.startup_runs, log)
+            print(startup_line(result["startup"]) + "\n", flush=True)
         result["machine"]["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
         result["elapsed_s"] = round(time.perf_counter() - t0, 1)
         args.out.mkdir(parents=True, exist_ok=True)

@@ -153,3 +153,17 @@ def test_combine_phases_run_separately(tmp_path):
     s = json.loads(Path(pooled["path"]).read_text())["shapes"]["tiny"]
     assert s["rounds"] == {"train": 4, "inference": 2} and s["compare"]["lora"]["train_ratio"]["n"] == 4
     assert s["configs"]["peft@main:lora"]["train_ms"]["n"] == 4
+
+
+def test_repeated_rss_children_report_the_median(tmp_path):
+    bench = _load("overhead")
+    counter = tmp_path / "n"
+    counter.write_text("0")
+    child = ("import json, pathlib; p = pathlib.Path(%r); n = int(p.read_text()); p.write_text(str(n + 1)); "
+             "print('noise'); print(json.dumps({'peak_rss_mb': [900.0, 1000.0, 950.0][n], "
+             "'rss_after_import_mb': 400.0 + n, 'ran': 'x'}))" % str(counter))
+    r = bench.run_rss_child([sys.executable, "-c", child], 3)
+    assert r["peak_rss_mb"] == 950.0 and r["rss_after_import_mb"] == 401.0 and r["ran"] == "x"
+    assert r["peak_rss_samples_mb"] == [900.0, 1000.0, 950.0] and r["repeats"] == 3
+    bad = bench.run_rss_child([sys.executable, "-c", "raise SystemExit('no memory for you')"], 3)
+    assert "no memory for you" in bad["error"]

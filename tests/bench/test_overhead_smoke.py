@@ -38,6 +38,9 @@ def test_quick_run_writes_table4_json(tmp_path, capsys):
         assert key in data["machine"]
     assert data["machine"]["threads"] == 1
     assert data["args"]["rounds"] == 2 and data["args"]["warmup"] == 1
+    start = data["startup"]                               # peltc check in fresh processes, once per run
+    assert start["runs"] == 3 and start["ms"]["n"] == 3 and start["ms"]["median"] > 0
+    assert start["command"] == "peltc check specs/unipelt_apl.pelt --model bert-base-uncased"
 
     shape = data["shapes"]["tiny"]
     assert shape["config"]["hidden"] == 64 and shape["config"]["layers"] == 2
@@ -65,6 +68,7 @@ def test_quick_run_writes_table4_json(tmp_path, capsys):
 
     out = capsys.readouterr().out
     assert "| UniPELT (APL) |" in out and "× full FT" in out
+    assert "start-up: `peltc check" in out
 
 
 def test_smollm2_shape_is_the_known_config():
