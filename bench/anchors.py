@@ -417,7 +417,21 @@ def profile(argv: list[str]) -> str:
             f"{v['transformers']}): {a.steps} train steps under the profiler, {wall * 1e3:.0f} ms/step "
             f"(profiler on); top ops by self CPU {'memory' if a.memory else 'time'}")
     sort = "self_cpu_memory_usage" if a.memory else "self_cpu_time_total"
-    return head + "\n" + p.key_averages().table(sort_by=sort, row_limit=a.rows)
+    out = head + "\n" + p.key_averages().table(sort_by=sort, row_limit=a.rows)
+    if a.memory:
+        out += f"\npeak live tensor memory within a step, above its start: {peak_live_mb(p.events(), a.steps):.1f} MB\n"
+    return out
+
+
+def peak_live_mb(events, steps: int) -> float:
+    """The most tensor memory allocated and not yet freed at any moment of the profiled steps, counted from
+    the first step's start: every profiler event's own allocations minus frees, in time order. Unlike a
+    process's peak RSS it does not depend on how malloc keeps freed memory (arenas, fragmentation)."""
+    cur = peak = 0
+    for e in sorted((e for e in events if e.self_cpu_memory_usage), key=lambda e: e.time_range.start):
+        cur += e.self_cpu_memory_usage
+        peak = max(peak, cur)
+    return peak / 2 ** 20
 
 
 if __name__ == "__main__":
