@@ -1315,7 +1315,7 @@ def main(argv: list[str] | None = None) -> dict:
                                 "per configuration in its environment (build + apply + 2 train steps)",
                                 "delta": "RSS growth of the worker while building + warming each configuration",
                                 "none": "not measured"}[args.rss])
-        for shape in args.shapes:
+        for shape in (args.shapes if any(ph in SHAPE_PHASES for ph in args.phases) or not args.phases else []):
             if args.anchors:
                 result["shapes"][shape] = run_anchors(shape, args, log)
                 print(anchors_table(shape, result["shapes"][shape]) + "\n", flush=True)
