@@ -7,13 +7,16 @@
 - between ``<!-- control:begin -->`` and ``<!-- control:end -->``: the anchors control
   (``bench/control_anchors.py``) from ``docs/results/control_anchors.json``;
 - between ``<!-- grid:begin -->`` and ``<!-- grid:end -->``: Table 1 per K and the paper's Table 2
-  from ``docs/results/grid-k100.json`` (``peltc grid --table``).
+  from ``docs/results/grid-k100.json`` (``peltc grid --table``);
+- between ``<!-- dynamics:begin -->`` and ``<!-- dynamics:end -->``: the grid runs' training dynamics and
+  UniPELT's gates (``bench/grid_dynamics.py --table``) from ``docs/results/grid-k100-dynamics.json``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import re
 import sys
 from pathlib import Path
@@ -49,6 +52,7 @@ def control_table(path: Path) -> str:
 def main() -> int:
     sys.path.insert(0, str(ROOT / "bench"))
     from diagnosis_table import main as diagnosis
+    from grid_dynamics import table as dynamics_table
 
     from peltc.runtime.grid import report
 
@@ -59,6 +63,8 @@ def main() -> int:
     text = _replace(path.read_text(encoding="utf-8"), "diagnosis", buf.getvalue())
     text = _replace(text, "control", control_table(ROOT / "docs" / "results" / "control_anchors.json"))
     text = _replace(text, "grid", report(ROOT / "docs" / "results" / "grid-k100.json", SPECS, TASKS))
+    dyn = ROOT / "docs" / "results" / "grid-k100-dynamics.json"
+    text = _replace(text, "dynamics", dynamics_table(json.loads(dyn.read_text(encoding="utf-8"))))
     path.write_text(text, encoding="utf-8")
     print(f"updated {path}")
     return 0
