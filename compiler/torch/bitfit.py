@@ -15,8 +15,6 @@ second activation-sized tensor per module. The base bias itself is never written
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -96,18 +94,7 @@ def _layer_norm(module: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
 
 
 # Module types (exact) whose forward takes the bias as an argument, with the forward that passes
-# ``b + Δb``. A type missing here keeps the output hook for all its deltas.
+# ``b + Δb`` (``rewrite`` installs ``partial(fn, module)`` as the module's forward: a partial rather than a
+# bound method, so that ``copy.deepcopy`` and pickling keep it). A type missing here keeps the output hook
+# for all its deltas.
 FOLDED_FORWARD = {nn.Linear: _linear, nn.LayerNorm: _layer_norm}
-
-
-def fold_forward(module: nn.Module) -> None:
-    """Give ``module`` (an exact type of `FOLDED_FORWARD`) the forward folding its deltas into its bias.
-    A ``partial`` rather than a bound method, so that ``copy.deepcopy`` and pickling keep it."""
-    fn = FOLDED_FORWARD.get(type(module))
-    if fn is not None:
-        module.forward = partial(fn, module)
-
-
-def unfold_forward(module: nn.Module) -> None:
-    """Give ``module`` back its class's forward."""
-    module.__dict__.pop("forward", None)
