@@ -50,8 +50,8 @@ def collect_run(folder: Path, rec: dict) -> dict | None:
     except (OSError, json.JSONDecodeError):
         return None
     main = rec["main_metric"]
-    if abs(metrics["test"][main] - rec["test"][main]) > 1e-9:
-        return None
+    if main not in metrics.get("test", {}) or abs(metrics["test"][main] - rec["test"][main]) > 1e-9:
+        return None                     # another (or an unfinished) run in that folder
     by_step = {r["step"]: r for r in diag.get("records", [])}
     best = metrics["train"]["best_step"]
     evals = [r for r in diag.get("records", []) if r["step"] > 0]

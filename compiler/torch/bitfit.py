@@ -7,10 +7,10 @@ layer for ``layers[i]``). Trainable counts equal the frozen biases' sizes; ungat
 merged into the base biases for inference.
 
 Folding: an ungated delta of a plain ``nn.Linear`` / ``nn.LayerNorm`` on a model that routes no
-runs is not added to the output by the hook; the module's forward (replaced by ``rewrite`` with
-`FOLDED_FORWARD`'s entry for its type) passes ``b + Δb`` as the bias argument instead
-(``F.linear(x, W, b + Δb)``), as in-place BitFit does: no extra pass over the activations and no
-second activation-sized tensor per module. The base bias itself is never written.
+runs is not added to the output by the hook; ``rewrite`` swaps the module's class for `FOLDED`'s
+subclass, whose forward passes ``b + Δb`` as the bias argument (``F.linear(x, W, b + Δb)``), as
+in-place BitFit does: no extra pass over the activations and no second activation-sized tensor per
+module. The base bias itself is never written.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def bias_size(module: nn.Module) -> int | None:
 def bitfit_hook(module: nn.Module, args, output):
     """Forward hook: add every enabled delta of ``module.pelt_bitfit`` to the output (except those
     the module's folded forward already put into its bias)."""
-    folded = "forward" in module.__dict__
+    folded = type(module) in UNFOLDED
     for d in module.pelt_bitfit.values():
         if d.enabled and not (folded and d.folds()) and not route_absent(d):
             output = d(output)
@@ -85,16 +85,24 @@ def folded_bias(module: nn.Module) -> torch.Tensor:
     return b
 
 
-def _linear(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    return F.linear(x, module.weight, folded_bias(module))
+class FoldedLinear(nn.Linear):
+    """An ``nn.Linear`` whose folding BitFit deltas enter its bias argument: ``F.linear(x, W, b + Σ Δb)``.
+    ``rewrite`` swaps a module's class to this one (and back on ``merge``): a class, not an instance
+    ``forward``, so that deepcopy, pickling and ``DataParallel``'s shallow replicas each run their own."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return F.linear(input, self.weight, folded_bias(self))
 
 
-def _layer_norm(module: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
-    return F.layer_norm(x, module.normalized_shape, module.weight, folded_bias(module), module.eps)
+class FoldedLayerNorm(nn.LayerNorm):
+    """An ``nn.LayerNorm`` whose folding BitFit deltas enter its bias argument (see `FoldedLinear`)."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(input, self.normalized_shape, self.weight, folded_bias(self), self.eps)
 
 
-# Module types (exact) whose forward takes the bias as an argument, with the forward that passes
-# ``b + Δb`` (``rewrite`` installs ``partial(fn, module)`` as the module's forward: a partial rather than a
-# bound method, so that ``copy.deepcopy`` and pickling keep it). A type missing here keeps the output hook
-# for all its deltas.
-FOLDED_FORWARD = {nn.Linear: _linear, nn.LayerNorm: _layer_norm}
+# Module types (exact) whose forward takes the bias as an argument → the class folding the deltas into it.
+# A type missing here (or a module whose instance already carries its own ``forward``, e.g. an offloading
+# hook's) keeps the output hook for all its deltas.
+FOLDED = {nn.Linear: FoldedLinear, nn.LayerNorm: FoldedLayerNorm}
+UNFOLDED = {v: k for k, v in FOLDED.items()}

@@ -294,10 +294,12 @@ def extend_mask(mask: torch.Tensor | None, length: int, pad: int = 0) -> torch.T
     shape = (*mask.shape[:-1], length + pad)
     if mask.dtype == torch.bool:
         cols = torch.ones(shape, dtype=torch.bool, device=mask.device)
-        cols[..., length:] = False
+        if pad:
+            cols[..., length:] = False
     else:
         cols = torch.zeros(shape, dtype=mask.dtype, device=mask.device)
-        cols[..., length:] = torch.finfo(mask.dtype).min
+        if pad:
+            cols[..., length:] = torch.finfo(mask.dtype).min
     return torch.cat([cols, mask], dim=-1)
 
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from functools import partial
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
@@ -43,7 +42,7 @@ from peltc.compiler.archs import FAMILIES, MODEL_TYPES, Family
 from peltc.compiler.ir import IR, AttachmentNode
 from peltc.compiler.torch import targets as tg
 from peltc.compiler.torch.adapter import PARALLEL_INPUT, Adapter, AdapterPoint, attach_prenorm
-from peltc.compiler.torch.bitfit import FOLDED_FORWARD, BiasDelta, bias_size, bitfit_hook
+from peltc.compiler.torch.bitfit import FOLDED, UNFOLDED, BiasDelta, bias_size, bitfit_hook
 from peltc.compiler.torch.gate import Gate
 from peltc.compiler.torch.lora import LoRA, LoraLinear
 from peltc.compiler.torch.pooling import bypass_pooler_hook, mean_pool_all_hook, mean_pool_hook
@@ -613,8 +612,8 @@ def _attach_bitfit(model, att, tgts, state, hidden) -> None:
         if "pelt_bitfit" not in mod._modules:
             mod.pelt_bitfit = nn.ModuleDict()
             mod.__dict__["_pelt_bitfit_hook"] = mod.register_forward_hook(bitfit_hook)
-            if type(mod) in FOLDED_FORWARD:         # ungated deltas go into the bias argument
-                mod.forward = partial(FOLDED_FORWARD[type(mod)], mod)
+            if type(mod) in FOLDED and "forward" not in mod.__dict__:   # ungated deltas: into the bias argument
+                mod.__class__ = FOLDED[type(mod)]
         mod.pelt_bitfit[att.instance] = BiasDelta(size, gate, owns, **where)
 
 
@@ -814,7 +813,8 @@ def merge(model: nn.Module, *, skip_gated: bool = False) -> list[str]:
                 merged.append(f"{i}@{n}")
             if len(m.pelt_bitfit) == 0:
                 m.__dict__.pop("_pelt_bitfit_hook").remove()
-                m.__dict__.pop("forward", None)           # the class's own forward again
+                if type(m) in UNFOLDED:
+                    m.__class__ = UNFOLDED[type(m)]           # the plain module again
                 del m.pelt_bitfit
     live = {id(g) for g in model.modules() if isinstance(g, Gate)}
     for groups in c.state.groups.values():     # drop merged gates from fused groups

@@ -12,6 +12,7 @@ from torch_models import logits, perturb, tiny_model
 
 from peltc.api import compile_model
 from peltc.compiler.torch import disable, merge
+from peltc.compiler.torch.bitfit import UNFOLDED, FoldedLayerNorm, FoldedLinear
 
 SPECS = {
     "ungated": "bitfit b { at all }",
@@ -32,7 +33,8 @@ def _hooked(model):
     """A copy computing every delta with the output hook (the path before the fold)."""
     twin = copy.deepcopy(model)
     for m in twin.modules():
-        m.__dict__.pop("forward", None)
+        if type(m) in UNFOLDED:
+            m.__class__ = UNFOLDED[type(m)]
     return twin
 
 
@@ -43,8 +45,8 @@ def _holders(model):
 def test_ungated_deltas_fold_into_linear_and_layer_norm_forwards():
     model = _compiled(SPECS["ungated"])
     holders = _holders(model)
-    assert {type(m) for m in holders} == {nn.Linear, nn.LayerNorm}
-    assert all("forward" in m.__dict__ for m in holders)
+    assert {type(m) for m in holders} == {FoldedLinear, FoldedLayerNorm}
+    assert all(isinstance(m, (nn.Linear, nn.LayerNorm)) for m in holders)
 
 
 def test_fold_equals_the_hook_in_logits_and_gradients(batch):
@@ -96,5 +98,37 @@ def test_disable_merge_and_deepcopy_see_the_folded_deltas(batch):
     assert not torch.allclose(logits(twin, batch), tuned, atol=1e-4)
     torch.testing.assert_close(logits(model, batch), tuned, rtol=0, atol=0)
     merge(model)
-    assert not _holders(model) and not any("forward" in m.__dict__ for m in model.modules())
+    assert not _holders(model) and not any(type(m) in UNFOLDED for m in model.modules())
     torch.testing.assert_close(logits(model, batch), tuned, rtol=0, atol=1e-5)
+
+
+def test_a_module_with_its_own_forward_keeps_the_hook(batch):
+    """An instance that already carries a forward (e.g. an offloading hook's) is not folded: its deltas
+    stay in the output hook, and that forward is left alone."""
+    model = tiny_model("bert")
+    want = tiny_model("bert")
+    dense = model.bert.encoder.layer[0].output.dense
+    own = dense.forward                                 # the bound class forward, put on the instance
+    dense.forward = own
+    compile_model(SPECS["ungated"], model)
+    compile_model(SPECS["ungated"], want)
+    assert type(dense) is nn.Linear and dense.__dict__["forward"] is own
+    perturb(model)
+    perturb(want)
+    torch.testing.assert_close(logits(model, batch), logits(want, batch), rtol=0, atol=1e-6)
+
+
+def test_shallow_replicas_run_their_own_deltas(batch):
+    """DataParallel's replicas copy ``__dict__`` shallowly: each must read its own parameters."""
+    model = _compiled(SPECS["ungated"])
+    lin = model.bert.encoder.layer[0].output.dense
+    replica = lin._replicate_for_data_parallel()
+    replica._parameters = dict(lin._parameters)
+    x = torch.randn(2, 3, lin.in_features)
+    torch.testing.assert_close(replica(x), lin(x))
+    replica._parameters["weight"] = torch.nn.Parameter(torch.zeros_like(lin.weight))
+    torch.testing.assert_close(replica(x), folded_expected(lin, x, weight=torch.zeros_like(lin.weight)))
+
+
+def folded_expected(lin, x, weight):
+    return torch.nn.functional.linear(x, weight, lin.bias + lin.pelt_bitfit["b"].delta)
