@@ -350,6 +350,7 @@ def measure_startup(runs: int, log: Callable[[str], None]) -> dict:
     """Wall time of ``peltc check`` (STARTUP_CHECK) in a fresh process, ``runs`` times after one untimed run
     (which warms the file cache): interpreter start, imports, parse, check, print."""
     cmd = peltc_command() + list(STARTUP_CHECK)
+    label = "peltc " + " ".join(STARTUP_CHECK)
     times: list[float] = []
     for i in range(runs + 1):
         t0 = time.perf_counter()
@@ -357,13 +358,12 @@ def measure_startup(runs: int, log: Callable[[str], None]) -> dict:
         dt = time.perf_counter() - t0
         if done.returncode != 0:     # recorded, not raised: the shapes' timings are already in the result
             log(f"startup: {' '.join(cmd)} exited {done.returncode}")
-            return {"command": "peltc " + " ".join(STARTUP_CHECK),
-                    "error": f"exit {done.returncode}: {done.stderr.strip()[-500:]}"}
+            return {"command": label, "error": f"exit {done.returncode}: {done.stderr.strip()[-500:]}"}
         if i:
             times.append(dt)
     log(f"startup: {runs} runs of {' '.join(cmd)}")
     s = summary(times)
-    return {"command": "peltc " + " ".join(STARTUP_CHECK), "runs": runs, "ms": s,
+    return {"command": label, "runs": runs, "ms": s,
             "target_s": TARGET_STARTUP_S, "met": s["median"] <= TARGET_STARTUP_S * 1000,
             "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 

@@ -369,13 +369,9 @@ def make_attention(base: str) -> Callable:
             else:
                 pad = 0 if kwargs.get("dropout") else key_padding(base, attention_mask, query, length + key.shape[2])
                 attention_mask = extended_mask(kv[2], attention_mask, length, pad)
-            if pad:
-                zeros = key.new_zeros(*key.shape[:2], pad, key.shape[3])
-                key = torch.cat([kv[0], zeros, key], dim=2)
-                value = torch.cat([kv[1], zeros, value], dim=2)
-            else:
-                key = torch.cat([kv[0], key], dim=2)
-                value = torch.cat([kv[1], value], dim=2)
+            zeros = [key.new_zeros(*key.shape[:2], pad, key.shape[3])] if pad else []
+            key = torch.cat([kv[0], *zeros, key], dim=2)
+            value = torch.cat([kv[1], *zeros, value], dim=2)
             if kv[2].observer is not None:
                 kv[2].observer(module, query, key, attention_mask, length, kwargs.get("scaling"))
         return _stock(module, base)(module, query, key, value, attention_mask, **kwargs)
