@@ -9,7 +9,10 @@
 - between ``<!-- grid:begin -->`` and ``<!-- grid:end -->``: Table 1 per K and the paper's Table 2
   from ``docs/results/grid-k100.json`` (``peltc grid --table``);
 - between ``<!-- dynamics:begin -->`` and ``<!-- dynamics:end -->``: the grid runs' training dynamics and
-  UniPELT's gates (``bench/grid_dynamics.py --table``) from ``docs/results/grid-k100-dynamics.json``.
+  UniPELT's gates (``bench/grid_dynamics.py --table``) from ``docs/results/grid-k100-dynamics.json``;
+- between ``<!-- prefix-stability:begin -->`` and ``<!-- prefix-stability:end -->``: prefix-tuning alone on
+  STS-B beyond the grid's seeds, on seed 3's sample under other initialisations, and each sample's linear
+  signal (``bench/prefix_stability.py --table``) from ``docs/results/prefix-stability.json``.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ def main() -> int:
     sys.path.insert(0, str(ROOT / "bench"))
     from diagnosis_table import main as diagnosis
     from grid_dynamics import table as dynamics_table
+    from prefix_stability import table as stability_table
 
     from peltc.runtime.grid import report
 
@@ -65,6 +69,8 @@ def main() -> int:
     text = _replace(text, "grid", report(ROOT / "docs" / "results" / "grid-k100.json", SPECS, TASKS))
     dyn = ROOT / "docs" / "results" / "grid-k100-dynamics.json"
     text = _replace(text, "dynamics", dynamics_table(json.loads(dyn.read_text(encoding="utf-8"))))
+    stab = ROOT / "docs" / "results" / "prefix-stability.json"
+    text = _replace(text, "prefix-stability", stability_table(json.loads(stab.read_text(encoding="utf-8"))))
     path.write_text(text, encoding="utf-8")
     print(f"updated {path}")
     return 0
