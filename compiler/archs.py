@@ -190,6 +190,13 @@ BLOCKS: dict[str, tuple[str, ...]] = {
 
 
 
+def default_gate_init(family: Family | str | None, method: str) -> float | None:
+    """The bias a sigmoid gate of ``method`` starts at on ``family`` when the spec writes no ``init=``:
+    the family's ``prefix_gate_init`` for a prefix, else None (bias 0, σ = 0.5)."""
+    fam = FAMILIES.get(family) if isinstance(family, str) else family
+    return fam.prefix_gate_init if fam is not None and method == "prefix" else None
+
+
 def blocks(family: Family) -> dict[str, tuple[str, ...]]:
     """Which single points each block covers on this family (decoders add ``ffn.gate``)."""
     return family.blocks if family.blocks is not None else BLOCKS

@@ -19,7 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from peltc.compiler.archs import BLOCKS, FAMILIES, Family, blocks, has_bias
+from peltc.compiler.archs import BLOCKS, FAMILIES, Family, blocks, default_gate_init, has_bias
 from peltc.compiler.ir import IR, AttachmentNode, GateSpec
 from peltc.compiler.layerset import compact_layers as _compact
 from peltc.compiler.passes.resolve_paths import module_path
@@ -93,7 +93,8 @@ def path_pattern(paths: list[str], layers: list[int]) -> str:
 def _bound_mod(ir: IR, att: AttachmentNode, same: list[AttachmentNode]) -> Mod:
     inputs = ir.predecessors(att.id, "input")
     shared = ir.instance(att.instance).shared_trainable if att.method == "prefix" else None
-    return Mod(att.instance, att.method, att.point, dict(att.params), att.gate, att.placement, att.order,
+    gate = att.gate.with_default(default_gate_init(ir.settings.family, att.method))   # as it starts on the model
+    return Mod(att.instance, att.method, att.point, dict(att.params), gate, att.placement, att.order,
                inputs[0].point if inputs else att.point, att.trainable, att.saved, att.gate_params, shared,
                relative=dict(att.relative), paths=[a.module_path for a in same if a.module_path is not None])
 

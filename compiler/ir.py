@@ -62,6 +62,13 @@ class GateSpec(BaseModel):
     pool: Literal["masked_mean", "mean_unmasked", "first"] = "masked_mean"
     value: float | None = None
 
+    def with_default(self, init: float | None) -> GateSpec:
+        """This gate as it starts on a model: a sigmoid gate the spec left without ``init=`` takes ``init``
+        (a family's default, `archs.default_gate_init`); any other gate is returned as is."""
+        if self.kind == "sigmoid" and self.value is None and init is not None:
+            return self.model_copy(update={"value": init})
+        return self
+
     def text(self) -> str:
         if self.kind == "none":
             return "none"

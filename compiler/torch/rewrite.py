@@ -538,10 +538,8 @@ def _gate(att: AttachmentNode, state: PeltState, hidden: int, where: dict, reads
     sigmoid gate whose spec writes no ``init=`` (the family's ``prefix_gate_init`` for prefixes)."""
     if att.gate.kind == "none":
         return None
-    spec = att.gate
-    if spec.kind == "sigmoid" and spec.value is None and default_init is not None:
-        spec = spec.model_copy(update={"value": default_init})
-    return Gate(spec, hidden, (att.instance, att.layer, att.point), state, reads_own=reads_own, **where)
+    return Gate(att.gate.with_default(default_init), hidden, (att.instance, att.layer, att.point), state,
+                reads_own=reads_own, **where)
 
 
 def _attach_adapter(model, att, t, state, hidden) -> None:

@@ -217,6 +217,24 @@ def test_check_and_show_name_the_decoder_modules():
     assert "4 heads of 24 over 2 KV heads" in outline(ir, "x.pelt")
 
 
+def test_check_show_and_the_diagram_say_where_a_prefix_gate_starts():
+    """A decoder starts a prefix gate the spec left without init= at the family's −10: `check`, `show` and the
+    gate's diamond say so; a written init=, a non-prefix gate or an encoder get no note."""
+    note = "gate starts at bias -10 (σ ≈ 4.5e-05): the llama family's default for a prefix gate"
+    ir = build_ir(UNIPELT_APL, model=SMOL).ir
+    text, shown = summary(ir, "x.pelt"), outline(ir, "x.pelt")
+    assert text.count(note) == 1 and shown.count(note) == 1
+    assert text.index("kv ") < text.index(note) < text.index("qv ")           # under the prefix's row
+    src = dot(UNIPELT_APL, SMOL)
+    (prefix,) = module_nodes(src, "prefix", "kv")
+    assert f'"{prefix}.gate" [label="σ(layer.input)\nstarts ≈4.54e-05"' in src
+    (adapter,) = module_nodes(src, "adapter", "ffn_adapter")
+    assert f'"{adapter}.gate" [label="σ(ffn.output)" ' in src                 # adapters start at σ(0)
+    written = UNIPELT_APL.replace("mlp 512 gate sigmoid(layer.input)", "mlp 512 gate sigmoid(layer.input, init=-2)")
+    assert "family's default" not in summary(build_ir(written, model=SMOL).ir, "x.pelt")
+    assert "family's default" not in summary(build_ir(UNIPELT_APL, model="bert-base-uncased").ir, "x.pelt")
+
+
 # --- layer groups, files ----------------------------------------------------------------------------
 def test_layers_without_modules_are_decoder_layers():
     src = dot("lora l { at layers[-1].ffn.gate }", MISTRAL)
