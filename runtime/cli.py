@@ -137,9 +137,19 @@ def _predict_runs(a) -> int:
     return EXIT_OK
 
 
+def _own_columns(o) -> None:
+    """Your own data's column and task-type flags (`compile` and `grid` alike)."""
+    o.add_argument("--text-column", metavar="NAME", help="the text's column (default: text, else sentence)")
+    o.add_argument("--text-pair-column", metavar="NAME", help="the second text's column, for text pairs (default: none)")
+    o.add_argument("--label-column", metavar="NAME", help="the label's column (default: label)")
+    o.add_argument("--task-type", choices=("classification", "regression"),
+                   help="default: from the labels (strings, integers → classification; numbers with a fractional "
+                        "part → regression)")
+
+
 def cmd_grid(a) -> int:
     from peltc.errors import UsageError
-    from peltc.runtime.grid import report, run_grid
+    from peltc.runtime.grid import OWN_FLAGS, report, run_grid
     from peltc.runtime.train import check_option
     if a.table:
         order = [s.rsplit("/", 1)[-1].removesuffix(".pelt") for s in a.specs] or None
@@ -156,7 +166,8 @@ def cmd_grid(a) -> int:
         raise UsageError(f"bad --seeds {a.seeds!r}", code="U106", help="a comma list of integers, e.g. 1,2,3") from None
     run_grid(a.specs, tasks=a.tasks.split(","), ks=a.k.split(","), seeds=seeds,
              out=a.out, jobs=a.jobs, model=a.model, data_dir=a.data_dir, overrides=_overrides(a),
-             dev_size=a.dev_size, record=a.record)
+             dev_size=a.dev_size, record=a.record,
+             own={k: getattr(a, k) for k in OWN_FLAGS})
     return EXIT_OK
 
 
@@ -300,12 +311,7 @@ def add_commands(sub) -> None:
     o.add_argument("--test", metavar="DATA", help="the test set, same format as --train (a split name for disk / hub; "
                                                   "a JSON Lines file for gen:jsonl; default: a fixed fifth of the "
                                                   "training rows)")
-    o.add_argument("--text-column", metavar="NAME", help="the text's column (default: text, else sentence)")
-    o.add_argument("--text-pair-column", metavar="NAME", help="the second text's column, for text pairs (default: none)")
-    o.add_argument("--label-column", metavar="NAME", help="the label's column (default: label)")
-    o.add_argument("--task-type", choices=("classification", "regression"),
-                   help="default: from the labels (strings, integers → classification; numbers with a fractional "
-                        "part → regression)")
+    _own_columns(o)
     c.add_argument("--k", default="100", help="training examples: 100 | 500 | 1000 | all (default 100)")
     c.add_argument("--seed", type=int, default=1)
     c.add_argument("--dev-size", type=int, default=1000,
@@ -346,7 +352,9 @@ def add_commands(sub) -> None:
                                                          "recorded there count as finished)")
     g.add_argument("--table", metavar="FILE.json", help="print the tables of a recorded grid and exit (specs, if "
                                                         "given, set the row order)")
-    g.add_argument("--tasks", default="cola,sst2,mrpc,rte,stsb", help="comma list of GLUE tasks (default %(default)s)")
+    g.add_argument("--tasks", default="cola,sst2,mrpc,rte,stsb",
+                   help="comma list of GLUE tasks and / or your own data: csv:PATH, json:PATH, disk:DIR, "
+                        "hub:NAME[:CONFIG] (named by the file's stem; default %(default)s)")
     g.add_argument("--k", default="100", help="comma list of training sizes: 100, 500, 1000, all (default %(default)s)")
     g.add_argument("--seeds", default="1,2,3", help="comma list of seeds (default %(default)s)")
     g.add_argument("--jobs", type=int, default=1, help="runs in parallel, each on its share of the CPU threads (default 1)")
@@ -356,6 +364,12 @@ def add_commands(sub) -> None:
                                                       "skipped (default %(default)s)")
     g.add_argument("--model", help="model name or dir (default: each spec's, else the packaged MiniLM)")
     g.add_argument("--data-dir", help="GLUE in the original TSV layout (default: $PELT_GLUE_DIR, else the Hub)")
+    o = g.add_argument_group("your own data (--tasks csv:… | json:… | disk:… | hub:…; every such task gets these)")
+    o.add_argument("--validation", metavar="DATA", help="the dev set (one dataset of your own only; default: "
+                                                        "--dev-size training rows held out per seed)")
+    o.add_argument("--test", metavar="DATA", help="the test set (one dataset of your own only; default: a fixed "
+                                                  "fifth of the training rows)")
+    _own_columns(o)
     _train_flags(g)
     g.set_defaults(func=cmd_grid)
 

@@ -74,13 +74,67 @@ def _finished(d: Path) -> dict | None:
     return m if m.get("final") else None
 
 
-def _command(spec, task, k, seed, d: Path, model, data_dir, overrides, dev_size) -> list[str]:
-    cmd = [sys.executable, "-m", "peltc", "compile", spec, "--train", f"glue/{task}", "--k", str(k),
+# your own data's options, as `peltc compile` spells them (every own-data task of a grid gets the same)
+OWN_FLAGS = {"validation": "--validation", "test": "--test", "text_column": "--text-column",
+             "text_pair_column": "--text-pair-column", "label_column": "--label-column", "task_type": "--task-type"}
+
+
+def resolve_tasks(tasks: list[str], own: dict[str, Any] | None = None) -> dict[str, str]:
+    """Each grid task's name (its table column and folder) → the ``--train`` reference of its runs.
+    A GLUE task (``rte``, ``glue/rte``) is named as GLUE names it. Your own data (``csv:PATH``,
+    ``json:PATH``, ``disk:DIR``, ``hub:NAME[:CONFIG]``) is read and checked here, before any run starts,
+    with ``own``'s options (:data:`OWN_FLAGS`; ``--validation`` / ``--test`` only with one such task), and
+    named by its file's stem, as a run folder names it."""
+    from peltc.errors import UsageError
+    from peltc.runtime import data as D
+    from peltc.runtime.tasks import task as get_task
+
+    own = {k: v for k, v in (own or {}).items() if v is not None}
+    mine = [t for t in tasks if D.is_own(t)]
+    if own and not mine:
+        raise UsageError(f"{', '.join(OWN_FLAGS[k] for k in own)} apply to your own data, and --tasks names none",
+                         code="U130", help="--tasks csv:PATH | json:PATH | disk:DIR | hub:NAME[:CONFIG] (comma list)")
+    if len(mine) > 1 and (own.get("validation") or own.get("test")):
+        raise UsageError("--validation / --test name one dataset's splits, and --tasks names "
+                         f"{len(mine)} datasets of your own", code="U130",
+                         help="run one grid per dataset, or leave the splits to the protocol (a fixed fifth "
+                              "as test, dev and K per seed)")
+    out: dict[str, str] = {}
+    for ref in tasks:
+        if D.is_own(ref):
+            train = D.parse_source(ref, "--tasks")
+            data = D.OwnData(train=train,
+                             validation=D.parse_source(own["validation"], "--validation", like=train)
+                             if own.get("validation") else None,
+                             test=D.parse_source(own["test"], "--test", like=train) if own.get("test") else None,
+                             text_column=own.get("text_column"), text_pair_column=own.get("text_pair_column"),
+                             label_column=own.get("label_column") or "label", task_type=own.get("task_type"))
+            name = D.load_own(data)[1].name
+        else:
+            name = get_task(ref).name
+            ref = f"glue/{name}"
+        if name in out:
+            raise UsageError(f"two grid tasks are both named '{name}' ({out[name]}, {ref})", code="U133",
+                             help="a task's name (a GLUE name, or your file's stem) is its table column and folder: "
+                                  "rename one file")
+        out[name] = ref
+    return out
+
+
+def _command(spec, task, k, seed, d: Path, model, data_dir, overrides, dev_size, ref: str | None = None,
+             own: dict[str, Any] | None = None) -> list[str]:
+    ref = ref or f"glue/{task}"
+    cmd = [sys.executable, "-m", "peltc", "compile", spec, "--train", ref, "--k", str(k),
            "--seed", str(seed), "--out", str(d), "--quiet", "--no-render", "--dev-size", str(dev_size)]
     if model:
         cmd += ["--model", model]
-    if data_dir:
-        cmd += ["--data-dir", data_dir]
+    if ref.startswith("glue/"):
+        if data_dir:
+            cmd += ["--data-dir", data_dir]
+    else:
+        for key, flag in OWN_FLAGS.items():
+            if (own or {}).get(key) is not None:
+                cmd += [flag, str(own[key])]
     for key, v in overrides.items():
         cmd += [f"--{key.replace('_', '-')}", str(v)]
     if (d / "run.json").exists():
@@ -91,11 +145,13 @@ def _command(spec, task, k, seed, d: Path, model, data_dir, overrides, dev_size)
 def run_grid(specs: list[str], *, tasks: list[str], ks: list[str], seeds: list[int], out: str = "runs/grid",
              jobs: int = 1, model: str | None = None, data_dir: str | None = None,
              overrides: dict[str, Any] | None = None, dev_size: int = 1000,
-             record: str | None = None) -> dict[str, Any]:
+             record: str | None = None, own: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``tasks``: GLUE names and / or your own data (``csv:PATH`` …, read with ``own``'s options:
+    :func:`resolve_tasks`)."""
     import threading
 
-    from peltc.runtime.tasks import task as get_task
-    tasks = [get_task(t).name for t in tasks]
+    refs = resolve_tasks(tasks, own)
+    tasks = list(refs)
     # seed-major order: an interrupted grid has every spec on the same tasks and seeds
     combos = [(s, t, k, seed) for seed in seeds for k in ks for t in tasks for s in specs]
     records = {_key(r): r for r in load_records(record)}
@@ -119,8 +175,8 @@ def run_grid(specs: list[str], *, tasks: list[str], ks: list[str], seeds: list[i
         d.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
         with open(d.parent / f"{d.name}.log", "a", encoding="utf-8") as log:
-            rc = subprocess.call(_command(*c, d, model, data_dir, overrides or {}, dev_size), stdout=log,
-                                 stderr=subprocess.STDOUT, env=env)
+            rc = subprocess.call(_command(*c, d, model, data_dir, overrides or {}, dev_size, refs[c[1]], own),
+                                 stdout=log, stderr=subprocess.STDOUT, env=env)
         m = _finished(d) if rc == 0 else None
         status = "ok" if m else f"FAILED (exit {rc}; see {d.parent / (d.name + '.log')})"
         if m and record:
@@ -155,9 +211,22 @@ def _mean(xs: list) -> float | None:
     return statistics.fmean(xs) if xs and None not in xs else None
 
 
+def _main_metric(task: str, runs: list[dict]) -> str | None:
+    """The task's main metric: as its runs recorded it (your own data's task is known by its runs), else
+    GLUE's; None for an own-data task without finished runs."""
+    from peltc.errors import UsageError
+    from peltc.runtime.tasks import task as get_task
+    for r in runs:
+        if r.get("main_metric"):
+            return r["main_metric"]
+    try:
+        return get_task(task).main_metric
+    except UsageError:
+        return None
+
+
 def tabulate(specs, tasks, ks, seeds, out=None, records: list[dict] | None = None) -> dict[str, Any]:
     """Cells of the table from run records (``records``), else from the finished run folders in ``out``."""
-    from peltc.runtime.tasks import task as get_task
     by_key: dict[tuple, dict] = {}
     if records is not None:
         by_key = {_key(r): r for r in records}
@@ -175,8 +244,8 @@ def tabulate(specs, tasks, ks, seeds, out=None, records: list[dict] | None = Non
         name = Path(s).stem
         for k in ks:
             for t in tasks:
-                main = get_task(t).main_metric
                 runs = [by_key[key] for seed in seeds if (key := (name, t, str(k), int(seed))) in by_key]
+                main = _main_metric(t, runs)
                 vals = [100 * r["test"][main] for r in runs]
                 cells[f"{name}|{t}|{k}"] = {
                     "spec": name, "task": t, "k": k, "metric": main, "n": len(vals),
@@ -192,6 +261,19 @@ def tabulate(specs, tasks, ks, seeds, out=None, records: list[dict] | None = Non
                 }
     return {"specs": [Path(s).stem for s in specs], "tasks": list(tasks), "ks": list(ks), "seeds": list(seeds),
             "cells": cells}
+
+
+METRIC_NAMES = {"matthews_correlation": "MCC", "f1": "F1", "spearmanr": "Spearman", "pearson": "Pearson",
+                "accuracy": "accuracy"}
+
+
+def _metrics_text(cells: dict, specs: list[str], tasks: list[str], k) -> str:
+    """``MCC (cola), F1 (mrpc), Spearman (stsb), accuracy (sst2, rte)``: each main metric and its tasks."""
+    by: dict[str, list[str]] = {}
+    for t in tasks:
+        metric = next((c["metric"] for s in specs if (c := cells[f"{s}|{t}|{k}"])["metric"]), None)
+        by.setdefault(METRIC_NAMES.get(metric, metric or "?"), []).append(t)
+    return ", ".join(f"{m} ({', '.join(ts)})" for m, ts in by.items())
 
 
 def to_markdown(table: dict[str, Any]) -> str:
@@ -232,8 +314,8 @@ def to_markdown(table: dict[str, Any]) -> str:
                 row.append(f"{statistics.fmean(xs):.0f}" if xs else "—")
             lines.append(f"| {s} | " + " | ".join(row) + " |")
         n = {cells[f"{s}|{t}|{k}"]["n"] for s in specs for t in tasks}
-        lines.append(f"\nseeds per cell: {sorted(n)}; metrics ×100: MCC (cola), F1 (mrpc), Spearman (stsb), "
-                     f"accuracy (others); best **bold**, second <u>underlined</u>; †n: n runs of the cell are "
+        lines.append(f"\nseeds per cell: {sorted(n)}; metrics ×100: {_metrics_text(cells, specs, tasks, k)}; "
+                     f"best **bold**, second <u>underlined</u>; †n: n runs of the cell are "
                      f"near-constant predictors (test predictions' variance < 10% of the labels', or ≥ 95% one "
                      f"class); s/run, train ex/s (optimiser "
                      f"steps × batch per second of training, dev evaluations excluded) and eval ex/s (test set "

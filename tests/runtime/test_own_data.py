@@ -388,3 +388,43 @@ def test_own_regression_end_to_end_with_test_file(tmp_path, tiny_regression_dir,
     preds = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(preds) == 12 and all(isinstance(p["score"], float) for p in preds)
     assert all("label" not in p and "input_score" in p for p in preds)      # the gold score kept beside
+
+
+# --- a grid over your own data -----------------------------------------------------------------------
+
+def test_grid_over_your_own_data(tiny_dir, small_glue, tmp_path, capsys):
+    """`peltc grid --tasks csv:…,rte`: your own data beside a GLUE task, its columns from the own-data flags,
+    its column named by the file's stem and its metric from its runs; the record's table says so too."""
+    train = write(tmp_path / "reviews.csv", _rows(150, text="review", label="sentiment"))
+    record = tmp_path / "grid.json"
+    rc = main(["grid", str(SPEC), "--tasks", f"csv:{train},rte", "--text-column", "review", "--label-column",
+               "sentiment", "--model", str(tiny_dir), "--data-dir", str(small_glue), "--out", str(tmp_path / "g"),
+               "--k", "32", "--seeds", "1", "--dev-size", "40", "--epochs", "1", "--min-steps", "0",
+               "--max-length", "32", "--record", str(record)])
+    out = capsys.readouterr().out
+    assert rc == 0 and "FAILED" not in out, out
+    runs = {r["task"]: r for r in json.loads(record.read_text())["runs"]}
+    assert set(runs) == {"reviews", "rte"} and runs["reviews"]["main_metric"] == "accuracy"
+    m = json.loads((tmp_path / "g" / "lora" / "reviews" / "k32" / "s1" / "metrics.json").read_text())
+    assert m["sizes"] == {"train": 32, "dev": 40, "test": 30}
+    md = (tmp_path / "g" / "grid.md").read_text()
+    assert "| spec | reviews | rte | avg |" in md and "accuracy (reviews, rte)" in md
+    assert main(["grid", "--table", str(record)]) == 0
+    assert "| spec | reviews | rte | avg |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args,code,where", [
+    (["--text-column", "review"], "U130", "--text-column"),                        # no own data named
+    (["--tasks", "csv:{a},csv:{b}", "--test", "{a}"], "U130", "--validation / --test"),
+    (["--tasks", "csv:{a},json:{c}"], "U133", "both named 'a'"),
+    (["--tasks", "csv:{missing}"], "D101", "missing.csv"),
+])
+def test_grid_own_data_mistakes(tmp_path, capsys, args, code, where):
+    """Checked before any run starts: a clear error, no traceback, no run folder."""
+    files = {"a": write(tmp_path / "a.csv", _rows(60)), "b": write(tmp_path / "b.csv", _rows(60)),
+             "c": write(tmp_path / "a.jsonl", _rows(60)), "missing": tmp_path / "missing.csv"}
+    args = [x.format(**files) for x in args]
+    rc = main(["grid", str(SPEC), "--out", str(tmp_path / "g"), *args])
+    err = capsys.readouterr().err
+    assert rc in (2, 3) and code in err and where in err and "Traceback" not in err, err
+    assert not (tmp_path / "g").exists()
