@@ -26,7 +26,7 @@ _SETTING_HELP = {
     "warmup": "linear warm-up, fraction of the steps (default 0.06)",
     "weight_decay": "AdamW weight decay (default 0)",
     "patience": "early stopping: evaluations without dev improvement (default 3)",
-    "min_steps": "no early stop before this many steps (default 60)",
+    "min_steps": "no early stop, and no restored best checkpoint, before this many steps (default 60)",
     "eval_steps": "evaluate on dev every N steps (default 30)",
     "max_length": "truncate inputs to N tokens (default 128)",
     "head_lr": "learning rate of the task head (default 1e-3)",

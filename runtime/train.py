@@ -3,7 +3,8 @@
 The loop is the Hugging Face ``Trainer``: it evaluates on ``dev`` every epoch (or every
 ``eval_steps``), saves a checkpoint at each evaluation (safetensors), stops early when the task's
 main metric has not improved for ``patience`` evaluations (but never before ``min_steps``
-optimiser steps), restores the best checkpoint, then reports ``dev`` and ``test``.
+optimiser steps), restores the best checkpoint from ``min_steps`` on (any, in a shorter run), then
+reports ``dev`` and ``test``.
 
     settings = resolve_settings(ir.settings.train, cli_overrides, finetune=False)
     result = train(model, tokenizer, enc, task("sst2"), settings, run_dir / "trainer")
@@ -80,8 +81,10 @@ class PeltTrainer(Trainer):
     in the optimiser's order. The schedule (``LambdaLR``) scales every group from its own lr."""
 
     def __init__(self, *args, head_lr: float | None = None, head_prefixes: tuple[str, ...] = (),
-                 instance_lrs: Mapping[str, float] | None = None, base_instance: str | None = None, **kwargs):
+                 instance_lrs: Mapping[str, float] | None = None, base_instance: str | None = None,
+                 select_from: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
+        self.select_from = select_from
         self.head_lr = head_lr
         self.head_prefixes = head_prefixes
         self.instance_lrs = dict(instance_lrs or {})
@@ -99,6 +102,17 @@ class PeltTrainer(Trainer):
             return None
         inst = _instance_of(name) if "pelt_" in name else self.base_instance
         return inst if inst in self.instance_lrs else None
+
+    def _determine_best_metric(self, metrics, trial):
+        """The stock best-checkpoint bookkeeping, but an evaluation before ``select_from`` steps (the
+        recipe's ``min_steps``) is never the best, unless the run is no longer than that: a K = 100
+        run's first evaluation is often still a constant predictor (on the K = 100 grid's dev probes, 66
+        of 166 step-30 evaluations against 19 of 610 later ones), and when its dev score beats what
+        follows — MRPC's all-"paraphrase" F1, a barely-moved regression — restoring it returns a model
+        that has learned nothing."""
+        if self.state.global_step < self.select_from < self.state.max_steps:
+            return False
+        return super()._determine_best_metric(metrics, trial)
 
     def _save_checkpoint(self, model, trial):
         """The stock checkpoint, written with signals held until it is complete, then marked complete
@@ -263,6 +277,7 @@ def train(model, tokenizer, splits, task: GlueTask, settings: TrainSettings, out
         head_prefixes=head_prefixes(model),
         instance_lrs=lrs,
         base_instance=base_instance,
+        select_from=settings.min_steps,
     )
 
     if settings.head_weights == "zero" and not gen:

@@ -107,6 +107,20 @@ def test_tiny_trainer_run(tmp_path, tiny_model, tokenizer, sst2_splits):
             assert torch.equal(p, frozen[n]), n
 
 
+@pytest.mark.parametrize("min_steps", [5, 100])
+def test_best_checkpoint_is_chosen_from_min_steps_on(tmp_path, tiny_model, tokenizer, sst2_splits, min_steps):
+    """The restored checkpoint is the best evaluation at or after min_steps; in a run no longer than
+    min_steps, the best of all. Early stopping off (patience 99), so every evaluation happens."""
+    result = train(tiny_model(2), tokenizer, sst2_splits, task("sst2"),
+                   _settings(epochs=3, eval_steps=2, patience=99, min_steps=min_steps), tmp_path, progress=False)
+    hist = result["dev"]["history"]
+    assert [h["step"] for h in hist] == [2, 4, 6, 8, 10, 12]
+    allowed = [h for h in hist if h["step"] >= min_steps] or hist
+    first_best = max(allowed, key=lambda h: (h["accuracy"], -h["step"]))     # the first of equal scores
+    assert result["train"]["best_step"] == first_best["step"]
+    assert result["dev"]["best"]["accuracy"] == pytest.approx(first_best["accuracy"])
+
+
 def test_tiny_regression_run(tmp_path, glue_dir, tiny_model, tokenizer):
     t = task("stsb")
     s = data.sample(data.load_glue(t, glue_dir), 16, seed=2, dev_size=16)
