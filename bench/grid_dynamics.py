@@ -41,6 +41,20 @@ def _gate_means(record: dict | None) -> dict[str, float] | None:
     return {k: round(statistics.mean(v.values()), 4) for k, v in record["gates"].items()}
 
 
+def _probe_near_constant(p: dict | None) -> bool | None:
+    """Whether one evaluation's predictions on the 64 dev probe examples (``diagnostics.json``) are those
+    of a near-constant predictor, by the runtime's rule (`metrics.near_constant`): one class for ≥ 95 % of
+    them (every grid task's labels have a majority below 90 %), or a regression's predictions' variance
+    under 10 % of the labels'."""
+    if not p:
+        return None
+    if "majority_share" in p:
+        return p["majority_share"] >= 0.95
+    if p.get("std") is not None and p.get("label_std"):
+        return (p["std"] / p["label_std"]) ** 2 < 0.1
+    return None
+
+
 def collect_run(folder: Path, rec: dict) -> dict | None:
     """The dynamics of one recorded run from its folder, or None when the folder is not that run."""
     try:
@@ -63,6 +77,9 @@ def collect_run(folder: Path, rec: dict) -> dict | None:
              "last": _gate_means(evals[-1] if evals else None)}
     if any(gates.values()):
         out["gates"] = gates
+    probe = [[r["step"], nc] for r in evals if (nc := _probe_near_constant(r.get("predictions"))) is not None]
+    if probe:
+        out["probe_near_constant"] = probe
     mass = (by_step.get(best) or {}).get("prefix_mass")
     if mass:
         out["prefix_mass_best"] = round(statistics.mean(mass.values()), 4)
@@ -78,6 +95,13 @@ def collect(runs: Path, record: Path) -> dict:
     return {"source": f"run folders of {record.name} (peltc grid --out {runs})", "runs": got, "missing": missing}
 
 
+def _probe_counts(rs: list[dict]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((near-constant, evaluations) at step 30, (near-constant, evaluations) later) over ``rs``."""
+    first = [nc for r in rs for s, nc in r.get("probe_near_constant", []) if s == 30]
+    later = [nc for r in rs for s, nc in r.get("probe_near_constant", []) if s > 30]
+    return (sum(first), len(first)), (sum(later), len(later))
+
+
 def _fmt(xs: list[float], digits: int = 2) -> str:
     return "—" if not xs else f"{statistics.mean(xs):.{digits}f}"
 
@@ -89,7 +113,7 @@ def table(data: dict) -> str:
         by_spec[r["spec"]].append(r)
     lines = [f"{len(runs)} of {len(runs) + len(data['missing'])} recorded runs (the others' folders were lost).\n",
              "| spec | trainable | runs | train loss at step 30 / 60 | dev loss at step 30 → best → last eval | "
-             "best step (median) | best at step 30 |",
+             "best step (median) | near-constant on the dev probe: step 30 / later |",
              "|---|---:|---:|---|---|---:|---:|"]
     for spec in [s for s in SPECS if s in by_spec]:
         rs = by_spec[spec]
@@ -100,12 +124,17 @@ def table(data: dict) -> str:
         best = [next(l for s, l, _ in r["dev"] if s == r["best_step"]) for r in rs
                 if any(s == r["best_step"] for s, _, _ in r["dev"])]
         last = [r["dev"][-1][1] for r in rs if r["dev"]]
-        at30 = sum(r["best_step"] == 30 for r in rs)
+        first_nc, later_nc = _probe_counts(rs)
         lines.append(f"| {spec} | {max(r['trainable'] for r in rs):,} | {len(rs)} | {_fmt(loss_at(30))} / {_fmt(loss_at(60))} | "
                      f"{_fmt(first)} → {_fmt(best)} → {_fmt(last)} | {statistics.median(r['best_step'] for r in rs):.0f} | "
-                     f"{at30} of {len(rs)} |")
+                     f"{first_nc[0]} of {first_nc[1]} / {later_nc[0]} of {later_nc[1]} |")
+    (a, n), (b, m) = _probe_counts(runs)
     lines.append("\nMeans over tasks and seeds; training loss as the Trainer logs it (mean over the 30 steps "
-                 "before), dev loss on the 500 dev examples.\n")
+                 "before), dev loss on the 500 dev examples. Near-constant on the dev probe: evaluations whose "
+                 "predictions on the 64 probe examples of `diagnostics.json` are one class for ≥ 95 % of them, or "
+                 f"(STS-B) vary less than 10 % of the labels' variance — over all runs, {a} of {n} first "
+                 f"evaluations (step 30) and {b} of {m} later ones; hence the recipe restores no checkpoint before "
+                 "`min_steps` (60).\n")
     gated = [r for r in runs if r["spec"] in GATED and r.get("gates", {}).get("best")]
     if gated:
         keys = [k for k in GATE_LABELS if any(k in r["gates"]["best"] for r in gated)]

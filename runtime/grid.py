@@ -323,6 +323,13 @@ def to_markdown(table: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _paired(a: dict, b: dict) -> list[float]:
+    """×100 differences of two cells' test main metric, seed by seed (the seeds both ran)."""
+    metric = a["metric"]
+    bs = {r["seed"]: r["test"][metric] for r in b["runs"]}
+    return [100 * (r["test"][metric] - bs[r["seed"]]) for r in a["runs"] if r["seed"] in bs]
+
+
 # UniPELT and its submodules (the paper's Table 2): which specs are the parts of which mixture.
 PARTS = {"unipelt_apl": ("adapter", "prefix", "lora"), "unipelt_ap": ("adapter", "prefix")}
 
@@ -356,6 +363,21 @@ def table2_markdown(table: dict[str, Any]) -> str:
     if not any_row:
         return ""
     out = "### UniPELT vs the per-task best of its submodules (the paper's Table 2)\n\n" + "\n".join(lines) + "\n"
+    for k in ks:       # paired by seed: the mixture minus the task's best part, run for run
+        for mix, parts in PARTS.items():
+            if mix not in specs or not all(p in specs for p in parts):
+                continue
+            bits = []
+            for t in tasks:
+                pv = {p: cells[f"{p}|{t}|{k}"]["mean"] for p in parts}
+                if None in pv.values() or cells[f"{mix}|{t}|{k}"]["mean"] is None:
+                    continue
+                best = max(pv, key=pv.get)
+                diffs = _paired(cells[f"{mix}|{t}|{k}"], cells[f"{best}|{t}|{k}"])
+                if len(diffs) > 1:
+                    bits.append(f"{t} {statistics.fmean(diffs):+.1f} ± {statistics.stdev(diffs):.1f} (vs {best})")
+            if bits:
+                out += f"\nPaired by seed, K = {k}: {mix} minus the task's best part, mean ± std: {', '.join(bits)}.\n"
     for k in ks:       # the NoGate ablation: the same mixture with every gate removed
         if "unipelt_apl" in specs and "unipelt_apl_nogate" in specs:
             pairs = [(t, cells[f"unipelt_apl|{t}|{k}"]["mean"], cells[f"unipelt_apl_nogate|{t}|{k}"]["mean"])

@@ -70,3 +70,18 @@ def test_record_regenerates_tables_and_table2(tmp_path, capsys):
     # per task max over the parts: stsb 60 (adapter), rte 70 (prefix) → 65.0; APL: (58 + 72) / 2 = 65.0
     assert "| 100 | unipelt_apl | 65.0 | 65.0 | adapter, prefix, lora | 1 of 2 |" in md
     assert "per task: rte -1.0, stsb +8.0 (average +3.5)" in md
+
+
+def test_table2_pairs_the_mixture_with_the_best_part_by_seed(tmp_path, capsys):
+    """Per task: the mixture minus the part with the best mean, seed by seed, as mean ± std."""
+    from peltc.cli import main
+    from peltc.runtime.grid import save_records
+
+    vals = {"adapter": (0.40, 0.44), "prefix": (0.10, 0.12), "lora": (0.50, 0.50), "unipelt_apl": (0.47, 0.51)}
+    recs = [{"spec": spec, "task": "stsb", "k": "100", "seed": seed, "test": {"spearmanr": v},
+             "main_metric": "spearmanr"} for spec, vs in vals.items() for seed, v in zip((1, 2), vs)]
+    path = tmp_path / "grid.json"
+    save_records(path, recs)
+    assert main(["grid", "--table", str(path)]) == 0
+    # lora is the best part (50.0); per seed 47 − 50 = −3, 51 − 50 = +1 → −1.0 ± 2.8
+    assert "unipelt_apl minus the task's best part, mean ± std: stsb -1.0 ± 2.8 (vs lora)" in capsys.readouterr().out
