@@ -44,7 +44,6 @@ Run in its own venv (AdapterHub pins transformers 4.57): see ``bench/control_req
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import importlib.resources
 import json

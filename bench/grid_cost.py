@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
               "threads_per_run": 1, "pinned": cores[0] is not None, "runs": rows,
               "total_ratio": total["after"] / total["before"],
               "median_ratio": statistics.median(r["ratio"] for r in rows)}
-    print(f"\n| run | before (s) | after (s) | after / before | test before | test after |\n|---|---:|---:|---:|---:|---:|")
+    print("\n| run | before (s) | after (s) | after / before | test before | test after |\n|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['spec']} · {r['task']} | {r['before']['wall_s']:.1f} | {r['after']['wall_s']:.1f} | "
               f"{r['ratio']:.3f} | {r['before']['test']:.4f} | {r['after']['test']:.4f} |")

@@ -10,6 +10,8 @@
   from ``docs/results/grid-k100.json`` (``peltc grid --table``);
 - between ``<!-- dynamics:begin -->`` and ``<!-- dynamics:end -->``: the grid runs' training dynamics and
   UniPELT's gates (``bench/grid_dynamics.py --table``) from ``docs/results/grid-k100-dynamics.json``;
+- between ``<!-- selection:begin -->`` and ``<!-- selection:end -->``: the grid under the old checkpoint
+  selection (any evaluation) against the recipe's (from ``min_steps`` on), ``bench/selection_rule.py``;
 - between ``<!-- prefix-stability:begin -->`` and ``<!-- prefix-stability:end -->``: prefix-tuning alone on
   STS-B beyond the grid's seeds, on seed 3's sample under other initialisations, and each sample's linear
   signal (``bench/prefix_stability.py --table``) from ``docs/results/prefix-stability.json``.
@@ -57,6 +59,7 @@ def main() -> int:
     from diagnosis_table import main as diagnosis
     from grid_dynamics import table as dynamics_table
     from prefix_stability import table as stability_table
+    from selection_rule import main as selection
 
     from peltc.runtime.grid import report
 
@@ -69,6 +72,11 @@ def main() -> int:
     text = _replace(text, "grid", report(ROOT / "docs" / "results" / "grid-k100.json", SPECS, TASKS))
     dyn = ROOT / "docs" / "results" / "grid-k100-dynamics.json"
     text = _replace(text, "dynamics", dynamics_table(json.loads(dyn.read_text(encoding="utf-8"))))
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        if selection():
+            raise SystemExit("bench/selection_rule.py: the two grids do not hold the same runs")
+    text = _replace(text, "selection", buf.getvalue())
     stab = ROOT / "docs" / "results" / "prefix-stability.json"
     text = _replace(text, "prefix-stability", stability_table(json.loads(stab.read_text(encoding="utf-8"))))
     path.write_text(text, encoding="utf-8")
