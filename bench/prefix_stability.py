@@ -195,7 +195,8 @@ def table(data: dict) -> str:
               "| seed | label std | ridge | " + " | ".join(specs) + " |", "|---|---|---|" + "---|" * len(specs)]
     for s in data["signal"]:
         lines.append(f"| {s['seed']} | {s['label_std']:.2f} | {100 * s['ridge_test_spearmanr']:.1f} | "
-                     + " | ".join(f"{100 * grid[(sp, s['seed'])]:.1f}" for sp in specs) + " |")
+                     + " | ".join(f"{100 * grid[(sp, s['seed'])]:.1f}" if (sp, s["seed"]) in grid else "–" for sp in specs)
+                     + " |")
     return "\n".join(lines)
 
 
