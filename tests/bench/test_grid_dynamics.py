@@ -29,7 +29,9 @@ def _run_folder(root: Path, spec: str, seed: int, test: float, gates: bool) -> d
     (d / "trainer_log.json").write_text(json.dumps([
         {"loss": 0.9, "step": 30}, {"eval_loss": 2.0, "step": 30}, {"loss": 0.3, "step": 60}]))
     g = {"ffn_adapter/ffn.output": {"0": 0.6, "1": 0.8}, "kv/attention": {"0": 0.5, "1": 0.5}} if gates else {}
-    recs = [{"step": s, "gates": g, "prefix_mass": {"0": 0.1, "1": 0.3}} for s in (0, 30, 60, 90)]
+    std = {0: 0.05, 30: 0.3, 60: 0.8, 90: 0.9}             # predictions' spread on the dev probe (labels: 1.5)
+    recs = [{"step": s, "gates": g, "prefix_mass": {"0": 0.1, "1": 0.3},
+             "predictions": {"std": std[s], "label_std": 1.5}} for s in (0, 30, 60, 90)]
     (d / "diagnostics.json").write_text(json.dumps({"records": recs}))
     return {"spec": spec, "task": "stsb", "k": 100, "seed": seed, "main_metric": "spearmanr",
             "test": {"spearmanr": test}}
@@ -53,5 +55,8 @@ def test_collect_and_table(tmp_path):
     assert ap["prefix_mass_best"] == 0.2 and "gates" not in data["runs"][1]
     md = gd.table(data)
     assert "2 of 4 recorded runs" in md
-    assert "| unipelt_ap | 1,234 | 1 | 0.90 / 0.30 | 2.00 → 1.80 → 2.40 | 60 | 0 of 1 |" in md
+    # (0.3 / 1.5)² = 4 % of the labels' variance at step 30: near-constant; later ones are not
+    assert ap["probe_near_constant"] == [[30, True], [60, False], [90, False]]
+    assert "| unipelt_ap | 1,234 | 1 | 0.90 / 0.30 | 2.00 → 1.80 → 2.40 | 60 | 1 of 1 / 0 of 2 |" in md
+    assert "2 of 2 first evaluations (step 30) and 0 of 4 later ones" in md
     assert "| unipelt_ap | stsb | 1 | 0.70 | 0.50 |" in md
