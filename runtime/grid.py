@@ -85,8 +85,11 @@ def resolve_tasks(tasks: list[str], own: dict[str, Any] | None = None) -> dict[s
     ``json:PATH``, ``disk:DIR``, ``hub:NAME[:CONFIG]``) is read and checked here, before any run starts,
     with ``own``'s options (:data:`OWN_FLAGS`; ``--validation`` / ``--test`` only with one such task), and
     named by its file's stem, as a run folder names it."""
+    from types import SimpleNamespace
+
     from peltc.errors import UsageError
     from peltc.runtime import data as D
+    from peltc.runtime.run import own_data
     from peltc.runtime.tasks import task as get_task
 
     own = {k: v for k, v in (own or {}).items() if v is not None}
@@ -102,14 +105,8 @@ def resolve_tasks(tasks: list[str], own: dict[str, Any] | None = None) -> dict[s
     out: dict[str, str] = {}
     for ref in tasks:
         if D.is_own(ref):
-            train = D.parse_source(ref, "--tasks")
-            data = D.OwnData(train=train,
-                             validation=D.parse_source(own["validation"], "--validation", like=train)
-                             if own.get("validation") else None,
-                             test=D.parse_source(own["test"], "--test", like=train) if own.get("test") else None,
-                             text_column=own.get("text_column"), text_pair_column=own.get("text_pair_column"),
-                             label_column=own.get("label_column") or "label", task_type=own.get("task_type"))
-            name = D.load_own(data)[1].name
+            opts = SimpleNamespace(task=ref, **{k: own.get(k) for k in OWN_FLAGS})
+            name = D.load_own(own_data(opts, "--tasks"))[1].name
         else:
             name = get_task(ref).name
             ref = f"glue/{name}"

@@ -371,11 +371,12 @@ _OWN_FLAGS = {"validation": "--validation", "test": "--test", "text_column": "--
               "text_pair_column": "--text-pair-column", "label_column": "--label-column", "task_type": "--task-type"}
 
 
-def own_data(opts: RunOptions):
-    """The `data.OwnData` that ``opts`` asks for (``opts.task`` is csv:…, json:…, disk:… or hub:…)."""
+def own_data(opts: RunOptions, flag: str = "--train"):
+    """The `data.OwnData` that ``opts`` asks for (``opts.task`` is csv:…, json:…, disk:… or hub:…; ``flag``
+    names it in errors: `peltc grid` reads it from ``--tasks``)."""
     from peltc.runtime import data as D
 
-    train = D.parse_source(opts.task, "--train")
+    train = D.parse_source(opts.task, flag)
     return D.OwnData(train=train,
                      validation=D.parse_source(opts.validation, "--validation", like=train) if opts.validation else None,
                      test=D.parse_source(opts.test, "--test", like=train) if opts.test else None,
