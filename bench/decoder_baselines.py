@@ -27,9 +27,10 @@ import torch
 
 torch.set_num_threads(1)
 from peltc.compiler.archs import load_config
-from peltc.runtime import data as D
+from peltc.runtime import data, task_gen, task_glue
 from peltc.runtime.models import load_base
-from peltc.runtime.tasks import gen_task, task
+from peltc.runtime.task_gen import gen_task
+from peltc.runtime.task_glue import task
 
 PARTS = ("arith", "probe", "zeroshot")
 PROMPTS = {
@@ -82,13 +83,13 @@ def main():
     model.eval()
     if "arith" in parts:
         import datasets
-        from peltc.runtime.run import evaluate_generation
+        from peltc.runtime.generation import evaluate_generation
         gt = gen_task("gen:arith")
-        test, _ = D.gen_test_split(gt)
-        enc = D.tokenize_gen(datasets.DatasetDict({"test": test}), tok)["test"]
+        test, _ = task_gen.gen_test_split(gt)
+        enc = task_gen.tokenize_gen(datasets.DatasetDict({"test": test}), tok)["test"]
         out["arith_test_exact_match_base"] = evaluate_generation(model, tok, enc, gt)["exact_match"]
         print(out, time.time() - t0, flush=True)
-    splits = D.sample(D.load_glue(task("sst2"), os.environ.get("PELT_GLUE_DIR", "../shared/glue")), 100, 1,
+    splits = data.sample(task_glue.load_glue(task("sst2"), os.environ.get("PELT_GLUE_DIR", "../shared/glue")), 100, 1,
                       dev_size=500)
     ytr, ydev, yte = (np.array(splits[s]["label"]) for s in ("train", "dev", "test"))
     if "probe" in parts:

@@ -24,9 +24,9 @@ from peltc.compiler import archs
 from peltc.compiler.archs import load_config
 from peltc.compiler.torch.gate import read_gates
 from peltc.compiler.torch.prefix import PrefixEncoder, observe_prefix_attention
-from peltc.runtime import data as D
+from peltc.runtime import data, task_glue
 from peltc.runtime.models import load_base
-from peltc.runtime.tasks import task
+from peltc.runtime.task_glue import task
 
 ENCODER_GATES = {"gate_source_norm": False, "prefix_gate": "kv", "prefix_gate_init": None}
 APL = "specs/unipelt_apl.pelt"
@@ -55,7 +55,7 @@ def main():
     dest = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/results/decoders/step0.json")
     tok, base = load_base(load_config("smollm2-135m"), 2)
     base.eval()
-    splits = D.sample(D.load_glue(task("sst2"), os.environ.get("PELT_GLUE_DIR", "../shared/glue")), 100, 1,
+    splits = data.sample(task_glue.load_glue(task("sst2"), os.environ.get("PELT_GLUE_DIR", "../shared/glue")), 100, 1,
                       dev_size=500)
     b = tok(splits["train"]["sentence"][:32], padding=True, truncation=True, max_length=128, return_tensors="pt")
     mask = b["attention_mask"].unsqueeze(-1).float()

@@ -42,19 +42,19 @@ SIGNAL_SEEDS = [1, 2, 3, 4, 5]
 
 
 def _glue(data_dir: str):
-    from peltc.runtime import data as D
-    from peltc.runtime.tasks import task
+    from peltc.runtime import task_glue
+    from peltc.runtime.task_glue import task
 
     t = task("glue/stsb")
-    return t, D.load_glue(t, data_dir)
+    return t, task_glue.load_glue(t, data_dir)
 
 
 def export_sample(data_dir: str, seed: int, folder: Path) -> dict[str, Path]:
     """Seed ``seed``'s training and dev examples (the grid's ``sample``) and the GLUE dev set as CSV files."""
-    from peltc.runtime import data as D
+    from peltc.runtime import data
 
     _, raw = _glue(data_dir)
-    splits = D.sample(raw, 100, seed, dev_size=500)
+    splits = data.sample(raw, 100, seed, dev_size=500)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name in ("train", "dev", "test"):
@@ -121,7 +121,7 @@ def signal(data_dir: str) -> list[dict]:
 
     import numpy as np
     import torch
-    from peltc.runtime import data as D
+    from peltc.runtime import data
     from scipy.stats import spearmanr
     from sklearn.linear_model import RidgeCV
     from transformers import AutoModel, AutoTokenizer
@@ -145,7 +145,7 @@ def signal(data_dir: str) -> list[dict]:
     test_x, test_y = features(raw["dev"]), np.asarray(raw["dev"]["label"])
     rows = []
     for seed in SIGNAL_SEEDS:
-        train = D.sample(raw, 100, seed, dev_size=500)["train"]
+        train = data.sample(raw, 100, seed, dev_size=500)["train"]
         x, y = features(train), np.asarray(train["label"])
         ridge = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(x, y)
         rows.append({"seed": seed, "label_mean": round(float(y.mean()), 3), "label_std": round(float(y.std()), 3),

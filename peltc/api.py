@@ -99,14 +99,9 @@ def load_adapter(model: "nn.Module", adapter_dir: Union[str, Path]) -> "Report":
     on: the artifact's spec (its resolved IR) is compiled onto ``model`` and every saved tensor is
     loaded strictly (same names, shapes and dtypes, nothing missing or extra; the checksum and the
     base model's config are checked — `ArtifactError` otherwise). Returns the rewrite `Report`."""
-    from peltc.compiler.torch.artifact import load_into, load_tensors
+    from peltc.compiler.torch.artifact import load_into, read_artifact
     from peltc.compiler.torch.rewrite import apply, fold_prefix
-    from peltc.errors import ArtifactError
-    manifest, tensors = load_tensors(adapter_dir)
-    try:
-        ir = IR.from_dict(manifest["ir"])
-    except Exception as e:   # pydantic / key errors: the manifest's IR is not ours
-        raise ArtifactError(f"the artifact's IR cannot be read: {e}", code="A012") from None
+    manifest, tensors, ir = read_artifact(adapter_dir)
     report = apply(ir, model)
     fold_prefix(model)
     load_into(model, manifest, tensors, spec_hash=ir.settings.spec_hash)
@@ -250,9 +245,8 @@ def load_runs(run_dirs: list[Union[str, Path]], model: "nn.Module", names: list[
 
     Errors: a folder that is not a run or artifact (A002), runs trained on different base models (A023),
     a base model other than theirs (A008), a run that cannot share the base (full fine-tuning; C020)."""
-    from peltc.compiler.torch.artifact import load_run_into, load_tensors
+    from peltc.compiler.torch.artifact import load_run_into, load_tensors, read_ir
     from peltc.compiler.torch.rewrite import attach_runs
-    from peltc.errors import ArtifactError
     if not run_dirs:
         raise UsageError("no runs given", code="U124")
     arts = [artifact_dir(d) for d in run_dirs]
@@ -260,12 +254,7 @@ def load_runs(run_dirs: list[Union[str, Path]], model: "nn.Module", names: list[
     check_same_base(run_dirs, [m for m, _ in loaded])
     from peltc.compiler.torch.artifact import check_base
     check_base(model, loaded[0][0])
-    irs = []
-    for a, (m, _) in zip(arts, loaded):
-        try:
-            irs.append(IR.from_dict(m["ir"]))
-        except Exception as e:   # pydantic / key errors: the manifest's IR is not ours
-            raise ArtifactError(f"the IR of '{a}' cannot be read: {e}", code="A012") from None
+    irs = [read_ir(m, where=a) for a, (m, _) in zip(arts, loaded)]
     shapes = [{n: tuple(t.shape) for n, t in tensors.items()} for _, tensors in loaded]
     attach_runs(irs, model, shapes)
     for i, (m, tensors) in enumerate(loaded):

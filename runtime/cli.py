@@ -41,7 +41,8 @@ def _overrides(a) -> dict:
 
 
 def cmd_compile(a) -> int:
-    from peltc.runtime.run import RunOptions, train_run
+    from peltc.runtime.run import train_run
+    from peltc.runtime.runfolder import RunOptions
     if a.train is None:
         return _compile_only(a)
     opts = RunOptions(spec=a.spec, task=a.train, model=a.model, data_dir=a.data_dir, k=a.k, seed=a.seed,
@@ -74,7 +75,7 @@ def _compile_only(a) -> int:
 
 
 def cmd_eval(a) -> int:
-    from peltc.runtime.run import eval_run
+    from peltc.runtime.serve import eval_run
     out = eval_run(a.run_dir, a.data_dir)
     print(json.dumps(out["test"], indent=2))
     if out["warning"]:
@@ -86,7 +87,7 @@ def cmd_predict(a) -> int:
     import sys
 
     from peltc.errors import UsageError
-    from peltc.runtime.run import predict_file, predict_text
+    from peltc.runtime.serve import predict_file, predict_text
     if len(a.run_dir) > 1:
         return _predict_runs(a)
     a.run_dir = a.run_dir[0]
@@ -186,84 +187,36 @@ def cmd_export(a) -> int:
     return EXIT_OK
 
 
-def _model_ref(ref: str) -> str:
-    """A model directory or config.json as an absolute path (the artifact names it for later loads)."""
-    from pathlib import Path
-    p = Path(ref).expanduser()
-    return str(p.resolve()) if p.exists() else ref
-
-
 def cmd_import(a) -> int:
-    import shutil
     from pathlib import Path
 
-    from peltc.compiler.archs import load_config
-    from peltc.compiler.pipeline import build_ir
-    from peltc.compiler.torch import peft_io
     from peltc.errors import UsageError
+    from peltc.runtime.runfolder import check_new_folder, import_peft_run, read_peft_import
     if not a.output and not a.out:
         raise UsageError("peltc import writes a spec (-o spec.pelt), a run folder (--out RUN_DIR), or both",
                          code="U123", help="peltc import PEFT_DIR -o spec.pelt [--out RUN_DIR --task glue/NAME]")
     task = None
     if a.out:
-        from peltc.runtime.tasks import task as get_task
+        from peltc.runtime.task_glue import task as get_task
         if not a.task:
             raise UsageError("--out makes a run folder for peltc eval / predict, which need the task",
                              code="U123", help="add --task glue/NAME (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte)")
         task = get_task(a.task)
-        out = Path(a.out)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise UsageError(f"'{out}' exists and is not an empty folder", code="U010", help="choose another --out")
-    ref = a.model or peft_io.read_peft_config(a.peft_dir).get("base_model_name_or_path")
-    if not ref:
-        raise UsageError("the adapter does not name its base model (base_model_name_or_path)", code="U123",
-                         help="pass --model NAME|DIR")
-    ref = _model_ref(ref)
-    mc = load_config(ref)
-    adapter = peft_io.read_peft(a.peft_dir, mc.config)
-    if task is not None and adapter.num_labels is not None and adapter.num_labels != task.num_labels:
-        raise UsageError(f"the adapter's head has {adapter.num_labels} output(s); {task.name} has "
-                         f"{task.num_labels}", code="U123", help="pass the task the adapter was trained for")
-    text = peft_io.spec_text(adapter, ref)
-    spec_file = a.output or str(Path(a.out) / "spec.pelt")
-    ir = build_ir(text, spec_file, model=mc).ir       # the spec must check before anything is written
+        check_new_folder(a.out)
+    imp = read_peft_import(a.peft_dir, a.output or str(Path(a.out) / "spec.pelt"), model=a.model, task=task)
     if a.output:
-        Path(a.output).write_text(text, encoding="utf-8")
-        print(f"wrote {a.output}: {len(adapter.groups)} lora instance(s) "
-              f"({', '.join(g['name'] for g in adapter.groups)})")
+        Path(a.output).write_text(imp.text, encoding="utf-8")
+        print(f"wrote {a.output}: {len(imp.adapter.groups)} lora instance(s) "
+              f"({', '.join(g['name'] for g in imp.adapter.groups)})")
     if a.out:
-        from transformers import AutoModelForSequenceClassification
-
-        from peltc.runtime.models import weights_source
-        from peltc.runtime.run import _write_json
-        out = Path(a.out)
-        made = not out.exists()
-        try:
-            model = AutoModelForSequenceClassification.from_pretrained(weights_source(mc),
-                                                                       num_labels=task.num_labels)
-        except OSError as e:
-            raise UsageError(f"cannot load weights for model '{ref}': {str(e).splitlines()[0]}",
-                             code="U006") from None
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "spec.pelt").write_text(text, encoding="utf-8")
-            _write_json(out / "ir.json", ir.to_dict())
-            peft_io.build_artifact(model, ir, adapter, out / "adapter", spec=text, base_model=ref,
-                                   extra={"task": task.name, "labels": list(task.labels) if task.labels else None,
-                                          "imported_from": str(Path(a.peft_dir).resolve())})
-            _write_json(out / "import.json", {"peft_dir": str(Path(a.peft_dir).resolve()), "model": ref,
-                                               "task": task.name, "peft_config": adapter.config})
-        except BaseException:
-            if made:
-                shutil.rmtree(out, ignore_errors=True)
-            raise
+        out = import_peft_run(imp, a.out, task)
         print(f"wrote {out}: peltc eval {out} / peltc predict {out} --text \"…\" use it")
     return EXIT_OK
 
 
 def cmd_generate(a) -> int:
     from peltc.errors import UsageError
-    from peltc.runtime.run import generate_text
+    from peltc.runtime.serve import generate_text
     if a.max_new_tokens is not None and a.max_new_tokens < 1:
         raise UsageError(f"--max-new-tokens {a.max_new_tokens} is out of range", code="U106",
                          help="--max-new-tokens must be ≥ 1")

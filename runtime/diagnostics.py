@@ -17,8 +17,8 @@ on a fixed probe of ``PROBE`` dev examples measures:
   mean feature — a collapse detector: all examples mapped to one point gives std → 0, cosine → 1;
 - ``predictions``: the std of the scores (regression) or the share of the most predicted class.
 
-A generation task (a causal LM on prompt → completion pairs) has no pooled features or classes; there
-``features`` is the spread of what the LM head reads at each example's last prompt token (the state that
+What the head reads and what the predictions say is the task's probe (`task.Task.probe`): a generation
+task (a causal LM on prompt → completion pairs) has no pooled features or classes; there ``features`` is the spread of what the LM head reads at each example's last prompt token (the state that
 predicts the completion's first token: collapse means every prompt gets the same answer), and
 ``predictions`` holds, teacher-forced on the probe, ``majority_share`` (the share of the most predicted
 first completion token), ``exact_match`` (every completion token the arg-max) and ``loss`` (the mean
@@ -47,13 +47,6 @@ def probe_rows(n: int, size: int = PROBE) -> list[int]:
     if n <= size:
         return list(range(n))
     return sorted({int(i) for i in np.linspace(0, n - 1, size)})
-
-
-def _head_module(model, generation: bool = False):
-    from peltc.compiler.archs import family_of_model
-    family = family_of_model(model)
-    first = (family.lm_head if generation else family.head[-1]) if family else "classifier"
-    return model.get_submodule(first)
 
 
 def _instance_norms(model) -> dict[str, float]:
@@ -94,23 +87,14 @@ class Diagnostics(TrainerCallback):
     def __init__(self, model, probe, tokenizer, task, path: str | Path | None = None):
         """``path``: a JSON file rewritten after every record, so a resumed run keeps the records made
         before its interruption (those up to the checkpoint it continues from)."""
-        from peltc.runtime.data import collator, gen_collator
         self.model, self.task = model, task
-        self.gen = bool(getattr(task, "is_generation", False))
         self.path = Path(path) if path else None
         sub = probe.select(probe_rows(len(probe)))
-        cols = [c for c in ("input_ids", "attention_mask", "token_type_ids", *(("labels",) if self.gen else ()))
-                if c in sub.column_names]
         order = sorted(range(len(sub)), key=lambda i: len(sub[i]["input_ids"]))   # little padding per batch
-        pad = gen_collator(tokenizer) if self.gen else collator(tokenizer)
-        self.batches = [{k: v for k, v in pad([{c: sub[i][c] for c in cols} for i in part]).items() if k in cols}
-                        for part in (order[j:j + PROBE_BATCH] for j in range(0, len(order), PROBE_BATCH))]
-        self.labels = np.zeros(len(sub)) if self.gen else np.asarray(sub["label"], dtype=float)[order]
-        # the token whose state the head reads: an encoder's first; a decoder classifier's last real one; for
-        # generation the last prompt token
-        self.read_at = ([torch.tensor([sub[i]["prompt_length"] - 1 for i in part])
-                         for part in (order[j:j + PROBE_BATCH] for j in range(0, len(order), PROBE_BATCH))]
-                        if self.gen else None)
+        # the task's probe: its batches, the token whose state the head reads (an encoder's first; a decoder
+        # classifier's last real one; for generation the last prompt token) and what its predictions say
+        self.probe = task.probe(tokenizer, sub, [order[j:j + PROBE_BATCH] for j in range(0, len(order), PROBE_BATCH)])
+        self.batches, self.labels = self.probe.batches, self.probe.labels
         self.records: list[dict[str, Any]] = []
         if self.path is not None and self.path.is_file():
             try:
@@ -132,8 +116,8 @@ class Diagnostics(TrainerCallback):
 
     def _add(self, rec: dict[str, Any]) -> None:
         self.records.append(rec)
-        from peltc.runtime.run import _is_main
-        if self.path is not None and _is_main():
+        from peltc.runtime.runfolder import is_main
+        if self.path is not None and is_main():
             tmp = self.path.with_name(f".{self.path.name}.tmp")
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_text(json.dumps({"probe_examples": len(self.labels), "records": self.records}), encoding="utf-8")
@@ -148,17 +132,11 @@ class Diagnostics(TrainerCallback):
         was_training = model.training
         model.eval()
         feats: list[torch.Tensor] = []
-        handle = _head_module(model, self.gen).register_forward_pre_hook(lambda m, a: feats.append(a[0].detach()))
+        handle = self.probe.head(model).register_forward_pre_hook(lambda m, a: feats.append(a[0].detach()))
         dev = next(model.parameters()).device
         try:
             with torch.no_grad(), observe_prefix_attention(model) as mass:
-                if self.gen:
-                    gen_stats = [self._completion_stats(model(**{k: v.to(dev) for k, v in b.items() if k != "labels"})
-                                                        .logits.float(), b["labels"].to(dev), at.to(dev))
-                                 for b, at in zip(self.batches, self.read_at)]
-                else:
-                    logits = torch.cat([model(**{k: v.to(dev) for k, v in b.items()}).logits.float()
-                                        for b in self.batches])
+                outputs = self.probe.forward(model, dev)
         finally:
             handle.remove()
             model.train(was_training)
@@ -169,49 +147,16 @@ class Diagnostics(TrainerCallback):
                                "prefix_mass": {str(k): v for k, v in sorted(mass.items())}}
         # a head that reads token states (dim 3): the token it reads (`read_at`; an encoder's first)
         f = torch.cat([x.float() if x.dim() == 2 else x[torch.arange(len(x)), at.to(x.device)].float()
-                       for x, at in zip(feats, self._read_at(feats))]) if feats else None
+                       for x, at in zip(feats, self.probe.read_at(model, feats))]) if feats else None
         if f is not None and f.shape[0] > 1:
             std = float(f.std(0).mean())
             mean = f.mean(0, keepdim=True)
             cos = float(torch.nn.functional.cosine_similarity(f, mean.expand_as(f), dim=-1).mean())
             base = self.records[0]["features"]["std"] if self.records and self.records[0].get("features") else std
             out["features"] = {"std": std, "relative_std": std / base if base else None, "cosine_to_mean": cos}
-        if self.gen:
-            first, hits, loss, tokens = (torch.cat([s[0] for s in gen_stats]), sum(s[1] for s in gen_stats),
-                                         sum(s[2] for s in gen_stats), sum(s[3] for s in gen_stats))
-            out["predictions"] = {"majority_share": float(torch.bincount(first).max() / len(first)),
-                                  "exact_match": hits / len(first), "loss": loss / max(tokens, 1)}
-        elif self.task.is_regression:
-            s = logits[:, 0].cpu().numpy()
-            out["predictions"] = {"std": float(s.std()), "label_std": float(self.labels.std()),
-                                  "mean": float(s.mean())}
-        else:
-            pred = logits.argmax(-1).cpu().numpy()
-            out["predictions"] = {"majority_share": float(np.bincount(pred).max() / len(pred))}
+        out["predictions"] = self.probe.predictions(outputs)
         return out
 
-
-    def _read_at(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Per probe batch, the position each example's head input is read at."""
-        if self.gen:
-            return self.read_at
-        from peltc.compiler.archs import family_of_model
-        family = family_of_model(self.model)
-        if family is not None and family.pooling == "last":     # a decoder classifier: the last real token
-            return [b["attention_mask"].sum(1) - 1 if "attention_mask" in b else torch.full((len(x),), x.shape[1] - 1)
-                    for b, x in zip(self.batches, feats)]
-        return [torch.zeros(len(x), dtype=torch.long) for x in feats]
-
-    @staticmethod
-    def _completion_stats(logits: torch.Tensor, labels: torch.Tensor, at: torch.Tensor):
-        """Teacher-forced on one probe batch: the arg-max first completion token per example, the examples
-        whose every completion token is the arg-max, the summed completion loss and its token count."""
-        pred, y = logits[:, :-1], labels[:, 1:]
-        mask = y != -100
-        hits = int((((pred.argmax(-1) == y) | ~mask).all(1) & mask.any(1)).sum())
-        loss = torch.nn.functional.cross_entropy(pred[mask], y[mask], reduction="sum")
-        first = logits[torch.arange(len(logits)), at].argmax(-1)
-        return first.cpu(), hits, float(loss), int(mask.sum())
 
 
 def plot(records: list[dict[str, Any]], path: Path, title: str = "") -> Path | None:
@@ -279,5 +224,49 @@ def plot(records: list[dict[str, Any]], path: Path, title: str = "") -> Path | N
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# --- the gates of the saved model (run folder: gates.json, gates.png) ----------------------------
+
+def gates_table(gates: dict[tuple, float]) -> dict[str, dict[str, float]]:
+    """{"kv": {"0": 0.51, ...}, "qv/attention.query": {...}} — one row per gated module."""
+    per_inst_points: dict[str, set] = {}
+    for inst, _, point in gates:
+        per_inst_points.setdefault(inst, set()).add(point)
+    table: dict[str, dict[str, float]] = {}
+    for (inst, layer, point), v in sorted(gates.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1] or -1)):
+        row = inst if len(per_inst_points[inst]) == 1 else f"{inst}/{point}"
+        table.setdefault(row, {})["all" if layer is None else str(layer)] = round(v, 6)
+    return table
+
+
+def plot_gates(table: dict[str, dict[str, float]], path: Path, title: str) -> Path | None:
+    """A heatmap, layers × gated modules: the picture UniPELT's gate analysis wants."""
+    if not table:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    layers = sorted({k for row in table.values() for k in row}, key=lambda s: (s == "all", int(s) if s != "all" else 0))
+    rows = list(table)
+    data = np.array([[table[r].get(lay, np.nan) for lay in layers] for r in rows])
+    fig, ax = plt.subplots(figsize=(3.0 + 0.9 * len(layers), 1.8 + 0.6 * len(rows)))
+    im = ax.imshow(data, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(layers)), layers)
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel("layer")
+    for i in range(len(rows)):
+        for j in range(len(layers)):
+            if not np.isnan(data[i, j]):
+                ax.text(j, i, f"{data[i, j]:.2f}", ha="center", va="center", fontsize=9,
+                        color="white" if data[i, j] < 0.6 else "black")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, label="mean gate on test")
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
     plt.close(fig)
     return path

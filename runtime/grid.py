@@ -88,12 +88,12 @@ def resolve_tasks(tasks: list[str], own: dict[str, Any] | None = None) -> dict[s
     from types import SimpleNamespace
 
     from peltc.errors import UsageError
-    from peltc.runtime import data as D
-    from peltc.runtime.run import own_data
-    from peltc.runtime.tasks import task as get_task
+    from peltc.runtime.own_files import is_own
+    from peltc.runtime.task_glue import task as get_task
+    from peltc.runtime.task_own import load_own, own_data
 
     own = {k: v for k, v in (own or {}).items() if v is not None}
-    mine = [t for t in tasks if D.is_own(t)]
+    mine = [t for t in tasks if is_own(t)]
     if own and not mine:
         raise UsageError(f"{', '.join(OWN_FLAGS[k] for k in own)} apply to your own data, and --tasks names none",
                          code="U130", help="--tasks csv:PATH | json:PATH | disk:DIR | hub:NAME[:CONFIG] (comma list)")
@@ -104,9 +104,9 @@ def resolve_tasks(tasks: list[str], own: dict[str, Any] | None = None) -> dict[s
                               "as test, dev and K per seed)")
     out: dict[str, str] = {}
     for ref in tasks:
-        if D.is_own(ref):
+        if is_own(ref):
             opts = SimpleNamespace(task=ref, **{k: own.get(k) for k in OWN_FLAGS})
-            name = D.load_own(own_data(opts, "--tasks"))[1].name
+            name = load_own(own_data(opts, "--tasks"))[1].name
         else:
             name = get_task(ref).name
             ref = f"glue/{name}"
@@ -212,7 +212,7 @@ def _main_metric(task: str, runs: list[dict]) -> str | None:
     """The task's main metric: as its runs recorded it (your own data's task is known by its runs), else
     GLUE's; None for an own-data task without finished runs."""
     from peltc.errors import UsageError
-    from peltc.runtime.tasks import task as get_task
+    from peltc.runtime.task_glue import task as get_task
     for r in runs:
         if r.get("main_metric"):
             return r["main_metric"]

@@ -4,7 +4,7 @@ the Trainer's ``compute_metrics`` built on it, and the check for degenerate (con
 >>> glue_metric("mrpc").compute(predictions=[1, 0, 1], references=[1, 1, 1])
 {'f1': 0.8, 'accuracy': 0.6666666666666666}
 
-Your own data (`tasks.CustomTask`) has two more configs: ``custom-classification`` (accuracy, which
+Your own data (`task_own.CustomTask`) has two more configs: ``custom-classification`` (accuracy, which
 selects checkpoints, and macro-F1) and ``custom-regression`` (Pearson, Spearman).
 """
 
@@ -17,18 +17,31 @@ import evaluate
 import numpy as np
 
 from peltc.errors import UsageError, did_you_mean
-from peltc.runtime.tasks import CUSTOM_METRICS, TASKS, CustomTask, GlueTask
 
 
 class _Metrics:
-    """What `compute` reads of a task, for the custom-data configs."""
+    """What `compute` reads of a metric config: the metrics it reports, and whether it scores numbers."""
 
-    def __init__(self, task_type: str):
-        self.metrics = CUSTOM_METRICS[task_type][0]
-        self.is_regression = task_type == "regression"
+    def __init__(self, metrics: tuple[str, ...], is_regression: bool = False):
+        self.metrics = metrics
+        self.is_regression = is_regression
 
 
-CONFIGS = {**TASKS, **{f"custom-{t}": _Metrics(t) for t in CUSTOM_METRICS}}
+# metric config → what it reports: one per GLUE task (its Hub name; `task_glue.TASKS` names the main metric)
+# and `custom-<task type>` for your own data (`task_own.CUSTOM_METRICS` names the main metric). The task
+# modules read their metric lists here; this module imports none of them.
+CONFIGS: dict[str, _Metrics] = {
+    "cola": _Metrics(("matthews_correlation",)),
+    "sst2": _Metrics(("accuracy",)),
+    "mrpc": _Metrics(("f1", "accuracy")),
+    "qqp": _Metrics(("f1", "accuracy")),
+    "stsb": _Metrics(("pearson", "spearmanr"), is_regression=True),
+    "mnli": _Metrics(("accuracy",)),
+    "qnli": _Metrics(("accuracy",)),
+    "rte": _Metrics(("accuracy",)),
+    "custom-classification": _Metrics(("accuracy", "f1_macro")),
+    "custom-regression": _Metrics(("pearson", "spearmanr"), is_regression=True),
+}
 
 
 class GlueMetric(evaluate.Metric):
@@ -57,10 +70,9 @@ class GlueMetric(evaluate.Metric):
         return compute(CONFIGS[self.config_name], predictions, references)
 
 
-def glue_metric(task: GlueTask | CustomTask | str, **kwargs) -> GlueMetric:
-    """An in-memory GlueMetric for ``task`` (no cache files)."""
-    name = (task.metric_config if isinstance(task, CustomTask)
-            else task.name if isinstance(task, GlueTask) else task)
+def glue_metric(task, **kwargs) -> GlueMetric:
+    """An in-memory GlueMetric for ``task`` (a task: its ``metric_config``; or a config name; no cache files)."""
+    name = task if isinstance(task, str) else task.metric_config
     return GlueMetric(name, keep_in_memory=True, **kwargs)
 
 
@@ -91,7 +103,7 @@ def compute(task, predictions: Sequence, references: Sequence) -> dict[str, floa
     return out
 
 
-def to_predictions(task: GlueTask, logits) -> np.ndarray:
+def to_predictions(task, logits) -> np.ndarray:
     """Model outputs → what the metric takes: arg-max label ids, or the score for regression."""
     logits = np.asarray(logits[0] if isinstance(logits, tuple) else logits)
     if task.is_regression:
@@ -99,7 +111,7 @@ def to_predictions(task: GlueTask, logits) -> np.ndarray:
     return logits.argmax(axis=-1)
 
 
-def compute_metrics(task: GlueTask) -> Callable:
+def compute_metrics(task) -> Callable:
     """The Trainer's ``compute_metrics``: ``EvalPrediction`` → the task's metrics."""
     metric = glue_metric(task)
 
@@ -121,7 +133,7 @@ def is_degenerate(predictions: Sequence, tol: float = 1e-3) -> bool:
     return bool(np.all(p == p.flat[0]))
 
 
-def degenerate_warning(task: GlueTask, predictions: Sequence, split: str = "test",
+def degenerate_warning(task, predictions: Sequence, split: str = "test",
                        metrics: dict[str, float] | None = None) -> str | None:
     """A warning text when ``predictions`` come from a constant predictor, else None."""
     if not is_degenerate(predictions):

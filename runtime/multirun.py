@@ -19,27 +19,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from peltc.errors import ArtifactError, UsageError
+from peltc.errors import UsageError
 
 RUN_FIELD = "run"
 
 
 def run_task(manifest: dict[str, Any]):
     """The task an artifact's manifest records: its `CustomTask` (own data) or the GLUE task it names."""
-    from peltc.runtime.tasks import CustomTask
-    from peltc.runtime.tasks import task as get_task
-    if manifest.get("own_data"):
-        try:
-            return CustomTask.from_dict(manifest["own_data"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise ArtifactError(f"the artifact's task record cannot be read: {e}", code="A012") from None
-    return get_task(manifest.get("task") or "")
+    from peltc.runtime import task_glue, task_own
+    return task_own.from_record(manifest) or task_glue.from_record(manifest)
 
 
 def _max_length(run_dir: Path) -> int:
-    from peltc.runtime.run import _run_max_length
+    from peltc.runtime.runfolder import run_max_length
     d = Path(run_dir)
-    return _run_max_length(d.parent if d.name == "adapter" and (d / "manifest.json").is_file() else d)
+    return run_max_length(d.parent if d.name == "adapter" and (d / "manifest.json").is_file() else d)
 
 
 def predict_runs_file(run_dirs: list[str | Path], path: str | Path, out: str | Path | None = None, *,
@@ -53,9 +47,9 @@ def predict_runs_file(run_dirs: list[str | Path], path: str | Path, out: str | P
     from peltc.compiler.archs import load_config
     from peltc.compiler.torch.artifact import read_manifest
     from peltc.errors import did_you_mean
-    from peltc.runtime import data as D
+    from peltc.runtime import own_files as F
     from peltc.runtime.models import load_base
-    from peltc.runtime.run import PREDICTION_FIELDS, _input_columns, read_inputs
+    from peltc.runtime.serve import PREDICTION_FIELDS, input_columns, read_inputs
 
     dirs = [Path(d) for d in run_dirs]
     arts = [artifact_dir(d) for d in dirs]
@@ -66,8 +60,8 @@ def predict_runs_file(run_dirs: list[str | Path], path: str | Path, out: str | P
     lengths = [_max_length(d) for d in dirs]
 
     rows = read_inputs(path)
-    src = D.Source("csv" if Path(path).suffix.lower() in (".csv", ".tsv") else "json", str(Path(path).resolve()))
-    where = D._Rows(src, "input")
+    src = F.Source("csv" if Path(path).suffix.lower() in (".csv", ".tsv") else "json", str(Path(path).resolve()))
+    where = F._Rows(src, "input")
     route, texts = [], []
     for i, row in enumerate(rows):
         given = row.get(RUN_FIELD)
@@ -79,7 +73,7 @@ def predict_runs_file(run_dirs: list[str | Path], path: str | Path, out: str | P
         except UsageError as e:
             raise where.error(i, RUN_FIELD, str(e), code="D112", help=e.diagnostic.help) from None
         task = tasks[r]
-        cands = _input_columns(task)
+        cands = input_columns(task)
         cols = next((c for c in cands if all(row.get(k) is not None for k in c)), None)
         if cols is None:
             wanted = " or ".join(repr(", ".join(c)) for c in cands)
@@ -104,7 +98,7 @@ def predict_runs_file(run_dirs: list[str | Path], path: str | Path, out: str | P
 
     from tqdm.auto import tqdm
 
-    from peltc.runtime.run import jsonl_sink, prediction_fields
+    from peltc.runtime.serve import jsonl_sink, prediction_fields
 
     per_run = dict.fromkeys(names, 0)
     with jsonl_sink(out) as sink, torch.no_grad():

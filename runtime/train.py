@@ -28,10 +28,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from peltc.errors import ArtifactError, UsageError
-from peltc.runtime import data as _data
 from peltc.runtime import signals
-from peltc.runtime.metrics import compute_metrics, degenerate_warning, to_predictions
-from peltc.runtime.tasks import GlueTask
 
 # The recipe and the settings (recipe ← spec ← command line) live in peltc.runtime.settings, which
 # imports no torch, so bad flags are refused before anything heavy loads; re-exported here.
@@ -145,7 +142,7 @@ class PeltTrainer(Trainer):
         return self.optimizer
 
 
-def training_arguments(settings: TrainSettings, task: GlueTask, output_dir: str | Path,
+def training_arguments(settings: TrainSettings, task, output_dir: str | Path,
                        progress: bool = True, **overrides) -> TrainingArguments:
     """The ``TrainingArguments`` of a run: evaluation and saving on the same interval, the best
     checkpoint by the task's main metric restored at the end, no external loggers."""
@@ -182,37 +179,6 @@ def training_arguments(settings: TrainSettings, task: GlueTask, output_dir: str 
     return TrainingArguments(**kwargs)
 
 
-def head_output(model, need_bias: bool = True) -> torch.nn.Linear:
-    """The task head's output layer: the last Linear with ``num_labels`` outputs in the head modules."""
-    from peltc.compiler.archs import family_of_model
-
-    family = family_of_model(model)
-    found = None
-    for h in (family.head if family else ("classifier",)):
-        mod = model.get_submodule(h)
-        for m in [mod, *mod.modules()]:
-            if isinstance(m, torch.nn.Linear) and m.out_features == model.config.num_labels:
-                found = m
-    if found is None or (need_bias and found.bias is None):
-        raise UsageError("the task head has no output layer with a bias to initialise", code="U107",
-                         help="train with head_bias zero")
-    return found
-
-
-@torch.no_grad()
-def init_head_bias(model, labels, task: GlueTask) -> None:
-    """Start the head at the constant predictor's optimum on the training labels: the mean score for
-    regression (MSE), log class frequencies (centred; add-one smoothed) for classification."""
-    out = head_output(model)
-    y = np.asarray(labels, dtype=float)
-    if task.is_regression:
-        out.bias.fill_(float(y.mean()))
-    else:
-        counts = np.bincount(y.astype(int), minlength=out.out_features) + 1.0
-        logp = np.log(counts / counts.sum())
-        out.bias.copy_(torch.as_tensor(logp - logp.mean(), dtype=out.bias.dtype))
-
-
 def head_prefixes(model) -> tuple[str, ...]:
     """Parameter-name prefixes of the task head (``classifier.`` for BERT), from the family table."""
     from peltc.compiler.archs import family_of_model
@@ -234,13 +200,13 @@ def instance_lrs(model) -> tuple[dict[str, float], str | None]:
     return lrs, next((i.name for i in insts if i.method == "finetune"), None)
 
 
-def train(model, tokenizer, splits, task: GlueTask, settings: TrainSettings, output_dir: str | Path, *,
+def train(model, tokenizer, splits, task, settings: TrainSettings, output_dir: str | Path, *,
           resume: bool | str = False, progress: bool = True, keep_checkpoints: bool = False,
           callbacks: Iterable = (), evaluate_test: bool = True,
           instance_lr: Mapping[str, float] | None = None, **argument_overrides) -> dict[str, Any]:
     """Train ``model`` on ``splits["train"]``, select on ``splits["dev"]``, report on ``splits["test"]``.
 
-    ``splits``: tokenised (``data.tokenize``). ``output_dir``: where checkpoints go.
+    ``splits``: tokenised (``task.encode``). ``output_dir``: where checkpoints go.
     ``resume``: True continues from the last checkpoint in ``output_dir`` (a fresh start when there
     is none yet); a path continues from that checkpoint. ``keep_checkpoints=False`` deletes the
     checkpoints after a finished run (the caller saves the adapter-only artifact).
@@ -262,16 +228,16 @@ def train(model, tokenizer, splits, task: GlueTask, settings: TrainSettings, out
     if instance_lr is not None:
         lrs = dict(instance_lr)
     args = training_arguments(settings, task, output_dir, progress=progress, **argument_overrides)
-    gen = bool(getattr(task, "is_generation", False))   # a causal LM on prompt → completion pairs
+    compute, preprocess = task.trainer_metrics()
     trainer = PeltTrainer(
         model=model,
         args=args,
         train_dataset=splits["train"],
         eval_dataset=splits["dev"],
         processing_class=tokenizer,
-        data_collator=_data.gen_collator(tokenizer) if gen else _data.collator(tokenizer),
-        compute_metrics=gen_metrics if gen else compute_metrics(task),
-        preprocess_logits_for_metrics=gen_argmax if gen else None,
+        data_collator=task.collator(tokenizer),
+        compute_metrics=compute,
+        preprocess_logits_for_metrics=preprocess,
         callbacks=[EarlyStopping(settings.patience, min_steps=settings.min_steps), *callbacks],
         head_lr=settings.head_lr,
         head_prefixes=head_prefixes(model),
@@ -280,11 +246,7 @@ def train(model, tokenizer, splits, task: GlueTask, settings: TrainSettings, out
         select_from=settings.min_steps,
     )
 
-    if settings.head_weights == "zero" and not gen:
-        with torch.no_grad():
-            head_output(model, need_bias=False).weight.zero_()
-    if settings.head_bias == "prior" and not gen:      # a causal LM has no task head
-        init_head_bias(model, splits["train"]["label"], task)
+    task.init_head(model, settings, splits["train"])      # a causal LM has no task head
     checkpoint = None
     if isinstance(resume, (str, Path)):
         checkpoint = str(resume)
@@ -321,8 +283,7 @@ def train(model, tokenizer, splits, task: GlueTask, settings: TrainSettings, out
     if evaluate_test:
         pred = trainer.predict(splits["test"], metric_key_prefix="test")
         test = _strip(pred.metrics, "test")
-        warnings = [] if gen else [
-            w for w in (degenerate_warning(task, to_predictions(task, pred.predictions), "test", test),) if w]
+        warnings = task.test_warnings(pred.predictions, test)
     steps_per_epoch = max(1, math.ceil(len(splits["train"]) / (settings.batch_size * max(1, args.world_size))))
     max_steps = math.ceil(settings.epochs * steps_per_epoch)
     result = {
@@ -350,40 +311,6 @@ def train(model, tokenizer, splits, task: GlueTask, settings: TrainSettings, out
         for ckpt in output_dir.glob("checkpoint-*"):
             shutil.rmtree(ckpt, ignore_errors=True)
     return result
-
-
-# --- causal-LM training (generation tasks) --------------------------------------------------------
-#
-# The dev metric is exact match computed by teacher forcing, in the same forward pass as the dev loss:
-# an example counts when, at every completion position (its end-of-sequence token included), the arg-max
-# of the logits is the reference token. That holds exactly when greedy decoding from the prompt
-# reproduces the completion token for token (each greedy step then sees the reference prefix), so it
-# selects checkpoints by greedy exact match at the cost of one forward, not one per generated token.
-# The test set is scored by real greedy generation (`run.evaluate_generation`).
-
-def gen_argmax(logits, labels):
-    """``preprocess_logits_for_metrics``: keep only the arg-max token (not the vocabulary-wide logits)."""
-    if isinstance(logits, tuple):
-        logits = logits[0]
-    return logits.argmax(-1)
-
-
-def teacher_forced_match(predictions, labels) -> tuple[np.ndarray, int, int]:
-    """Per example, whether every completion token is predicted (arg-max at the position before it);
-    and the numbers of completion tokens right and in all. ``predictions``: arg-max ids (N, L);
-    ``labels``: ids with -100 where there is no loss (prompt, padding)."""
-    p, y = np.asarray(predictions)[:, :-1], np.asarray(labels)[:, 1:]
-    mask = y != -100
-    hit = (p == y) | ~mask
-    return hit.all(axis=1) & mask.any(axis=1), int(((p == y) & mask).sum()), int(mask.sum())
-
-
-def gen_metrics(eval_pred) -> dict[str, float]:
-    """The Trainer's ``compute_metrics`` of a generation task: ``exact_match`` (teacher-forced, see
-    above; selects checkpoints) and ``token_accuracy`` over the completion tokens."""
-    rows, right, total = teacher_forced_match(eval_pred.predictions, eval_pred.label_ids)
-    return {"exact_match": float(rows.mean()) if rows.size else 0.0,
-            "token_accuracy": right / total if total else 0.0}
 
 
 # --- checkpoints ----------------------------------------------------------------------------------

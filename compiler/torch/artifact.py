@@ -180,6 +180,23 @@ def load_tensors(d: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]
     return m, tensors
 
 
+def read_ir(manifest: dict[str, Any], where: str | Path | None = None):
+    """The one manifest → IR reader: the resolved IR an artifact's manifest records. An IR that does not
+    parse (not ours, or damaged) is ArtifactError A012; ``where`` names the artifact in the message."""
+    from peltc.compiler.ir import IR
+    try:
+        return IR.from_dict(manifest["ir"])
+    except Exception as e:  # pydantic / key errors: the manifest's IR is not ours
+        what = f"the IR of '{where}'" if where is not None else "the artifact's IR"
+        raise ArtifactError(f"{what} cannot be read: {e}", code="A012") from None
+
+
+def read_artifact(d: str | Path):
+    """An artifact read and verified (`load_tensors`) with its IR (`read_ir`): ``(manifest, tensors, ir)``."""
+    manifest, tensors = load_tensors(d)
+    return manifest, tensors, read_ir(manifest)
+
+
 # What a family's gates compute beyond the spec (``archs.Family``): an artifact records them, and one whose
 # sigmoid gates were trained under other semantics is refused (A015) — its gate weights would be read as
 # something else. Artifacts written before the record existed had the encoder semantics everywhere.

@@ -131,13 +131,9 @@ def export_peft(src: str | Path, out_dir: str | Path, *, partial: bool = False) 
     left out, listed in ``ExportResult.left_out``); U121 when no LoRA is left to export."""
     from safetensors.torch import save_file
 
-    from peltc.compiler.torch.artifact import load_tensors
+    from peltc.compiler.torch.artifact import read_artifact
 
-    manifest, tensors = load_tensors(_artifact_dir(src))
-    try:
-        ir = IR.from_dict(manifest["ir"])
-    except Exception as e:  # pydantic / key errors: the manifest's IR is not ours
-        raise ArtifactError(f"the artifact's IR cannot be read: {e}", code="A012") from None
+    manifest, tensors, ir = read_artifact(_artifact_dir(src))
     fam = FAMILIES.get(ir.settings.family or "")
     if fam is None:
         raise ArtifactError(f"the artifact was resolved for an unknown family {ir.settings.family!r}", code="A012")

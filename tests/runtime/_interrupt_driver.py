@@ -47,13 +47,13 @@ def main() -> int:
             return orig_update(self, value)
         F.Hasher.update = update
     elif phase == "tokenising":
-        import peltc.runtime.data as D
-        orig_tok = D.tokenize
+        from peltc.runtime import classify
+        orig_tok = classify.tokenize
 
         def tokenize(*a, **k):
             once()
             return orig_tok(*a, **k)
-        D.tokenize = tokenize
+        classify.tokenize = tokenize
     elif phase == "training":
         import peltc.runtime.train as T
         orig_save = T._write_marker

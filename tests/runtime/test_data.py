@@ -4,8 +4,8 @@ import datasets
 import pytest
 
 from peltc.errors import DataError, UsageError
-from peltc.runtime import data
-from peltc.runtime.tasks import TASKS, task
+from peltc.runtime import classify, data, task_glue
+from peltc.runtime.task_glue import task, TASKS
 
 
 # --- the real files ------------------------------------------------------------------------------
@@ -13,48 +13,48 @@ from peltc.runtime.tasks import TASKS, task
 @pytest.mark.parametrize("name, n_train, n_dev", [
     ("cola", 8551, 1043), ("mrpc", 3668, 408), ("rte", 2490, 277), ("stsb", 5749, 1500), ("sst2", 67349, 872)])
 def test_local_glue_row_counts(glue_dir, name, n_train, n_dev):
-    ds = data.load_glue(TASKS[name], glue_dir)
+    ds = task_glue.load_glue(TASKS[name], glue_dir)
     assert (len(ds["train"]), len(ds["dev"])) == (n_train, n_dev)
     t = TASKS[name]
     assert ds["train"].column_names == [*t.columns, "label", "idx"]
-    assert ds["train"].features == data.features(t)
+    assert ds["train"].features == task_glue.features(t)
 
 
 def test_local_glue_content(glue_dir):
-    cola = data.load_glue(task("cola"), glue_dir)["train"]
+    cola = task_glue.load_glue(task("cola"), glue_dir)["train"]
     assert cola[0] == {"sentence": "Our friends won't buy this analysis, let alone the next one we propose.",
                        "label": 1, "idx": 0}
     assert cola.features["label"].names == ["unacceptable", "acceptable"]
-    mrpc = data.load_glue(task("mrpc"), glue_dir)["train"]      # BOM before the header
+    mrpc = task_glue.load_glue(task("mrpc"), glue_dir)["train"]      # BOM before the header
     assert mrpc[0]["label"] == 1 and mrpc[0]["sentence1"].startswith("Amrozi accused his brother")
     assert mrpc[1]["label"] == 0
-    rte = data.load_glue(task("rte"), glue_dir)["dev"]
+    rte = task_glue.load_glue(task("rte"), glue_dir)["dev"]
     assert rte.features["label"].names == ["entailment", "not_entailment"]
     assert rte[0]["label"] == 1                                   # not_entailment
-    stsb = data.load_glue(task("stsb"), glue_dir)["dev"]
+    stsb = task_glue.load_glue(task("stsb"), glue_dir)["dev"]
     assert stsb[0]["label"] == pytest.approx(5.0) and stsb[1]["label"] == pytest.approx(4.75)
     assert min(stsb["label"]) >= 0 and max(stsb["label"]) <= 5
 
 
 def test_quotes_are_text(glue_dir):
     # QUOTE_NONE: a stray quote does not swallow the following lines
-    mrpc = data.load_glue(task("mrpc"), glue_dir, splits=["dev"])["dev"]
+    mrpc = task_glue.load_glue(task("mrpc"), glue_dir, splits=["dev"])["dev"]
     assert mrpc[0]["sentence2"].startswith('"The foodservice pie business')
 
 
 def test_dev_only_task(glue_dir):
-    ds = data.load_glue(task("qnli"), glue_dir, splits=["dev"])
+    ds = task_glue.load_glue(task("qnli"), glue_dir, splits=["dev"])
     assert len(ds["dev"]) == 5463
     with pytest.raises(DataError) as e:                           # no QNLI train.tsv here
-        data.load_glue(task("qnli"), glue_dir)
+        task_glue.load_glue(task("qnli"), glue_dir)
     assert e.value.diagnostic.code == "D101"
     assert e.value.diagnostic.span.file.endswith("QNLI/train.tsv")
 
 
 def test_env_dir_is_used(glue_dir, monkeypatch):
-    monkeypatch.setenv(data.ENV_DIR, str(glue_dir))
+    monkeypatch.setenv(task_glue.ENV_DIR, str(glue_dir))
     monkeypatch.setattr(datasets, "load_dataset", _no_hub)
-    assert len(data.load_glue(task("rte"), splits=["dev"])["dev"]) == 277
+    assert len(task_glue.load_glue(task("rte"), splits=["dev"])["dev"]) == 277
 
 
 def _no_hub(*args, **kwargs):
@@ -62,27 +62,27 @@ def _no_hub(*args, **kwargs):
 
 
 def test_hub_failure_says_to_pass_data_dir(monkeypatch):
-    monkeypatch.delenv(data.ENV_DIR, raising=False)
+    monkeypatch.delenv(task_glue.ENV_DIR, raising=False)
     seen = []
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: seen.append(a) or _no_hub())
     with pytest.raises(DataError) as e:
-        data.load_glue(task("cola"))
+        task_glue.load_glue(task("cola"))
     assert seen == [("nyu-mll/glue", "cola")]
     assert e.value.diagnostic.code == "D107" and "--data-dir" in e.value.diagnostic.help
 
 
 def test_hub_splits_are_renamed(monkeypatch):
-    monkeypatch.delenv(data.ENV_DIR, raising=False)
+    monkeypatch.delenv(task_glue.ENV_DIR, raising=False)
     fake = datasets.DatasetDict({s: datasets.Dataset.from_dict({"x": [s]})
                                  for s in ("train", "validation_matched", "validation_mismatched")})
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: fake)
-    ds = data.load_glue(task("mnli"))
+    ds = task_glue.load_glue(task("mnli"))
     assert ds["dev"]["x"] == ["validation_matched"] and ds["train"]["x"] == ["train"]
 
 
 def test_missing_data_dir_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError):
-        data.load_glue(task("rte"), tmp_path / "nope")
+        task_glue.load_glue(task("rte"), tmp_path / "nope")
 
 
 # --- malformed files -----------------------------------------------------------------------------
@@ -107,7 +107,7 @@ def test_malformed_files_name_file_and_line(tmp_path, folder, name, text, code, 
     root = _write(tmp_path, folder, name, text)
     t = task(folder)
     with pytest.raises(DataError) as e:
-        data.load_local(t, root, splits=["train"])
+        task_glue.load_local(t, root, splits=["train"])
     d = e.value.diagnostic
     assert (d.code, d.span.line) == (code, line)
     assert d.span.file == str(root / folder / name)
@@ -117,7 +117,7 @@ def test_malformed_files_name_file_and_line(tmp_path, folder, name, text, code, 
 def test_missing_file(tmp_path):
     (tmp_path / "MRPC").mkdir()
     with pytest.raises(DataError) as e:
-        data.load_local(task("mrpc"), tmp_path, splits=["dev"])
+        task_glue.load_local(task("mrpc"), tmp_path, splits=["dev"])
     assert e.value.diagnostic.code == "D101"
     assert e.value.exit_code == 3
 
@@ -125,7 +125,7 @@ def test_missing_file(tmp_path):
 def test_blank_last_line_and_bom(tmp_path):
     root = _write(tmp_path, "MRPC", "dev.tsv",
                   "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t1\t2\ta\t\"b\n\n")
-    ds = data.load_local(task("mrpc"), root, splits=["dev"])["dev"]
+    ds = task_glue.load_local(task("mrpc"), root, splits=["dev"])["dev"]
     assert ds[0] == {"sentence1": "a", "sentence2": '"b', "label": 1, "idx": 0}
 
 
@@ -135,7 +135,7 @@ def _toy(n_train=300, n_dev=20):
     t = task("sst2")
     mk = lambda n, o: datasets.Dataset.from_dict(
         {"sentence": [f"s{o + i}" for i in range(n)], "label": [i % 2 for i in range(n)], "idx": list(range(n))},
-        features=data.features(t))
+        features=task_glue.features(t))
     return datasets.DatasetDict({"train": mk(n_train, 0), "dev": mk(n_dev, 10_000)})
 
 
@@ -172,9 +172,9 @@ def test_sample_k_too_large_and_bad_k():
 
 
 def test_sample_real_files(glue_dir):
-    s = data.sample(data.load_glue(task("rte"), glue_dir), 100, seed=1)
+    s = data.sample(task_glue.load_glue(task("rte"), glue_dir), 100, seed=1)
     assert (len(s["train"]), len(s["dev"]), len(s["test"])) == (100, 1000, 277)
-    again = data.sample(data.load_glue(task("rte"), glue_dir), 100, seed=1)
+    again = data.sample(task_glue.load_glue(task("rte"), glue_dir), 100, seed=1)
     assert s["train"]["sentence1"] == again["train"]["sentence1"]
 
 
@@ -182,8 +182,8 @@ def test_sample_real_files(glue_dir):
 
 def test_tokenize_pairs_truncation_sorting_and_padding(glue_dir, tokenizer):
     t = task("rte")
-    s = data.sample(data.load_glue(t, glue_dir), 16, seed=1, dev_size=16)
-    enc = data.tokenize(s, tokenizer, t, max_length=32)
+    s = data.sample(task_glue.load_glue(t, glue_dir), 16, seed=1, dev_size=16)
+    enc = classify.tokenize(s, tokenizer, t, max_length=32)
     ex = enc["train"][0]
     assert set(enc["train"].column_names) >= {"input_ids", "attention_mask", "token_type_ids", "label", "length"}
     assert "sentence1" not in enc["train"].column_names
@@ -192,6 +192,6 @@ def test_tokenize_pairs_truncation_sorting_and_padding(glue_dir, tokenizer):
     lengths = enc["test"]["length"]
     assert lengths == sorted(lengths, reverse=True)               # eval splits longest first
     keys = ("input_ids", "attention_mask", "token_type_ids", "label")
-    batch = data.collator(tokenizer)([{k: enc["train"][i][k] for k in keys} for i in range(4)])
+    batch = classify.collator(tokenizer)([{k: enc["train"][i][k] for k in keys} for i in range(4)])
     assert batch["input_ids"].shape[1] == max(enc["train"]["length"][:4])   # padded to the batch's longest
     assert batch["labels"].tolist() == enc["train"]["label"][:4]

@@ -141,10 +141,10 @@ def test_generation_task_needs_a_decoder(tiny_dir, capsys):
 # --- generation data -------------------------------------------------------------------------------
 
 def test_arith_examples_are_deterministic_per_seed():
-    from peltc.runtime import data as D
+    from peltc.runtime import task_gen
 
-    a, b = D.gen_examples(300, 1), D.gen_examples(300, 1)
-    assert a == b and a != D.gen_examples(300, 2)
+    a, b = task_gen.gen_examples(300, 1), task_gen.gen_examples(300, 1)
+    assert a == b and a != task_gen.gen_examples(300, 2)
     assert len({r["prompt"] for r in a}) == 300
     for r in a:
         x, y = r["prompt"].removesuffix("=").split("+")
@@ -153,15 +153,15 @@ def test_arith_examples_are_deterministic_per_seed():
 
 
 def test_gen_splits_follow_the_protocol():
-    from peltc.runtime import data as D
-    from peltc.runtime.tasks import gen_task
+    from peltc.runtime import data, task_gen
+    from peltc.runtime.task_gen import gen_task
 
-    raw, record = D.load_gen(gen_task("gen:arith"))
-    assert len(raw["train"]) == D.ARITH_POOL and record["source"] == "gen:arith"
-    s1, s1b, s2 = (D.sample_own(raw, 50, seed, dev_size=100) for seed in (1, 1, 2))
+    raw, record = task_gen.load_gen(gen_task("gen:arith"))
+    assert len(raw["train"]) == task_gen.ARITH_POOL and record["source"] == "gen:arith"
+    s1, s1b, s2 = (data.sample_own(raw, 50, seed, dev_size=100) for seed in (1, 1, 2))
     assert s1["train"]["prompt"] == s1b["train"]["prompt"] and s1["train"]["prompt"] != s2["train"]["prompt"]
-    assert s1["test"]["prompt"] == s2["test"]["prompt"] == D.gen_test_split(gen_task("gen:arith"))[0]["prompt"]
-    assert len(s1["test"]) == D.ARITH_POOL // 5
+    assert s1["test"]["prompt"] == s2["test"]["prompt"] == task_gen.gen_test_split(gen_task("gen:arith"))[0]["prompt"]
+    assert len(s1["test"]) == task_gen.ARITH_POOL // 5
     seen = set(s1["test"]["prompt"])
     assert not seen & set(s1["train"]["prompt"]) and not seen & set(s1["dev"]["prompt"])
     assert not set(s1["train"]["prompt"]) & set(s1["dev"]["prompt"])
@@ -172,19 +172,19 @@ def test_gen_tokens_and_labels(llama_dir):
     import datasets
 
     from peltc.compiler.archs import load_config
-    from peltc.runtime import data as D
+    from peltc.runtime import generation, task_gen
     from peltc.runtime.models import load_base
 
     tok, _ = load_base(load_config(str(llama_dir)), 0, causal_lm=True)
     ds = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"prompt": ["12+34=", "1+2="],
                                                                     "completion": ["46", "3"]})})
-    enc = D.tokenize_gen(ds, tok)["train"]
+    enc = task_gen.tokenize_gen(ds, tok)["train"]
     ids = tok("12+34=")["input_ids"]
     assert ids[0] == tok.bos_token_id
     assert enc[0]["input_ids"] == ids + tok("46", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     assert enc[0]["labels"] == [-100] * len(ids) + enc[0]["input_ids"][len(ids):]
     assert enc[0]["prompt_length"] == len(ids)
-    batch = D.gen_collator(tok)([{k: enc[i][k] for k in ("input_ids", "attention_mask", "labels")} for i in (0, 1)])
+    batch = generation.gen_collator(tok)([{k: enc[i][k] for k in ("input_ids", "attention_mask", "labels")} for i in (0, 1)])
     n = len(enc[1]["input_ids"])
     assert batch["input_ids"].shape == (2, len(enc[0]["input_ids"]))
     assert (batch["input_ids"][1, n:] == tok.pad_token_id).all() and (batch["labels"][1, n:] == -100).all()
@@ -206,17 +206,17 @@ def _jsonl(path: Path, lines: list[str]) -> Path:
     ([""], "D108", "", "no rows"),
 ])
 def test_gen_jsonl_bad_rows_name_file_and_row(tmp_path, lines, code, where, what):
-    from peltc.runtime import data as D
+    from peltc.runtime import task_gen
 
     p = _jsonl(tmp_path / "pairs.jsonl", lines)
     with pytest.raises(DataError) as e:
-        D.read_gen_jsonl(p)
+        task_gen.read_gen_jsonl(p)
     msg = e.value.diagnostic.message
     assert e.value.diagnostic.code == code and msg.startswith("pairs.jsonl:") and where in msg and what in msg
     if code == "D104":
         assert "did you mean 'complet'" in e.value.diagnostic.help
     with pytest.raises(DataError, match="not found"):
-        D.read_gen_jsonl(tmp_path / "missing.jsonl")
+        task_gen.read_gen_jsonl(tmp_path / "missing.jsonl")
 
 
 def test_gen_jsonl_bad_row_exits_3_before_weights_load(tmp_path, llama_dir, capsys):
@@ -225,7 +225,7 @@ def test_gen_jsonl_bad_row_exits_3_before_weights_load(tmp_path, llama_dir, caps
     err = capsys.readouterr().err
     assert "pairs.jsonl: row 2 (line 2)" in err and "D104" in err
     with pytest.raises(UsageError, match="unknown generation task"):
-        from peltc.runtime.tasks import gen_task
+        from peltc.runtime.task_gen import gen_task
         gen_task("gen:arth")
 
 
@@ -315,11 +315,10 @@ def test_teacher_forced_exact_match_equals_greedy_generation(llama_dir):
 
     from peltc.api import compile_model
     from peltc.compiler.archs import load_config
-    from peltc.runtime import data as D
+    from peltc.runtime import generation, task_gen
+    from peltc.runtime.generation import evaluate_generation, greedy_completions, teacher_forced_match
     from peltc.runtime.models import load_base
-    from peltc.runtime.run import evaluate_generation, greedy_completions
-    from peltc.runtime.tasks import GenTask
-    from peltc.runtime.train import teacher_forced_match
+    from peltc.runtime.task_gen import GenTask
 
     tok, model = load_base(load_config(str(llama_dir)), 0, causal_lm=True)
     # the prefix gate started open (a decoder's prefix gate starts at bias −10 unless init= is written):
@@ -333,8 +332,8 @@ def test_teacher_forced_exact_match_equals_greedy_generation(llama_dir):
                 p.add_(torch.randn_like(p) * 0.3)
         model.lm_head.weight[tok.eos_token_id] += 0.4   # so that some greedy completions end early
     model.eval()
-    prompts = [r["prompt"] for r in D.gen_examples(24, 3)]
-    ids = [D.encode_gen(tok, p)[0] for p in prompts]
+    prompts = [r["prompt"] for r in task_gen.gen_examples(24, 3)]
+    ids = [task_gen.encode_gen(tok, p)[0] for p in prompts]
     own = greedy_completions(model, tok, ids, 5)
     # a batch of one prompt gives the same completion as the length-grouped batches
     assert greedy_completions(model, tok, ids[:1], 5) == own[:1]
@@ -346,8 +345,8 @@ def test_teacher_forced_exact_match_equals_greedy_generation(llama_dir):
     bad = [{"prompt": r["prompt"], "completion": ("~" if r["completion"][0] != "~" else "}") + r["completion"][1:]}
            for r in good]
     ds = datasets.DatasetDict({"test": datasets.Dataset.from_list(good + bad)})
-    enc = D.tokenize_gen(ds, tok)["test"]
-    batch = D.gen_collator(tok)([{k: r[k] for k in ("input_ids", "attention_mask", "labels")} for r in enc])
+    enc = task_gen.tokenize_gen(ds, tok)["test"]
+    batch = generation.gen_collator(tok)([{k: r[k] for k in ("input_ids", "attention_mask", "labels")} for r in enc])
     with torch.no_grad():
         pred = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.argmax(-1)
     rows, _, _ = teacher_forced_match(pred.numpy(), batch["labels"].numpy())
@@ -420,7 +419,7 @@ def test_diagnostics_read_a_decoder_classifiers_last_real_token(llama_dir):
     from peltc.compiler.archs import load_config
     from peltc.runtime.diagnostics import Diagnostics
     from peltc.runtime.models import load_base
-    from peltc.runtime.tasks import task
+    from peltc.runtime.task_glue import task
 
     tok, model = load_base(load_config(str(llama_dir)), 2)
     compile_model("lora l { at layers[*].attention.{query, value} rank 4 }\nhead { pool pooler }", model)

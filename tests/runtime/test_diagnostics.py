@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from peltc.runtime.metrics import near_constant
-from peltc.runtime.tasks import task
+from peltc.runtime.task_glue import task
 
 
 def test_near_constant_regression_and_classification():
@@ -23,7 +23,7 @@ def test_near_constant_regression_and_classification():
 
 
 def test_head_bias_prior(tiny_model):
-    from peltc.runtime.train import head_output, init_head_bias
+    from peltc.runtime.classify import head_output, init_head_bias
 
     reg = tiny_model(num_labels=1)
     init_head_bias(reg, [1.0, 2.0, 4.5], task("stsb"))
@@ -51,7 +51,7 @@ def test_head_weights_zero_starts_at_the_constant_predictor(tiny_model, tiny_dir
 
     from peltc.cli import main
     from peltc.runtime.settings import resolve_settings
-    from peltc.runtime.train import head_output
+    from peltc.runtime.classify import head_output
 
     assert resolve_settings(None, {"head_weights": "zero"}).head_weights == "zero"
     spec = Path(__file__).resolve().parents[2] / "specs" / "lora.pelt"

@@ -12,9 +12,8 @@ from transformers import TrainerCallback
 
 from peltc.api import compile_model
 from peltc.compiler.torch.report import _instance_of
-from peltc.runtime.tasks import task
-from peltc.runtime.train import (PeltTrainer, TrainSettings, head_prefixes, instance_lrs, train,
-                                 training_arguments)
+from peltc.runtime.task_glue import task
+from peltc.runtime.train import head_prefixes, instance_lrs, PeltTrainer, train, training_arguments, TrainSettings
 
 SPEC = """
 adapter a { at layers[*].ffn.output size 8 gate sigmoid(ffn.output, init=-2) lr 1e-2 }
@@ -155,11 +154,11 @@ class _Seen(TrainerCallback):
 
 
 def test_train_uses_the_specs_lrs(tmp_path, glue_dir, tokenizer):
-    from peltc.runtime import data
+    from peltc.runtime import classify, data, task_glue
     t = task("sst2")
-    s = data.sample(data.load_glue(t, glue_dir), 8, seed=1, dev_size=8)
+    s = data.sample(task_glue.load_glue(t, glue_dir), 8, seed=1, dev_size=8)
     s["test"] = s["test"].select(range(8))
-    enc = data.tokenize(s, tokenizer, t, max_length=32)
+    enc = classify.tokenize(s, tokenizer, t, max_length=32)
     model = _model(SPEC, vocab=tokenizer.vocab_size)
     seen = _Seen()
     result = train(model, tokenizer, enc, t, _settings(), tmp_path, progress=False, callbacks=[seen])

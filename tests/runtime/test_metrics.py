@@ -10,7 +10,7 @@ from transformers import EvalPrediction
 from peltc.errors import UsageError
 from peltc.runtime.metrics import (GlueMetric, compute_metrics, degenerate_warning, glue_metric,
                                    is_degenerate, to_predictions)
-from peltc.runtime.tasks import task
+from peltc.runtime.task_glue import task
 
 rng = np.random.default_rng(0)
 P, R = rng.integers(0, 2, 200), rng.integers(0, 2, 200)

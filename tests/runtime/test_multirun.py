@@ -36,7 +36,7 @@ def make_run(root: Path, name: str, spec: str, task_name: str, base_dir: Path, s
     from peltc.compiler.torch.rewrite import compiled, fold_prefix
     from peltc.runtime.models import load_base
     from peltc.compiler.archs import load_config
-    from peltc.runtime.tasks import task as get_task
+    from peltc.runtime.task_glue import task as get_task
 
     task = get_task(task_name)
     _, model = load_base(load_config(str(base_dir)), task.num_labels)
@@ -87,7 +87,7 @@ def test_load_runs_equals_load_run_on_a_padded_mixed_batch(runs_dir):
     import peltc
     from peltc.compiler.archs import load_config
     from peltc.runtime.models import load_base
-    from peltc.runtime.run import load_run
+    from peltc.runtime.serve import load_run
 
     dirs = [runs_dir / n for n in RUNS]
     tok, model = load_base(load_config(json.loads((dirs[0] / "adapter" / "manifest.json").read_text())

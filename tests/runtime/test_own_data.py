@@ -15,9 +15,9 @@ import pytest
 
 from peltc.cli import main
 from peltc.errors import DataError, UsageError
-from peltc.runtime import data as D
+from peltc.runtime import data, own_files, task_own
 from peltc.runtime.metrics import compute, glue_metric
-from peltc.runtime.tasks import CustomTask
+from peltc.runtime.task_own import CustomTask
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "specs" / "lora.pelt"
@@ -60,7 +60,7 @@ def write(path: Path, rows: list[dict], fmt: str | None = None) -> Path:
 
 
 def load(ref: str, **kw):
-    return D.load_own(D.OwnData(train=D.parse_source(ref), **kw))
+    return task_own.load_own(own_files.OwnData(train=own_files.parse_source(ref), **kw))
 
 
 # --- formats and labels ----------------------------------------------------------------------------
@@ -119,7 +119,7 @@ def test_column_defaults_pairs_and_names(tmp_path):
 
 def test_held_out_test_is_fixed_and_train_dev_per_seed(tmp_path):
     ds, _, _ = load(f"csv:{write(tmp_path / 'r.csv', _rows(200))}")
-    s1, s1b, s2 = (D.sample_own(ds, 50, seed=s, dev_size=60) for s in (1, 1, 2))
+    s1, s1b, s2 = (data.sample_own(ds, 50, seed=s, dev_size=60) for s in (1, 1, 2))
     assert {k: len(v) for k, v in s1.items()} == {"train": 50, "dev": 60, "test": 40}   # ⌊200/5⌋
     assert s1["test"]["idx"] == s2["test"]["idx"]                    # the same test set for every seed
     assert s1["train"]["idx"] == s1b["train"]["idx"] and s1["dev"]["idx"] == s1b["dev"]["idx"]
@@ -127,13 +127,13 @@ def test_held_out_test_is_fixed_and_train_dev_per_seed(tmp_path):
     for s in (s1, s2):
         assert not (set(s["train"]["idx"]) | set(s["dev"]["idx"])) & set(s["test"]["idx"])
         assert not set(s["train"]["idx"]) & set(s["dev"]["idx"])
-    small, every = D.sample_own(ds, 20, seed=1, dev_size=60), D.sample_own(ds, "all", seed=1, dev_size=60)
+    small, every = data.sample_own(ds, 20, seed=1, dev_size=60), data.sample_own(ds, "all", seed=1, dev_size=60)
     assert set(small["train"]["idx"]) <= set(s1["train"]["idx"]) <= set(every["train"]["idx"])
     assert len(every["train"]) == 100
-    test, _, _ = D.own_test_split(D.OwnData(train=D.parse_source(f"csv:{tmp_path / 'r.csv'}")))
+    test, _, _ = task_own.own_test_split(own_files.OwnData(train=own_files.parse_source(f"csv:{tmp_path / 'r.csv'}")))
     assert test["idx"] == s1["test"]["idx"]                          # what peltc eval scores
     with pytest.raises(DataError) as e:
-        D.sample_own(ds, 150, seed=1, dev_size=60)
+        data.sample_own(ds, 150, seed=1, dev_size=60)
     assert e.value.diagnostic.code == "D106" and "--dev-size" in e.value.diagnostic.help
 
 
@@ -141,15 +141,15 @@ def test_validation_and_test_files(tmp_path):
     train = write(tmp_path / "train.csv", _rows(80, seed=1))
     dev = write(tmp_path / "dev.csv", _rows(15, seed=2))
     test = write(tmp_path / "test.csv", _rows(25, seed=3))
-    ds, task, hashes = D.load_own(D.OwnData(train=D.parse_source(f"csv:{train}"),
-                                            validation=D.parse_source(str(dev), "--validation", like=D.parse_source(f"csv:{train}")),
-                                            test=D.parse_source(f"csv:{test}", "--test")))
+    ds, task, hashes = task_own.load_own(own_files.OwnData(train=own_files.parse_source(f"csv:{train}"),
+                                            validation=own_files.parse_source(str(dev), "--validation", like=own_files.parse_source(f"csv:{train}")),
+                                            test=own_files.parse_source(f"csv:{test}", "--test")))
     assert set(ds) == {"train", "validation", "test"} and set(hashes) == {"train", "validation", "test"}
-    s = D.sample_own(ds, 32, seed=1, dev_size=1000)                  # --dev-size does not apply
+    s = data.sample_own(ds, 32, seed=1, dev_size=1000)                  # --dev-size does not apply
     assert {k: len(v) for k, v in s.items()} == {"train": 32, "dev": 15, "test": 25}
     assert s["test"]["text"] == ds["test"]["text"] and s["dev"]["text"] == ds["validation"]["text"]
     assert task.data["validation"]["path"] == str(dev) and task.data["test"]["path"] == str(test)
-    every = D.sample_own(ds, "all", seed=1)
+    every = data.sample_own(ds, "all", seed=1)
     assert len(every["train"]) == 80
 
 
@@ -162,13 +162,13 @@ def test_disk_datasetdict_splits_and_class_labels(tmp_path):
                                "test": mk(5, lambda i: -1)})         # the Hub's unlabelled test set
     dd.save_to_disk(str(tmp_path / "dd"))
     notes = []
-    ds, task, _ = D.load_own(D.OwnData(train=D.parse_source(f"disk:{tmp_path / 'dd'}")), notes)
+    ds, task, _ = task_own.load_own(own_files.OwnData(train=own_files.parse_source(f"disk:{tmp_path / 'dd'}")), notes)
     assert task.labels == ("pos", "neg") and set(ds) == {"train", "validation"}
     assert notes and "'test' has no labels" in notes[0]
     assert task.data["train"]["split"] == "train" and task.data["validation"]["split"] == "validation"
     # a split named by --test
-    train = D.parse_source(f"disk:{tmp_path / 'dd'}")
-    ds, _, _ = D.load_own(D.OwnData(train=train, test=D.parse_source("validation", "--test", like=train)))
+    train = own_files.parse_source(f"disk:{tmp_path / 'dd'}")
+    ds, _, _ = task_own.load_own(own_files.OwnData(train=train, test=own_files.parse_source("validation", "--test", like=train)))
     assert len(ds["test"]) == 6
 
 
@@ -274,7 +274,9 @@ def test_custom_metric_configs():
 
 
 def test_identity_names_the_data_and_its_content(tmp_path, tiny_dir):
-    from peltc.runtime.run import RunOptions, _differences, prepare
+    from peltc.runtime.runfolder import RunOptions
+    from peltc.runtime.runfolder import differences as _differences
+    from peltc.runtime.run import prepare
     p = write(tmp_path / "r.csv", _rows(100))
     opts = lambda: RunOptions(spec=str(SPEC), task=f"csv:{p}", model=str(tiny_dir), k=20, dev_size=20,
                               out=str(tmp_path / "run"))

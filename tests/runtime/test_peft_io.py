@@ -255,7 +255,7 @@ def test_import_a_peft_adapter_into_a_run_folder(tmp_path, tiny_dir, kwargs, cap
     from safetensors.torch import load_file
 
     from peltc.compiler.pipeline import check_file
-    from peltc.runtime.run import load_run
+    from peltc.runtime.serve import load_run
     d, pm = _peft_adapter(tmp_path, tiny_dir, kwargs)
     assert any(k.startswith("base_model.model.classifier.") for k in load_file(str(d / "adapter_model.safetensors")))
     spec, run = tmp_path / "imported.pelt", tmp_path / "run"
@@ -284,7 +284,7 @@ def test_import_roberta_head_of_two_linears(tmp_path, family_dirs):
     run = tmp_path / "run"
     assert main(["import", str(d), "--model", str(family_dirs["roberta"]), "--out", str(run),
                  "--task", "glue/rte"]) == 0
-    from peltc.runtime.run import load_run
+    from peltc.runtime.serve import load_run
     model = load_run(run)[0]
     batch = _batch(pm.config.vocab_size)
     assert (_logits(model, batch) - _logits(pm, batch)).abs().max() <= TOL

@@ -1,7 +1,7 @@
 import pytest
 
 from peltc.errors import UsageError
-from peltc.runtime.tasks import HUB_ID, TASKS, task
+from peltc.runtime.task_glue import HUB_ID, task, TASKS
 
 
 def test_the_paper_s_eight_tasks():

@@ -9,11 +9,10 @@ from transformers import TrainerCallback, TrainerControl, TrainerState
 
 from peltc.compiler.schema import TRAIN_PARAMS
 from peltc.errors import ArtifactError, UsageError
-from peltc.runtime import data
-from peltc.runtime.tasks import task
-from peltc.runtime.train import (SETTING_NAMES, EarlyStopping, TrainSettings, default_recipe,
-                                 resolve_settings, train, training_arguments)
-from peltc.runtime.run import evaluate_saved
+from peltc.runtime import classify, data, task_glue
+from peltc.runtime.task_glue import task
+from peltc.runtime.train import default_recipe, EarlyStopping, resolve_settings, SETTING_NAMES, train, training_arguments, TrainSettings
+from peltc.runtime.classify import evaluate_saved
 
 
 # --- settings ------------------------------------------------------------------------------------
@@ -71,10 +70,10 @@ def test_early_stopping_waits_for_min_steps():
 @pytest.fixture(scope="module")
 def sst2_splits(glue_dir, tokenizer):
     t = task("sst2")
-    ds = data.load_glue(t, glue_dir)
+    ds = task_glue.load_glue(t, glue_dir)
     s = data.sample(ds, 32, seed=1, dev_size=32)
     s["test"] = s["test"].select(range(64))
-    return data.tokenize(s, tokenizer, t, max_length=64)
+    return classify.tokenize(s, tokenizer, t, max_length=64)
 
 
 def _settings(**kw):
@@ -123,9 +122,9 @@ def test_best_checkpoint_is_chosen_from_min_steps_on(tmp_path, tiny_model, token
 
 def test_tiny_regression_run(tmp_path, glue_dir, tiny_model, tokenizer):
     t = task("stsb")
-    s = data.sample(data.load_glue(t, glue_dir), 16, seed=2, dev_size=16)
+    s = data.sample(task_glue.load_glue(t, glue_dir), 16, seed=2, dev_size=16)
     s["test"] = s["test"].select(range(32))
-    enc = data.tokenize(s, tokenizer, t, max_length=48)
+    enc = classify.tokenize(s, tokenizer, t, max_length=48)
     result = train(tiny_model(1), tokenizer, enc, t, _settings(epochs=1), tmp_path, progress=False)
     assert {"pearson", "spearmanr"} <= result["test"].keys()
     assert all(math.isfinite(result["test"][k]) for k in ("pearson", "spearmanr"))

@@ -1,0 +1,199 @@
+"""Serving a finished run: its artifact loaded onto a fresh base model (`load_run`), its test set scored
+again (`eval_run`, `peltc eval`), texts labelled (`predict_text`, `predict_file`, `peltc predict`) and
+prompts completed (`generate_text`, `peltc generate`). What a run can serve is its task's to say
+(`task.Task.check_serves`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from peltc.errors import UsageError
+from peltc.runtime.runfolder import run_max_length
+
+def load_run(run_dir: str | Path):
+    """A fresh base model with the run's artifact loaded: (model, tokenizer, task, manifest, ir). The
+    task is the one the manifest records (`task.from_record`)."""
+    from peltc.api import compile_model
+    from peltc.compiler.archs import load_config
+    from peltc.compiler.torch.artifact import load_into, read_artifact
+    from peltc.compiler.torch.rewrite import fold_prefix
+    from peltc.runtime.models import load_base
+    from peltc.runtime.task import from_record
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UsageError(f"run folder '{run_dir}' does not exist", code="U008")
+    manifest, tensors, ir = read_artifact(run_dir / "adapter")
+    task = from_record(manifest)
+    mc = load_config(manifest["base_model"]["name"])
+    tokenizer, model = load_base(mc, task.num_labels, causal_lm=task.causal_lm)
+    compile_model(ir, model)
+    fold_prefix(model)
+    load_into(model, manifest, tensors, spec_hash=ir.settings.spec_hash)
+    return model, tokenizer, task, manifest, ir
+
+
+def eval_run(run_dir: str | Path, data_dir: str | None = None) -> dict[str, Any]:
+    """Re-score a run's test set on a freshly loaded artifact. Your own data is read again from where
+    the run found it (``warning`` says when a file changed since)."""
+    run_dir = Path(run_dir)
+    model, tokenizer, task, manifest, ir = load_run(run_dir)
+    opts = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
+    test, notes = task.eval_split(run_dir, opts, data_dir, tokenizer, run_max_length(run_dir))
+    metrics, _, warn = task.score(model, tokenizer, test, gates=False)
+    warning = "; ".join(w for w in (*notes, warn) if w) or None
+    return {"test": metrics, "warning": warning}
+
+
+def predict_text(run_dir: str | Path, text: str, pair: str | None = None) -> dict[str, Any]:
+    import torch
+
+    run_dir = Path(run_dir)
+    model, tokenizer, task, manifest, ir = load_run(run_dir)
+    task.check_serves("predict", run_dir)
+    if task.is_pair and pair is None:
+        raise UsageError(f"{task.name} takes a text pair", code="U009", help="add --text-pair \"…\"")
+    enc = tokenizer(text, pair, truncation=True, max_length=run_max_length(run_dir), return_tensors="pt")
+    model.eval()
+    with torch.no_grad():
+        logits = model(**enc).logits[0]
+    if task.is_regression:
+        return {"score": float(logits[0])}
+    probs = torch.softmax(logits, -1)
+    i = int(probs.argmax())
+    return {"label": task.labels[i], "probability": float(probs[i])}
+
+
+PREDICTION_FIELDS = ("label", "probability", "score")
+
+
+def input_columns(task) -> list[tuple[str, ...]]:
+    """The names an input row may give its text(s) by: the run's own columns, then text / text_pair."""
+    own = tuple(getattr(task, "text_columns", ()) or task.columns)
+    return [c for c in (own, tuple(task.columns), ("text", "text_pair")[:len(task.columns)]) if c]
+
+
+def read_inputs(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a JSON Lines (or CSV, by its suffix) input file, through `datasets`, in file order;
+    an empty or unreadable file is a DataError naming it."""
+    from peltc.runtime import own_files as F
+
+    p = Path(path)
+    kind = "csv" if p.suffix.lower() in (".csv", ".tsv") else "json"
+    if not p.is_file():
+        from peltc.errors import DataError
+        raise DataError(f"--file: input file '{path}' not found", code="D101",
+                        help="one JSON object per line, with the text(s) to label")
+    src = F.Source(kind, str(p.resolve()))
+    ds = F._pick_split(F._load_source(src, "input"), "file", src)
+    return ds.to_list()
+
+
+def prediction_fields(task, logits) -> dict[str, Any]:
+    """What a prediction adds to an input row: ``score`` (regression), else ``label`` + ``probability``."""
+    import numpy as np
+
+    if task.is_regression:
+        return {"score": float(logits[0])}
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    i = int(p.argmax())
+    return {"label": task.labels[i], "probability": float(p[i])}
+
+
+@contextlib.contextmanager
+def jsonl_sink(out: str | Path | None):
+    """Standard output, or a file that appears whole or not at all (written aside, renamed at the end)."""
+    if out is None:
+        yield sys.stdout
+        return
+    tmp = Path(out).with_name(f".{Path(out).name}.tmp")
+    sink = open(tmp, "w", encoding="utf-8")
+    try:
+        yield sink
+    except BaseException:
+        sink.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    sink.close()
+    os.replace(tmp, out)
+
+
+def predict_file(run_dir: str | Path, path: str | Path, out: str | Path | None = None, *,
+                 batch_size: int = 64, progress: bool = True) -> dict[str, Any]:
+    """Label every row of ``path`` (JSON Lines: one object per line, its text(s) under the run's
+    column names or ``text`` / ``text_pair``). Writes JSON Lines to ``out`` (stdout when None), one
+    row per input row in input order, the input's fields kept and ``label`` + ``probability``
+    (classification) or ``score`` (regression) added; an input field of one of those names is kept
+    as ``input_<name>``. Returns ``{"rows": n, "renamed": [...], "out": out}``."""
+    import torch
+
+    from peltc.errors import DataError, Span, did_you_mean
+    from peltc.runtime import own_files as F
+
+    rows = read_inputs(path)
+    run_dir = Path(run_dir)
+    model, tokenizer, task, manifest, ir = load_run(run_dir)
+    task.check_serves("predict", run_dir)
+    max_length = run_max_length(run_dir)
+    n_texts = len(task.columns)
+    keys = rows[0].keys() if rows else ()
+    cols = next((c for c in input_columns(task) if all(k in keys for k in c)), None)
+    if cols is None:
+        wanted = " or ".join(repr(", ".join(c)) for c in input_columns(task))
+        raise DataError(f"{Path(path).name}: no text column(s) {wanted} in the input", code="D104",
+                        span=Span(str(path), 1, 1),
+                        help=did_you_mean(input_columns(task)[0][0], keys, "columns"))
+    where = F._Rows(F.Source("csv" if Path(path).suffix.lower() in (".csv", ".tsv") else "json",
+                             str(Path(path).resolve())), "input")
+    texts = [F._texts({c: [r.get(c) for r in rows]}, c, where) for c in cols]
+    renamed = sorted({k for r in rows for k in PREDICTION_FIELDS if k in r})
+    from tqdm.auto import tqdm
+
+    model.eval()
+    with jsonl_sink(out) as sink, torch.no_grad():
+        bar = tqdm(total=len(rows), desc="predicting", unit="row", disable=not progress, file=sys.stderr)
+        for start in range(0, len(rows), batch_size):
+            batch = [t[start:start + batch_size] for t in texts]
+            enc = tokenizer(*batch[:n_texts], truncation=True, max_length=max_length, padding=True,
+                            return_tensors="pt")
+            logits = model(**enc).logits.float().cpu().numpy()
+            for j, lg in enumerate(logits):
+                row = {(f"input_{k}" if k in PREDICTION_FIELDS else k): v for k, v in rows[start + j].items()}
+                row.update(prediction_fields(task, lg))
+                sink.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+            bar.update(len(logits))
+        bar.close()
+    return {"rows": len(rows), "renamed": renamed, "out": str(out) if out is not None else None,
+            "columns": list(cols)}
+
+
+def generate_text(run_dir: str | Path, prompt: str, max_new_tokens: int | None = None, *,
+                  temperature: float = 0.0, seed: int | None = None) -> str:
+    """Complete ``prompt`` with a generation run's artifact on a fresh base model: greedy (``temperature``
+    0), else sampled at that temperature (``seed`` for repeatability); KV cache on. Returns the new text."""
+    import torch
+
+    from peltc.runtime.task_gen import encode_gen
+
+    run_dir = Path(run_dir)
+    model, tokenizer, task, manifest, ir = load_run(run_dir)
+    task.check_serves("generate", run_dir)
+    ids, _ = encode_gen(tokenizer, prompt)
+    x = torch.tensor([ids], dtype=torch.long)
+    sample = temperature > 0
+    if sample and seed is not None:
+        torch.manual_seed(seed)
+    model.eval()
+    with torch.no_grad():
+        out = model.generate(input_ids=x, attention_mask=torch.ones_like(x), do_sample=sample,
+                             **({"temperature": temperature, "top_k": 0, "top_p": 1.0} if sample else {}),
+                             max_new_tokens=max_new_tokens or task.max_new_tokens, use_cache=True,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    return tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
