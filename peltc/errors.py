@@ -58,7 +58,7 @@ E108|error|a method not allowed at that point|docs/language.md lists where each 
 E109|error|a layer index out of range for the model|layers count from 0; negative indices count from the end
 E110|error|a layer selector that selects no layer|check the range's ends and step
 E111|error|unknown gate|gates: none, const(v), scalar, sigmoid(point)
-E112|error|unknown gate source|a sigmoid gate reads layer.input or another point of the layer
+E112|error|unknown gate source|a sigmoid gate reads layer.input, attention.output or ffn.output
 E113|error|a gate source not available before the gated module|gate on a value computed earlier in the layer
 E114|error|bad gate arguments|docs/language.md gives each gate's form
 E115|error|conflicting placements (two prefixes in one block, a bias trained twice, a target repeated)|keep one of them
