@@ -250,7 +250,7 @@ def _load_source(src: Source, role: str, label_column: str | None = None):
                                  "(JSON Lines) or an array of objects") from None
     if isinstance(ds, datasets.DatasetDict) and src.split is not None:
         if src.split not in ds:
-            raise UsageError(f"{src.kind}:{src.path} has no split '{src.split}'", code="U101",
+            raise UsageError(f"{src.kind}:{src.path} has no split '{src.split}'", code="U110",
                              help=did_you_mean(src.split, ds.keys(), "splits"))
         ds = ds[src.split]
     return ds
@@ -278,7 +278,7 @@ def _pick_split(ds, role: str, src: Source):
         return ds["train"]
     if len(ds) == 1:
         return next(iter(ds.values()))
-    raise UsageError(f"{src.ref} has splits {', '.join(ds)} and none is 'train'", code="U101",
+    raise UsageError(f"{src.ref} has splits {', '.join(ds)} and none is 'train'", code="U110",
                      help=f"name one: --{role} {src.kind}:{src.path}… is a DatasetDict; save the split you train on "
                           "alone, or name the others with --validation SPLIT / --test SPLIT")
 
@@ -392,7 +392,7 @@ def _decide_labels(vals: list[Any], rows: _Rows, column: str, forced: str | None
         labels = tuple(sorted(set(vals)))
     if len(labels) < 2:
         raise DataError(f"{rows.name}: column '{column}' holds one label "
-                        f"({repr(labels[0])}): classification needs at least two", code="D103",
+                        f"({repr(labels[0])}): classification needs at least two", code="D113",
                         span=rows.span(), help="add examples of the other classes, or --task-type regression for scores")
     return labels, kind
 

@@ -267,21 +267,21 @@ def read_peft_import(peft_dir: str | Path, spec_file: str | Path, *, model: str 
                      task=None) -> PeftImport:
     """Read a peft adapter (SEQ_CLS) and make its spec, checked against the base model (``model``, else
     the adapter's ``base_model_name_or_path``) before anything is written; with ``task`` its head must
-    have the task's outputs (U123)."""
+    have the task's outputs (U126)."""
     from peltc.compiler.archs import load_config
     from peltc.compiler.pipeline import build_ir
     from peltc.compiler.torch import peft_io
 
     ref = model or peft_io.read_peft_config(peft_dir).get("base_model_name_or_path")
     if not ref:
-        raise UsageError("the adapter does not name its base model (base_model_name_or_path)", code="U123",
+        raise UsageError("the adapter does not name its base model (base_model_name_or_path)", code="U125",
                          help="pass --model NAME|DIR")
     ref = _model_ref(ref)
     mc = load_config(ref)
     adapter = peft_io.read_peft(peft_dir, mc.config)
     if task is not None and adapter.num_labels is not None and adapter.num_labels != task.num_labels:
         raise UsageError(f"the adapter's head has {adapter.num_labels} output(s); {task.name} has "
-                         f"{task.num_labels}", code="U123", help="pass the task the adapter was trained for")
+                         f"{task.num_labels}", code="U126", help="pass the task the adapter was trained for")
     text = peft_io.spec_text(adapter, ref)
     ir = build_ir(text, str(spec_file), model=mc).ir       # the spec must check before anything is written
     return PeftImport(str(peft_dir), ref, mc, adapter, text, ir)

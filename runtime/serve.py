@@ -58,7 +58,7 @@ def predict_text(run_dir: str | Path, text: str, pair: str | None = None) -> dic
     model, tokenizer, task, manifest, ir = load_run(run_dir)
     task.check_serves("predict", run_dir)
     if task.is_pair and pair is None:
-        raise UsageError(f"{task.name} takes a text pair", code="U009", help="add --text-pair \"…\"")
+        raise UsageError(f"{task.name} takes a text pair", code="U013", help="add --text-pair \"…\"")
     enc = tokenizer(text, pair, truncation=True, max_length=run_max_length(run_dir), return_tensors="pt")
     model.eval()
     with torch.no_grad():

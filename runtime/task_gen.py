@@ -151,14 +151,14 @@ def gen_task(ref: str) -> GenTask:
     kind, _, path = rest.partition(":")
     if kind.lower() == "jsonl":
         if not path:
-            raise UsageError(f"'{ref}' names no file", code="U101", help="--train gen:jsonl:PATH (JSON Lines of "
+            raise UsageError(f"'{ref}' names no file", code="U114", help="--train gen:jsonl:PATH (JSON Lines of "
                                                                          "{\"prompt\": …, \"completion\": …})")
         full = os.path.abspath(os.path.expanduser(path))
         stem = os.path.splitext(os.path.basename(full))[0] or "data"
         return GenTask(name=stem, source="jsonl", path=full, max_new_tokens=32)
     if kind.lower() in GEN_BUILTIN and not path:
         return GenTask(name=kind.lower(), source=kind.lower(), max_new_tokens=6)
-    raise UsageError(f"unknown generation task '{ref}'", code="U101",
+    raise UsageError(f"unknown generation task '{ref}'", code="U115",
                      help=did_you_mean(kind.lower(), [*GEN_BUILTIN, "jsonl"], "generation tasks")
                      + "; the forms are gen:arith and gen:jsonl:PATH")
 
@@ -343,9 +343,9 @@ def _gen_file(value: str, flag: str) -> str:
         v = v[len(GEN_PREFIX + "jsonl:"):]
     elif v.lower().startswith(GEN_PREFIX) or is_own(v) or v.lower().startswith("glue/"):
         raise UsageError(f"{flag} {value!r}: a generation task's {flag[2:]} set is a JSON Lines file of prompt / "
-                         "completion pairs", code="U101", help=f"{flag} PATH (or {flag} gen:jsonl:PATH)")
+                         "completion pairs", code="U114", help=f"{flag} PATH (or {flag} gen:jsonl:PATH)")
     if not v:
-        raise UsageError(f"{flag} {value!r} names no file", code="U101", help=f"{flag} PATH")
+        raise UsageError(f"{flag} {value!r} names no file", code="U114", help=f"{flag} PATH")
     return os.path.abspath(os.path.expanduser(v))
 
 

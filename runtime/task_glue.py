@@ -122,7 +122,7 @@ def task(ref: str) -> GlueTask:
     key = name.lower()
     key = key if key in TASKS else _ALIASES.get(key, key)
     if key not in TASKS:
-        raise UsageError(f"unknown GLUE task '{ref}'", code="U101",
+        raise UsageError(f"unknown GLUE task '{ref}'", code="U113",
                          help=did_you_mean(name.lower(), TASKS, "tasks"))
     return TASKS[key]
 

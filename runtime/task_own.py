@@ -145,7 +145,7 @@ def load_own(data: OwnData, notes: list[str] | None = None):
     import datasets
 
     if data.task_type not in (None, "classification", "regression"):
-        raise UsageError(f"--task-type {data.task_type!r}", code="U101", help="classification or regression")
+        raise UsageError(f"--task-type {data.task_type!r}", code="U106", help="classification or regression")
     loaded = _load_source(data.train, "train", data.label_column)
     sources: dict[str, tuple[Source, Any]] = {"train": (data.train, _pick_split(loaded, "train", data.train))}
     for role, given, names in (("validation", data.validation, _DEV_NAMES), ("test", data.test, ("test",))):
@@ -153,7 +153,7 @@ def load_own(data: OwnData, notes: list[str] | None = None):
             same = (given.kind, given.path, given.config) == (data.train.kind, data.train.path, data.train.config)
             if same and given.split is not None and isinstance(loaded, datasets.DatasetDict):
                 if given.split not in loaded:
-                    raise UsageError(f"{data.train.ref} has no split '{given.split}'", code="U101",
+                    raise UsageError(f"{data.train.ref} has no split '{given.split}'", code="U110",
                                      help=did_you_mean(given.split, loaded.keys(), "splits"))
                 ds = loaded[given.split]
             else:
@@ -185,11 +185,11 @@ def load_own(data: OwnData, notes: list[str] | None = None):
     if data.text_pair_column is not None:
         cols = (text_col, _column(data.text_pair_column, names, rows, "--text-pair-column"))
         if cols[0] == cols[1]:
-            raise UsageError(f"--text-pair-column '{cols[1]}' is the text column too", code="U101",
+            raise UsageError(f"--text-pair-column '{cols[1]}' is the text column too", code="U112",
                              help="name the second text's column")
     label_col = _column(data.label_column, names, rows, "--label-column")
     if label_col in cols:
-        raise UsageError(f"column '{label_col}' is both a text and the label", code="U101",
+        raise UsageError(f"column '{label_col}' is both a text and the label", code="U112",
                          help="--text-column / --text-pair-column name texts, --label-column the label")
     feat = train.features[label_col]
     class_names = feat.names if isinstance(feat, datasets.ClassLabel) else None
