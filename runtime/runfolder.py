@@ -42,7 +42,7 @@ class RunOptions:
     progress: bool = True
     render: bool = True
     diagnostics: bool = True  # diagnostics.json / .png: gates, norms, prefix attention, feature spread
-    # your own data (task = csv:PATH, json:PATH, disk:DIR or hub:NAME[:CONFIG]; see data.load_own)
+    # your own data (task = csv:PATH, json:PATH, disk:DIR or hub:NAME[:CONFIG]; see task_own.load_own)
     validation: str | None = None       # the dev set (same format; a split name for disk / hub)
     test: str | None = None             # the test set (else held out from the training data)
     text_column: str | None = None      # default: text, else sentence
