@@ -109,7 +109,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke run: 2 rounds, 1 warmup (decoders: generation "
                                                           "batch 2 × prompt 4 + 3 tokens)")
     p.add_argument("--anchors", default=None,
-                   help="time the reference libraries beside peltc, method by method (bench/anchors.py): comma "
+                   help="time the reference libraries beside peltc, method by method (bench/benchlib/anchor_systems.py): comma "
                         "list of torch (BitFit in place), peft, adapters (AdapterHub), each optionally @main or "
                         "@anchor to force its environment (default: torch,peft,adapters when --anchor-python is "
                         "given; otherwise none, the usual Table 4 run)")

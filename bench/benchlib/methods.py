@@ -26,7 +26,7 @@ BASE = "base"
 # default methods: the paper's Table 4 on encoders; decoders add prefix + LoRA (the generation question)
 DEFAULT_METHODS = {"encoder": [k for k, _, _ in METHODS if k not in ("prefix_lora", "mam")],
                    "decoder": [k for k, _, _ in METHODS if k != "mam"],
-                   # --anchors: the methods that have an anchor (bench/anchors.py; mam on request)
+                   # --anchors: the methods that have an anchor (benchlib/anchor_systems.py; mam on request)
                    "anchors": ["bitfit", "prefix", "lora", "adapter", "unipelt_apl"]}
 
 
