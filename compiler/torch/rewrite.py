@@ -223,7 +223,7 @@ def attach_runs(irs: list[IR], model: nn.Module, head_shapes: list[dict[str, tup
     if model.__dict__.get("_pelt") is not None:
         raise CompileError("this model is already compiled; load a fresh base model to put runs on", code="C001")
     if not irs:
-        raise CompileError("no runs to attach", code="C020")
+        raise CompileError("no runs to attach", code="C023")
     fams = [_family(ir, model) for ir in irs]
     fam = fams[0]
     prefix = fam.base + "." if isinstance(getattr(model, fam.base, None), nn.Module) else ""
@@ -231,7 +231,7 @@ def attach_runs(irs: list[IR], model: nn.Module, head_shapes: list[dict[str, tup
     head_paths = [hp for hp in fam.head if prefix and _has(model, hp)]
     if not head_paths:
         raise CompileError(f"several runs need a task model with its head ({', '.join(fam.head)}); "
-                           f"{type(model).__name__} has none", code="C020",
+                           f"{type(model).__name__} has none", code="C024",
                            help="load the base as AutoModelForSequenceClassification")
 
     # 1. resolve and check every run
@@ -259,10 +259,10 @@ def attach_runs(irs: list[IR], model: nn.Module, head_shapes: list[dict[str, tup
                 have = head_shapes[i].get(f"{hp}.{n}")
                 if have is None:
                     raise CompileError(f"run {i}: its artifact has no tensor '{hp}.{n}' of the task head",
-                                       code="C020")
+                                       code="C025")
                 if len(have) != prm.dim():
                     raise CompileError(f"run {i}: the head tensor '{hp}.{n}' has shape {tuple(have)}, the model's "
-                                       f"{tuple(prm.shape)}", code="C020")
+                                       f"{tuple(prm.shape)}", code="C025")
     prefixed = [a for plan in plans for a, _ in plan if a.method == "prefix"]
     impl = _attn_implementation(model, fam, prefixed[0]) if prefixed else None
     if impl is not None:
@@ -390,7 +390,7 @@ def _check_attachment(att: AttachmentNode, fam: Family, model: nn.Module) -> Non
         raise CompileError(f"{att.instance}: a sigmoid gate needs a layer value, '{att.point}' is global",
                            code="C007", span=_span(att), help="use `gate scalar` or `gate const(<value>)`")
     if att.method not in ("adapter", "lora", "bitfit", "prefix", "finetune"):
-        raise CompileError(f"{att.instance}: the torch back end has no method {att.method!r}", code="C002")
+        raise CompileError(f"{att.instance}: the torch back end has no method {att.method!r}", code="C021")
 
 
 def _check_module(att: AttachmentNode, t: tg.Target, mod: nn.Module, fam: Family | None = None) -> None:
