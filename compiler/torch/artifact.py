@@ -54,12 +54,12 @@ def _sha256(path: Path) -> str:
 def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
-    import peltc
+    from peltc.version import __version__
     try:
         tf = version("transformers")
     except PackageNotFoundError:
         tf = "absent"
-    return {"peltc": peltc.__version__, "torch": torch.__version__, "transformers": tf}
+    return {"peltc": __version__, "torch": torch.__version__, "transformers": tf}
 
 
 def _fsync_dir(d: Path) -> None:
@@ -242,7 +242,7 @@ def load_run_into(model: torch.nn.Module, index: int, manifest: dict[str, Any],
     """Copy run ``index``'s artifact into a model that `rewrite.attach_runs` prepared: each tensor under its
     routed name (`routing.routed_name`), strictly — every parameter of that run present with the same shape
     and dtype, nothing else."""
-    from peltc.compiler.torch.rewrite import compiled
+    from peltc.compiler.torch.compiled import compiled
     from peltc.compiler.torch.routing import run_of, routed_name
 
     check_base(model, manifest)
