@@ -79,7 +79,7 @@ def _scale(att: AttachmentNode, lora: str, tensors: dict[str, torch.Tensor]) -> 
     gate, the gate's value with one)."""
     g = att.gate
     if g.kind == "none":
-        return float(att.params.get("alpha", 16.0)) / int(att.params.get("rank", 8))
+        return float(att.args.alpha) / int(att.args.rank)
     if g.kind == "const":
         return float(g.value) if g.value is not None else 1.0
     if g.kind == "scalar":
@@ -188,7 +188,7 @@ def export_peft(src: str | Path, out_dir: str | Path, *, partial: bool = False) 
             out[PREFIX + n] = t.contiguous()
 
     r0, a0 = Counter((ranks[p], alphas[p]) for p in ranks).most_common(1)[0][0]
-    dropouts = sorted({float(x[3].params.get("dropout", 0.0)) for v in per_module.values() for x in v})
+    dropouts = sorted({float(x[3].args.dropout) for v in per_module.values() for x in v})
     if len(dropouts) > 1:
         notes.append(f"lora_dropout: the instances train with {', '.join(f'{d:g}' for d in dropouts)}; "
                      f"peft holds one value, {dropouts[-1]:g} written")

@@ -27,13 +27,12 @@ def set_module(model: nn.Module, path: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, name, new)
 
 
-def _gate(att: AttachmentNode, state: PeltState, hidden: int, where: dict, reads_own: bool = False,
-          default_init: float | None = None) -> Gate | None:
-    """The attachment's gate module (None for ``gate none``). ``default_init``: the starting bias of a
-    sigmoid gate whose spec writes no ``init=`` (the family's ``prefix_gate_init`` for prefixes)."""
+def _gate(att: AttachmentNode, state: PeltState, hidden: int, where: dict, reads_own: bool = False) -> Gate | None:
+    """The attachment's gate module (None for ``gate none``), as it starts on the model (`start_gate`:
+    the family's resolved ``gate_init`` where the spec writes no ``init=``)."""
     if att.gate.kind == "none":
         return None
-    return Gate(att.gate.with_default(default_init), hidden, (att.instance, att.layer, att.point), state,
+    return Gate(att.start_gate, hidden, (att.instance, att.layer, att.point), state,
                 reads_own=reads_own, **where)
 
 
@@ -43,11 +42,10 @@ def _attach_adapter(model, att, t, state, hidden) -> None:
         host = AdapterPoint(host, att.layer, att.point, state)
         set_module(model, t.path, host)
     where = where_of(host.base_layer)
-    p = att.params
+    p = att.args
     reads_own = att.gate.kind == "sigmoid" and att.gate.source == att.point
     width = int(host.base_layer.normalized_shape[-1]) if hasattr(host.base_layer, "normalized_shape") else hidden
-    host.add(att.instance, Adapter(width, int(p.get("size", 48)), p.get("activation", "relu"),
-                                   float(p.get("scale", 1.0)), att.placement,
+    host.add(att.instance, Adapter(width, int(p.size), p.activation, float(p.scale), att.placement,
                                    _gate(att, state, hidden, where, reads_own), **where))
 
 
@@ -56,10 +54,9 @@ def _attach_prenorm_adapter(model, att, t, state, hidden) -> None:
     (``self_attn`` / ``mlp``), whose output is the value point before the residual add."""
     host = model.get_submodule(t.path)
     where = where_of(host)
-    p = att.params
+    p = att.args
     reads_own = att.gate.kind == "sigmoid" and att.gate.source == att.point
-    attach_prenorm(host, att.instance, Adapter(hidden, int(p.get("size", 48)), p.get("activation", "relu"),
-                                               float(p.get("scale", 1.0)), att.placement,
+    attach_prenorm(host, att.instance, Adapter(hidden, int(p.size), p.activation, float(p.scale), att.placement,
                                                _gate(att, state, hidden, where, reads_own), **where))
 
 
@@ -70,9 +67,9 @@ def _attach_lora(model, att, t, state, hidden) -> None:
         set_module(model, t.path, host)
     lin = inner_module(host)
     where = where_of(lin)
-    p = att.params
-    host.pelt_lora[att.instance] = LoRA(lin.in_features, lin.out_features, int(p.get("rank", 8)),
-                                        float(p.get("alpha", 16.0)), float(p.get("dropout", 0.0)),
+    p = att.args
+    host.pelt_lora[att.instance] = LoRA(lin.in_features, lin.out_features, int(p.rank), float(p.alpha),
+                                        float(p.dropout),
                                         _gate(att, state, hidden, where), **where)
 
 
@@ -110,15 +107,15 @@ def record_token_kv(model: nn.Module, fam: Family, prefix: str, atts: list[Attac
     """``(instance, layer) → (2, L, H)`` for every prefix attachment with ``init tokens``: that layer's
     key and value projections of the tokens ``token_ids(vocab_size, L)``, from one forward of the
     base model (eval mode, no grad; one sequence of the L tokens, no padding) per prefix length."""
-    wanted = [a for a in atts if a.method == "prefix" and a.params.get("init") == "tokens"]
+    wanted = [a for a in atts if a.method == "prefix" and a.args.init == "tokens"]
     if not wanted:
         return {}
     base = model.get_submodule(prefix[:-1]) if prefix else model
     vocab = int(getattr(model.config, "vocab_size"))
     p = next(base.parameters())
     out: dict[tuple[str, int], torch.Tensor] = {}
-    for length in sorted({int(a.params.get("length", 10)) for a in wanted}):
-        same = [a for a in wanted if int(a.params.get("length", 10)) == length]
+    for length in sorted({int(a.args.length) for a in wanted}):
+        same = [a for a in wanted if int(a.args.length) == length]
         seen: dict[tuple[int, int], torch.Tensor] = {}
         hooks = []
         for layer in sorted({a.layer for a in same}):
@@ -179,8 +176,8 @@ def _attach_prefix(model, att, t, state, hidden, encoders, atts, prefix, token_k
     attn = model.get_submodule(t.path)
     where = where_of(attn)
     width = hidden if width is None else width
-    length = int(att.params.get("length", 10))
-    mlp = att.params.get("mlp")
+    length = int(att.args.length)
+    mlp = att.args.mlp
     enc, index = None, 0
     if mlp is not None:
         covered = sorted(a.layer for a in atts if a.instance == att.instance)
@@ -196,7 +193,7 @@ def _attach_prefix(model, att, t, state, hidden, encoders, atts, prefix, token_k
         index = covered.index(att.layer)
     if "pelt_prefix" not in attn._modules:
         attn.pelt_prefix = nn.ModuleDict()
-    gate = _gate(att, state, hidden, where, default_init=getattr(state, "prefix_gate_init", None))
+    gate = _gate(att, state, hidden, where)
     attn.pelt_prefix[att.instance] = Prefix(length, width, gate, state, enc, index,
                                             **where)
     kv = (token_kv or {}).get((att.instance, att.layer))

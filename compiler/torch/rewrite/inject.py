@@ -12,6 +12,7 @@ from torch import nn
 import peltc.compiler.torch.targets as tg
 from peltc.compiler.archs import Family
 from peltc.compiler.ir import IR, AttachmentNode
+from peltc.compiler.passes.resolve_gates import resolved
 from peltc.compiler.torch.adapter import PARALLEL_INPUT, AdapterPoint
 from peltc.compiler.torch.compiled import Compiled
 from peltc.compiler.torch.gate import Gate
@@ -39,6 +40,7 @@ def apply(ir: IR, model: nn.Module) -> Report:
     if model.__dict__.get("_pelt") is not None:
         raise CompileError("this model is already compiled; load a fresh model to apply another spec", code="C001")
     fam = family_for(ir, model)
+    ir = resolved(ir)        # an IR built without the pass (an old artifact's): the family's gate behaviour
     prefix = fam.base + "." if isinstance(getattr(model, fam.base, None), nn.Module) else ""
     n_layers = len(get_module(model, prefix + fam.layers, None))
 
@@ -69,7 +71,7 @@ def apply(ir: IR, model: nn.Module) -> Report:
         for p in model.get_submodule(hp).parameters():
             p.requires_grad_(True)
 
-    c = Compiled(ir, fam, prefix, n_layers, _state(fam), head_paths, finetune, attn_implementation=impl)
+    c = Compiled(ir, fam, prefix, n_layers, _state(fam, ir), head_paths, finetune, attn_implementation=impl)
     hidden = hidden_size(model, fam, ir)
     token_kv = record_token_kv(model, fam, prefix, atts)   # before anything attached changes the activations
 
@@ -87,13 +89,13 @@ def apply(ir: IR, model: nn.Module) -> Report:
     return build_report(model)
 
 
-def _state(fam: Family) -> PeltState:
-    """The per-forward state of a model of family ``fam``, before any hook is installed."""
+def _state(fam: Family, ir: IR) -> PeltState:
+    """The per-forward state of a model of family ``fam``, before any hook is installed; its gates
+    behave as the IR's resolved `GateBehaviour` says."""
     state = PeltState()
     state.causal = fam.causal
-    state.gate_norm = fam.gate_source_norm
-    state.prefix_gate = fam.prefix_gate
-    state.prefix_gate_init = fam.prefix_gate_init
+    state.gate_norm = ir.settings.gate_behaviour.gate_source_norm
+    state.prefix_gate = ir.settings.gate_behaviour.prefix_gate
     return state
 
 
@@ -172,6 +174,7 @@ def attach_runs(irs: list[IR], model: nn.Module, head_shapes: list[dict[str, tup
         raise CompileError("no runs to attach", code="C020")
     fams = [family_for(ir, model) for ir in irs]
     fam = fams[0]
+    irs = [resolved(ir) for ir in irs]
     prefix = fam.base + "." if isinstance(getattr(model, fam.base, None), nn.Module) else ""
     n_layers = len(get_module(model, prefix + fam.layers, None))
     head_paths = [hp for hp in fam.head if prefix and has_module(model, hp)]
@@ -204,7 +207,7 @@ def attach_runs(irs: list[IR], model: nn.Module, head_shapes: list[dict[str, tup
     # 2. freeze everything (serving)
     for prm in model.parameters():
         prm.requires_grad_(False)
-    c = Compiled(irs[0], fam, prefix, n_layers, _state(fam), head_paths, False, attn_implementation=impl,
+    c = Compiled(irs[0], fam, prefix, n_layers, _state(fam, irs[0]), head_paths, False, attn_implementation=impl,
                  runs=list(irs))
     state = c.state
     hidden = hidden_size(model, fam, irs[0])
