@@ -7,7 +7,7 @@ Modules (one job each): ``state`` (per-forward context), ``gate`` (the one gate 
 ``adapter``, ``lora``, ``prefix``, ``bitfit``, ``pooling`` (head mean pooling), ``targets``
 (pure path resolution), ``plan`` (resolve and check one run, changing nothing), ``rewrite`` (the only
 package that mutates nn.Modules), ``compiled`` (the record of what it did), ``report``,
-``artifact`` (saving / loading), ``peft_io`` (export to / import from peft's LoRA format).
+``artifact`` (saving / loading), ``peft_io`` (peft's LoRA format, import), ``peft_export`` (export to it).
 """
 
 from peltc.compiler.torch.gate import read_gates
