@@ -96,7 +96,7 @@ def _lower_members(members, method: schema.MethodSpec, draft: _Draft, diags: Dia
                 continue
             seen["gate"] = m.span
             if not method.gated:
-                diags.error("E114", f"{method.name} cannot be gated", m.span, "remove the gate line")
+                diags.error("E130", f"{method.name} cannot be gated", m.span, "remove the gate line")
                 continue
             gate = lower_gate(m.expr, diags)
             spans["gate"] = SpanModel.of(m.expr.span)
@@ -247,14 +247,14 @@ class _Lowerer:
             elif sec.keyword == "train":
                 _settings(sec, schema.TRAIN_PARAMS, st.train, diags)
             elif sec.keyword in schema.METHODS:
-                diags.error("E116", f"{a_an(sec.keyword)} instance needs a name", sec.keyword_span,
+                diags.error("E129", f"{a_an(sec.keyword)} instance needs a name", sec.keyword_span,
                             f"write `{sec.keyword} my_{sec.keyword} {{ ... }}`")
             else:
                 diags.error("E117", f"unknown section '{sec.keyword}'", sec.keyword_span,
                             did_you_mean(sec.keyword, [*schema.SECTIONS, *schema.METHODS], "sections and methods"))
             return
         if sec.keyword in schema.SECTIONS:   # `train t { ... }` is not an unknown method
-            diags.error("E117", f"the `{sec.keyword}` section takes no name", sec.name_span,
+            diags.error("E129", f"the `{sec.keyword}` section takes no name", sec.name_span,
                         f"write `{sec.keyword} {{ ... }}`")
             return
         if sec.keyword not in schema.METHODS:
@@ -348,7 +348,7 @@ def _finish(st: _State, diags: Diagnostics) -> IR:
             if method.default_at:
                 targets = [TargetSpec(selector=None, point=p) for p in method.default_at]
             else:
-                diags.error("E116", f"{d.method} '{d.name}' has no `at`", d.span,
+                diags.error("E131", f"{d.method} '{d.name}' has no `at`", d.span,
                             f"say where it attaches, e.g. `at layers[*].{sorted(method.points)[0]}`")
                 targets = []
         ir.add(InstanceNode(id=f"inst:{d.name}", name=d.name, method=d.method, params=params,

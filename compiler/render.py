@@ -434,7 +434,7 @@ def to_dot(ir: IR, expand: bool = False, *, title: str | None = None) -> "graphv
     try:
         import graphviz  # noqa: F401
     except ModuleNotFoundError:
-        raise UsageError("drawing needs the 'graphviz' Python package", code="U010",
+        raise UsageError("drawing needs the 'graphviz' Python package", code="U014",
                          help="pip install graphviz (and Graphviz's `dot`: apt-get install graphviz)") from None
     return _Drawer(ir, expand, title).draw()
 
@@ -447,7 +447,7 @@ def render(ir: IR, out: str | Path, *, expand: bool = False, fmt: str | None = N
     fmt = (fmt or out.suffix.lstrip(".")).lower()
     if fmt not in FORMATS:
         raise UsageError(f"unknown diagram format '{fmt}'" if fmt else f"cannot tell the diagram format of '{out}'",
-                         code="U011", help=f"name the output with one of: {', '.join('.' + f for f in FORMATS)}")
+                         code="U015", help=f"name the output with one of: {', '.join('.' + f for f in FORMATS)}")
     dg = to_dot(ir, expand, title=title)
     if FORMATS[fmt] == "dot":
         data = dg.source.encode("utf-8")
@@ -456,7 +456,7 @@ def render(ir: IR, out: str | Path, *, expand: bool = False, fmt: str | None = N
         try:
             data = dg.pipe(format=FORMATS[fmt])
         except graphviz.ExecutableNotFound:
-            raise UsageError("Graphviz's `dot` program was not found on PATH", code="U010",
+            raise UsageError("Graphviz's `dot` program was not found on PATH", code="U014",
                              help="install Graphviz (apt-get install graphviz, brew install graphviz), "
                                   "or write DOT source: -o diagram.dot") from None
         except graphviz.CalledProcessError as e:

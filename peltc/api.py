@@ -160,7 +160,7 @@ def resolve_run(run: Union[int, str, Path], dirs: list[Path], names: list[str]) 
     if len(by_name) == 1:
         return by_name[0]
     if len(by_name) > 1:
-        raise UsageError(f"run {s!r} is ambiguous: {len(by_name)} runs are named so", code="U124",
+        raise UsageError(f"run {s!r} is ambiguous: {len(by_name)} runs are named so", code="U127",
                          help="name it by its folder path: " + ", ".join(str(dirs[i]) for i in by_name))
     from peltc.errors import did_you_mean
     raise UsageError(f"no run named {s!r}", code="U124", help=did_you_mean(s, names, "runs"))
@@ -228,7 +228,7 @@ class Runs:
         route = self.route(runs)
         state = compiled(self.model).state
         if "labels" in inputs:
-            raise UsageError("a routed model takes no labels (each run's loss is its own)", code="U124")
+            raise UsageError("a routed model takes no labels (each run's loss is its own)", code="U128")
         state.route = route
         try:
             return self.model(**inputs)
@@ -255,7 +255,7 @@ def load_runs(run_dirs: list[Union[str, Path]], model: "nn.Module", names: list[
     from peltc.compiler.torch.rewrite import attach_runs
     from peltc.errors import ArtifactError
     if not run_dirs:
-        raise UsageError("no runs given", code="U124")
+        raise UsageError("no runs given", code="U134")
     arts = [artifact_dir(d) for d in run_dirs]
     loaded = [load_tensors(a) for a in arts]
     check_same_base(run_dirs, [m for m, _ in loaded])
@@ -274,5 +274,5 @@ def load_runs(run_dirs: list[Union[str, Path]], model: "nn.Module", names: list[
     model.eval()
     names = list(names) if names is not None else [run_name(d) for d in run_dirs]
     if len(names) != len(arts):
-        raise UsageError(f"{len(names)} names for {len(arts)} runs", code="U124")
+        raise UsageError(f"{len(names)} names for {len(arts)} runs", code="U135")
     return Runs(model, [Path(d).resolve() for d in run_dirs], names, [m for m, _ in loaded])

@@ -216,14 +216,14 @@ def cmd_import(a) -> int:
             raise UsageError(f"'{out}' exists and is not an empty folder", code="U010", help="choose another --out")
     ref = a.model or peft_io.read_peft_config(a.peft_dir).get("base_model_name_or_path")
     if not ref:
-        raise UsageError("the adapter does not name its base model (base_model_name_or_path)", code="U123",
+        raise UsageError("the adapter does not name its base model (base_model_name_or_path)", code="U125",
                          help="pass --model NAME|DIR")
     ref = _model_ref(ref)
     mc = load_config(ref)
     adapter = peft_io.read_peft(a.peft_dir, mc.config)
     if task is not None and adapter.num_labels is not None and adapter.num_labels != task.num_labels:
         raise UsageError(f"the adapter's head has {adapter.num_labels} output(s); {task.name} has "
-                         f"{task.num_labels}", code="U123", help="pass the task the adapter was trained for")
+                         f"{task.num_labels}", code="U126", help="pass the task the adapter was trained for")
     text = peft_io.spec_text(adapter, ref)
     spec_file = a.output or str(Path(a.out) / "spec.pelt")
     ir = build_ir(text, spec_file, model=mc).ir       # the spec must check before anything is written

@@ -478,7 +478,7 @@ def _load_source(src: Source, role: str, label_column: str | None = None):
                                  "(JSON Lines) or an array of objects") from None
     if isinstance(ds, datasets.DatasetDict) and src.split is not None:
         if src.split not in ds:
-            raise UsageError(f"{src.kind}:{src.path} has no split '{src.split}'", code="U101",
+            raise UsageError(f"{src.kind}:{src.path} has no split '{src.split}'", code="U110",
                              help=did_you_mean(src.split, ds.keys(), "splits"))
         ds = ds[src.split]
     return ds
@@ -506,7 +506,7 @@ def _pick_split(ds, role: str, src: Source):
         return ds["train"]
     if len(ds) == 1:
         return next(iter(ds.values()))
-    raise UsageError(f"{src.ref} has splits {', '.join(ds)} and none is 'train'", code="U101",
+    raise UsageError(f"{src.ref} has splits {', '.join(ds)} and none is 'train'", code="U110",
                      help=f"name one: --{role} {src.kind}:{src.path}… is a DatasetDict; save the split you train on "
                           "alone, or name the others with --validation SPLIT / --test SPLIT")
 
@@ -620,7 +620,7 @@ def _decide_labels(vals: list[Any], rows: _Rows, column: str, forced: str | None
         labels = tuple(sorted(set(vals)))
     if len(labels) < 2:
         raise DataError(f"{rows.name}: column '{column}' holds one label "
-                        f"({repr(labels[0])}): classification needs at least two", code="D103",
+                        f"({repr(labels[0])}): classification needs at least two", code="D113",
                         span=rows.span(), help="add examples of the other classes, or --task-type regression for scores")
     return labels, kind
 
@@ -732,7 +732,7 @@ def load_own(data: OwnData, notes: list[str] | None = None):
     from peltc.runtime.tasks import TEXT, TEXT_PAIR, CustomTask
 
     if data.task_type not in (None, "classification", "regression"):
-        raise UsageError(f"--task-type {data.task_type!r}", code="U101", help="classification or regression")
+        raise UsageError(f"--task-type {data.task_type!r}", code="U106", help="classification or regression")
     loaded = _load_source(data.train, "train", data.label_column)
     sources: dict[str, tuple[Source, Any]] = {"train": (data.train, _pick_split(loaded, "train", data.train))}
     for role, given, names in (("validation", data.validation, _DEV_NAMES), ("test", data.test, ("test",))):
@@ -740,7 +740,7 @@ def load_own(data: OwnData, notes: list[str] | None = None):
             same = (given.kind, given.path, given.config) == (data.train.kind, data.train.path, data.train.config)
             if same and given.split is not None and isinstance(loaded, datasets.DatasetDict):
                 if given.split not in loaded:
-                    raise UsageError(f"{data.train.ref} has no split '{given.split}'", code="U101",
+                    raise UsageError(f"{data.train.ref} has no split '{given.split}'", code="U110",
                                      help=did_you_mean(given.split, loaded.keys(), "splits"))
                 ds = loaded[given.split]
             else:
@@ -772,11 +772,11 @@ def load_own(data: OwnData, notes: list[str] | None = None):
     if data.text_pair_column is not None:
         cols = (text_col, _column(data.text_pair_column, names, rows, "--text-pair-column"))
         if cols[0] == cols[1]:
-            raise UsageError(f"--text-pair-column '{cols[1]}' is the text column too", code="U101",
+            raise UsageError(f"--text-pair-column '{cols[1]}' is the text column too", code="U112",
                              help="name the second text's column")
     label_col = _column(data.label_column, names, rows, "--label-column")
     if label_col in cols:
-        raise UsageError(f"column '{label_col}' is both a text and the label", code="U101",
+        raise UsageError(f"column '{label_col}' is both a text and the label", code="U112",
                          help="--text-column / --text-pair-column name texts, --label-column the label")
     feat = train.features[label_col]
     class_names = feat.names if isinstance(feat, datasets.ClassLabel) else None

@@ -42,7 +42,7 @@ class GlueMetric(evaluate.Metric):
 
     def _info(self) -> evaluate.MetricInfo:
         if self.config_name not in CONFIGS:
-            raise UsageError(f"no GLUE metric for task '{self.config_name}'", code="U101",
+            raise UsageError(f"no GLUE metric for task '{self.config_name}'", code="U113",
                              help=did_you_mean(self.config_name, CONFIGS, "tasks"))
         dtype = "float32" if CONFIGS[self.config_name].is_regression else "int64"
         return evaluate.MetricInfo(

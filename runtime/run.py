@@ -475,9 +475,9 @@ def _gen_file(value: str, flag: str) -> str:
         v = v[len(GEN_PREFIX + "jsonl:"):]
     elif v.lower().startswith(GEN_PREFIX) or D.is_own(v) or v.lower().startswith("glue/"):
         raise UsageError(f"{flag} {value!r}: a generation task's {flag[2:]} set is a JSON Lines file of prompt / "
-                         "completion pairs", code="U101", help=f"{flag} PATH (or {flag} gen:jsonl:PATH)")
+                         "completion pairs", code="U114", help=f"{flag} PATH (or {flag} gen:jsonl:PATH)")
     if not v:
-        raise UsageError(f"{flag} {value!r} names no file", code="U101", help=f"{flag} PATH")
+        raise UsageError(f"{flag} {value!r} names no file", code="U114", help=f"{flag} PATH")
     return os.path.abspath(os.path.expanduser(v))
 
 
@@ -799,7 +799,7 @@ def predict_text(run_dir: str | Path, text: str, pair: str | None = None) -> dic
     model, tokenizer, task, manifest, ir = load_run(run_dir)
     _not_generation(task, run_dir)
     if task.is_pair and pair is None:
-        raise UsageError(f"{task.name} takes a text pair", code="U009", help="add --text-pair \"…\"")
+        raise UsageError(f"{task.name} takes a text pair", code="U013", help="add --text-pair \"…\"")
     enc = tokenizer(text, pair, truncation=True, max_length=_run_max_length(run_dir), return_tensors="pt")
     model.eval()
     with torch.no_grad():

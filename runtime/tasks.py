@@ -108,7 +108,7 @@ def task(ref: str) -> GlueTask:
     key = name.lower()
     key = key if key in TASKS else _ALIASES.get(key, key)
     if key not in TASKS:
-        raise UsageError(f"unknown GLUE task '{ref}'", code="U101",
+        raise UsageError(f"unknown GLUE task '{ref}'", code="U113",
                          help=did_you_mean(name.lower(), TASKS, "tasks"))
     return TASKS[key]
 
@@ -242,13 +242,13 @@ def gen_task(ref: str) -> GenTask:
     kind, _, path = rest.partition(":")
     if kind.lower() == "jsonl":
         if not path:
-            raise UsageError(f"'{ref}' names no file", code="U101", help="--train gen:jsonl:PATH (JSON Lines of "
+            raise UsageError(f"'{ref}' names no file", code="U114", help="--train gen:jsonl:PATH (JSON Lines of "
                                                                          "{\"prompt\": …, \"completion\": …})")
         full = os.path.abspath(os.path.expanduser(path))
         stem = os.path.splitext(os.path.basename(full))[0] or "data"
         return GenTask(name=stem, source="jsonl", path=full, max_new_tokens=32)
     if kind.lower() in GEN_BUILTIN and not path:
         return GenTask(name=kind.lower(), source=kind.lower(), max_new_tokens=6)
-    raise UsageError(f"unknown generation task '{ref}'", code="U101",
+    raise UsageError(f"unknown generation task '{ref}'", code="U115",
                      help=did_you_mean(kind.lower(), [*GEN_BUILTIN, "jsonl"], "generation tasks")
                      + "; the forms are gen:arith and gen:jsonl:PATH")

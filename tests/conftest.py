@@ -3,10 +3,14 @@ process (`pytest -n 2` distributes tests over workers differently from run to ru
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 
 import pytest
+
+# an error raised with a code the registry (peltc/errors.py) lacks fails the test that raised it
+os.environ["PELTC_STRICT_CODES"] = "1"
 
 
 @pytest.fixture(autouse=True)

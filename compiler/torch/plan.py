@@ -114,7 +114,7 @@ def check_attachment(att: AttachmentNode, fam: Family, model: nn.Module) -> None
         raise CompileError(f"{att.instance}: a sigmoid gate needs a layer value, '{att.point}' is global",
                            code="C007", span=span_of(att), help="use `gate scalar` or `gate const(<value>)`")
     if att.method not in ("adapter", "lora", "bitfit", "prefix", "finetune"):
-        raise CompileError(f"{att.instance}: the torch back end has no method {att.method!r}", code="C002")
+        raise CompileError(f"{att.instance}: the torch back end has no method {att.method!r}", code="C021")
 
 
 def check_module(att: AttachmentNode, t: tg.Target, mod: nn.Module, fam: Family | None = None) -> None:

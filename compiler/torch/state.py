@@ -227,7 +227,7 @@ def _check_route(state: PeltState, mask, args, kwargs) -> None:
         else None
     if batch is not None and batch != state.route.shape[0]:
         raise CompileError(f"the route names a run for {state.route.shape[0]} example(s), the batch has {batch}",
-                           code="C018", help="give one run per example")
+                           code="C022", help="give one run per example")
 
 
 def _end(state: PeltState, module, args, output):

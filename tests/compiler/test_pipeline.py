@@ -73,7 +73,7 @@ def test_all_semantic_errors_reported_in_one_run():
     with pytest.raises(SpecError) as e:
         build_ir(src, "x.pelt")
     got = {(d.code, d.span.line, d.span.col) for d in e.value.errors}
-    assert got == {("E102", 1, 13), ("E108", 2, 13), ("E101", 3, 1), ("E116", 1, 9)}
+    assert got == {("E102", 1, 13), ("E108", 2, 13), ("E101", 3, 1), ("E131", 1, 9)}
 
 
 def test_selectors_expand():

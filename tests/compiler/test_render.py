@@ -229,7 +229,7 @@ def test_dot_output_needs_no_dot_program(tmp_path, monkeypatch):
     assert render(ir, tmp_path / "apl.gv").exists()
     with pytest.raises(UsageError) as e:
         render(ir, tmp_path / "apl.png")
-    assert e.value.diagnostic.code == "U010" and "dot" in e.value.diagnostic.message
+    assert e.value.diagnostic.code == "U014" and "dot" in e.value.diagnostic.message
 
 
 def test_unknown_format_is_a_usage_error(tmp_path):
@@ -237,7 +237,7 @@ def test_unknown_format_is_a_usage_error(tmp_path):
     for out, fmt in ((tmp_path / "x.jpeg", None), (tmp_path / "x", None), (tmp_path / "x.svg", "bmp")):
         with pytest.raises(UsageError) as e:
             render(ir, out, fmt=fmt)
-        assert e.value.diagnostic.code == "U011"
+        assert e.value.diagnostic.code == "U015"
 
 
 @needs_dot

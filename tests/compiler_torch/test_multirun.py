@@ -145,7 +145,7 @@ def test_routed_model_refuses_merge_save_and_unrouted_calls(tmp_path):
     assert e.value.diagnostic.code == "C018"
     with pytest.raises(CompileError) as e, torch.no_grad():
         runs([0, 1], **x)                                      # 2 runs named, 3 examples
-    assert e.value.diagnostic.code == "C018"
+    assert e.value.diagnostic.code == "C022"
     with pytest.raises(UsageError) as e:
         runs(["nope", 0, 1], **x)
     assert e.value.diagnostic.code == "U124" and "no run named 'nope'" in str(e.value)

@@ -280,8 +280,8 @@ def test_gen_jsonl_validation_and_test_files(llama_dir, tmp_path, capsys):
     (["--validation", "VAL_BAD"], "D105", "val.jsonl: row 2 (line 3): not valid JSON"),
     (["--validation", "VAL_NOKEY"], "D104", "val.jsonl: row 1 (line 1): no 'completion'"),
     (["--test", "MISSING"], "D101", "--test: generation data file"),
-    (["--test", "csv:x.csv"], "U101", "a generation task's test set is a JSON Lines file"),
-    (["--validation", "gen:arith"], "U101", "a generation task's validation set is a JSON Lines file"),
+    (["--test", "csv:x.csv"], "U114", "a generation task's test set is a JSON Lines file"),
+    (["--validation", "gen:arith"], "U114", "a generation task's validation set is a JSON Lines file"),
     (["--text-column", "q"], "U130", "--text-column does not apply to generation task"),
 ])
 def test_gen_jsonl_split_files_are_checked_before_weights_load(llama_dir, tmp_path, capsys, extra, code, said):

@@ -40,5 +40,5 @@ def test_task_lookup(ref, name):
 def test_unknown_task_suggests():
     with pytest.raises(UsageError) as e:
         task("glue/colla")
-    assert e.value.diagnostic.code == "U101"
+    assert e.value.diagnostic.code == "U113"
     assert "cola" in e.value.diagnostic.help

@@ -171,7 +171,7 @@ def attach_runs(irs: list[IR], model: nn.Module, head_shapes: list[dict[str, tup
     if model.__dict__.get("_pelt") is not None:
         raise CompileError("this model is already compiled; load a fresh base model to put runs on", code="C001")
     if not irs:
-        raise CompileError("no runs to attach", code="C020")
+        raise CompileError("no runs to attach", code="C023")
     fams = [family_for(ir, model) for ir in irs]
     fam = fams[0]
     irs = [resolved(ir) for ir in irs]
@@ -180,7 +180,7 @@ def attach_runs(irs: list[IR], model: nn.Module, head_shapes: list[dict[str, tup
     head_paths = [hp for hp in fam.head if prefix and has_module(model, hp)]
     if not head_paths:
         raise CompileError(f"several runs need a task model with its head ({', '.join(fam.head)}); "
-                           f"{type(model).__name__} has none", code="C020",
+                           f"{type(model).__name__} has none", code="C024",
                            help="load the base as AutoModelForSequenceClassification")
 
     # 1. resolve and check every run
@@ -194,10 +194,10 @@ def attach_runs(irs: list[IR], model: nn.Module, head_shapes: list[dict[str, tup
                 have = head_shapes[i].get(f"{hp}.{n}")
                 if have is None:
                     raise CompileError(f"run {i}: its artifact has no tensor '{hp}.{n}' of the task head",
-                                       code="C020")
+                                       code="C025")
                 if len(have) != prm.dim():
                     raise CompileError(f"run {i}: the head tensor '{hp}.{n}' has shape {tuple(have)}, the model's "
-                                       f"{tuple(prm.shape)}", code="C020")
+                                       f"{tuple(prm.shape)}", code="C025")
     prefixed = [a for plan in plans for a, _ in plan if a.method == "prefix"]
     impl = attn_implementation(model, fam, prefixed[0]) if prefixed else None
     if impl is not None:
