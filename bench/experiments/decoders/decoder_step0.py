@@ -97,7 +97,7 @@ def main():
             if override:
                 for k, fam in saved.items():
                     if fam.causal:
-                        archs.FAMILIES[k] = dataclasses.replace(fam, **override)
+                        archs.FAMILIES[k] = dataclasses.replace(fam, gates=fam.gates.model_copy(update=override))
             torch.manual_seed(0)
             m = copy.deepcopy(base)
             peltc.compile_model(spec_text(spec), m)
