@@ -3,7 +3,7 @@
     .venv/bin/python bench/served_profile.py                                   # UniPELT (APL), MiniLM shape
     .venv/bin/python bench/served_profile.py --spec specs/prefix.pelt --shape bert-base --forwards 3
 
-Random init (``bench/overhead.py``'s shapes), batch 16 × seq 128 with examples 2–16 padded to 96 tokens,
+Random init (``benchlib.shapes``, as ``bench/overhead.py``), batch 16 × seq 128 with examples 2–16 padded to 96 tokens,
 eval mode, no grad; one untimed forward each, then ``--forwards`` under the profiler. Prints the top ops
 by self CPU time for the base model, then for the served model: where a served spec's extra time goes
 (issue 11: UniPELT served vs the base model).
@@ -16,8 +16,8 @@ import copy
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # benchlib (bench is not a package)
+from benchlib import ROOT  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,11 +31,11 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    import overhead as ob
+    from benchlib.shapes import build_model
     from peltc.api import compile_model
     from peltc.compiler.torch.rewrite import fold_prefix
     torch.set_num_threads(a.threads)
-    base = ob.build_model(a.shape, "sdpa").eval()
+    base = build_model(a.shape, "sdpa").eval()
     served = copy.deepcopy(base)
     compile_model(Path(a.spec).read_text(), served)
     fold_prefix(served)

@@ -1,4 +1,5 @@
-"""Per-architecture facts as data: canonical point → module path, config keys, capabilities.
+"""Per-architecture facts as data: canonical point → module path, config keys, capabilities; per family
+also its gates' behaviour (`Family.gates`, resolved into the IR) and what the diagram draws (`Drawing`).
 
 Adding a family is adding an entry to ``FAMILIES`` (and its model_type to ``MODEL_TYPES``).
 Paths are relative: ``base`` is the attribute of a task model (``BertForSequenceClassification.bert``)
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from peltc.compiler.ir import GateBehaviour
 from peltc.errors import UsageError, did_you_mean
 
 
@@ -46,20 +48,16 @@ class Family:
     pooling: str = "first"       # the token the task head reads: "first" (encoders) or "last" non-pad token
     layer_input: str | None = None   # the module (relative to a layer) that first reads the layer input
                                      # (None: the attention block; pre-norm: its LayerNorm)
-    # --- gates on this family (docs/results.md, "Decoders: SmolLM2 validation runs") -------------------
-    gate_source_norm: bool = False   # sigmoid gates read their source RMS-normalised, x / rms(x): a pre-norm
-                                     # residual stream is unnormalised (SmolLM2: norms 100–2,600, one token
-                                     # at 24,000), so N(0, 0.02) gate weights saturate and Adam moves their
-                                     # logits by ~lr · ‖x‖₁ ≈ 1–10 per step; normalised, the gates start as
-                                     # on an encoder, whose sources are LayerNorm outputs
-    prefix_gate: str = "kv"          # how a per-token gate g scales a prefix: "kv" (UniPELT's G_P: keys and
-                                     # values times g) or "kv_weight" (that, and the prefix's attention
-                                     # weights times g: logit + log g, so g → 0 removes the prefix and a closed
-                                     # gate is the base model — with "kv" a prefix key near 0 is not: its
-                                     # logit, 0, takes the place of a decoder's attention sink)
-    prefix_gate_init: float | None = None   # a prefix's sigmoid gate starts at this bias unless the spec
-                                            # writes `init=` (None: 0, σ = 0.5)
-    # --- what the diagram draws (`compiler/diagram.py`; the defaults describe the encoders) ------------
+    # --- behaviour: what its gates compute beyond the spec (resolved into the IR, `passes.resolve_gates`) ---
+    gates: GateBehaviour = GateBehaviour()
+    # --- drawing: what the diagram draws (`compiler/diagram.py`) ---------------------------------------
+    drawing: Drawing = field(default_factory=lambda: Drawing())
+
+
+@dataclass(frozen=True)
+class Drawing:
+    """What the diagram draws of a family beyond its module paths (the defaults describe the encoders)."""
+
     embed: str = "embeddings"        # the embeddings module (relative to base): Llama's is ``embed_tokens``
     norm: str = "LayerNorm"          # the kind of normalisation, as the diagram names it
     norms: dict[str, str] = field(default_factory=dict)   # pre-norm: block → the norm reading its input
@@ -68,6 +66,16 @@ class Family:
     rotary: bool = False             # rotary positions, applied to queries and keys inside attention
     mlp_act: str | None = None       # a gated MLP's activation, act(gate(x)) · up(x) (None: not drawn)
     final_norm: str | None = None    # the norm after the last layer (relative to base), before the head
+
+
+# Decoders' gate behaviour (docs/results.md, "Decoders: SmolLM2 validation runs"):
+# - gate_source_norm: a pre-norm residual stream is unnormalised (SmolLM2: norms 100–2,600, one token at
+#   24,000), so N(0, 0.02) gate weights saturate and Adam moves their logits by ~lr · ‖x‖₁ ≈ 1–10 per step;
+#   normalised, the gates start as on an encoder, whose sources are LayerNorm outputs;
+# - prefix_gate "kv_weight": g → 0 removes the prefix and a closed gate is the base model — with "kv" a
+#   prefix key near 0 is not: its logit, 0, takes the place of a decoder's attention sink;
+# - prefix_gate_init −10: a prefix's sigmoid gate starts nearly closed.
+DECODER_GATES = GateBehaviour(gate_source_norm=True, prefix_gate="kv_weight", prefix_gate_init=-10.0)
 
 
 _BERT_POINTS = {
@@ -152,14 +160,15 @@ _FFN = ("ffn.gate", "ffn.up", "ffn.down")
 
 
 def _decoder(name: str, biases: dict[str, bool | str], flags: dict[str, str] | None = None,
-             **kw: Any) -> Family:
+             qk_norms: dict[str, str] | None = None, **kw: Any) -> Family:
     return Family(name, "model", "layers", _DECODER_POINTS, _DECODER_KEYS, (), None, ("score",), True,
                   token_types=False, blocks=_DECODER_BLOCKS, biases={**_NO_BIAS, **biases},
                   flags=flags or {}, pre_norm=True, causal=True, lm_head="lm_head", pooling="last",
-                  layer_input="input_layernorm", embed="embed_tokens", norm="RMSNorm",
-                  norms={"attention": "input_layernorm", "ffn": "post_attention_layernorm"}, rotary=True,
-                  mlp_act="SiLU", final_norm="norm", gate_source_norm=True, prefix_gate="kv_weight",
-                  prefix_gate_init=-10.0, **kw)
+                  layer_input="input_layernorm", gates=DECODER_GATES,
+                  drawing=Drawing(embed="embed_tokens", norm="RMSNorm",
+                                  norms={"attention": "input_layernorm", "ffn": "post_attention_layernorm"},
+                                  qk_norms=qk_norms or {}, rotary=True, mlp_act="SiLU", final_norm="norm"),
+                  **kw)
 
 
 FAMILIES.update({
@@ -188,13 +197,6 @@ BLOCKS: dict[str, tuple[str, ...]] = {
               "ffn.up", "ffn.down", "ffn.output"),
 }
 
-
-
-def default_gate_init(family: Family | str | None, method: str) -> float | None:
-    """The bias a sigmoid gate of ``method`` starts at on ``family`` when the spec writes no ``init=``:
-    the family's ``prefix_gate_init`` for a prefix, else None (bias 0, σ = 0.5)."""
-    fam = FAMILIES.get(family) if isinstance(family, str) else family
-    return fam.prefix_gate_init if fam is not None and method == "prefix" else None
 
 
 def blocks(family: Family) -> dict[str, tuple[str, ...]]:

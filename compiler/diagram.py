@@ -19,10 +19,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from peltc.compiler.archs import BLOCKS, FAMILIES, Family, blocks, default_gate_init, has_bias
+from peltc.compiler.archs import BLOCKS, FAMILIES, Family, blocks, has_bias
 from peltc.compiler.ir import IR, AttachmentNode, GateSpec
 from peltc.compiler.layerset import compact_layers as _compact
 from peltc.compiler.passes.resolve_paths import module_path
+from peltc.compiler.schema import method_params, placement_of
 
 
 # --- what is drawn ------------------------------------------------------------------------------
@@ -50,6 +51,11 @@ class Mod:
     @property
     def key(self) -> str:
         return f"{self.instance}@{self.point}"
+
+    @property
+    def args(self) -> Any:
+        """The parameters as the method's typed model (`schema.method_params`): every default filled."""
+        return method_params(self.method, self.params)
 
     @property
     def beside(self) -> bool:
@@ -93,7 +99,7 @@ def path_pattern(paths: list[str], layers: list[int]) -> str:
 def _bound_mod(ir: IR, att: AttachmentNode, same: list[AttachmentNode]) -> Mod:
     inputs = ir.predecessors(att.id, "input")
     shared = ir.instance(att.instance).shared_trainable if att.method == "prefix" else None
-    gate = att.gate.with_default(default_gate_init(ir.settings.family, att.method))   # as it starts on the model
+    gate = att.start_gate   # as it starts on the model (the family's resolved gate_init)
     return Mod(att.instance, att.method, att.point, dict(att.params), gate, att.placement, att.order,
                inputs[0].point if inputs else att.point, att.trainable, att.saved, att.gate_params, shared,
                relative=dict(att.relative), paths=[a.module_path for a in same if a.module_path is not None])
@@ -138,7 +144,7 @@ def _symbolic_mods(ir: IR) -> tuple[list[Mod], list[Mod]]:
     layer: dict[str, Mod] = {}
     glob: list[Mod] = []
     for inst in ir.instances():
-        placement = inst.params.get("placement", "sequential")
+        placement = placement_of(inst.params)
         notes = [f"layers[{ov.selector}]: " + ", ".join([f"{k} {v}" for k, v in ov.params.items()] +
                                                         ([f"gate {ov.gate.text()}"] if ov.gate else []))
                  for ov in inst.overrides]
@@ -231,23 +237,23 @@ def layer_layout(fam: Family | None) -> Layout:
     nodes["attention.output"] = Node("attention output", "value", note="h_A, before the residual add")
     nodes["ffn.output"] = Node("MLP output", "value", note="h_F, before the residual add")
     nodes["attention"] = Node("causal self-attention" if fam.causal else "self-attention", "block")
-    for block, mod in fam.norms.items():
-        nodes[f"{block}.norm"] = Node(fam.norm, "norm", mod)
+    for block, mod in fam.drawing.norms.items():
+        nodes[f"{block}.norm"] = Node(fam.drawing.norm, "norm", mod)
     for b in ("attention", "ffn"):
         nodes[f"{b}.add"] = Node("+", "add", note="residual add: the block input plus its output")
-    a_in = "attention.norm" if "attention" in fam.norms else "input"
+    a_in = "attention.norm" if "attention" in fam.drawing.norms else "input"
     flow: list[tuple[str, str]] = [("input", a_in)] if a_in != "input" else []
     qkv = ("attention.query", "attention.key", "attention.value")
     flow += [(a_in, p) for p in qkv]
     rows: list[tuple[str, ...]] = [qkv]
     qk_ends = {p: p for p in qkv}
-    if fam.qk_norms:
-        for p, mod in fam.qk_norms.items():
+    if fam.drawing.qk_norms:
+        for p, mod in fam.drawing.qk_norms.items():
             nodes[f"{p}.norm"] = Node(f"{p.rsplit('.', 1)[1][0]}_norm", "norm", mod)
             flow.append((p, f"{p}.norm"))
             qk_ends[p] = f"{p}.norm"
-        rows.append(tuple(f"{p}.norm" for p in fam.qk_norms))
-    if fam.rotary:
+        rows.append(tuple(f"{p}.norm" for p in fam.drawing.qk_norms))
+    if fam.drawing.rotary:
         nodes["attention.rope"] = Node("RoPE", "op", note="rotary positions on queries and keys")
         flow += [(qk_ends["attention.query"], "attention.rope"), (qk_ends["attention.key"], "attention.rope")]
         qk_ends["attention.query"] = qk_ends["attention.key"] = "attention.rope"
@@ -256,11 +262,11 @@ def layer_layout(fam: Family | None) -> Layout:
     flow += [("attention", "attention.out"), ("attention.out", "attention.output")]
     rows += [("attention",), ("attention.out",), ("attention.output",)]
     attention = Block("attention", tuple(rows), "attention.output", a_in,
-                      norm="attention.norm" if "attention" in fam.norms else None, add="attention.add",
+                      norm="attention.norm" if "attention" in fam.drawing.norms else None, add="attention.add",
                       residual="input", parallel_input=a_in)
-    f_in = "ffn.norm" if "ffn" in fam.norms else "attention.add"
+    f_in = "ffn.norm" if "ffn" in fam.drawing.norms else "attention.add"
     if "ffn.gate" in fam.points:      # gated MLP: down(act(gate(x)) · up(x))
-        act = fam.mlp_act or "act"
+        act = fam.drawing.mlp_act or "act"
         nodes["ffn.gate"] = Node("gate", "linear")
         nodes["ffn.act"] = Node(f"{act}(gate) · up", "op", note=f"down reads {act}(gate(x)) · up(x)")
         frows: tuple[tuple[str, ...], ...] = (("ffn.gate", "ffn.up"), ("ffn.act",), ("ffn.down",), ("ffn.output",))
@@ -270,7 +276,7 @@ def layer_layout(fam: Family | None) -> Layout:
         frows = (("ffn.up",), ("ffn.down",), ("ffn.output",))
         flow += [(f_in, "ffn.up"), ("ffn.up", "ffn.down")]
     flow.append(("ffn.down", "ffn.output"))
-    ffn = Block("ffn", frows, "ffn.output", f_in, norm="ffn.norm" if "ffn" in fam.norms else None,
+    ffn = Block("ffn", frows, "ffn.output", f_in, norm="ffn.norm" if "ffn" in fam.drawing.norms else None,
                 add="ffn.add", residual="attention.add", parallel_input=f_in)
     return Layout(nodes, (attention, ffn), tuple(flow), {"attention": "attention", "ffn": frows[0][-1], "layer": "input"})
 

@@ -64,7 +64,7 @@ class GateSpec(BaseModel):
 
     def with_default(self, init: float | None) -> GateSpec:
         """This gate as it starts on a model: a sigmoid gate the spec left without ``init=`` takes ``init``
-        (a family's default, `archs.default_gate_init`); any other gate is returned as is."""
+        (the family's, resolved into `AttachmentNode.gate_init`); any other gate is returned as is."""
         if self.kind == "sigmoid" and self.value is None and init is not None:
             return self.model_copy(update={"value": init})
         return self
@@ -80,6 +80,24 @@ class GateSpec(BaseModel):
         if self.kind == "scalar":
             return "scalar" if not self.value else f"scalar(init={self.value:g})"
         return f"const({self.value:g})"
+
+
+class GateBehaviour(BaseModel):
+    """What a model family's gates compute beyond the spec (resolved into the IR by
+    `passes.resolve_gates` from `archs.Family.gates`; an artifact's IR records it, and one whose sigmoid
+    gates were trained under another behaviour is refused on load, A015).
+
+    gate_source_norm — sigmoid gates read their source RMS-normalised, x / rms(x)
+    prefix_gate      — how a per-token gate g scales a prefix: "kv" (keys and values times g) or
+                       "kv_weight" (that, and the prefix's attention weights times g)
+    prefix_gate_init — a prefix's sigmoid gate starts at this bias unless the spec writes ``init=``
+                       (None: 0, σ = 0.5)
+    """
+
+    model_config = ConfigDict(frozen=True)
+    gate_source_norm: bool = False
+    prefix_gate: Literal["kv", "kv_weight"] = "kv"
+    prefix_gate_init: float | None = None
 
 
 class TargetSpec(BaseModel):
@@ -118,6 +136,7 @@ class SettingsNode(_Node):
     base_params: int | None = None
     model_source: str | None = None
     spec_hash: str | None = None
+    gate_behaviour: GateBehaviour | None = None   # the family's, resolved (`passes.resolve_gates`); None: no family
 
 
 class InstanceNode(_Node):
@@ -132,6 +151,12 @@ class InstanceNode(_Node):
     order: int = 0                  # declaration order (decides order of sequential modules)
     shared_trainable: int | None = None   # trained but shared across layers (prefix MLP; folded away)
     spans: dict[str, SpanModel] = Field(default_factory=dict)   # member → where it is written ("gate", "at", params)
+
+    @property
+    def args(self) -> Any:
+        """The parameters as the method's typed model (`schema.method_params`): every default filled."""
+        from peltc.compiler.schema import method_params
+        return method_params(self.method, self.params)
 
 
 class PointNode(_Node):
@@ -157,6 +182,19 @@ class AttachmentNode(_Node):
     gate_params: int | None = None
     module_path: str | None = None  # resolved with a model (relative to the task model)
     gate_span: SpanModel | None = None   # where its gate is written (span: the target that placed it)
+    gate_init: float | None = None       # resolved: the bias a sigmoid gate the spec left without ``init=``
+                                         # starts at on this family (None: 0); `passes.resolve_gates`
+
+    @property
+    def start_gate(self) -> GateSpec:
+        """The gate as it starts on the model: ``gate`` with the family's resolved ``gate_init``."""
+        return self.gate.with_default(self.gate_init)
+
+    @property
+    def args(self) -> Any:
+        """The parameters as the method's typed model (`schema.method_params`): every default filled."""
+        from peltc.compiler.schema import method_params
+        return method_params(self.method, self.params)
 
 
 class GateNode(_Node):
@@ -285,6 +323,15 @@ class IR:
     def gate_of(self, attachment_id: str) -> GateNode | None:
         gates = self.predecessors(attachment_id, "scales")
         return gates[0] if gates else None
+
+    def copy(self) -> "IR":
+        """A new IR of the same (frozen) nodes and edges; changing one leaves the other as it was."""
+        new = IR()
+        for node in self._nodes.values():
+            new.add(node)
+        for s, d, r in self.edges():
+            new.connect(s, d, r)
+        return new
 
     # --- serialisation ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

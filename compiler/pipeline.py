@@ -1,7 +1,7 @@
 """The front-end pipeline: text → syntax tree → IR → passes (against a model config, no weights).
 
     PASSES = resolve_layers → check_family → check_ranges → check_gates → check_conflicts → count_params
-             → resolve_paths → check_coverage
+             → resolve_paths → check_coverage → resolve_gates
 
 Every pass runs even after an earlier one reported errors, so one run shows all of them.
 
@@ -27,12 +27,13 @@ from peltc.compiler.passes.check_family import check_family
 from peltc.compiler.passes.check_gates import check_gates
 from peltc.compiler.passes.check_ranges import check_ranges
 from peltc.compiler.passes.count_params import count_params
+from peltc.compiler.passes.resolve_gates import resolve_gates
 from peltc.compiler.passes.resolve_layers import resolve_layers
 from peltc.compiler.passes.resolve_paths import resolve_paths
 from peltc.errors import UsageError
 
 PASSES = (resolve_layers, check_family, check_ranges, check_gates, check_conflicts, count_params, resolve_paths,
-          check_coverage)
+          check_coverage, resolve_gates)
 _NEEDS_DIAGS = {resolve_layers, check_family, check_ranges, check_gates, check_conflicts, check_coverage}
 
 

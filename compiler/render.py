@@ -31,10 +31,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from peltc.compiler.archs import FAMILIES, Family
-from peltc.compiler.diagram import (ENCODER_LAYOUT, LayerGroup, Mod, bias_modules, bias_points, global_mods,
+from peltc.compiler.archs import FAMILIES
+from peltc.compiler.diagram import (ENCODER_LAYOUT, LayerGroup, Mod, bias_modules, global_mods,
                                     layer_groups, layer_layout, path_pattern)
 from peltc.compiler.ir import IR, GateSpec
+from peltc.compiler.mod_text import param_text
 from peltc.compiler.passes.resolve_paths import module_path
 from peltc.errors import UsageError
 
@@ -124,44 +125,6 @@ def gate_label(g: GateSpec) -> str:
     return f"const {g.value:g}"
 
 
-def _size(m: Mod, name: str) -> str:
-    """``512`` or, written relative to the model, ``512 (hidden/1.5)``."""
-    v = m.params[name]
-    return f"{v} ({m.relative[name]})" if name in m.relative else str(v)
-
-
-def _param_text(m: Mod, fam: Family | None = None, d: dict[str, int] | None = None) -> str:
-    text = _method_text(m, fam, d)
-    return text + (f" · lr {m.params['lr']:g}" if m.params.get("lr") is not None else "")
-
-
-def _method_text(m: Mod, fam: Family | None = None, d: dict[str, int] | None = None) -> str:
-    p = m.params
-    if m.method == "adapter":
-        bits = [f"size {_size(m, 'size')}", str(p.get("activation", "relu"))]
-        bits += ["parallel"] * (m.placement == "parallel") + [f"scale {p['scale']:g}"] * (p.get("scale", 1.0) != 1.0)
-        return " · ".join(bits)
-    if m.method == "prefix":
-        return f"length {p['length']} · " + ("no mlp" if p.get("mlp") is None else f"mlp {p['mlp']}") + \
-            (f" · init {p['init']}" if p.get("init", "random") != "random" else "")
-    if m.method == "lora":
-        bits = [f"r {_size(m, 'rank')}", f"α {p['alpha']:g}" if m.gate.kind == "none" else "gate replaces α/r"]
-        return " · ".join(bits + [f"dropout {p['dropout']:g}"] * bool(p.get("dropout")))
-    if m.method == "bitfit":
-        whole = {"all": "every bias (embeddings, layers, pooler)", "layer": "every bias of the layer",
-                 "embeddings": "embedding LayerNorm bias", "head": "pooler bias"}
-        if m.point in whole and (fam is None or fam.biases is None):   # every module holds a bias
-            return whole[m.point]
-        parts = bias_points(fam, "layer" if m.point == "all" else m.point, d)   # only those with a bias
-        nodes = layer_layout(fam).nodes
-        names = ", ".join((fam.norm if fam else "LayerNorm") if q.endswith(".output") else nodes[q].label
-                          for q in parts)
-        if m.point == "all":
-            return f"every bias: {names} of each layer"
-        return f"bias{'es' * (len(parts) > 1)} of {names}"
-    return "every base weight"
-
-
 def _count_lines(m: Mod, n_layers: int) -> list[str]:
     if m.trainable is None:
         return []
@@ -248,8 +211,8 @@ class _Drawer:
                                 self.ir.settings.dims["layers"], self.ir.settings.dims)
             tip = "biases of: " + ", ".join(mods[:12]) + (f", … ({len(mods)} modules)" if len(mods) > 12 else "")
             small = [] if m.point == "all" else _braced([_rel(x, group.path) for x in mods])
-        lines = [_param_text(m, self.fam, self.ir.settings.dims)] + _count_lines(m, max(1, len(group.layers))) + \
-            m.notes + (["prepended to K, V after RoPE"] if m.method == "prefix" and self.fam and self.fam.rotary else [])
+        lines = [param_text(m, self.fam, self.ir.settings.dims)] + _count_lines(m, max(1, len(group.layers))) + \
+            m.notes + (["prepended to K, V after RoPE"] if m.method == "prefix" and self.fam and self.fam.drawing.rotary else [])
         self.node(g, nid, _html(f"{m.method} {m.instance}", lines, small), "attachment", m.method, tip)
 
     def gate(self, g, m: Mod, nid: str, source: str | None, side: str | None = None) -> str | None:
@@ -377,7 +340,7 @@ class _Drawer:
     def draw(self) -> "graphviz.Digraph":
         s, fam = self.ir.settings, self.fam
         self.dot.attr(label=self.title())
-        emb = f"{fam.base}.{fam.embed}" if fam else ""
+        emb = f"{fam.base}.{fam.drawing.embed}" if fam else ""
         self.node(self.dot, "embeddings", _html("embeddings", small=[emb]), "point", "global", emb or None)
         prev, entries = "embeddings", []
         for g in self.groups:
@@ -385,9 +348,9 @@ class _Drawer:
             entries.append((f"cluster_{g.id}", entry))
             self.edge(prev, entry, "flow")
             prev = exit_
-        if fam is not None and fam.final_norm:     # pre-norm: the last layer's output is normalised once more
-            norm = f"{fam.base}.{fam.final_norm}"
-            self.node(self.dot, "final_norm", _html(fam.norm, small=[norm]), "point", "norm", norm)
+        if fam is not None and fam.drawing.final_norm:     # pre-norm: the last layer's output is normalised once more
+            norm = f"{fam.base}.{fam.drawing.final_norm}"
+            self.node(self.dot, "final_norm", _html(fam.drawing.norm, small=[norm]), "point", "norm", norm)
             self.edge(prev, "final_norm", "flow")
             prev = "final_norm"
         head = module_path(fam, None, "head") if fam else ""

@@ -6,6 +6,7 @@ Everything that checks or documents the language reads these tables; nothing her
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -149,6 +150,46 @@ METHODS: dict[str, MethodSpec] = {
         default_at=("all",), gated=False,
     ),
 }
+
+# --- typed parameters ------------------------------------------------------------------------------
+# One pydantic model per method, built from the ParamSpec table above (the defaults live there and only
+# there): `method_params` reads an IR node's parameters as that model, every default filled (an IR
+# written before a parameter existed reads as its default).
+_PY_TYPES: dict[str, Any] = {"int": int, "float": float, "choice": str, "int_or_none": int | None, "bool": bool}
+
+
+@functools.lru_cache(maxsize=None)
+def params_model(method: str) -> type:
+    """The typed parameter model of ``method`` (``params_model("lora")(rank=4).alpha == 16.0``)."""
+    from pydantic import ConfigDict, create_model
+
+    fields: dict[str, Any] = {}
+    for name, p in METHODS[method].params.items():
+        typ = _PY_TYPES[p.type]
+        if p.below_hidden:
+            typ = typ | str          # "hidden/16" until a model is bound (`resolve_relative`)
+        if p.default is None:
+            typ = typ | None
+        fields[name] = (typ, p.default)
+    return create_model(f"{method.capitalize()}Params", __config__=ConfigDict(frozen=True, extra="allow"),
+                        **fields)
+
+
+def method_params(method: str, params: dict[str, Any]) -> Any:
+    """``params`` (an IR node's) as ``method``'s typed model, defaults filled."""
+    return params_model(method)(**params)
+
+
+def is_default(method: str, name: str, value: Any) -> bool:
+    """Whether ``value`` is parameter ``name``'s default for ``method`` (what a summary leaves out)."""
+    return value == METHODS[method].params[name].default
+
+
+def placement_of(params: dict[str, Any]) -> str:
+    """Where an instance's modules sit: its ``placement`` parameter (the adapter's, default filled by the
+    lowering), or the first of `PLACEMENTS` (sequential) for a method without one."""
+    return params.get("placement", PLACEMENTS[0])
+
 
 # --- sizes relative to the model ------------------------------------------------------------------
 # A parameter bounded by the hidden size (adapter `size`, lora `rank`) may be written `hidden/D`:

@@ -22,7 +22,7 @@ from collections import defaultdict
 from typing import Any
 
 from peltc.compiler import schema
-from peltc.compiler.archs import FAMILIES, default_gate_init
+from peltc.compiler.archs import FAMILIES
 from peltc.compiler.ir import IR, AttachmentNode
 from peltc.compiler.layerset import compact_layers
 
@@ -161,12 +161,13 @@ def _rows(printed: list[str], rows: list[list[str]], below: list[list[str]]) -> 
     return out
 
 
-def _default_gate_note(family: str | None, method: str, gates) -> str | None:
+def _default_gate_note(family: str | None, method: str, atts) -> str | None:
     """Where the model's family starts a gate the spec left without ``init=`` elsewhere than at bias 0
-    (a decoder's prefix gate: −10), the line that says so."""
-    init = default_gate_init(family, method)
-    if init is None or not any(g.with_default(init) != g for g in gates):
+    (a decoder's prefix gate: −10, resolved into the attachments' ``gate_init``), the line that says so."""
+    started = [a for a in atts if a.start_gate != a.gate]
+    if not started:
         return None
+    init = started[0].gate_init
     return (f"gate starts at bias {init:g} (σ ≈ {1 / (1 + math.exp(-init)):.2g}): the {family} family's default "
             f"for a {method} gate; write init= to change it")
 
@@ -214,7 +215,7 @@ def summary(ir: IR, spec_name: str) -> str:
         sub = []
         if ptext := params_text(inst.method, atts):
             sub.append(ptext)
-        if note := _default_gate_note(s.family, inst.method, [a.gate for a in atts]):
+        if note := _default_gate_note(s.family, inst.method, atts):
             sub.append(note)
         mods = trained_modules(ir, atts)
         sub += [("→ " if k == 0 else "  ") + m for k, m in enumerate(mods)]
@@ -319,7 +320,7 @@ def _instance_items(ir: IR, inst) -> list[tuple[str, list]]:
     if method.gated:
         g = inst.gate.text()
         per = atts[0].gate_params if atts and atts[0].gate.kind != "none" else None
-        note = _default_gate_note(ir.settings.family, inst.method, [a.gate for a in atts])
+        note = _default_gate_note(ir.settings.family, inst.method, atts)
         items.append((f"gate: {g}" + (f" ({_n(per)} parameters per attachment)" if per else ""),
                       [(note, [])] if note else []))
     at = ", ".join(t.point if t.selector is None else

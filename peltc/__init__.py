@@ -4,7 +4,7 @@
     report = peltc.compile_model("specs/unipelt_apl.pelt", model)   # needs the torch extra
 """
 
-__version__ = "0.1.0"
+from peltc.version import __version__
 
 # The subpackages live at the repository's top level (grammar/, compiler/, runtime/), mapped into
 # this namespace by pyproject.toml's package-dir. When Python imports this folder straight from a

@@ -80,7 +80,8 @@ def save_adapter(model: "nn.Module", out_dir: Union[str, Path]) -> Path:
     A prefix's reparameterisation MLP is folded into plain prefixes first (identical outputs).
     Returns ``out_dir``."""
     from peltc.compiler.torch.artifact import save_artifact
-    from peltc.compiler.torch.rewrite import compiled, fold_prefix
+    from peltc.compiler.torch.compiled import compiled
+    from peltc.compiler.torch.rewrite import fold_prefix
     from peltc.errors import CompileError
     c = compiled(model)
     if c.runs:
@@ -192,7 +193,7 @@ class Runs:
         self.manifests = manifests
         from torch import nn
 
-        from peltc.compiler.torch.rewrite import compiled
+        from peltc.compiler.torch.compiled import compiled
         last = model.get_submodule(compiled(model).head_paths[-1]).pelt_heads
         self.num_labels = [[m for m in last[f"r{i}"].modules() if isinstance(m, nn.Linear)][-1].out_features
                            for i in range(len(names))]
@@ -218,7 +219,7 @@ class Runs:
 
     def __call__(self, runs, **inputs):
         """The shared model's output for ``inputs`` (no labels), each example through run ``runs[b]``."""
-        from peltc.compiler.torch.rewrite import compiled
+        from peltc.compiler.torch.compiled import compiled
         route = self.route(runs)
         state = compiled(self.model).state
         if "labels" in inputs:

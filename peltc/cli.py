@@ -83,6 +83,19 @@ def cmd_fmt(a) -> int:
     return EXIT_SPEC if a.check and changed else EXIT_OK
 
 
+def cmd_lsp(a) -> int:
+    try:
+        from peltc.lsp.server import main as serve
+    except ImportError as e:   # pygls / lsprotocol: the `lsp` extra
+        print(f"error: peltc lsp needs the lsp extra ({e.name} is not installed)\n"
+              f"help: pip install 'peltc[lsp]'", file=sys.stderr)
+        return EXIT_USAGE
+    rc = serve()
+    if sys.stdout.closed:   # pygls closes stdio when the client says exit
+        sys.stdout = open(os.devnull, "w")
+    return rc
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="peltc", description="A declarative language and compiler for parameter-efficient tuning.")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks")
@@ -110,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("specs", nargs="+")
     f.add_argument("--check", action="store_true", help="exit 1 if a spec is not canonical; write nothing")
     f.set_defaults(func=cmd_fmt)
+
+    ls = sub.add_parser("lsp", help="run the language server (Language Server Protocol over stdio) for editors")
+    ls.add_argument("--stdio", action="store_true", help="talk over stdin/stdout (the default and only transport)")
+    ls.set_defaults(func=cmd_lsp)
 
     try:
         from peltc.runtime.cli import add_commands

@@ -173,7 +173,7 @@ def cmd_grid(a) -> int:
 
 
 def cmd_export(a) -> int:
-    from peltc.compiler.torch.peft_io import export_peft
+    from peltc.compiler.torch.peft_export import export_peft
     r = export_peft(a.run_dir, a.out_dir, partial=a.partial)
     head = ", ".join(r.config.get("modules_to_save") or []) or "none"
     print(f"wrote {r.out_dir}: a peft LoRA adapter of {len(r.modules)} module(s), r {r.config['r']}, "

@@ -87,7 +87,7 @@ def resolve_layers(ir: IR, diags: Diagnostics) -> None:
                             gate, gate_span = ov.gate, ov.spans.get("gate") or ov.span
                 relative = {k: v for k, v in params.items() if schema.relative_divisor(v) is not None}
                 params.update({k: schema.resolve_relative(v, hidden) for k, v in relative.items()})
-                placement = params.get("placement", "sequential")
+                placement = schema.placement_of(params)
                 pid = _point_of(layer, t.point)
                 if pid not in ir:       # a point this family lacks (check_family reports it: E128)
                     ir.add(PointNode(id=pid, layer=layer, point=t.point))

@@ -54,12 +54,12 @@ def _sha256(path: Path) -> str:
 def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
-    import peltc
+    from peltc.version import __version__
     try:
         tf = version("transformers")
     except PackageNotFoundError:
         tf = "absent"
-    return {"peltc": peltc.__version__, "torch": torch.__version__, "transformers": tf}
+    return {"peltc": __version__, "torch": torch.__version__, "transformers": tf}
 
 
 def _fsync_dir(d: Path) -> None:
@@ -197,17 +197,32 @@ def read_artifact(d: str | Path):
     return manifest, tensors, read_ir(manifest)
 
 
-# What a family's gates compute beyond the spec (``archs.Family``): an artifact records them, and one whose
-# sigmoid gates were trained under other semantics is refused (A015) — its gate weights would be read as
-# something else. Artifacts written before the record existed had the encoder semantics everywhere.
+# What a family's gates compute beyond the spec (`ir.GateBehaviour`, resolved into the IR by
+# `passes.resolve_gates`): an artifact's IR records it (and the manifest's ``gate_semantics`` repeats it, for
+# a peltc that predates the record in the IR), and one whose sigmoid gates were trained under another
+# behaviour is refused (A015) — its gate weights would be read as something else. Artifacts written before
+# either record existed had the encoder behaviour everywhere (`GateBehaviour()`).
 _GATE_FIELDS = ("gate_source_norm", "prefix_gate", "prefix_gate_init")
-_GATE_BEFORE = {"gate_source_norm": False, "prefix_gate": "kv", "prefix_gate_init": None}
 
 
 def gate_semantics(model: torch.nn.Module) -> dict[str, Any]:
+    """The gate behaviour an IR resolves to on ``model`` now (`passes.resolve_gates`: its family's; an
+    unknown family: the encoders')."""
     from peltc.compiler.archs import family_of_model
+    from peltc.compiler.ir import GateBehaviour
+
     fam = family_of_model(model)
-    return {k: getattr(fam, k) for k in _GATE_FIELDS} if fam else dict(_GATE_BEFORE)
+    return (fam.gates if fam is not None else GateBehaviour()).model_dump()
+
+
+def saved_gate_semantics(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The gate behaviour the artifact's IR was resolved under: its IR's record, else (an artifact written
+    before the IR carried it) the manifest's ``gate_semantics``, else (before that) the encoders'."""
+    from peltc.compiler.ir import GateBehaviour
+
+    settings = next((n for n in (manifest.get("ir") or {}).get("nodes", []) if n.get("kind") == "settings"), {})
+    saved = settings.get("gate_behaviour") or manifest.get("gate_semantics")
+    return GateBehaviour(**saved).model_dump() if saved else GateBehaviour().model_dump()
 
 
 def _has_sigmoid_gate(ir: Mapping[str, Any] | None) -> bool:
@@ -216,10 +231,11 @@ def _has_sigmoid_gate(ir: Mapping[str, Any] | None) -> bool:
 
 
 def check_gate_semantics(model: torch.nn.Module, manifest: dict[str, Any]) -> None:
-    """An artifact with sigmoid gates loads only where its gates compute what they computed in training."""
+    """An artifact with sigmoid gates loads only where its gates compute what they computed in training:
+    the saved IR's resolved gate behaviour against the one resolved for ``model`` now."""
     if not _has_sigmoid_gate(manifest.get("ir")):
         return
-    saved, now = manifest.get("gate_semantics") or dict(_GATE_BEFORE), gate_semantics(model)
+    saved, now = saved_gate_semantics(manifest), gate_semantics(model)
     diff = [f"{k}: {saved.get(k)!r} when saved, {now[k]!r} now" for k in _GATE_FIELDS if saved.get(k) != now[k]]
     if diff:
         v = (manifest.get("versions") or {}).get("peltc", "?")
@@ -259,7 +275,7 @@ def load_run_into(model: torch.nn.Module, index: int, manifest: dict[str, Any],
     """Copy run ``index``'s artifact into a model that `rewrite.attach_runs` prepared: each tensor under its
     routed name (`routing.routed_name`), strictly — every parameter of that run present with the same shape
     and dtype, nothing else."""
-    from peltc.compiler.torch.rewrite import compiled
+    from peltc.compiler.torch.compiled import compiled
     from peltc.compiler.torch.routing import run_of, routed_name
 
     check_base(model, manifest)

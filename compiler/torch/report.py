@@ -137,7 +137,7 @@ def _ranges(ls: list[int]) -> str:
 def build_report(model: nn.Module) -> Report:
     """A `Report` of a compiled model's current state."""
     from peltc.compiler.torch.prefix import Prefix
-    from peltc.compiler.torch.rewrite import compiled
+    from peltc.compiler.torch.compiled import compiled
 
     c = compiled(model)
     per: dict[str, int] = {}

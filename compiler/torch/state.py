@@ -51,9 +51,8 @@ class PeltState:
         # a KV cache) adds to the running sums of the cache's tokens, ``carry`` — held by the cache itself
         # (`attach_carry`), so that beam search's reordering and a crop keep them in step with the keys
         self.causal = False
-        self.gate_norm = False                              # sigmoid gates read x / rms(x) (Family.gate_source_norm)
-        self.prefix_gate = "kv"                             # per-token prefix gate: "kv" or "kv_weight" (Family.prefix_gate)
-        self.prefix_gate_init: float | None = None          # a prefix gate's default bias (Family.prefix_gate_init)
+        self.gate_norm = False                              # sigmoid gates read x / rms(x) (the IR's GateBehaviour)
+        self.prefix_gate = "kv"                             # per-token prefix gate: "kv" or "kv_weight" (the IR's GateBehaviour)
         self.continuing = False
         self.past = 0                                       # tokens in the KV cache before this forward
         self.carry: dict[Any, Any] = {}

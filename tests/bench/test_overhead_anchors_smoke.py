@@ -4,6 +4,7 @@ transformers 4.57) is used only when PELTC_BENCH_ANCHOR_PYTHON names its interpr
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import os
@@ -31,16 +32,25 @@ def _load(name: str):
         sys.path.remove(str(BENCH))
 
 
+def _lib(name: str):
+    """A module of bench's shared library, bench/benchlib (bench is not a package)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        return importlib.import_module(f"benchlib.{name}")
+    finally:
+        sys.path.remove(str(BENCH))
+
+
 def test_main_env_anchors_train_what_peltc_trains():
     """BitFit in place and peft's LoRA train exactly as many parameters as peltc's specs (head included)."""
     pytest.importorskip("peft")
-    ob, A = _load("overhead"), _load("anchors")
-    template = ob.build_model("tiny", "sdpa")
+    shapes, methods, A = _lib("shapes"), _lib("methods"), _lib("anchor_systems")
+    template = shapes.build_model("tiny", "sdpa")
     for system, method in (("torch", "bitfit"), ("peft", "lora")):
-        _, peltc = A.apply("peltc", method, ob.copy_model(template, share_frozen=True))
-        model, anchor = A.apply(system, method, ob.copy_model(template, share_frozen=True))
+        _, peltc = A.apply("peltc", method, shapes.copy_model(template, share_frozen=True))
+        model, anchor = A.apply(system, method, shapes.copy_model(template, share_frozen=True))
         assert anchor["trainable"] == peltc["report"]["trainable_total"] == peltc["trainable"], (system, method)
-        ob.train_step_fn(model, ob.make_batch(model.config, 2, 8))()
+        methods.train_step_fn(model, shapes.make_batch(model.config, 2, 8))()
     assert A.env_of("peft", "prefix", None) == "anchor" and A.env_of("peft", "prefix", "main") is None
     assert A.env_of("adapters", "bitfit", None) is None
 
@@ -156,14 +166,14 @@ def test_combine_phases_run_separately(tmp_path):
 
 
 def test_repeated_rss_children_report_the_median(tmp_path):
-    bench = _load("overhead")
+    rss = _lib("rss")
     counter = tmp_path / "n"
     counter.write_text("0")
     child = ("import json, pathlib; p = pathlib.Path(%r); n = int(p.read_text()); p.write_text(str(n + 1)); "
              "print('noise'); print(json.dumps({'peak_rss_mb': [900.0, 1000.0, 950.0][n], "
              "'rss_after_import_mb': 400.0 + n, 'ran': 'x'}))" % str(counter))
-    r = bench.run_rss_child([sys.executable, "-c", child], 3)
+    r = rss.run_rss_child([sys.executable, "-c", child], 3)
     assert r["peak_rss_mb"] == 950.0 and r["rss_after_import_mb"] == 401.0 and r["ran"] == "x"
     assert r["peak_rss_samples_mb"] == [900.0, 1000.0, 950.0] and r["repeats"] == 3
-    bad = bench.run_rss_child([sys.executable, "-c", "raise SystemExit('no memory for you')"], 3)
+    bad = rss.run_rss_child([sys.executable, "-c", "raise SystemExit('no memory for you')"], 3)
     assert "no memory for you" in bad["error"]

@@ -1,10 +1,12 @@
-"""Smoke test of bench/overhead.py: a --quick run on a tiny BERT, in-process; checks the JSON's
+"""Smoke test of bench/overhead.py (and benchlib, its library): a --quick run on a tiny BERT, in-process; checks the JSON's
 structure only (timings on a shared machine are not asserted)."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "overhead.py"
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+SCRIPT = BENCH / "overhead.py"
 
 
 def _load():
@@ -20,6 +23,15 @@ def _load():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _lib(name: str):
+    """A module of bench's shared library, bench/benchlib (bench is not a package)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        return importlib.import_module(f"benchlib.{name}")
+    finally:
+        sys.path.remove(str(BENCH))
 
 
 def test_quick_run_writes_table4_json(tmp_path, capsys):
@@ -45,7 +57,7 @@ def test_quick_run_writes_table4_json(tmp_path, capsys):
     shape = data["shapes"]["tiny"]
     assert shape["config"]["hidden"] == 64 and shape["config"]["layers"] == 2
     methods = shape["methods"]
-    keys = bench.DEFAULT_METHODS["encoder"]
+    keys = _lib("methods").DEFAULT_METHODS["encoder"]
     assert "generate" not in shape                        # encoders: no generation phase
     assert list(methods) == ["base"] + keys
     assert methods["base"]["infer_ms"]["n"] == 2
@@ -72,16 +84,16 @@ def test_quick_run_writes_table4_json(tmp_path, capsys):
 
 
 def test_smollm2_shape_is_the_known_config():
-    bench = _load()
+    shapes = _lib("shapes")
     from peltc.compiler.archs import KNOWN_MODELS
 
-    cfg = bench.shape_config("smollm2")
+    cfg = shapes.shape_config("smollm2")
     known = KNOWN_MODELS["smollm2-135m"]
     assert cfg.model_type == "llama" and cfg.num_labels == 2
     for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size",
                 "vocab_size", "pad_token_id", "tie_word_embeddings"):
         assert getattr(cfg, key) == known[key], key
-    assert bench.is_decoder("smollm2") and not bench.is_decoder("minilm")
+    assert shapes.is_decoder("smollm2") and not shapes.is_decoder("minilm")
 
 
 def test_quick_decoder_run_generation(tmp_path, capsys):
@@ -95,7 +107,7 @@ def test_quick_decoder_run_generation(tmp_path, capsys):
     assert shape["architecture"] == "LlamaForSequenceClassification" and shape["batch"] == 2 and shape["seq"] == 16
     assert shape["rounds"] == {"train": 2, "inference": 2, "generate": 2}
     methods = shape["methods"]
-    assert list(methods) == ["base"] + bench.DEFAULT_METHODS["decoder"]
+    assert list(methods) == ["base"] + _lib("methods").DEFAULT_METHODS["decoder"]
     assert methods["bitfit"]["unsupported"] == "n/a (no biases)" and "E128" in methods["bitfit"]["error"]
     assert "train_ms" not in methods["bitfit"] and "generate" not in methods["bitfit"]
     gen = shape["generate"]

@@ -14,7 +14,8 @@ import torch
 from torch_models import DECODERS, changed, logits, perturb, tiny_batch, tiny_decoder
 
 from peltc.api import compile_model
-from peltc.compiler.torch.rewrite import compiled, disable, force_gates
+from peltc.compiler.torch.compiled import compiled
+from peltc.compiler.torch.rewrite import disable, force_gates
 from peltc.errors import SpecError
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"

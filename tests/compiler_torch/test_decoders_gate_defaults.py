@@ -27,9 +27,11 @@ UNIPELT = ("adapter a { at layers[*].ffn.output size 8 gate sigmoid(ffn.output) 
 def test_the_defaults_are_family_data_decoders_only():
     for name, fam in FAMILIES.items():
         if fam.causal:
-            assert (fam.gate_source_norm, fam.prefix_gate, fam.prefix_gate_init) == (True, "kv_weight", -10.0), name
+            assert fam.gates.model_dump() == {"gate_source_norm": True, "prefix_gate": "kv_weight",
+                                              "prefix_gate_init": -10.0}, name
         else:
-            assert (fam.gate_source_norm, fam.prefix_gate, fam.prefix_gate_init) == (False, "kv", None), name
+            assert fam.gates.model_dump() == {"gate_source_norm": False, "prefix_gate": "kv",
+                                              "prefix_gate_init": None}, name
 
 
 def _gates(model, inst):

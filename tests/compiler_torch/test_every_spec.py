@@ -13,7 +13,8 @@ import torch
 from torch_models import FAMILIES, logits, tiny_batch, tiny_config
 
 from peltc.api import compile_model
-from peltc.compiler.torch.rewrite import compiled, disable, force_gates
+from peltc.compiler.torch.compiled import compiled
+from peltc.compiler.torch.rewrite import disable, force_gates
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 SCALE = [(r"size \d+", "size 8"), (r"rank \d+", "rank 4"), (r"length \d+", "length 3"), (r"mlp \d+", "mlp 16")]

@@ -15,7 +15,8 @@ from torch_models import perturb, tiny_batch, tiny_config, tiny_decoder
 
 import peltc
 from peltc.api import load_adapter, load_runs, save_adapter
-from peltc.compiler.torch.rewrite import compiled, merge
+from peltc.compiler.torch.compiled import compiled
+from peltc.compiler.torch.rewrite import merge
 from peltc.errors import ArtifactError, CompileError, UsageError
 
 SPECS = {

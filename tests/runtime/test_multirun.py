@@ -33,7 +33,8 @@ def make_run(root: Path, name: str, spec: str, task_name: str, base_dir: Path, s
     trainable tensors random instead of trained."""
     import peltc
     from peltc.compiler.torch.artifact import save_artifact
-    from peltc.compiler.torch.rewrite import compiled, fold_prefix
+    from peltc.compiler.torch.compiled import compiled
+    from peltc.compiler.torch.rewrite import fold_prefix
     from peltc.runtime.models import load_base
     from peltc.compiler.archs import load_config
     from peltc.runtime.task_glue import task as get_task

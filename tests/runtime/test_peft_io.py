@@ -151,7 +151,7 @@ lora q2 {
 }
 """
     art, ours, batch, _ = _artifact(tmp_path, tiny_dir, spec, seed=3)
-    from peltc.compiler.torch.peft_io import export_peft
+    from peltc.compiler.torch.peft_export import export_peft
     r = export_peft(art, tmp_path / "peft")
     assert r.config["rank_pattern"]["bert.encoder.layer.0.attention.self.query"] == 6
     assert any("summed" in n for n in r.notes)
@@ -164,7 +164,7 @@ def test_export_other_families_heads_of_several_modules(tmp_path, family_dirs, f
     spec = "lora qv {\n  at layers[*].attention.{query, value, out}, layers[-1].ffn.down\n  rank 2\n  alpha 3\n}\n" \
            "head {\n  pool pooler\n}\n"
     art, ours, batch, _ = _artifact(tmp_path, d, spec)
-    from peltc.compiler.torch.peft_io import export_peft
+    from peltc.compiler.torch.peft_export import export_peft
     r = export_peft(art, tmp_path / "peft")
     assert r.config["modules_to_save"] == {"roberta": ["classifier"],
                                            "distilbert": ["pre_classifier", "classifier"]}[family]
@@ -183,7 +183,7 @@ head {
 }
 """
     art, *_ = _artifact(tmp_path, tiny_dir, spec)
-    from peltc.compiler.torch.peft_io import export_peft
+    from peltc.compiler.torch.peft_export import export_peft
     with pytest.raises(UsageError) as e:
         export_peft(art, tmp_path / "peft")
     assert e.value.diagnostic.code == "U120"
@@ -218,7 +218,7 @@ head {
     art, _, batch, fresh = _artifact(tmp_path, tiny_dir, spec)
     out = tmp_path / "peft"
     with pytest.raises(UsageError):
-        from peltc.compiler.torch.peft_io import export_peft
+        from peltc.compiler.torch.peft_export import export_peft
         export_peft(art, out)
     assert main(["export", str(art), "--to", "peft", str(out), "--partial"]) == 0
     said = capsys.readouterr().out

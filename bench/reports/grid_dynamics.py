@@ -2,15 +2,15 @@
 its parts: how fast each spec fits the 100 examples, where its best dev checkpoint lies, and what UniPELT's
 gates chose.
 
-    .venv/bin/python bench/grid_dynamics.py --runs /tmp/gridruns        # collect → docs/results/grid-k100-dynamics.json
-    .venv/bin/python bench/grid_dynamics.py --table                     # the markdown from the committed JSON
+    .venv/bin/python bench/reports/grid_dynamics.py --runs /tmp/gridruns        # collect → docs/results/grid-k100-dynamics.json
+    .venv/bin/python bench/reports/grid_dynamics.py --table                     # the markdown from the committed JSON
 
 Collect: for every run of ``docs/results/grid-k100.json`` whose folder (``RUNS/<spec>/<task>/k100/s<seed>``) still
 exists and holds the same test metric as the record (so it is the recorded run), it keeps from the folder's
 ``trainer_log.json``, ``metrics.json`` and ``diagnostics.json``: the training loss per logging interval (30
 steps), the dev loss and main metric per evaluation, the best (restored) step, the trainable parameter count,
 each gate's mean over layers at step 0, at the best step and at the last evaluation (gated specs), and the
-prefix attention mass at the best step. The JSON is committed; ``--table`` (run by ``bench/update_results.py``)
+prefix attention mass at the best step. The JSON is committed; ``--table`` (run by ``bench/reports/update_results.py``)
 renders it. Run folders are not committed (a grid run's folder is ~10–40 MB), so runs whose folders were lost
 are missing from the JSON; the table says how many runs each figure covers.
 """
@@ -24,7 +24,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECORD = ROOT / "docs" / "results" / "grid-k100.json"
 OUT = ROOT / "docs" / "results" / "grid-k100-dynamics.json"
 SPECS = ["finetune", "bitfit", "adapter", "prefix", "lora", "unipelt_ap", "unipelt_apl", "unipelt_apl_nogate"]

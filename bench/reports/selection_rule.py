@@ -3,7 +3,7 @@ restored from any evaluation (``docs/results/grid-k100-select-any-step.json``, t
 from ``min_steps`` (60) on (``docs/results/grid-k100.json``, the recipe now). Training is the same either way;
 only runs whose best dev evaluation was step 30 differ (they were re-run).
 
-    .venv/bin/python bench/selection_rule.py          # the markdown table (run by bench/update_results.py)
+    .venv/bin/python bench/reports/selection_rule.py          # the markdown table (run by bench/reports/update_results.py)
 
 Per spec and task: the test mean ×100 over the 5 seeds before → after, and the near-constant runs (†)
 before → after; then each mixture's Table 2 line (its average vs the average of the per-task best of its
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from peltc.runtime.grid import PARTS, tabulate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BEFORE = ROOT / "docs" / "results" / "grid-k100-select-any-step.json"
 AFTER = ROOT / "docs" / "results" / "grid-k100.json"
 SPECS = ["finetune", "bitfit", "adapter", "prefix", "lora", "unipelt_ap", "unipelt_apl", "unipelt_apl_nogate"]

@@ -1,4 +1,4 @@
-"""bench/grid_dynamics.py: a recorded run's folder → its dynamics (and a folder of another run is refused)."""
+"""bench/reports/grid_dynamics.py: a recorded run's folder → its dynamics (and a folder of another run is refused)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+BENCH = Path(__file__).resolve().parents[3] / "bench"
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("peltc_bench_grid_dynamics", BENCH / "grid_dynamics.py")
+    spec = importlib.util.spec_from_file_location("peltc_bench_grid_dynamics", BENCH / "reports" / "grid_dynamics.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)

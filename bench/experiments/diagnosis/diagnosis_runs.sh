@@ -2,9 +2,9 @@
 # The controlled runs of the STS-B / CoLA diagnosis (docs/results.md): K = 100, seed 1, dev 500, each
 # spec with the head's bias at zero (the recipe before) and at the prior (the recipe now). Each run's
 # metrics.json + diagnostics.json are gathered into docs/results/diagnosis/<name>.json;
-# bench/diagnosis_table.py prints the table from them. ~20 runs of 1–4 minutes on 2 cores.
+# bench/reports/diagnosis_table.py prints the table from them. ~20 runs of 1–4 minutes on 2 cores.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../../.."
 OUT=${OUT:-runs/diagnosis}
 GLUE=${PELT_GLUE_DIR:-../shared/glue}
 run() {  # name spec task seed [flags]
@@ -26,4 +26,4 @@ for spec in unipelt_apl lora; do
   for bias in zero prior; do run "$spec-cola-s1-$bias" "specs/$spec.pelt" cola 1 --head-bias $bias; done
 done
 for bias in zero prior; do run "unipelt_apl-mrpc-s1-$bias" specs/unipelt_apl.pelt mrpc 1 --head-bias $bias; done
-.venv/bin/python bench/diagnosis_table.py
+.venv/bin/python bench/reports/diagnosis_table.py

@@ -1,4 +1,4 @@
-"""Usage: OMP_NUM_THREADS=1 .venv/bin/python bench/decoder_baselines.py [OUT.json] [--parts arith,probe,zeroshot]
+"""Usage: OMP_NUM_THREADS=1 .venv/bin/python bench/experiments/decoders/decoder_baselines.py [OUT.json] [--parts arith,probe,zeroshot]
 
 Baselines of the SmolLM2 validation runs, one load of the base SmolLM2 (CausalLM, frozen):
 (a) arith — gen:arith test exact match of the untrained base (greedy, as the run scores it);

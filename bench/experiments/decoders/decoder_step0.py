@@ -1,4 +1,4 @@
-"""Usage: OMP_NUM_THREADS=1 .venv/bin/python bench/decoder_step0.py [OUT.json]
+"""Usage: OMP_NUM_THREADS=1 .venv/bin/python bench/experiments/decoders/decoder_step0.py [OUT.json]
 
 Step 0 on the packaged SmolLM2 (no training): how far an *untrained* spec moves the model from its base, on
 the first 32 training sentences of SST-2 K=100 seed 1 (dev 500). Per variant: the pooled (masked-mean)
@@ -97,7 +97,7 @@ def main():
             if override:
                 for k, fam in saved.items():
                     if fam.causal:
-                        archs.FAMILIES[k] = dataclasses.replace(fam, **override)
+                        archs.FAMILIES[k] = dataclasses.replace(fam, gates=fam.gates.model_copy(update=override))
             torch.manual_seed(0)
             m = copy.deepcopy(base)
             peltc.compile_model(spec_text(spec), m)

@@ -1,9 +1,9 @@
 """The STS-B / CoLA collapse diagnosis table from the committed run records.
 
-    .venv/bin/python bench/diagnosis_table.py [docs/results/diagnosis]
+    .venv/bin/python bench/reports/diagnosis_table.py [docs/results/diagnosis]
 
 Each ``<name>.json`` there holds one run's ``metrics.json`` and ``diagnostics.json`` (as written by
-``peltc compile --train``; the runs were made with ``bench/diagnosis_runs.sh``). Prints, per run:
+``peltc compile --train``; the runs were made with ``bench/experiments/diagnosis/diagnosis_runs.sh``). Prints, per run:
 the head-bias setting, best dev and test metric, and from the diagnostics at the last evaluation the
 mean prefix K/V vector norm, the mean and max attention mass on prefix positions, the feature spread
 relative to step 0 and the features' cosine to their mean (collapse: → 1).

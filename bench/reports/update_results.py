@@ -1,20 +1,20 @@
 """Regenerate the generated tables of docs/results.md from the committed JSON (one command):
 
-    .venv/bin/python bench/update_results.py
+    .venv/bin/python bench/reports/update_results.py
 
 - between ``<!-- diagnosis:begin -->`` and ``<!-- diagnosis:end -->``: the diagnosis runs' table
-  (``bench/diagnosis_table.py`` over ``docs/results/diagnosis/*.json``);
+  (``bench/reports/diagnosis_table.py`` over ``docs/results/diagnosis/*.json``);
 - between ``<!-- control:begin -->`` and ``<!-- control:end -->``: the anchors control
-  (``bench/control_anchors.py``) from ``docs/results/control_anchors.json``;
+  (``bench/experiments/diagnosis/control_anchors.py``) from ``docs/results/control_anchors.json``;
 - between ``<!-- grid:begin -->`` and ``<!-- grid:end -->``: Table 1 per K and the paper's Table 2
   from ``docs/results/grid-k100.json`` (``peltc grid --table``);
 - between ``<!-- dynamics:begin -->`` and ``<!-- dynamics:end -->``: the grid runs' training dynamics and
-  UniPELT's gates (``bench/grid_dynamics.py --table``) from ``docs/results/grid-k100-dynamics.json``;
+  UniPELT's gates (``bench/reports/grid_dynamics.py --table``) from ``docs/results/grid-k100-dynamics.json``;
 - between ``<!-- selection:begin -->`` and ``<!-- selection:end -->``: the grid under the old checkpoint
-  selection (any evaluation) against the recipe's (from ``min_steps`` on), ``bench/selection_rule.py``;
+  selection (any evaluation) against the recipe's (from ``min_steps`` on), ``bench/reports/selection_rule.py``;
 - between ``<!-- prefix-stability:begin -->`` and ``<!-- prefix-stability:end -->``: prefix-tuning alone on
   STS-B beyond the grid's seeds, on seed 3's sample under other initialisations, and each sample's linear
-  signal (``bench/prefix_stability.py --table``) from ``docs/results/prefix-stability.json``.
+  signal (``bench/experiments/prefix_stability.py --table``) from ``docs/results/prefix-stability.json``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import re
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPECS = ["finetune", "bitfit", "adapter", "prefix", "lora", "unipelt_ap", "unipelt_apl", "unipelt_apl_nogate"]
 TASKS = ["sst2", "cola", "mrpc", "rte", "stsb"]
 
@@ -39,7 +39,7 @@ def _replace(text: str, name: str, body: str) -> str:
 
 
 def control_table(path: Path) -> str:
-    """The anchors control (bench/control_anchors.py, its own environment) from its committed JSON."""
+    """The anchors control (bench/experiments/diagnosis/control_anchors.py, its own environment) from its committed JSON."""
     import json
     runs = json.loads(path.read_text(encoding="utf-8"))["runs"]
     lines = ["| implementation | head bias | best dev Spearman (step) | test Spearman | features' cosine to mean "
@@ -55,7 +55,8 @@ def control_table(path: Path) -> str:
 
 
 def main() -> int:
-    sys.path.insert(0, str(ROOT / "bench"))
+    sys.path.insert(0, str(ROOT / "bench" / "reports"))
+    sys.path.insert(0, str(ROOT / "bench" / "experiments"))
     from diagnosis_table import main as diagnosis
     from grid_dynamics import table as dynamics_table
     from prefix_stability import table as stability_table
@@ -75,7 +76,7 @@ def main() -> int:
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         if selection():
-            raise SystemExit("bench/selection_rule.py: the two grids do not hold the same runs")
+            raise SystemExit("bench/reports/selection_rule.py: the two grids do not hold the same runs")
     text = _replace(text, "selection", buf.getvalue())
     stab = ROOT / "docs" / "results" / "prefix-stability.json"
     text = _replace(text, "prefix-stability", stability_table(json.loads(stab.read_text(encoding="utf-8"))))

@@ -1,8 +1,8 @@
 """Prefix-tuning alone on STS-B at K = 100: how often does it fail to learn, and is the grid's one failure
 (seed 3, test Spearman 0.00) the seed's *sample* or its *initialisation*?
 
-    .venv/bin/python bench/prefix_stability.py --runs /tmp/prefix-stability   # run what is missing, collect, table
-    .venv/bin/python bench/prefix_stability.py --table                         # the table from the committed JSON
+    .venv/bin/python bench/experiments/prefix_stability.py --runs /tmp/prefix-stability   # run what is missing, collect, table
+    .venv/bin/python bench/experiments/prefix_stability.py --table                         # the table from the committed JSON
 
 Three studies, every run with the grid's recipe (``--k 100 --dev-size 500``, defaults otherwise), each run a
 plain ``peltc compile`` in its own folder under ``--runs`` (a finished folder is kept, so the script resumes):
@@ -30,7 +30,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "docs" / "results" / "prefix-stability.json"
 PELTC = [sys.executable, "-m", "peltc"]
 RECIPE = ["--k", "100", "--dev-size", "500", "--quiet", "--no-render"]

@@ -35,9 +35,9 @@ spread, as peltc's diagnostics): mean cosine of the pooled features to their mea
 feature std, the attention mass real tokens put on prefix positions (per layer), the mean L2 norm of
 the effective prefix key / value vectors (384-d, per position), and the gates (UniPELT).
 
-Run in its own venv (AdapterHub pins transformers 4.57): see ``bench/control_requirements.txt``.
+Run in its own venv (AdapterHub pins transformers 4.57): see ``bench/experiments/diagnosis/control_requirements.txt``.
 
-    OMP_NUM_THREADS=1 /tmp/anchors/bin/python bench/control_anchors.py            # all 6 runs
+    OMP_NUM_THREADS=1 /tmp/anchors/bin/python bench/experiments/diagnosis/control_anchors.py            # all 6 runs
     ... --configs adapters-prefix --bias zero --quick                             # smoke test
 """
 
@@ -457,7 +457,7 @@ def main(argv=None):
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--bias", default=",".join(BIASES))
     ap.add_argument("--glue-dir", default="/work/shared/glue")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "control_anchors.json"))
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[2] / "results" / "control_anchors.json"))
     ap.add_argument("--max-steps", type=int, default=None, help="smoke test: stop after N steps")
     ap.add_argument("--quick", action="store_true", help="smoke test: 6 steps, eval every 3")
     ap.add_argument("--peft-positions", default="shifted", choices=("shifted", "fixed"),

@@ -1,0 +1,47 @@
+"""One drawn module's parameters as the text of its diagram label (``size 48 · relu``, ``r 8 · α 16``),
+read from the typed parameters (`schema.method_params`): a default is left out by asking the schema."""
+
+from __future__ import annotations
+
+from peltc.compiler.archs import Family
+from peltc.compiler.diagram import Mod, bias_points, layer_layout
+from peltc.compiler.schema import is_default
+
+
+def size_text(m: Mod, name: str) -> str:
+    """``512`` or, written relative to the model, ``512 (hidden/1.5)``."""
+    v = m.params[name]
+    return f"{v} ({m.relative[name]})" if name in m.relative else str(v)
+
+
+def param_text(m: Mod, fam: Family | None = None, d: dict[str, int] | None = None) -> str:
+    text = method_text(m, fam, d)
+    return text + (f" · lr {m.args.lr:g}" if m.args.lr is not None else "")
+
+
+def method_text(m: Mod, fam: Family | None = None, d: dict[str, int] | None = None) -> str:
+    p = m.args
+    if m.method == "adapter":
+        bits = [f"size {size_text(m, 'size')}", str(p.activation)]
+        bits += ["parallel"] * (m.placement == "parallel") + \
+            [f"scale {p.scale:g}"] * (not is_default("adapter", "scale", p.scale))
+        return " · ".join(bits)
+    if m.method == "prefix":
+        return f"length {p.length} · " + ("no mlp" if p.mlp is None else f"mlp {p.mlp}") + \
+            (f" · init {p.init}" if not is_default("prefix", "init", p.init) else "")
+    if m.method == "lora":
+        bits = [f"r {size_text(m, 'rank')}", f"α {p.alpha:g}" if m.gate.kind == "none" else "gate replaces α/r"]
+        return " · ".join(bits + [f"dropout {p.dropout:g}"] * bool(p.dropout))
+    if m.method == "bitfit":
+        whole = {"all": "every bias (embeddings, layers, pooler)", "layer": "every bias of the layer",
+                 "embeddings": "embedding LayerNorm bias", "head": "pooler bias"}
+        if m.point in whole and (fam is None or fam.biases is None):   # every module holds a bias
+            return whole[m.point]
+        parts = bias_points(fam, "layer" if m.point == "all" else m.point, d)   # only those with a bias
+        nodes = layer_layout(fam).nodes
+        names = ", ".join((fam.drawing.norm if fam else "LayerNorm") if q.endswith(".output") else nodes[q].label
+                          for q in parts)
+        if m.point == "all":
+            return f"every bias: {names} of each layer"
+        return f"bias{'es' * (len(parts) > 1)} of {names}"
+    return "every base weight"

@@ -1,0 +1,201 @@
+"""One attachment's modules at its resolved targets, by method and by the family's block form: adapters
+wrap the LayerNorm of their value point (`AdapterPoint`) or hook a pre-norm sub-layer, LoRA wraps its
+linear (`LoraLinear`), BitFit adds a delta + forward hook on its bias-holding modules, prefixes live on
+the attention modules (their MLP on the base model). Also: recording the base model's keys and values of
+``init tokens`` prefixes, and solving their MLPs to start there."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import peltc.compiler.torch.targets as tg
+from peltc.compiler.archs import Family
+from peltc.compiler.ir import AttachmentNode
+from peltc.compiler.torch.adapter import Adapter, AdapterPoint, attach_prenorm
+from peltc.compiler.torch.bitfit import FOLDED, BiasDelta, bias_size, bitfit_hook
+from peltc.compiler.torch.gate import Gate
+from peltc.compiler.torch.lora import LoRA, LoraLinear
+from peltc.compiler.torch.plan import inner_module, kv_width, span_of, where_of
+from peltc.compiler.torch.prefix import Prefix, PrefixEncoder, token_ids
+from peltc.compiler.torch.state import PeltState
+from peltc.errors import CompileError
+
+
+def set_module(model: nn.Module, path: str, new: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, name, new)
+
+
+def _gate(att: AttachmentNode, state: PeltState, hidden: int, where: dict, reads_own: bool = False) -> Gate | None:
+    """The attachment's gate module (None for ``gate none``), as it starts on the model (`start_gate`:
+    the family's resolved ``gate_init`` where the spec writes no ``init=``)."""
+    if att.gate.kind == "none":
+        return None
+    return Gate(att.start_gate, hidden, (att.instance, att.layer, att.point), state,
+                reads_own=reads_own, **where)
+
+
+def _attach_adapter(model, att, t, state, hidden) -> None:
+    host = model.get_submodule(t.path)
+    if not isinstance(host, AdapterPoint):
+        host = AdapterPoint(host, att.layer, att.point, state)
+        set_module(model, t.path, host)
+    where = where_of(host.base_layer)
+    p = att.args
+    reads_own = att.gate.kind == "sigmoid" and att.gate.source == att.point
+    width = int(host.base_layer.normalized_shape[-1]) if hasattr(host.base_layer, "normalized_shape") else hidden
+    host.add(att.instance, Adapter(width, int(p.size), p.activation, float(p.scale), att.placement,
+                                   _gate(att, state, hidden, where, reads_own), **where))
+
+
+def _attach_prenorm_adapter(model, att, t, state, hidden) -> None:
+    """A pre-norm block (decoders): the adapter rides on a forward hook of the sub-layer module itself
+    (``self_attn`` / ``mlp``), whose output is the value point before the residual add."""
+    host = model.get_submodule(t.path)
+    where = where_of(host)
+    p = att.args
+    reads_own = att.gate.kind == "sigmoid" and att.gate.source == att.point
+    attach_prenorm(host, att.instance, Adapter(hidden, int(p.size), p.activation, float(p.scale), att.placement,
+                                               _gate(att, state, hidden, where, reads_own), **where))
+
+
+def _attach_lora(model, att, t, state, hidden) -> None:
+    host = model.get_submodule(t.path)
+    if not isinstance(host, LoraLinear):
+        host = LoraLinear(host)
+        set_module(model, t.path, host)
+    lin = inner_module(host)
+    where = where_of(lin)
+    p = att.args
+    host.pelt_lora[att.instance] = LoRA(lin.in_features, lin.out_features, int(p.rank), float(p.alpha),
+                                        float(p.dropout),
+                                        _gate(att, state, hidden, where), **where)
+
+
+def _attach_bitfit(model, att, tgts, state, hidden) -> None:
+    gate = None
+    for t in tgts:
+        mod = inner_module(model.get_submodule(t.path))
+        size = bias_size(mod)
+        if size is None:
+            continue        # a bias-free module inside a block: nothing to tune
+        where = where_of(mod)
+        if gate is None and att.gate.kind != "none":
+            gate = _gate(att, state, hidden, where)
+            owns = True
+        else:
+            owns = False
+        if "pelt_bitfit" not in mod._modules:
+            mod.pelt_bitfit = nn.ModuleDict()
+            mod.__dict__["_pelt_bitfit_hook"] = mod.register_forward_hook(bitfit_hook)
+            # Ungated deltas go into the bias argument (``F.linear(x, W, b + Δb)``) by swapping the module's
+            # class for its `FOLDED` subclass. The swap stays because it is what puts the train step at parity
+            # with in-place BitFit: against the in-place anchor the BitFit train step went 1.02× → 1.00×
+            # (MiniLM) and 1.04× → 1.02× (bert-base) with the fold (docs/results.md, "Now"; docs/results/
+            # overhead-anchors.json, overhead-2026-11-29/); an output hook (the gated path) costs an extra
+            # activation-sized add per biased module. An alternative without the swap (a forward
+            # pre-hook, a parametrisation, a wrapper module) must be measured with
+            # `bench/overhead.py --anchor-python` and show the same parity before it replaces this.
+            if type(mod) in FOLDED and "forward" not in mod.__dict__:
+                mod.__class__ = FOLDED[type(mod)]
+        mod.pelt_bitfit[att.instance] = BiasDelta(size, gate, owns, **where)
+
+
+def record_token_kv(model: nn.Module, fam: Family, prefix: str, atts: list[AttachmentNode]
+                    ) -> dict[tuple[str, int], torch.Tensor]:
+    """``(instance, layer) → (2, L, H)`` for every prefix attachment with ``init tokens``: that layer's
+    key and value projections of the tokens ``token_ids(vocab_size, L)``, from one forward of the
+    base model (eval mode, no grad; one sequence of the L tokens, no padding) per prefix length."""
+    wanted = [a for a in atts if a.method == "prefix" and a.args.init == "tokens"]
+    if not wanted:
+        return {}
+    base = model.get_submodule(prefix[:-1]) if prefix else model
+    vocab = int(getattr(model.config, "vocab_size"))
+    p = next(base.parameters())
+    out: dict[tuple[str, int], torch.Tensor] = {}
+    for length in sorted({int(a.args.length) for a in wanted}):
+        same = [a for a in wanted if int(a.args.length) == length]
+        seen: dict[tuple[int, int], torch.Tensor] = {}
+        hooks = []
+        for layer in sorted({a.layer for a in same}):
+            for which, point in enumerate(("attention.key", "attention.value")):
+                mod = model.get_submodule(tg.point_path(fam, prefix, layer, point))
+                hooks.append(mod.register_forward_hook(
+                    lambda m, args, output, k=(layer, which): seen.__setitem__(k, output[0].detach().clone())))
+        ids = torch.tensor([token_ids(vocab, length)], device=p.device)
+        modes = [(m, m.training) for m in base.modules()]
+        base.eval()
+        try:
+            with torch.no_grad():
+                base(input_ids=ids, attention_mask=torch.ones_like(ids))
+        finally:
+            for h in hooks:
+                h.remove()
+            for m, mode in modes:
+                m.training = mode
+        for a in same:
+            out[(a.instance, a.layer)] = torch.stack([seen[(a.layer, 0)], seen[(a.layer, 1)]])
+    return out
+
+
+def init_encoders(encoders: dict[str, PrefixEncoder], atts: list[AttachmentNode],
+                   token_kv: dict[tuple[str, int], torch.Tensor]) -> None:
+    """Solve each ``init tokens`` prefix MLP so that its output is its layers' token keys and values."""
+    for inst, enc in encoders.items():
+        mine = sorted((a for a in atts if a.instance == inst), key=lambda a: a.layer)
+        if (inst, mine[0].layer) not in token_kv:
+            continue
+        try:
+            off = enc.init_kv(torch.stack([token_kv[(inst, a.layer)] for a in mine]))
+        except ValueError as e:
+            off = str(e)
+        if isinstance(off, str) or off > 1e-3:
+            why = off if isinstance(off, str) else f"its output is off by {off:.2g} of their scale"
+            raise CompileError(f"{inst}: the prefix MLP cannot start at the tokens' keys and values: {why}",
+                               code="C016", span=span_of(mine[0]),
+                               help="write a wider `mlp` (at least `length`), or `mlp none`")
+
+
+def attach_one(model, fam, att, tgts, state, hidden, encoders, atts, prefix, token_kv=None) -> None:
+    """Attach one attachment's module(s) at its resolved targets, by method (and the family's block form)."""
+    if att.method == "adapter" and fam.pre_norm:
+        _attach_prenorm_adapter(model, att, tgts[0], state, hidden)
+    elif att.method == "adapter":
+        _attach_adapter(model, att, tgts[0], state, hidden)
+    elif att.method == "lora":
+        _attach_lora(model, att, tgts[0], state, hidden)
+    elif att.method == "bitfit":
+        _attach_bitfit(model, att, tgts, state, hidden)
+    elif att.method == "prefix":
+        _attach_prefix(model, att, tgts[0], state, hidden, encoders, atts, prefix, token_kv,
+                       width=kv_width(model, fam, hidden))
+
+
+def _attach_prefix(model, att, t, state, hidden, encoders, atts, prefix, token_kv=None, width=None) -> None:
+    attn = model.get_submodule(t.path)
+    where = where_of(attn)
+    width = hidden if width is None else width
+    length = int(att.args.length)
+    mlp = att.args.mlp
+    enc, index = None, 0
+    if mlp is not None:
+        covered = sorted(a.layer for a in atts if a.instance == att.instance)
+        enc = encoders.get(att.instance)
+        if enc is None:
+            enc = encoders[att.instance] = PrefixEncoder(length, hidden, int(mlp), len(covered), width=width,
+                                                         **where)
+            base = model.get_submodule(prefix[:-1]) if prefix else model
+            if "pelt_prefix_encoders" not in base._modules:
+                base.pelt_prefix_encoders = nn.ModuleDict()
+            base.pelt_prefix_encoders[att.instance] = enc
+            state.encoders.append(enc)
+        index = covered.index(att.layer)
+    if "pelt_prefix" not in attn._modules:
+        attn.pelt_prefix = nn.ModuleDict()
+    gate = _gate(att, state, hidden, where)
+    attn.pelt_prefix[att.instance] = Prefix(length, width, gate, state, enc, index,
+                                            **where)
+    kv = (token_kv or {}).get((att.instance, att.layer))
+    if enc is None and kv is not None:
+        attn.pelt_prefix[att.instance].init_kv(kv)
