@@ -179,6 +179,7 @@ U132|UsageError|a command for the other kind of run (classification / generation
 U133|UsageError|two grid tasks with one name|give each task its own name
 U134|UsageError|no runs given to load|give at least one run folder
 U135|UsageError|names given for a different number of runs|give one name per run
+U137|UsageError|an optional extra that a command needs is not installed|pip install 'peltc[EXTRA]' (the error names it)
 """
 
 REGISTRY: dict[str, ErrorCode] = {
