@@ -112,3 +112,20 @@ def generate_fn(model, prompts, new_tokens: int, use_cache: bool, log: list) -> 
         log.append({"prefill_s": t[1] - t0,
                     "decode_s_per_token": (t[-1] - t[1]) / (new_tokens - 1) if new_tokens > 1 else None})
     return run
+
+
+def peak_rss_run(model, batch, attach: Callable | None, after_import: float) -> dict:
+    """What a fresh process measures for peak RSS: ``attach(model)`` (a method put on the built model; it
+    returns the model to train) then 2 train steps, or, with ``attach`` None (the base), 1 inference."""
+    from benchlib.rss import maxrss_mb
+    after_build = maxrss_mb()
+    if attach is None:
+        infer_fn(model, batch)()
+        what = "inference x1"
+    else:
+        step = train_step_fn(attach(model), batch)
+        step()
+        step()
+        what = "train steps x2"
+    return {"peak_rss_mb": round(maxrss_mb(), 1), "rss_after_import_mb": round(after_import, 1),
+            "rss_after_build_mb": round(after_build, 1), "ran": what}

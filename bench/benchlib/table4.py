@@ -14,7 +14,7 @@ from typing import Any, Callable
 from benchlib import BENCH, ROOT
 from benchlib.machine import peltc_command
 from benchlib.methods import (BASE, DEFAULT_METHODS, LABELS, METHODS, SPEC_FILES, compile_method, generate_fn,
-                              infer_fn, train_step_fn, trainable, unsupported_reason)
+                              infer_fn, peak_rss_run, train_step_fn, trainable, unsupported_reason)
 from benchlib.rss import maxrss_mb, rss_mb, run_rss_child
 from benchlib.shapes import batch_seq, build_model, copy_model, is_decoder, make_batch, prompt_batch
 from benchlib.timing import interleave, paired_ratio, summary
@@ -250,18 +250,11 @@ def rss_child(spec: str, args) -> dict:
     after_import = maxrss_mb()
     model = build_model(shape, args.attn)
     batch = make_batch(model.config, *batch_seq(shape, args))
-    after_build = maxrss_mb()
-    if key == BASE:
-        infer_fn(model, batch)()
-        what = "inference x1"
-    else:
-        compile_method(model, key)
-        step = train_step_fn(model, batch)
-        step()
-        step()
-        what = "train steps x2"
-    return {"peak_rss_mb": round(maxrss_mb(), 1), "rss_after_import_mb": round(after_import, 1),
-            "rss_after_build_mb": round(after_build, 1), "ran": what}
+
+    def attach(m):
+        compile_method(m, key)
+        return m
+    return peak_rss_run(model, batch, None if key == BASE else attach, after_import)
 
 
 def rss_subprocess(shape: str, key: str, args) -> dict:

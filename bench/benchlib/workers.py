@@ -16,7 +16,7 @@ from typing import Callable
 
 from benchlib import BENCH, ROOT
 from benchlib.anchor_systems import apply, parse_id, versions
-from benchlib.methods import infer_fn, train_step_fn
+from benchlib.methods import infer_fn, peak_rss_run, train_step_fn
 from benchlib.rss import maxrss_mb, rss_mb, run_rss_child
 from benchlib.shapes import build_model, copy_model, make_batch
 
@@ -185,18 +185,8 @@ def rss_child(msg: dict) -> dict:
     after_import = maxrss_mb()
     model = build_model(msg["shape"], msg["attn"])
     batch = make_batch(model.config, msg["batch"], msg["seq"])
-    after_build = maxrss_mb()
-    if system == "ref" and method == "base":
-        infer_fn(model, batch)()
-        what = "inference x1"
-    else:
-        model, _ = apply(system, method, model)
-        step = train_step_fn(model, batch)
-        step()
-        step()
-        what = "train steps x2"
-    return {"peak_rss_mb": round(maxrss_mb(), 1), "rss_after_import_mb": round(after_import, 1),
-            "rss_after_build_mb": round(after_build, 1), "ran": what}
+    base = system == "ref" and method == "base"
+    return peak_rss_run(model, batch, None if base else lambda m: apply(system, method, m)[0], after_import)
 
 
 def rss_subprocess(python: str, msg: dict, repeats: int = 1) -> dict:

@@ -32,19 +32,10 @@ def _load(name: str):
         sys.path.remove(str(BENCH))
 
 
-def _lib(name: str):
-    """A module of bench's shared library, bench/benchlib (bench is not a package)."""
-    sys.path.insert(0, str(BENCH))
-    try:
-        return importlib.import_module(f"benchlib.{name}")
-    finally:
-        sys.path.remove(str(BENCH))
-
-
-def test_main_env_anchors_train_what_peltc_trains():
+def test_main_env_anchors_train_what_peltc_trains(bench_lib):
     """BitFit in place and peft's LoRA train exactly as many parameters as peltc's specs (head included)."""
     pytest.importorskip("peft")
-    shapes, methods, A = _lib("shapes"), _lib("methods"), _lib("anchor_systems")
+    shapes, methods, A = bench_lib("shapes"), bench_lib("methods"), bench_lib("anchor_systems")
     template = shapes.build_model("tiny", "sdpa")
     for system, method in (("torch", "bitfit"), ("peft", "lora")):
         _, peltc = A.apply("peltc", method, shapes.copy_model(template, share_frozen=True))
@@ -165,8 +156,8 @@ def test_combine_phases_run_separately(tmp_path):
     assert s["configs"]["peft@main:lora"]["train_ms"]["n"] == 4
 
 
-def test_repeated_rss_children_report_the_median(tmp_path):
-    rss = _lib("rss")
+def test_repeated_rss_children_report_the_median(tmp_path, bench_lib):
+    rss = bench_lib("rss")
     counter = tmp_path / "n"
     counter.write_text("0")
     child = ("import json, pathlib; p = pathlib.Path(%r); n = int(p.read_text()); p.write_text(str(n + 1)); "

@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,16 +24,7 @@ def _load():
     return mod
 
 
-def _lib(name: str):
-    """A module of bench's shared library, bench/benchlib (bench is not a package)."""
-    sys.path.insert(0, str(BENCH))
-    try:
-        return importlib.import_module(f"benchlib.{name}")
-    finally:
-        sys.path.remove(str(BENCH))
-
-
-def test_quick_run_writes_table4_json(tmp_path, capsys):
+def test_quick_run_writes_table4_json(tmp_path, capsys, bench_lib):
     import torch
 
     bench = _load()
@@ -57,7 +47,7 @@ def test_quick_run_writes_table4_json(tmp_path, capsys):
     shape = data["shapes"]["tiny"]
     assert shape["config"]["hidden"] == 64 and shape["config"]["layers"] == 2
     methods = shape["methods"]
-    keys = _lib("methods").DEFAULT_METHODS["encoder"]
+    keys = bench_lib("methods").DEFAULT_METHODS["encoder"]
     assert "generate" not in shape                        # encoders: no generation phase
     assert list(methods) == ["base"] + keys
     assert methods["base"]["infer_ms"]["n"] == 2
@@ -83,8 +73,8 @@ def test_quick_run_writes_table4_json(tmp_path, capsys):
     assert "start-up: `peltc check" in out
 
 
-def test_smollm2_shape_is_the_known_config():
-    shapes = _lib("shapes")
+def test_smollm2_shape_is_the_known_config(bench_lib):
+    shapes = bench_lib("shapes")
     from peltc.compiler.archs import KNOWN_MODELS
 
     cfg = shapes.shape_config("smollm2")
@@ -96,7 +86,7 @@ def test_smollm2_shape_is_the_known_config():
     assert shapes.is_decoder("smollm2") and not shapes.is_decoder("minilm")
 
 
-def test_quick_decoder_run_generation(tmp_path, capsys):
+def test_quick_decoder_run_generation(tmp_path, capsys, bench_lib):
     """The decoder path on a tiny Llama (the smollm2 shape's code path at toy size): BitFit is reported as
     n/a, every other method trains, infers and generates, with and without the KV cache."""
     bench = _load()
@@ -107,7 +97,7 @@ def test_quick_decoder_run_generation(tmp_path, capsys):
     assert shape["architecture"] == "LlamaForSequenceClassification" and shape["batch"] == 2 and shape["seq"] == 16
     assert shape["rounds"] == {"train": 2, "inference": 2, "generate": 2}
     methods = shape["methods"]
-    assert list(methods) == ["base"] + _lib("methods").DEFAULT_METHODS["decoder"]
+    assert list(methods) == ["base"] + bench_lib("methods").DEFAULT_METHODS["decoder"]
     assert methods["bitfit"]["unsupported"] == "n/a (no biases)" and "E128" in methods["bitfit"]["error"]
     assert "train_ms" not in methods["bitfit"] and "generate" not in methods["bitfit"]
     gen = shape["generate"]
