@@ -124,7 +124,7 @@ C023|CompileError|no runs to attach|give at least one run
 C024|CompileError|several runs on a model without its task head|load the base as a task model (with its head)
 C025|CompileError|a run's task head tensor missing or of another shape|load runs trained for the same task on the same base
 D101|DataError|a data file or folder not found|check the path
-D102|DataError|a row with the wrong number of columns|check the file's tab-separated columns
+D102|DataError|a row with the wrong number of columns|give every row the header's columns (a field holding the delimiter in double quotes)
 D103|DataError|a bad label (missing, not a number, unknown)|fix the row's label
 D104|DataError|a missing column or field|name the columns with --text-column / --label-column
 D105|DataError|a data file that cannot be parsed|check the file's format

@@ -76,7 +76,7 @@ def _compile_only(a) -> int:
 
 def cmd_eval(a) -> int:
     from peltc.runtime.serve import eval_run
-    out = eval_run(a.run_dir, a.data_dir)
+    out = eval_run(a.run_dir, a.data_dir, train=a.train, test=a.test)
     print(json.dumps(out["test"], indent=2))
     if out["warning"]:
         print(f"warning: {out['warning']}")
@@ -281,6 +281,10 @@ def add_commands(sub) -> None:
     e = sub.add_parser("eval", help="reload a run's adapter on a fresh base model and score the test set")
     e.add_argument("run_dir", help="a run folder written by `peltc compile --train`")
     e.add_argument("--data-dir", help="GLUE in the original TSV layout (default: the run's, $PELT_GLUE_DIR, the Hub)")
+    e.add_argument("--train", metavar="DATA", help="your own data: the run's training file (or disk: folder) at its "
+                                                   "new place, when it moved (a held-out test set is rebuilt from it)")
+    e.add_argument("--test", metavar="DATA", help="your own data: the run's test file at its new place, or another "
+                                                  "labelled file of the run's format and columns to score")
     e.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="label a text, or a file of them, with a trained run (or several runs on one "
@@ -290,8 +294,9 @@ def add_commands(sub) -> None:
                         "on one base model, each row of the file naming its run in a 'run' field (folder or name)")
     p.add_argument("--text", help="the text to label (the first sentence of a pair task)")
     p.add_argument("--text-pair", help="the second sentence, for pair tasks (mrpc, qqp, stsb, mnli, qnli, rte)")
-    p.add_argument("--file", metavar="INPUTS.jsonl", help="label every row of a JSON Lines file (texts under the run's "
-                                                          "column names, or text / text_pair); other fields are kept")
+    p.add_argument("--file", metavar="INPUTS.jsonl", help="label every row of a JSON Lines file, a JSON array or a .csv "
+                                                          "(each row's texts under the run's column names, or text / "
+                                                          "text_pair); other fields are kept; - reads standard input")
     p.add_argument("--out", metavar="PREDS.jsonl", help="with --file: write the predictions here (default: stdout)")
     p.add_argument("--batch-size", type=int, default=64, help="with --file: rows per forward pass (default 64)")
     p.add_argument("--quiet", action="store_true", help="with --file: no progress bar")

@@ -46,10 +46,9 @@ def predict_runs_file(run_dirs: list[str | Path], path: str | Path, out: str | P
     from peltc.api import artifact_dir, check_same_base, load_runs, resolve_run, run_name
     from peltc.compiler.archs import load_config
     from peltc.compiler.torch.artifact import read_manifest
-    from peltc.errors import did_you_mean
-    from peltc.runtime import own_files as F
+    from peltc.runtime.inputs import read_inputs, row_texts
     from peltc.runtime.models import load_base
-    from peltc.runtime.serve import PREDICTION_FIELDS, input_columns, read_inputs
+    from peltc.runtime.serve import PREDICTION_FIELDS
 
     dirs = [Path(d) for d in run_dirs]
     arts = [artifact_dir(d) for d in dirs]
@@ -59,9 +58,7 @@ def predict_runs_file(run_dirs: list[str | Path], path: str | Path, out: str | P
     tasks = [run_task(m) for m in manifests]
     lengths = [_max_length(d) for d in dirs]
 
-    rows = read_inputs(path)
-    src = F.Source("csv" if Path(path).suffix.lower() in (".csv", ".tsv") else "json", str(Path(path).resolve()))
-    where = F._Rows(src, "input")
+    rows, where = read_inputs(path)
     route, texts = [], []
     for i, row in enumerate(rows):
         given = row.get(RUN_FIELD)
@@ -72,29 +69,13 @@ def predict_runs_file(run_dirs: list[str | Path], path: str | Path, out: str | P
             r = resolve_run(str(given), dirs, names)
         except UsageError as e:
             raise where.error(i, RUN_FIELD, str(e), code="D112", help=e.diagnostic.help) from None
-        task = tasks[r]
-        cands = input_columns(task)
-        cols = next((c for c in cands if all(row.get(k) is not None for k in c)), None)
-        if cols is None:
-            wanted = " or ".join(repr(", ".join(c)) for c in cands)
-            present = [k for k, v in row.items() if v is not None]
-            raise where.error(i, cands[0][0], f"run '{names[r]}' ({task.name}) reads its text from {wanted}, "
-                                              "which the row lacks", code="D104",
-                              help=did_you_mean(cands[0][0], present, "fields of the row"))
-        one = []
-        for c in cols:
-            v = row[c]
-            if isinstance(v, float) and v != v or isinstance(v, str) and not v.strip():
-                raise where.error(i, c, "the text is empty", code="D110",
-                                  help="every example needs a non-empty text; remove or fill the row")
-            one.append(v if isinstance(v, str) else str(v))
         route.append(r)
-        texts.append(one)
+        texts.append(row_texts(row, i, tasks[r], where, f"run '{names[r]}'"))
 
     mc = load_config(manifests[0]["base_model"]["name"])
     tokenizer, model = load_base(mc, tasks[0].num_labels)
     runs = load_runs(dirs, model, names)
-    renamed = sorted({k for r in rows for k in PREDICTION_FIELDS if r.get(k) is not None})
+    renamed = sorted({k for r in rows for k in PREDICTION_FIELDS if k in r})
 
     from tqdm.auto import tqdm
 
@@ -110,8 +91,7 @@ def predict_runs_file(run_dirs: list[str | Path], path: str | Path, out: str | P
             logits = runs(route[start:stop], **enc).logits.float().cpu().numpy()
             for j, lg in zip(range(start, stop), logits):
                 r = route[j]
-                row = {(f"input_{k}" if k in PREDICTION_FIELDS else k): v for k, v in rows[j].items()
-                       if v is not None or k == RUN_FIELD}
+                row = {(f"input_{k}" if k in PREDICTION_FIELDS else k): v for k, v in rows[j].items()}
                 row.update(prediction_fields(tasks[r], lg[:runs.num_labels[r]]))
                 per_run[names[r]] += 1
                 sink.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")

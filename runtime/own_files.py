@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from peltc.errors import DataError, Span, UsageError, did_you_mean
+from peltc.runtime import own_csv
 
 TEXT = "text"            # the dataset column names a custom task's texts get, whatever the file calls them
 TEXT_PAIR = "text_pair"
@@ -162,8 +163,8 @@ class _Rows:
         return Path(self.file).name if self.file else self.src.ref
 
     def line(self, row: int) -> int | None:
-        if self.src.kind == "csv":
-            return row + 2
+        if self.src.kind == "csv":     # a row's first line (a quoted field may span lines)
+            return dict(enumerate(own_csv.row_lines(self.src.path))).get(row)
         if self.src.kind != "json":
             return None
         if self._lines is None:
@@ -220,6 +221,10 @@ def _load_source(src: Source, role: str, label_column: str | None = None):
             raise DataError(f"{role} file '{path}' is empty", code="D108", span=Span(str(path), 1, 1),
                             help="a CSV file needs a header line and rows" if src.kind == "csv"
                             else "one JSON object per line (JSON Lines), or a JSON array of objects")
+        if src.kind == "csv":   # field counts and encoding, with rows and lines (pandas says neither)
+            own_csv.check_csv(path, role)
+        else:
+            own_csv.read_utf8(path, role)
         kwargs: dict[str, Any] = {}
         if src.kind == "csv":   # only an empty field is missing ("NA", "null" … are text)
             kwargs = {"keep_default_na": False, "na_values": [""],
@@ -476,6 +481,15 @@ def source_hash(src: Source, ds=None) -> str:
     return f"fingerprint:{getattr(ds, '_fingerprint', None)}"
 
 
+def sha256_named(path: str | Path, name: str) -> str:
+    """`source_hash` of a file as if it were still called ``name`` (a data file moved since its run)."""
+    h = hashlib.sha256(name.encode() + b"\0")
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def sha256_files(files, root: Path) -> str:
     h = hashlib.sha256()
     for p in files:
@@ -484,4 +498,3 @@ def sha256_files(files, root: Path) -> str:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()
-

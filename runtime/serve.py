@@ -39,16 +39,36 @@ def load_run(run_dir: str | Path):
     return model, tokenizer, task, manifest, ir
 
 
-def eval_run(run_dir: str | Path, data_dir: str | None = None) -> dict[str, Any]:
+def eval_run(run_dir: str | Path, data_dir: str | None = None, *, train: str | None = None,
+             test: str | None = None) -> dict[str, Any]:
     """Re-score a run's test set on a freshly loaded artifact. Your own data is read again from where
-    the run found it (``warning`` says when a file changed since)."""
+    the run found it, or from ``train`` / ``test`` when it moved (``warning`` says when a file changed
+    since); a file not there is a DataError before weights load."""
     run_dir = Path(run_dir)
-    model, tokenizer, task, manifest, ir = load_run(run_dir)
+    task = _eval_task(run_dir, train, test)
+    model, tokenizer, _, manifest, ir = load_run(run_dir)
     opts = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
     test, notes = task.eval_split(run_dir, opts, data_dir, tokenizer, run_max_length(run_dir))
     metrics, _, warn = task.score(model, tokenizer, test, gates=False)
     warning = "; ".join(w for w in (*notes, warn) if w) or None
     return {"test": metrics, "warning": warning}
+
+
+def _eval_task(run_dir: Path, train: str | None, test: str | None):
+    """The task `eval_run` scores, read from the manifest alone, before weights load; data that moved
+    is located by the task (its `locate`: your own data's files)."""
+    from peltc.api import artifact_dir
+    from peltc.compiler.torch.artifact import read_manifest
+    from peltc.runtime.task import from_record
+
+    task = from_record(read_manifest(artifact_dir(run_dir)))
+    locate = getattr(task, "locate", None)
+    if locate is None:
+        if train or test:
+            raise UsageError(f"--train / --test point at a moved data file; {run_dir} is a {task.name} run",
+                             code="U130", help="they apply to runs on your own data (csv:, json:, disk:)")
+        return task
+    return locate(run_dir, train, test)
 
 
 def predict_text(run_dir: str | Path, text: str, pair: str | None = None) -> dict[str, Any]:
@@ -71,28 +91,6 @@ def predict_text(run_dir: str | Path, text: str, pair: str | None = None) -> dic
 
 
 PREDICTION_FIELDS = ("label", "probability", "score")
-
-
-def input_columns(task) -> list[tuple[str, ...]]:
-    """The names an input row may give its text(s) by: the run's own columns, then text / text_pair."""
-    own = tuple(getattr(task, "text_columns", ()) or task.columns)
-    return [c for c in (own, tuple(task.columns), ("text", "text_pair")[:len(task.columns)]) if c]
-
-
-def read_inputs(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a JSON Lines (or CSV, by its suffix) input file, through `datasets`, in file order;
-    an empty or unreadable file is a DataError naming it."""
-    from peltc.runtime import own_files as F
-
-    p = Path(path)
-    kind = "csv" if p.suffix.lower() in (".csv", ".tsv") else "json"
-    if not p.is_file():
-        from peltc.errors import DataError
-        raise DataError(f"--file: input file '{path}' not found", code="D101",
-                        help="one JSON object per line, with the text(s) to label")
-    src = F.Source(kind, str(p.resolve()))
-    ds = F._pick_split(F._load_source(src, "input"), "file", src)
-    return ds.to_list()
 
 
 def prediction_fields(task, logits) -> dict[str, Any]:
@@ -127,51 +125,42 @@ def jsonl_sink(out: str | Path | None):
 
 def predict_file(run_dir: str | Path, path: str | Path, out: str | Path | None = None, *,
                  batch_size: int = 64, progress: bool = True) -> dict[str, Any]:
-    """Label every row of ``path`` (JSON Lines: one object per line, its text(s) under the run's
-    column names or ``text`` / ``text_pair``). Writes JSON Lines to ``out`` (stdout when None), one
-    row per input row in input order, the input's fields kept and ``label`` + ``probability``
-    (classification) or ``score`` (regression) added; an input field of one of those names is kept
-    as ``input_<name>``. Returns ``{"rows": n, "renamed": [...], "out": out}``."""
+    """Label every row of ``path`` (JSON Lines or a JSON array — ``-`` or a pipe: standard input — or a
+    .csv; each row's text(s) under the run's column names or ``text`` / ``text_pair``, row by row: see
+    `inputs`). Writes JSON Lines to ``out`` (stdout when None), one row per input row in input order, the
+    row's own fields kept and ``label`` + ``probability`` (classification) or ``score`` (regression)
+    added; an input field of one of those names is kept as ``input_<name>``. The input is checked before
+    weights load. Returns ``{"rows": n, "renamed": [...], "out": out}``."""
     import torch
 
-    from peltc.errors import DataError, Span, did_you_mean
-    from peltc.runtime import own_files as F
+    from peltc.api import artifact_dir
+    from peltc.compiler.torch.artifact import read_manifest
+    from peltc.runtime.inputs import read_inputs, row_texts
+    from peltc.runtime.task import from_record
 
-    rows = read_inputs(path)
     run_dir = Path(run_dir)
-    model, tokenizer, task, manifest, ir = load_run(run_dir)
+    rows, where = read_inputs(path)
+    task = from_record(read_manifest(artifact_dir(run_dir)))
     task.check_serves("predict", run_dir)
-    max_length = run_max_length(run_dir)
-    n_texts = len(task.columns)
-    keys = rows[0].keys() if rows else ()
-    cols = next((c for c in input_columns(task) if all(k in keys for k in c)), None)
-    if cols is None:
-        wanted = " or ".join(repr(", ".join(c)) for c in input_columns(task))
-        raise DataError(f"{Path(path).name}: no text column(s) {wanted} in the input", code="D104",
-                        span=Span(str(path), 1, 1),
-                        help=did_you_mean(input_columns(task)[0][0], keys, "columns"))
-    where = F._Rows(F.Source("csv" if Path(path).suffix.lower() in (".csv", ".tsv") else "json",
-                             str(Path(path).resolve())), "input")
-    texts = [F._texts({c: [r.get(c) for r in rows]}, c, where) for c in cols]
+    texts = [row_texts(row, i, task, where, "the run") for i, row in enumerate(rows)]
     renamed = sorted({k for r in rows for k in PREDICTION_FIELDS if k in r})
+    model, tokenizer, task, manifest, ir = load_run(run_dir)
+    max_length = run_max_length(run_dir)
     from tqdm.auto import tqdm
 
     model.eval()
     with jsonl_sink(out) as sink, torch.no_grad():
         bar = tqdm(total=len(rows), desc="predicting", unit="row", disable=not progress, file=sys.stderr)
         for start in range(0, len(rows), batch_size):
-            batch = [t[start:start + batch_size] for t in texts]
-            enc = tokenizer(*batch[:n_texts], truncation=True, max_length=max_length, padding=True,
-                            return_tensors="pt")
-            logits = model(**enc).logits.float().cpu().numpy()
+            feats = [tokenizer(*t, truncation=True, max_length=max_length) for t in texts[start:start + batch_size]]
+            logits = model(**tokenizer.pad(feats, return_tensors="pt")).logits.float().cpu().numpy()
             for j, lg in enumerate(logits):
                 row = {(f"input_{k}" if k in PREDICTION_FIELDS else k): v for k, v in rows[start + j].items()}
                 row.update(prediction_fields(task, lg))
                 sink.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
             bar.update(len(logits))
         bar.close()
-    return {"rows": len(rows), "renamed": renamed, "out": str(out) if out is not None else None,
-            "columns": list(cols)}
+    return {"rows": len(rows), "renamed": renamed, "out": str(out) if out is not None else None}
 
 
 def generate_text(run_dir: str | Path, prompt: str, max_new_tokens: int | None = None, *,

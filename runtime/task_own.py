@@ -10,7 +10,8 @@ and checked by `own_files`, its labels deciding classification or regression, sp
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from peltc.errors import DataError, UsageError, did_you_mean
@@ -33,6 +34,7 @@ from peltc.runtime.own_files import (
     _unlabelled,
     is_own,
     parse_source,
+    sha256_named,
     source_hash,
 )
 
@@ -101,6 +103,31 @@ class CustomTask(Classification):
         return {"task": self.name, "labels": list(self.labels) if self.labels else None,
                 "task_type": self.task_type, "own_data": self.to_dict()}
 
+    def locate(self, run_dir, train: str | None = None, test: str | None = None) -> "CustomTask":
+        """The task as `peltc eval` reads it: its data at the places ``train`` / ``test`` give (``--train`` /
+        ``--test``: a file or folder moved since the run; a bare path is of the run's format), the
+        validation set left out (eval scores the test set only). A file or folder still missing is a
+        DataError (D101) naming each and the flag that points at its new place."""
+        d = OwnData.from_dict(self.data)
+        new_train = parse_source(train, "--train", like=d.train) if train else d.train
+        new_test = d.test
+        if test:
+            new_test = parse_source(test, "--test", like=new_train)
+        elif d.test is not None and (d.test.kind, d.test.path) == (d.train.kind, d.train.path):
+            new_test = replace(d.test, path=new_train.path)          # a split of the (moved) training folder
+        missing = [(role, s) for role, s in (("train", new_train), ("test", new_test))
+                   if s is not None and s.kind != "hub" and not Path(s.path).exists()]
+        if missing:
+            what = "; ".join(f"its {role} {'folder' if s.kind == 'disk' else 'file'} '{s.path}' is not there"
+                             for role, s in missing)
+            raise DataError(f"the data of {run_dir} moved: {what}", code="D101",
+                            help=f"point at the new place: peltc eval {run_dir} "
+                                 + " ".join(f"--{role} {s.kind.upper()}_PATH" for role, s in missing))
+        moved = OwnData(new_train, None, new_test, d.text_column, d.text_pair_column, d.label_column, d.task_type)
+        names = {role: Path(old.path).name for role, old, new in (("train", d.train, new_train), ("test", d.test, new_test))
+                 if old is not None and new is not None and old.kind in ("csv", "json") and new.path != old.path}
+        return replace(self, data={**self.data, **moved.to_dict(), "moved": names})
+
     def eval_split(self, run_dir, run: dict[str, Any], data_dir: str | None, tokenizer, max_length: int):
         """`peltc eval`'s test split, read again from where the run found it, tokenised; and a note when a
         file changed since the run. Labels that changed are refused (D111)."""
@@ -115,6 +142,8 @@ class CustomTask(Classification):
                             f"{list(self.labels) if self.labels else 'scores'}", code="D111",
                             help=f"the run trained on {self.data['train']['kind']}:{self.data['train']['path']}")
         before = (run.get("identity") or {}).get("data", {}).get("hashes", {})
+        for role, name in self.data.get("moved", {}).items():   # a moved file: its content under its old name
+            hashes[role] = sha256_named(OwnData.from_dict(self.data).to_dict()[role]["path"], name)
         changed = [k for k in hashes if k in before and before[k] != hashes[k]]
         notes = [f"the {' and '.join(changed)} data changed since the run: this is not its test set"] if changed else []
         return tokenize(datasets.DatasetDict({"test": test}), tokenizer, self, max_length=max_length)["test"], notes
@@ -237,7 +266,30 @@ def resolve(opts, say=print):
     raw, task, hashes = load_own(own_data(opts), notes)
     for n in notes:
         say(f"note: {n}")
+    for line in label_report(task, raw["train"]):
+        say(line)
     return task, raw, {"source": {k: v for k, v in task.data.items() if k != "label_kind"}, "hashes": hashes}
+
+
+_TIMES = {1: "once", 2: "twice"}
+
+
+def label_report(task: CustomTask, train) -> list[str]:
+    """What the training labels make, said at start: the label set with each label's count (or the scores'
+    range), and a warning for each label seen at most twice (a typo, e.g. `maybe`, is a class of its own)."""
+    if task.labels is None:
+        scores = train["label"]
+        return [f"labels: scores from {min(scores):g} to {max(scores):g} (regression; {len(scores)} rows)"]
+    counts = [0] * len(task.labels)
+    for i in train["label"]:
+        counts[i] += 1
+    shown = ", ".join(f"{lab} {n}" for lab, n in zip(task.labels, counts))
+    out = [f"labels: {len(task.labels)} classes from the training data: {shown}"]
+    for lab, n in zip(task.labels, counts):
+        if n in _TIMES:
+            out.append(f"warning: label {lab!r} occurs {_TIMES[n]} in the {len(train)} training rows, and is a "
+                       f"class of its own; if it is a mistake, fix or remove its row{'s' * (n > 1)}")
+    return out
 
 
 def from_record(manifest: dict[str, Any]) -> CustomTask | None:
