@@ -44,13 +44,19 @@ _DATA_DIR_HELP = ("a folder holding GLUE in the original TSV layout (CoLA/train.
 def progress_bars(quiet: bool) -> bool:
     """Progress bars only when standard error is a terminal and --quiet is not given: piped into a log, a
     bar's carriage-return redraws are a soup of escape codes (the Trainer then logs plain lines instead).
-    Off, `datasets`' bars (tokenising) are off too."""
+    Off, the bars of `datasets` (tokenising), transformers (loading weights, writing checkpoints) and the
+    Hub client are off too."""
     import sys
 
     on = not quiet and sys.stderr.isatty()
     if not on:
         import datasets
+        import huggingface_hub.utils
+        import transformers.utils.logging
+
         datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
+        huggingface_hub.utils.disable_progress_bars()
     return on
 
 

@@ -161,7 +161,17 @@ def test_progress_bars_only_when_stderr_is_a_terminal(tty, quiet, bars, monkeypa
         seen["progress"] = opts.progress
         return {}
 
+    import datasets
+    import transformers.utils.logging
+
     monkeypatch.setattr(run, "train_run", fake_run)
     monkeypatch.setattr(sys, "stderr", _Tty(tty))
-    main(["compile", str(LORA), "--train", "glue/rte", *(["--quiet"] if quiet else [])])
-    assert seen["progress"] is bars
+    try:
+        main(["compile", str(LORA), "--train", "glue/rte", *(["--quiet"] if quiet else [])])
+        assert seen["progress"] is bars
+        if not bars:     # nor the libraries' own bars (loading weights, writing checkpoints, tokenising)
+            assert not transformers.utils.logging.is_progress_bar_enabled()
+            assert not datasets.is_progress_bar_enabled()
+    finally:
+        transformers.utils.logging.enable_progress_bar()
+        datasets.enable_progress_bars()
