@@ -129,7 +129,7 @@ D103|DataError|a bad label (missing, not a number, unknown)|fix the row's label
 D104|DataError|a missing column or field|name the columns with --text-column / --label-column
 D105|DataError|a data file that cannot be parsed|check the file's format
 D106|DataError|too few examples for K and the held-out sets|choose a smaller K
-D107|DataError|a dataset that cannot be loaded from the Hugging Face Hub|check the name and config, and the network
+D107|DataError|a dataset that cannot be loaded from the Hugging Face Hub|check the name and config, and the network; for GLUE, pass --data-dir DIR (or set $PELT_GLUE_DIR) to the original TSV files
 D108|DataError|an empty data file or split|give data with rows
 D109|DataError|a column of mixed types|make the column's values one type
 D110|DataError|a missing or empty text|every example needs a non-empty text; remove or fill the row

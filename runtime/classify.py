@@ -83,9 +83,10 @@ class Classification:
         if settings.head_bias == "prior":
             init_head_bias(model, train["label"], self)
 
-    def test_warnings(self, predictions, test: dict[str, float]) -> list[str]:
+    def test_warnings(self, predictions, test: dict[str, float], pool: str | None = None) -> list[str]:
         from peltc.runtime.metrics import degenerate_warning, to_predictions
-        return [w for w in (degenerate_warning(self, to_predictions(self, predictions), "test", test),) if w]
+        return [w for w in (degenerate_warning(self, to_predictions(self, predictions), "test", test, pool=pool),)
+                if w]
 
     def score(self, model, tokenizer, test, gates: bool = True):
         """Test metrics, mean gates (read in the same pass) and a warning for a (near-)constant predictor
@@ -199,6 +200,12 @@ def predict_with_gates(model, dataset, tokenizer, batch_size: int = 256):
     return np.concatenate(logits) if logits else np.zeros((0, 1)), gates
 
 
+def head_pool(model) -> str | None:
+    """The head pooling of a model peltc compiled (``mean`` / ``pooler``), or None when it is not known."""
+    compiled = model.__dict__.get("_pelt")
+    return None if compiled is None else (compiled.ir.settings.head or {}).get("pool")
+
+
 def evaluate_saved(model, tokenizer, dataset, task):
     """Test metrics, mean gates and a warning for a constant or near-constant predictor (or None)."""
     from peltc.runtime.metrics import compute, degenerate_warning, near_constant, to_predictions
@@ -206,7 +213,8 @@ def evaluate_saved(model, tokenizer, dataset, task):
     logits, gates = predict_with_gates(model, dataset, tokenizer)
     preds = to_predictions(task, logits)
     metrics = compute(task, preds, dataset["label"])
-    warn = degenerate_warning(task, preds, "test", metrics) or near_constant(task, preds, dataset["label"], "test")
+    warn = (degenerate_warning(task, preds, "test", metrics, pool=head_pool(model))
+            or near_constant(task, preds, dataset["label"], "test"))
     return metrics, gates, warn
 
 

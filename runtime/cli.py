@@ -36,6 +36,30 @@ _SETTING_HELP = {
 }
 
 
+_DATA_DIR_HELP = ("a folder holding GLUE in the original TSV layout (CoLA/train.tsv, SST-2/dev.tsv, …); default: "
+                  "$PELT_GLUE_DIR, else the Hub (nyu-mll/glue, which needs network: offline, a task not in the "
+                  "datasets cache fails at once)")
+
+
+def progress_bars(quiet: bool) -> bool:
+    """Progress bars only when standard error is a terminal and --quiet is not given: piped into a log, a
+    bar's carriage-return redraws are a soup of escape codes (the Trainer then logs plain lines instead).
+    Off, the bars of `datasets` (tokenising), transformers (loading weights, writing checkpoints) and the
+    Hub client are off too."""
+    import sys
+
+    on = not quiet and sys.stderr.isatty()
+    if not on:
+        import datasets
+        import huggingface_hub.utils
+        import transformers.utils.logging
+
+        datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
+        huggingface_hub.utils.disable_progress_bars()
+    return on
+
+
 def _overrides(a) -> dict:
     return {k: getattr(a, k) for k in _SETTING_FLAGS if getattr(a, k, None) is not None}
 
@@ -47,8 +71,9 @@ def cmd_compile(a) -> int:
         return _compile_only(a)
     opts = RunOptions(spec=a.spec, task=a.train, model=a.model, data_dir=a.data_dir, k=a.k, seed=a.seed,
                       dev_size=a.dev_size,
-                      out=a.out, overrides=_overrides(a), resume=a.resume, progress=not a.quiet,
-                      render=not a.no_render, validation=a.validation, test=a.test, text_column=a.text_column,
+                      out=a.out, overrides=_overrides(a), resume=a.resume, progress=progress_bars(a.quiet),
+                      render=not a.no_render, validation=a.validation, test=a.test, test_size=a.test_size,
+                      text_column=a.text_column,
                       text_pair_column=a.text_pair_column, label_column=a.label_column, task_type=a.task_type)
     m = train_run(opts)
     if "run_dir" not in m:      # a non-zero rank under torchrun
@@ -101,7 +126,7 @@ def cmd_predict(a) -> int:
                              help="with --file each row holds its pair (the run's column names, or text_pair)")
         if a.batch_size < 1:
             raise UsageError(f"--batch-size {a.batch_size} is out of range", code="U106", help="--batch-size must be ≥ 1")
-        r = predict_file(a.run_dir, a.file, a.out, batch_size=a.batch_size, progress=not a.quiet)
+        r = predict_file(a.run_dir, a.file, a.out, batch_size=a.batch_size, progress=progress_bars(a.quiet))
         for k in r["renamed"]:
             print(f"note: the input's '{k}' field is kept as 'input_{k}'", file=sys.stderr)
         if a.out is not None:
@@ -129,7 +154,7 @@ def _predict_runs(a) -> int:
                               "one text with one run")
     if a.batch_size < 1:
         raise UsageError(f"--batch-size {a.batch_size} is out of range", code="U106", help="--batch-size must be ≥ 1")
-    r = predict_runs_file(a.run_dir, a.file, a.out, batch_size=a.batch_size, progress=not a.quiet)
+    r = predict_runs_file(a.run_dir, a.file, a.out, batch_size=a.batch_size, progress=progress_bars(a.quiet))
     for k in r["renamed"]:
         print(f"note: the input's '{k}' field is kept as 'input_{k}'", file=sys.stderr)
     if a.out is not None:
@@ -251,19 +276,22 @@ def add_commands(sub) -> None:
     c = sub.add_parser("compile", help="rewrite the model; with --train: train, evaluate, save the adapter")
     c.add_argument("spec", help="the .pelt spec file")
     c.add_argument("--model", help="model name, dir or config.json (default: the spec's, else the packaged MiniLM)")
-    c.add_argument("--train", metavar="DATA", help="glue/TASK (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte), or your "
+    c.add_argument("--train", metavar="DATA", help="glue/TASK (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte; read from "
+                                                   "--data-dir or $PELT_GLUE_DIR, else the Hub), or your "
                                                    "own: csv:PATH, json:PATH (JSON or JSON Lines), disk:DIR "
                                                    "(save_to_disk), hub:NAME[:CONFIG]; or, with a decoder "
                                                    "(--model smollm2-135m), a generation task: gen:arith, "
                                                    "gen:jsonl:PATH (prompt / completion pairs)")
-    c.add_argument("--data-dir", help="GLUE in the original TSV layout (default: $PELT_GLUE_DIR, else the Hub)")
-    o = c.add_argument_group("your own data (--train csv:… | json:… | disk:… | hub:… | gen:jsonl:…)")
+    c.add_argument("--data-dir", help=_DATA_DIR_HELP)
+    o = c.add_argument_group("your own data (--train csv:… | json:… | disk:… | hub:… | gen:…)")
     o.add_argument("--validation", metavar="DATA", help="the dev set, same format as --train (a split name for disk / "
                                                         "hub; a JSON Lines file for gen:jsonl; default: --dev-size "
                                                         "training rows held out per seed)")
     o.add_argument("--test", metavar="DATA", help="the test set, same format as --train (a split name for disk / hub; "
                                                   "a JSON Lines file for gen:jsonl; default: a fixed fifth of the "
                                                   "training rows)")
+    o.add_argument("--test-size", type=int, metavar="N", help="generation tasks (gen:…): score only the test set's "
+                                                              "first N examples (default: all; gen:arith's is 500)")
     _own_columns(o)
     c.add_argument("--k", default="100", help="training examples: 100 | 500 | 1000 | all (default 100)")
     c.add_argument("--seed", type=int, default=1)
@@ -273,7 +301,7 @@ def add_commands(sub) -> None:
                                  "an existing folder is refused unless --resume")
     c.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --out (same spec and settings; a finished run is reported)")
-    c.add_argument("--quiet", action="store_true", help="no progress bars")
+    c.add_argument("--quiet", action="store_true", help="no progress bars (shown only when standard error is a terminal)")
     c.add_argument("--no-render", action="store_true", help="skip architecture.svg")
     _train_flags(c)
     c.set_defaults(func=cmd_compile)
@@ -321,7 +349,7 @@ def add_commands(sub) -> None:
     g.add_argument("--out", default="runs/grid", help="grid folder: one run folder per combination, finished ones "
                                                       "skipped (default %(default)s)")
     g.add_argument("--model", help="model name or dir (default: each spec's, else the packaged MiniLM)")
-    g.add_argument("--data-dir", help="GLUE in the original TSV layout (default: $PELT_GLUE_DIR, else the Hub)")
+    g.add_argument("--data-dir", help=_DATA_DIR_HELP)
     o = g.add_argument_group("your own data (--tasks csv:… | json:… | disk:… | hub:…; every such task gets these)")
     o.add_argument("--validation", metavar="DATA", help="the dev set (one dataset of your own only; default: "
                                                         "--dev-size training rows held out per seed)")

@@ -37,28 +37,28 @@ def gen_collator(tokenizer):
 def greedy_completions(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, *,
                        batch_size: int = 64) -> list[str]:
     """Greedy completions (KV cache on) of tokenised prompts, decoded without special tokens and cut at
-    the end-of-sequence token. Prompts are batched by length, so no batch holds padding: each completion
-    is what that prompt alone gives."""
+    the end-of-sequence token. Prompts are sorted by length and generated ``batch_size`` at a time, each
+    batch padded on the left (attention mask 0 there: positions count from each prompt's first real token,
+    and masked-mean gates and prefixes skip the padding), so each completion is what that prompt alone gives."""
     import torch
 
     out: list[str | None] = [None] * len(prompts)
-    by_len: dict[int, list[int]] = {}
-    for i, p in enumerate(prompts):
-        by_len.setdefault(len(p), []).append(i)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos if eos is not None else 0)
     model.eval()
     with torch.no_grad():
-        for n, idx in sorted(by_len.items()):
-            for start in range(0, len(idx), batch_size):
-                chunk = idx[start:start + batch_size]
-                ids = torch.tensor([prompts[i] for i in chunk], dtype=torch.long)
-                gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                     max_new_tokens=max_new_tokens, use_cache=True,
-                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
-                for i, row in zip(chunk, gen[:, n:].tolist()):
-                    if eos is not None and eos in row:
-                        row = row[:row.index(eos)]
-                    out[i] = tokenizer.decode(row, skip_special_tokens=True)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            n = max(len(prompts[i]) for i in chunk)
+            ids = torch.tensor([[pad] * (n - len(prompts[i])) + list(prompts[i]) for i in chunk], dtype=torch.long)
+            mask = torch.tensor([[0] * (n - len(prompts[i])) + [1] * len(prompts[i]) for i in chunk], dtype=torch.long)
+            gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
+                                 max_new_tokens=max_new_tokens, use_cache=True, pad_token_id=pad, eos_token_id=eos)
+            for i, row in zip(chunk, gen[:, n:].tolist()):
+                if eos is not None and eos in row:
+                    row = row[:row.index(eos)]
+                out[i] = tokenizer.decode(row, skip_special_tokens=True)
     return [o or "" for o in out]
 
 

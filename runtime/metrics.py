@@ -134,8 +134,9 @@ def is_degenerate(predictions: Sequence, tol: float = 1e-3) -> bool:
 
 
 def degenerate_warning(task, predictions: Sequence, split: str = "test",
-                       metrics: dict[str, float] | None = None) -> str | None:
-    """A warning text when ``predictions`` come from a constant predictor, else None."""
+                       metrics: dict[str, float] | None = None, pool: str | None = None) -> str | None:
+    """A warning text when ``predictions`` come from a constant predictor, else None. ``pool``: the run's
+    head pooling (``mean`` / ``pooler``; None: not known), so the advice fits the run (`degenerate_advice`)."""
     if not is_degenerate(predictions):
         return None
     p = np.asarray(predictions)
@@ -148,8 +149,17 @@ def degenerate_warning(task, predictions: Sequence, split: str = "test",
     if metrics and task.main_metric in metrics:
         value = f" ({task.main_metric} = {metrics[task.main_metric]:.4f})"
     return (f"degenerate run: the model predicts {what} for all {p.size} {split} examples{value}; "
-            f"it learned a constant predictor. Try more optimiser steps (min_steps, epochs), "
-            f"another learning rate, or mean pooling in the head.")
+            f"it learned a constant predictor. Try {degenerate_advice(pool)}.")
+
+
+def degenerate_advice(pool: str | None = None) -> str:
+    """What to try after a constant predictor, given the run's head pooling: mean pooling is suggested only
+    to a run whose head reads the model's pooler (``head { pool pooler }``), never to one that pools by mean
+    already (the recipe's default)."""
+    tips = ["more optimiser steps (min_steps, epochs)", "another learning rate"]
+    if pool == "pooler":
+        tips.append("mean pooling in the head (head { pool mean }: the pooler reads the first token only)")
+    return ", ".join(tips[:-1]) + " or " + tips[-1]
 
 
 def near_constant(task, predictions, labels, split: str = "dev") -> str | None:

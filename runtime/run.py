@@ -4,8 +4,9 @@
     result = train_run(run)         # a new folder under runs/ (see runfolder.py for what it holds)
 
 The steps: check every input (flags, spec, model, task and its data — `task.resolve`) and plan the run
-folder (`runfolder.plan_run_dir`) before a folder is made or weights load; load the model, compile the
-spec, sample and tokenise the task's splits (the `task.Task`'s methods); train (`train.train`); save the
+folder (`runfolder.plan_run_dir`) before a folder is made or weights load; sample the task's splits (K
+checked against the data) and say the schedule (steps, warm-up; a schedule that trains nothing is warned
+about); load the model, compile the spec, tokenise the splits (the `task.Task`'s methods); train (`train.train`); save the
 artifact; score the test set on the *saved* model (prefix MLPs folded), with the same evaluation `peltc
 eval` uses (`serve.py`), so a reload reproduces the metrics exactly.
 
@@ -39,6 +40,7 @@ from peltc.runtime.runfolder import (
     identity_hash,
     is_main,
     make_folder,
+    world_size,
     resumable,
     run_identity,
     shared_plan,
@@ -134,6 +136,7 @@ def _train_run(opts: RunOptions) -> dict[str, Any]:
     from transformers import set_seed
 
     from peltc.api import compile_model
+    from peltc.runtime.settings import schedule
     from peltc.runtime.train import last_checkpoint
     if raw is None:
         raw = task.load(opts.data_dir)   # data files checked before weights load
@@ -151,12 +154,18 @@ def _train_run(opts: RunOptions) -> dict[str, Any]:
     elif scoring:
         _say("resume: training had finished and the adapter was saved; scoring the test set")
 
+    ds = task.sample(raw, opts.k, settings.seed, dev_size=opts.dev_size)   # K vs the data: before weights load
+    sched = schedule(settings, len(ds["train"]), world_size())
+    _say(sched.line(len(ds["train"]), settings))
+    if sched.warning() and main:
+        print(f"warning: {sched.warning()}", file=sys.stderr, flush=True)
+    signals.raise_if_interrupted()
+
     set_seed(settings.seed)
     tokenizer, model = load_base(mc, task.num_labels, causal_lm=task.causal_lm)
     report = compile_model(ir, model)
     if main and not plan.resume:
         print(report.render())
-    ds = task.sample(raw, opts.k, settings.seed, dev_size=opts.dev_size)
     enc = task.encode(ds, tokenizer, max_length=settings.max_length)
     task = task.fit(enc)
     signals.raise_if_interrupted()
@@ -242,11 +251,17 @@ def _train_and_score(opts, task, text, ir, mc, settings, model, tokenizer, enc, 
                                                   f"seed {settings.seed}")
         write_json(run_dir / "trainer_log.json", result.pop("log_history"))
         warnings = [w for w in result.get("warnings", []) if w]
+        from peltc.runtime.settings import schedule
+        sched = schedule(settings, len(enc["train"]), world_size())
+        idle = sched.warning()
+        if idle and idle not in warnings:
+            warnings.insert(0, idle)
         if warn and warn not in warnings:
             warnings.append(warn)
         metrics = {
             **result,
             "test": test,
+            "schedule": asdict(sched),
             "warnings": warnings,
             "spec": opts.spec,
             "model": mc.ref,

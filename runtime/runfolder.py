@@ -45,6 +45,7 @@ class RunOptions:
     # your own data (task = csv:PATH, json:PATH, disk:DIR or hub:NAME[:CONFIG]; see task_own.load_own)
     validation: str | None = None       # the dev set (same format; a split name for disk / hub)
     test: str | None = None             # the test set (else held out from the training data)
+    test_size: int | None = None        # generation tasks: score only the test set's first N examples
     text_column: str | None = None      # default: text, else sentence
     text_pair_column: str | None = None
     label_column: str | None = None     # default: label

@@ -129,3 +129,46 @@ def check_option(name: str, value: Any) -> None:
         flag = f"--{name.replace('_', '-')}"
         raise UsageError(f"{flag} {value:g} is out of range", code="U106",
                          help=f"{flag} ({pspec.doc}) must be {rng}")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A run's optimiser steps and linear warm-up, as the ``Trainer`` computes them (`schedule`)."""
+
+    steps: int           # optimiser steps in all (epochs × steps per epoch, rounded up)
+    steps_per_epoch: int
+    warmup_steps: int    # ⌈steps × warmup⌉: the learning rate rises from 0 over these
+    trained_steps: int   # steps whose learning rate is above 0 (the first warm-up step's is 0)
+
+    @property
+    def trains_nothing(self) -> bool:
+        return self.trained_steps == 0
+
+    def line(self, n_train: int, settings: "TrainSettings") -> str:
+        """``schedule: 140 optimiser steps (20 epochs × 7 of batch 16 over 100 examples), warm-up 9 steps``."""
+        return (f"schedule: {self.steps} optimiser step{'s' * (self.steps != 1)} ({settings.epochs:g} "
+                f"epoch{'s' * (settings.epochs != 1)} × {self.steps_per_epoch} of batch {settings.batch_size} over "
+                f"{n_train} example{'s' * (n_train != 1)}), warm-up {self.warmup_steps} "
+                f"step{'s' * (self.warmup_steps != 1)}")
+
+    def warning(self) -> str | None:
+        """The warning of a schedule that trains nothing, else None."""
+        if not self.trains_nothing:
+            return None
+        return (f"this run trains nothing: it has {self.steps} optimiser step, and the linear warm-up "
+                f"({self.warmup_steps} step{'s' * (self.warmup_steps != 1)}) starts the learning rate at 0, so "
+                "every PELT parameter and the task head keep their initial values; train more steps (a larger "
+                "--k or --epochs, a smaller --batch-size) or set --warmup 0")
+
+
+def schedule(settings: TrainSettings, n_train: int, world_size: int = 1) -> Schedule:
+    """The optimiser steps of a run on ``n_train`` examples and its warm-up, as the ``Trainer`` counts them
+    (``TrainingArguments.get_warmup_steps`` and the linear schedule's ``lr_lambda``): the learning rate of
+    step ``s`` (from 0) is ``s / warmup`` during the warm-up, then decays linearly to 0 at ``steps``."""
+    per_epoch = max(1, math.ceil(n_train / (settings.batch_size * max(1, world_size))))
+    steps = math.ceil(settings.epochs * per_epoch)
+    warmup = math.ceil(steps * min(float(settings.warmup), 0.999999))
+
+    # step 0 of a warm-up has learning rate 0; every later step, in the warm-up or the decay, has more
+    return Schedule(steps=steps, steps_per_epoch=per_epoch, warmup_steps=warmup,
+                    trained_steps=max(0, steps - (1 if warmup > 0 else 0)))

@@ -64,8 +64,9 @@ class Task(Protocol):
     def init_head(self, model, settings, train) -> None:
         """Start the task head as the settings say (nothing without a head)."""
 
-    def test_warnings(self, predictions, test: dict[str, float]) -> list[str]:
-        """Warnings about the Trainer's test predictions (a constant predictor)."""
+    def test_warnings(self, predictions, test: dict[str, float], pool: str | None = None) -> list[str]:
+        """Warnings about the Trainer's test predictions (a constant predictor; ``pool``, the head's pooling,
+        shapes the advice)."""
 
     def score(self, model, tokenizer, test):
         """``(metrics, mean gates, warning or None)`` of the saved model on the tokenised test split."""
@@ -96,7 +97,17 @@ def kind_of(ref: str | None):
 def resolve(opts, say=print):
     """``(task, raw data or None, the run identity's data record or None)`` for ``opts.task``; anything that
     does not apply to that kind of task is refused here, before weights load."""
-    return kind_of(opts.task).resolve(opts, say)
+    from peltc.errors import UsageError
+
+    kind = kind_of(opts.task)
+    size = getattr(opts, "test_size", None)
+    if size is not None and kind is not task_gen:
+        raise UsageError(f"--test-size applies to generation tasks (gen:…), not to '{opts.task}'", code="U130",
+                         help="a classification task's test set is GLUE's dev set, or your --test FILE")
+    if size is not None and size < 1:
+        raise UsageError(f"--test-size {size} is out of range", code="U106",
+                         help="--test-size (the generation test examples scored) must be ≥ 1")
+    return kind.resolve(opts, say)
 
 
 def from_record(manifest: dict[str, Any]) -> Task:

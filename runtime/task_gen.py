@@ -48,6 +48,7 @@ class GenTask:
     max_new_tokens: int = 16                    # greedy decoding budget when scoring (and peltc generate's default)
     validation: str | None = None               # gen:jsonl: the dev set's JSONL file (absolute); None: held out
     test: str | None = None                     # gen:jsonl: the test set's JSONL file (absolute); None: held out
+    test_size: int | None = None                # score only the test set's first N examples (None: all)
     data: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)   # e.g. the file's sha256
 
     causal_lm = True                            # a ``*ForCausalLM``: no task head
@@ -67,13 +68,14 @@ class GenTask:
         return {"name": self.name, "source": self.source, "path": self.path,
                 "max_new_tokens": self.max_new_tokens, "data": self.data,
                 **({"validation": self.validation} if self.validation else {}),
-                **({"test": self.test} if self.test else {})}
+                **({"test": self.test} if self.test else {}),
+                **({"test_size": self.test_size} if self.test_size else {})}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "GenTask":
         return cls(name=d["name"], source=d["source"], path=d.get("path"),
                    max_new_tokens=int(d.get("max_new_tokens") or 16), data=d.get("data") or {},
-                   validation=d.get("validation"), test=d.get("test"))
+                   validation=d.get("validation"), test=d.get("test"), test_size=d.get("test_size"))
 
     # --- the task.Task protocol ----------------------------------------------------------------
     def prepare_ir(self, ir, mc, ref: str | None):
@@ -85,7 +87,9 @@ class GenTask:
         return load_gen(self)[0]
 
     def sample(self, raw, k, seed: int, dev_size: int):
-        return sample_own(raw, k, seed, dev_size=dev_size)
+        splits = sample_own(raw, k, seed, dev_size=dev_size)
+        splits["test"] = shrink_test(splits["test"], self.test_size)
+        return splits
 
     def encode(self, splits, tokenizer, max_length: int = MAX_LENGTH):
         return tokenize_gen(splits, tokenizer, max_length=max_length)
@@ -108,7 +112,7 @@ class GenTask:
     def init_head(self, model, settings, train) -> None:
         """A causal LM has no task head to start."""
 
-    def test_warnings(self, predictions, test: dict[str, float]) -> list[str]:
+    def test_warnings(self, predictions, test: dict[str, float], pool: str | None = None) -> list[str]:
         return []
 
     def score(self, model, tokenizer, test, gates: bool = True):
@@ -262,7 +266,15 @@ def gen_test_split(task):
         raw, record = load_gen(task, roles=("test",))
         return raw["test"], record
     raw, record = load_gen(task, roles=("train",))
-    return hold_out_test(raw["train"])[0], record
+    return shrink_test(hold_out_test(raw["train"])[0], task.test_size), record
+
+
+def shrink_test(test, size: int | None):
+    """The test split's first ``size`` examples (in file order; the whole split when ``size`` is None or
+    larger): ``--test-size`` makes scoring a generation run quicker, the same examples for every seed."""
+    if size is None or size >= len(test):
+        return test
+    return test.select(range(size))
 
 
 # --- encoding ---------------------------------------------------------------------------------
@@ -326,10 +338,14 @@ def resolve(opts, say=print):
                          f"'{opts.task}'", code="U130",
                          help="a gen:jsonl:PATH file holds prompt / completion pairs (--validation FILE and "
                               "--test FILE name files of the same form); without them its test set is a fixed "
-                              "fifth of the pairs, dev and K per seed as for GLUE; gen:arith's splits are built in")
+                              "fifth of the pairs, dev and K per seed as for GLUE; gen:arith's splits are built in "
+                              "(--test-size N scores only the first N test examples, for any gen: task)")
     task = replace(task, **{key: _gen_file(getattr(opts, key), f"--{key}")
-                            for key in split_flags if getattr(opts, key, None) is not None})
+                            for key in split_flags if getattr(opts, key, None) is not None},
+                   test_size=getattr(opts, "test_size", None))
     raw, record = load_gen(task)
+    if task.test_size is not None:
+        record = {**record, "test_size": task.test_size}
     return task, raw, record
 
 

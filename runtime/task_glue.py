@@ -161,16 +161,42 @@ def load_hub(task: GlueTask, splits: Iterable[str] = ("train", "dev")):
     """Load the task from the Hub; a failure (no network, no such dataset) is a DataError."""
     import datasets
 
+    help = (f"pass --data-dir DIR (or set ${ENV_DIR}) to a folder in the original GLUE layout "
+            f"({task.dir}/train.tsv, {task.dir}/{task.dev_file})")
+    offline = hub_offline()
+    if offline and not hub_cached(task):    # fail now, not after datasets' minute of retries
+        raise DataError(f"cannot load GLUE task '{task.name}' from the Hugging Face Hub ({HUB_ID}): {offline}, "
+                        "and it is not in the datasets cache", code="D107", help=help)
     try:
         raw = datasets.load_dataset(HUB_ID, task.name)
     except Exception as e:  # network, auth, cache: all mean the same to the user
         raise DataError(
             f"cannot load GLUE task '{task.name}' from the Hugging Face Hub ({HUB_ID}): "
-            f"{type(e).__name__}: {e}", code="D107",
-            help=f"pass --data-dir DIR (or set ${ENV_DIR}) to a folder in the original GLUE layout "
-                 f"({task.dir}/train.tsv, {task.dir}/{task.dev_file})") from e
+            f"{type(e).__name__}: {e}", code="D107", help=help) from e
     names = {"train": "train", "dev": task.dev_split}
     return datasets.DatasetDict({s: raw[names[s]] for s in splits})
+
+
+def hub_offline() -> str | None:
+    """Why the Hub cannot be used now (``$HF_HUB_OFFLINE`` / ``$HF_DATASETS_OFFLINE`` set, or no connection
+    to it within half a second), or None when it can."""
+    from peltc.runtime.models import _truthy, hub_reachable
+
+    flag = next((v for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE") if _truthy(v)), None)
+    if flag:
+        return f"${flag} is set"
+    return None if hub_reachable(timeout=0.5) else "the Hub cannot be reached"
+
+
+def hub_cached(task: GlueTask) -> bool:
+    """Whether a copy of the task's Hub dataset is in the local caches (``datasets``' or the Hub's), which
+    ``datasets.load_dataset`` reads offline."""
+    import datasets
+    from huggingface_hub import constants
+
+    owner, name = HUB_ID.split("/")
+    return (Path(datasets.config.HF_DATASETS_CACHE) / f"{owner}___{name}" / task.name).is_dir() or \
+        (Path(constants.HF_HUB_CACHE) / f"datasets--{owner}--{name}").is_dir()
 
 
 def features(task: GlueTask):

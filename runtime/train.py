@@ -283,7 +283,8 @@ def train(model, tokenizer, splits, task, settings: TrainSettings, output_dir: s
     if evaluate_test:
         pred = trainer.predict(splits["test"], metric_key_prefix="test")
         test = _strip(pred.metrics, "test")
-        warnings = task.test_warnings(pred.predictions, test)
+        from peltc.runtime.classify import head_pool
+        warnings = task.test_warnings(pred.predictions, test, pool=head_pool(model))
     steps_per_epoch = max(1, math.ceil(len(splits["train"]) / (settings.batch_size * max(1, args.world_size))))
     max_steps = math.ceil(settings.epochs * steps_per_epoch)
     result = {

@@ -63,6 +63,7 @@ def _no_hub(*args, **kwargs):
 
 def test_hub_failure_says_to_pass_data_dir(monkeypatch):
     monkeypatch.delenv(task_glue.ENV_DIR, raising=False)
+    monkeypatch.setattr(task_glue, "hub_offline", lambda: None)     # the Hub reachable: datasets is asked
     seen = []
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: seen.append(a) or _no_hub())
     with pytest.raises(DataError) as e:
@@ -73,6 +74,7 @@ def test_hub_failure_says_to_pass_data_dir(monkeypatch):
 
 def test_hub_splits_are_renamed(monkeypatch):
     monkeypatch.delenv(task_glue.ENV_DIR, raising=False)
+    monkeypatch.setattr(task_glue, "hub_offline", lambda: None)
     fake = datasets.DatasetDict({s: datasets.Dataset.from_dict({"x": [s]})
                                  for s in ("train", "validation_matched", "validation_mismatched")})
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: fake)
