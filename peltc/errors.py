@@ -164,7 +164,7 @@ U112|UsageError|one column given two roles|give the text, text pair and label th
 U113|UsageError|unknown GLUE task|tasks: cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte
 U114|UsageError|a generation data reference that is not a JSON Lines file|gen:jsonl:PATH (JSON Lines of prompt / completion pairs)
 U115|UsageError|unknown generation task|the forms are gen:arith and gen:jsonl:PATH
-U120|UsageError|an export peft's LoRA format cannot hold|export with --partial, or keep the peltc artifact
+U120|UsageError|an export peft's LoRA format cannot hold|export with --partial, or train specs/lora_peft.pelt (LoRA, head { pool pooler })
 U121|UsageError|nothing peft's LoRA format can hold|keep the peltc artifact
 U122|UsageError|an export folder with other files|export into a new or empty folder
 U123|UsageError|peltc import's outputs or task missing|give -o spec.pelt and/or --out RUN_DIR with --task
@@ -179,6 +179,8 @@ U132|UsageError|a command for the other kind of run (classification / generation
 U133|UsageError|two grid tasks with one name|give each task its own name
 U134|UsageError|no runs given to load|give at least one run folder
 U135|UsageError|names given for a different number of runs|give one name per run
+U160|UsageError|--report-to naming a logger whose package is not installed|pip install the package, or leave --report-to out
+U161|UsageError|peltc merge of a run whose parts do not merge into the base weights|merge runs of LoRA / BitFit with head { pool pooler } (specs/lora_peft.pelt)
 """
 
 REGISTRY: dict[str, ErrorCode] = {

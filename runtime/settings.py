@@ -129,3 +129,20 @@ def check_option(name: str, value: Any) -> None:
         flag = f"--{name.replace('_', '-')}"
         raise UsageError(f"{flag} {value:g} is out of range", code="U106",
                          help=f"{flag} ({pspec.doc}) must be {rng}")
+
+
+# `--report-to`: the loggers the Trainer may send a run's logs to (besides trainer_log.json), and the
+# package each needs. Checked before anything loads.
+REPORT_TO = {"tensorboard": "tensorboard"}
+
+
+def check_report_to(name: str | None) -> None:
+    """A UsageError (U160) when ``--report-to NAME`` needs a package that is not installed."""
+    if name is None:
+        return
+    import importlib.util
+    package = REPORT_TO[name]
+    if importlib.util.find_spec(package) is None:
+        raise UsageError(f"--report-to {name} needs the '{package}' package, which is not installed",
+                         code="U160", help=f"pip install {package} (or leave --report-to out: the run's "
+                                           "curves are in curves.png and trainer_log.json)")
