@@ -164,7 +164,7 @@ U112|UsageError|one column given two roles|give the text, text pair and label th
 U113|UsageError|unknown GLUE task|tasks: cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte
 U114|UsageError|a generation data reference that is not a JSON Lines file|gen:jsonl:PATH (JSON Lines of prompt / completion pairs)
 U115|UsageError|unknown generation task|the forms are gen:arith and gen:jsonl:PATH
-U120|UsageError|an export peft's LoRA format cannot hold|export with --partial, or keep the peltc artifact
+U120|UsageError|an export peft's LoRA format cannot hold|export with --partial, or train specs/lora_peft.pelt (LoRA, head { pool pooler })
 U121|UsageError|nothing peft's LoRA format can hold|keep the peltc artifact
 U122|UsageError|an export folder with other files|export into a new or empty folder
 U123|UsageError|peltc import's outputs or task missing|give -o spec.pelt and/or --out RUN_DIR with --task
@@ -181,6 +181,8 @@ U134|UsageError|no runs given to load|give at least one run folder
 U135|UsageError|names given for a different number of runs|give one name per run
 U136|UsageError|a folder that is not a readable run folder (no run.json / metrics.json)|open a folder written by `peltc compile --train`
 U137|UsageError|an optional extra that a command needs is not installed|pip install 'peltc[EXTRA]' (the error names it)
+U160|UsageError|--report-to naming a logger whose package is not installed|pip install the package, or leave --report-to out
+U161|UsageError|peltc merge of a run whose parts do not merge into the base weights|merge runs of LoRA / BitFit with head { pool pooler } (specs/lora_peft.pelt)
 """
 
 REGISTRY: dict[str, ErrorCode] = {

@@ -74,7 +74,8 @@ def cmd_compile(a) -> int:
                       out=a.out, overrides=_overrides(a), resume=a.resume, progress=progress_bars(a.quiet),
                       render=not a.no_render, validation=a.validation, test=a.test, test_size=a.test_size,
                       text_column=a.text_column,
-                      text_pair_column=a.text_pair_column, label_column=a.label_column, task_type=a.task_type)
+                      text_pair_column=a.text_pair_column, label_column=a.label_column, task_type=a.task_type,
+                      report_to=a.report_to)
     m = train_run(opts)
     if "run_dir" not in m:      # a non-zero rank under torchrun
         return EXIT_OK
@@ -101,11 +102,26 @@ def _compile_only(a) -> int:
 
 def cmd_eval(a) -> int:
     from peltc.runtime.serve import eval_run
+    import sys
     out = eval_run(a.run_dir, a.data_dir, train=a.train, test=a.test)
     print(json.dumps(out["test"], indent=2))
     if out["warning"]:
         print(f"warning: {out['warning']}")
+    # stdout stays the metrics (JSON); the comparison with what the run recorded goes to stderr
+    if out["recorded"] is None:
+        print("recorded: none (no metrics.json in the run folder): nothing to compare", file=sys.stderr)
+    else:
+        print(f"recorded (metrics.json): {json.dumps(out['recorded'])}", file=sys.stderr)
+        if out["agree"]:
+            print("agree: yes (every metric equal to the recorded one)", file=sys.stderr)
+        else:
+            said = "; ".join(f"{k} {_num(a)} now, {_num(b)} recorded" for k, a, b in out["differences"])
+            print(f"agree: no: {said}", file=sys.stderr)
     return EXIT_OK
+
+
+def _num(v) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else ("absent" if v is None else str(v))
 
 
 def cmd_predict(a) -> int:
@@ -126,7 +142,8 @@ def cmd_predict(a) -> int:
                              help="with --file each row holds its pair (the run's column names, or text_pair)")
         if a.batch_size < 1:
             raise UsageError(f"--batch-size {a.batch_size} is out of range", code="U106", help="--batch-size must be ≥ 1")
-        r = predict_file(a.run_dir, a.file, a.out, batch_size=a.batch_size, progress=progress_bars(a.quiet))
+        r = predict_file(a.run_dir, a.file, a.out, batch_size=a.batch_size, progress=progress_bars(a.quiet),
+                         probs=a.probs)
         for k in r["renamed"]:
             print(f"note: the input's '{k}' field is kept as 'input_{k}'", file=sys.stderr)
         if a.out is not None:
@@ -134,9 +151,11 @@ def cmd_predict(a) -> int:
         return EXIT_OK
     if a.out is not None:
         raise UsageError("--out goes with --file", code="U009", help="with --text the prediction is printed")
-    out = predict_text(a.run_dir, a.text, a.text_pair)
+    out = predict_text(a.run_dir, a.text, a.text_pair, probs=a.probs)
     if "label" in out:
         print(f"{out['label']}  (p = {out['probability']:.3f})")
+        for label, p in (out.get("probabilities") or {}).items():
+            print(f"  {label}: {p:.4f}")
     else:
         print(f"{out['score']:.4f}")
     return EXIT_OK
@@ -154,7 +173,8 @@ def _predict_runs(a) -> int:
                               "one text with one run")
     if a.batch_size < 1:
         raise UsageError(f"--batch-size {a.batch_size} is out of range", code="U106", help="--batch-size must be ≥ 1")
-    r = predict_runs_file(a.run_dir, a.file, a.out, batch_size=a.batch_size, progress=progress_bars(a.quiet))
+    r = predict_runs_file(a.run_dir, a.file, a.out, batch_size=a.batch_size, progress=progress_bars(a.quiet),
+                          probs=a.probs)
     for k in r["renamed"]:
         print(f"note: the input's '{k}' field is kept as 'input_{k}'", file=sys.stderr)
     if a.out is not None:
@@ -222,11 +242,11 @@ def cmd_import(a) -> int:
                          code="U123", help="peltc import PEFT_DIR -o spec.pelt [--out RUN_DIR --task glue/NAME]")
     task = None
     if a.out:
-        from peltc.runtime.task_glue import task as get_task
         if not a.task:
             raise UsageError("--out makes a run folder for peltc eval / predict, which need the task",
-                             code="U123", help="add --task glue/NAME (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte)")
-        task = get_task(a.task)
+                             code="U123", help="add --task glue/NAME (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte), "
+                                               "or your own data: --task csv:PATH | json:PATH | disk:DIR | hub:NAME")
+        task = _import_task(a)
         check_new_folder(a.out)
     imp = read_peft_import(a.peft_dir, a.output or str(Path(a.out) / "spec.pelt"), model=a.model, task=task)
     if a.output:
@@ -237,6 +257,24 @@ def cmd_import(a) -> int:
         out = import_peft_run(imp, a.out, task)
         print(f"wrote {out}: peltc eval {out} / peltc predict {out} --text \"…\" use it")
     return EXIT_OK
+
+
+def _import_task(a):
+    """The task of `peltc import --task`: a GLUE task, or your own data read and checked as `compile
+    --train` reads it (its labels in their order make the head's outputs)."""
+    import sys
+    from types import SimpleNamespace
+
+    from peltc.errors import UsageError
+    from peltc.runtime import task as tasks
+    from peltc.runtime import task_gen
+    opts = SimpleNamespace(task=a.task, data_dir=None, validation=None, test=a.test, text_column=a.text_column,
+                           text_pair_column=a.text_pair_column, label_column=a.label_column, task_type=a.task_type)
+    if task_gen.claims(a.task):
+        raise UsageError(f"--task {a.task} is a generation task; peltc import reads sequence-classification "
+                         "adapters (peft's SEQ_CLS)", code="U132",
+                         help="--task glue/NAME, or csv:PATH | json:PATH | disk:DIR | hub:NAME")
+    return tasks.resolve(opts, lambda msg: print(msg, file=sys.stderr))[0]
 
 
 def cmd_generate(a) -> int:
@@ -250,6 +288,46 @@ def cmd_generate(a) -> int:
                          help="--temperature: 0 decodes greedily, > 0 samples")
     print(generate_text(a.run_dir, a.prompt, a.max_new_tokens, temperature=a.temperature, seed=a.seed))
     return EXIT_OK
+
+
+def cmd_runs(a) -> int:
+    from peltc.runtime.runfolder import find_runs, run_summary
+    rows = [run_summary(d) for d in find_runs(a.dir)]
+    if a.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    if not rows:
+        print(f"no run folders in {a.dir}")
+        return EXIT_OK
+    table = [("RUN", "SPEC", "TASK", "TEST METRIC", "STATE")] + [
+        (r["path"], r["spec"] or "?", r["task"] or "?",
+         f"{r['metric']} {r['value']:.4f}" if r["value"] is not None else "-",
+         r["state"] + (f" ({r['resume_from']})" if r.get("resume_from") else "")) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    for row in table:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[4])
+    return EXIT_OK
+
+
+def cmd_merge(a) -> int:
+    from peltc.runtime.serve import merge_run
+    r = merge_run(a.run_dir, a.out_dir)
+    print(f"wrote {r['out']}: {r['base_model']} with {len(r['merged'])} merged module(s) (save_pretrained; "
+          "loads with transformers' AutoModelForSequenceClassification.from_pretrained, no peltc needed)")
+    return EXIT_OK
+
+
+def _add_tools(sub) -> None:
+    r = sub.add_parser("runs", help="list run folders: spec, task, test metric and state (finished, imported, "
+                                    "resumable, empty)")
+    r.add_argument("dir", nargs="?", default="runs", help="where to look (default: runs; a grid folder too)")
+    r.add_argument("--json", action="store_true", help="one JSON list instead of the table")
+    r.set_defaults(func=cmd_runs)
+    m = sub.add_parser("merge", help="write a run's base model with its LoRA / BitFit merged in (save_pretrained)")
+    m.add_argument("run_dir", help="a run folder of LoRA (gate none, const or scalar) and / or BitFit with "
+                                   "head { pool pooler }")
+    m.add_argument("out_dir", help="the folder to write (new or empty)")
+    m.set_defaults(func=cmd_merge)
 
 
 def _add_generate(sub) -> None:
@@ -303,6 +381,9 @@ def add_commands(sub) -> None:
                    help="continue the interrupted run in --out (same spec and settings; a finished run is reported)")
     c.add_argument("--quiet", action="store_true", help="no progress bars (shown only when standard error is a terminal)")
     c.add_argument("--no-render", action="store_true", help="skip architecture.svg")
+    c.add_argument("--report-to", choices=("tensorboard",), default=None,
+                   help="also send the Trainer's logs to tensorboard (event files in RUN_DIR/tensorboard; needs "
+                        "the tensorboard package); the learning curves are in RUN_DIR/curves.png either way")
     _train_flags(c)
     c.set_defaults(func=cmd_compile)
 
@@ -328,9 +409,12 @@ def add_commands(sub) -> None:
     p.add_argument("--out", metavar="PREDS.jsonl", help="with --file: write the predictions here (default: stdout)")
     p.add_argument("--batch-size", type=int, default=64, help="with --file: rows per forward pass (default 64)")
     p.add_argument("--quiet", action="store_true", help="with --file: no progress bar")
+    p.add_argument("--probs", action="store_true", help="every label's probability too (--text: one line each; "
+                                                        "--file: a 'probabilities' field, label → p)")
     p.set_defaults(func=cmd_predict)
 
     _add_generate(sub)
+    _add_tools(sub)
 
     g = sub.add_parser("grid", help="run specs × tasks × K × seeds and tabulate mean ± std")
     g.add_argument("specs", nargs="*", help="the .pelt spec files (one table row each)")
@@ -373,5 +457,11 @@ def add_commands(sub) -> None:
     i.add_argument("-o", "--output", metavar="SPEC", help="write the spec here (.pelt)")
     i.add_argument("--model", help="the base model: name or dir (default: the adapter's base_model_name_or_path)")
     i.add_argument("--out", metavar="RUN_DIR", help="also make a run folder with the artifact, for peltc eval / predict")
-    i.add_argument("--task", metavar="glue/TASK", help="the task the adapter was trained for (needed with --out)")
+    i.add_argument("--task", metavar="DATA", help="the task the adapter was trained for (needed with --out): "
+                                                  "glue/TASK, or your own data as compile --train takes it: "
+                                                  "csv:PATH, json:PATH, disk:DIR, hub:NAME[:CONFIG]")
+    o = i.add_argument_group("your own data (--task csv:… | json:… | disk:… | hub:…)")
+    o.add_argument("--test", metavar="DATA", help="the test set peltc eval scores (default: a fixed fifth of the "
+                                                  "data, as compile holds out)")
+    _own_columns(o)
     i.set_defaults(func=cmd_import)

@@ -37,7 +37,7 @@ def _max_length(run_dir: Path) -> int:
 
 
 def predict_runs_file(run_dirs: list[str | Path], path: str | Path, out: str | Path | None = None, *,
-                      batch_size: int = 64, progress: bool = True) -> dict[str, Any]:
+                      batch_size: int = 64, progress: bool = True, probs: bool = False) -> dict[str, Any]:
     """Label every row of ``path`` with the run its ``run`` field names (see the module's doc). Writes JSON
     Lines to ``out`` (stdout when None; written whole or not at all). Returns ``{"rows", "renamed", "out",
     "per_run"}`` (per_run: rows per run name)."""
@@ -92,7 +92,7 @@ def predict_runs_file(run_dirs: list[str | Path], path: str | Path, out: str | P
             for j, lg in zip(range(start, stop), logits):
                 r = route[j]
                 row = {(f"input_{k}" if k in PREDICTION_FIELDS else k): v for k, v in rows[j].items()}
-                row.update(prediction_fields(tasks[r], lg[:runs.num_labels[r]]))
+                row.update(prediction_fields(tasks[r], lg[:runs.num_labels[r]], probs=probs))
                 per_run[names[r]] += 1
                 sink.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
             bar.update(stop - start)

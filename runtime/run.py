@@ -68,11 +68,12 @@ def prepare(opts: RunOptions):
     """Everything that can be checked without weights or data — spec, model, task, K, flags — and the
     run's folder plan. Raises on any bad input before anything is loaded or written."""
     from peltc.runtime import data as D
-    from peltc.runtime.settings import check_option, resolve_settings
+    from peltc.runtime.settings import check_option, check_report_to, resolve_settings
     from peltc.runtime.task import resolve as resolve_task
 
     for name, value in opts.overrides.items():     # flags first: no torch imported yet
         check_option(name, value)
+    check_report_to(opts.report_to)
     task, raw, data_identity = resolve_task(opts, _say)
     opts.k = D.parse_k(opts.k)
     if opts.dev_size < 1:
@@ -209,6 +210,7 @@ def _train_and_score(opts, task, text, ir, mc, settings, model, tokenizer, enc, 
                      scoring: bool, t0: float) -> dict[str, Any]:
     from peltc.compiler.torch.artifact import load_into, load_tensors, save_artifact
     from peltc.compiler.torch.rewrite import fold_prefix
+    from peltc.runtime.curves import plot_curves
     from peltc.runtime.diagnostics import Diagnostics, gates_table, plot_gates
     from peltc.runtime.train import train
 
@@ -224,7 +226,7 @@ def _train_and_score(opts, task, text, ir, mc, settings, model, tokenizer, enc, 
                 if opts.diagnostics else None)
         result = train(model, tokenizer, enc, task, settings, trainer_dir, resume=checkpoint or False,
                        progress=opts.progress, evaluate_test=False, keep_checkpoints=True,
-                       callbacks=[diag] if diag else ())
+                       callbacks=[*([diag] if diag else []), *_reporting(opts, run_dir)])
         if not main:
             return result
         if diag is not None:
@@ -247,9 +249,12 @@ def _train_and_score(opts, task, text, ir, mc, settings, model, tokenizer, enc, 
     table = gates_table(gates)
     with signals.deferred():
         write_json(run_dir / "gates.json", table)
-        plot_gates(table, run_dir / "gates.png", f"{Path(opts.spec).stem} on {task.name}, K={opts.k}, "
-                                                  f"seed {settings.seed}")
-        write_json(run_dir / "trainer_log.json", result.pop("log_history"))
+        title = f"{Path(opts.spec).stem} on {task.name}, K={opts.k}, seed {settings.seed}"
+        plot_gates(table, run_dir / "gates.png", title)
+        log_history = result.pop("log_history")
+        write_json(run_dir / "trainer_log.json", log_history)
+        plot_curves(log_history, task.main_metric, run_dir / "curves.png", title,
+                    best_step=result.get("train", {}).get("best_step"))
         warnings = [w for w in result.get("warnings", []) if w]
         from peltc.runtime.settings import schedule
         sched = schedule(settings, len(enc["train"]), world_size())
@@ -278,6 +283,16 @@ def _train_and_score(opts, task, text, ir, mc, settings, model, tokenizer, enc, 
     (trainer_dir / RESULT).unlink(missing_ok=True)
     metrics["run_dir"] = str(run_dir)
     return metrics
+
+
+def _reporting(opts: RunOptions, run_dir: Path) -> list:
+    """The Trainer's callback for ``--report-to tensorboard`` (transformers' own `TensorBoardCallback`,
+    what ``report_to="tensorboard"`` adds), writing its event files to ``run_dir/tensorboard``."""
+    if opts.report_to != "tensorboard" or not is_main():
+        return []
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+    return [TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir / "tensorboard")))]
 
 
 def _render(ir: IR, path: Path) -> None:

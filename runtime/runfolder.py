@@ -1,10 +1,11 @@
 """The run folder: what a run is (`RunOptions`, its identity and hash), where it goes and in which state it
 starts (`plan_run_dir`: new, resumed or already finished — decided before a byte is written), how its files
 are written (`write_json`: whole or not at all), what an interrupted run left to resume from, and making a
-run folder from a peft adapter (`import_peft_run`).
+run folder from a peft adapter (`import_peft_run`), and listing run folders (`find_runs`, `run_summary`:
+`peltc runs`).
 
 A run folder holds ``spec.pelt``, ``ir.json``, ``architecture.svg``, ``adapter/`` (the artifact),
-``metrics.json``, ``gates.json``, ``gates.png``, ``trainer_log.json`` and ``run.json`` (the options
+``metrics.json``, ``gates.json``, ``gates.png``, ``trainer_log.json``, ``curves.png`` and ``run.json`` (the options
 and the run's *identity*: spec hash, task, K, seed, dev size, model and resolved settings, hashed).
 A folder belongs to one identity: ``--out`` naming an existing folder is refused unless ``--resume`` is
 given *and* the folder's identity matches; a finished run is reported, never redone; a default name that
@@ -42,6 +43,7 @@ class RunOptions:
     progress: bool = True
     render: bool = True
     diagnostics: bool = True  # diagnostics.json / .png: gates, norms, prefix attention, feature spread
+    report_to: str | None = None        # a logger the Trainer also reports to (tensorboard: run_dir/tensorboard)
     # your own data (task = csv:PATH, json:PATH, disk:DIR or hub:NAME[:CONFIG]; see task_own.load_own)
     validation: str | None = None       # the dev set (same format; a split name for disk / hub)
     test: str | None = None             # the test set (else held out from the training data)
@@ -259,9 +261,18 @@ class PeftImport:
 
 
 def _model_ref(ref: str) -> str:
-    """A model directory or config.json as an absolute path (the artifact names it for later loads)."""
+    """A model directory or config.json as an absolute path (the artifact names it for later loads); the
+    packaged MiniLM's directory by its known name, ``minilm`` (a site-packages path is no name to keep)."""
+    from peltc.compiler.archs import packaged_model_dir
+
     p = Path(ref).expanduser()
-    return str(p.resolve()) if p.exists() else ref
+    if not p.exists():
+        return ref
+    p = p.resolve()
+    d = packaged_model_dir()
+    if d is not None and p in (d.resolve(), d.resolve() / "config.json"):
+        return "minilm"
+    return str(p)
 
 
 def read_peft_import(peft_dir: str | Path, spec_file: str | Path, *, model: str | None = None,
@@ -289,11 +300,12 @@ def read_peft_import(peft_dir: str | Path, spec_file: str | Path, *, model: str 
 
 
 def import_peft_run(imp: PeftImport, out: str | Path, task) -> Path:
-    """Write the run folder of an imported adapter for ``task`` (a GLUE task): ``spec.pelt``, ``ir.json``,
+    """Write the run folder of an imported adapter for ``task`` (GLUE or your own data): ``spec.pelt``, ``ir.json``,
     ``adapter/`` (the artifact, on the base model's weights) and ``import.json``; `peltc eval` and `peltc
     predict` use it. A folder made here is removed again when writing fails."""
     import shutil
 
+    import transformers
     from transformers import AutoModelForSequenceClassification
 
     from peltc.compiler.torch import peft_io
@@ -301,18 +313,24 @@ def import_peft_run(imp: PeftImport, out: str | Path, task) -> Path:
 
     out = Path(out)
     made = not out.exists()
+    transformers.logging.set_verbosity_error()     # no load report (the head is new, as it should be), no bar
+    bar = transformers.logging.is_progress_bar_enabled()
+    transformers.logging.disable_progress_bar()
     try:
         model = AutoModelForSequenceClassification.from_pretrained(weights_source(imp.mc),
                                                                    num_labels=task.num_labels)
     except OSError as e:
         raise UsageError(f"cannot load weights for model '{imp.model}': {str(e).splitlines()[0]}",
                          code="U006") from None
+    finally:
+        if bar:
+            transformers.logging.enable_progress_bar()
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / "spec.pelt").write_text(imp.text, encoding="utf-8")
         write_json(out / "ir.json", imp.ir.to_dict())
         peft_io.build_artifact(model, imp.ir, imp.adapter, out / "adapter", spec=imp.text, base_model=imp.model,
-                               extra={"task": task.name, "labels": list(task.labels) if task.labels else None,
+                               extra={**task.artifact_record(),
                                       "imported_from": str(Path(imp.peft_dir).resolve())})
         write_json(out / "import.json", {"peft_dir": str(Path(imp.peft_dir).resolve()), "model": imp.model,
                                          "task": task.name, "peft_config": imp.adapter.config})
@@ -321,3 +339,55 @@ def import_peft_run(imp: PeftImport, out: str | Path, task) -> Path:
             shutil.rmtree(out, ignore_errors=True)
         raise
     return out
+
+
+# --- listing run folders (`peltc runs`) -----------------------------------------------------------
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return d if isinstance(d, dict) else {}
+
+
+def run_summary(run_dir: Path) -> dict[str, Any]:
+    """One run folder as `peltc runs` lists it: ``path``, ``spec``, ``task``, ``metric`` (the main test
+    metric's name), ``value`` and ``state``: finished, imported (`peltc import --out`), resumable (an
+    interrupted run with a checkpoint, ``resume_from`` says which) or empty (nothing to resume)."""
+    run, metrics, imp = _read(run_dir / "run.json"), finished_metrics(run_dir) or {}, _read(run_dir / "import.json")
+    main = metrics.get("main_metric")
+    value = (metrics.get("test") or {}).get(main) if main else None
+    out = {"path": str(run_dir), "spec": Path(str(run.get("spec") or metrics.get("spec") or "")).name or None,
+           "task": run.get("task_name") or metrics.get("task") or imp.get("task"), "metric": main,
+           "value": value if isinstance(value, (int, float)) else None}
+    if metrics:
+        out["state"] = "finished"
+    elif imp:
+        out["spec"] = "spec.pelt (imported)"
+        out["state"] = "imported"
+    else:
+        kept = resumable(run_dir)
+        out["state"] = "resumable" if kept else "empty"
+        if kept:
+            out["resume_from"] = kept
+    return out
+
+
+def find_runs(root: str | Path, depth: int = 3) -> list[Path]:
+    """The run folders (holding run.json, or import.json) in ``root``, ``root`` itself included, down
+    to ``depth`` levels (a grid's folder holds its runs), in name order."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UsageError(f"folder '{root}' does not exist", code="U008",
+                         help="peltc runs DIR lists the run folders in DIR (default: runs)")
+    found, level = [], [root]
+    for _ in range(depth + 1):
+        nxt = []
+        for d in level:
+            if (d / "run.json").is_file() or (d / "import.json").is_file():
+                found.append(d)
+            else:
+                nxt += sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+        level = nxt
+    return sorted(found)

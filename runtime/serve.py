@@ -51,7 +51,7 @@ def eval_run(run_dir: str | Path, data_dir: str | None = None, *, train: str | N
     test, notes = task.eval_split(run_dir, opts, data_dir, tokenizer, run_max_length(run_dir))
     metrics, _, warn = task.score(model, tokenizer, test, gates=False)
     warning = "; ".join(w for w in (*notes, warn) if w) or None
-    return {"test": metrics, "warning": warning}
+    return {"test": metrics, "warning": warning, **compare_recorded(run_dir, metrics)}
 
 
 def _eval_task(run_dir: Path, train: str | None, test: str | None):
@@ -71,7 +71,31 @@ def _eval_task(run_dir: Path, train: str | None, test: str | None):
     return locate(run_dir, train, test)
 
 
-def predict_text(run_dir: str | Path, text: str, pair: str | None = None) -> dict[str, Any]:
+AGREE_TOL = 1e-6     # a re-scored metric agrees with the recorded one within this (absolute)
+
+
+def compare_recorded(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """What ``metrics`` (a re-scoring) says against the test metrics the run recorded in ``metrics.json``:
+    ``recorded`` (None: the folder records none, e.g. an imported adapter), ``agree`` (True, False or
+    None) and ``differences`` (``(name, now, recorded)`` for each metric that differs, or that only one
+    side has)."""
+    try:
+        recorded = json.loads((Path(run_dir) / "metrics.json").read_text(encoding="utf-8")).get("test")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if not isinstance(recorded, dict):
+        return {"recorded": None, "agree": None, "differences": []}
+    diffs = []
+    for k in sorted(set(metrics) | set(recorded)):
+        a, b = metrics.get(k), recorded.get(k)
+        num = isinstance(a, (int, float)) and isinstance(b, (int, float))
+        if (num and abs(a - b) > AGREE_TOL) or (not num and a != b):
+            diffs.append((k, a, b))
+    return {"recorded": recorded, "agree": not diffs, "differences": diffs}
+
+
+def predict_text(run_dir: str | Path, text: str, pair: str | None = None, *, probs: bool = False) -> dict[str, Any]:
+    """``label`` + ``probability`` (and with ``probs`` every label's, ``probabilities``), or ``score``."""
     import torch
 
     run_dir = Path(run_dir)
@@ -85,16 +109,15 @@ def predict_text(run_dir: str | Path, text: str, pair: str | None = None) -> dic
         logits = model(**enc).logits[0]
     if task.is_regression:
         return {"score": float(logits[0])}
-    probs = torch.softmax(logits, -1)
-    i = int(probs.argmax())
-    return {"label": task.labels[i], "probability": float(probs[i])}
+    return prediction_fields(task, logits.float().numpy(), probs=probs)
 
 
-PREDICTION_FIELDS = ("label", "probability", "score")
+PREDICTION_FIELDS = ("label", "probability", "probabilities", "score")
 
 
-def prediction_fields(task, logits) -> dict[str, Any]:
-    """What a prediction adds to an input row: ``score`` (regression), else ``label`` + ``probability``."""
+def prediction_fields(task, logits, *, probs: bool = False) -> dict[str, Any]:
+    """What a prediction adds to an input row: ``score`` (regression), else ``label`` + ``probability``
+    and, with ``probs``, ``probabilities``: every label's, in the run's label order."""
     import numpy as np
 
     if task.is_regression:
@@ -102,7 +125,10 @@ def prediction_fields(task, logits) -> dict[str, Any]:
     p = np.exp(logits - logits.max())
     p /= p.sum()
     i = int(p.argmax())
-    return {"label": task.labels[i], "probability": float(p[i])}
+    out = {"label": task.labels[i], "probability": float(p[i])}
+    if probs:
+        out["probabilities"] = {str(lab): float(q) for lab, q in zip(task.labels, p)}
+    return out
 
 
 @contextlib.contextmanager
@@ -124,11 +150,12 @@ def jsonl_sink(out: str | Path | None):
 
 
 def predict_file(run_dir: str | Path, path: str | Path, out: str | Path | None = None, *,
-                 batch_size: int = 64, progress: bool = True) -> dict[str, Any]:
+                 batch_size: int = 64, progress: bool = True, probs: bool = False) -> dict[str, Any]:
     """Label every row of ``path`` (JSON Lines or a JSON array — ``-`` or a pipe: standard input — or a
     .csv; each row's text(s) under the run's column names or ``text`` / ``text_pair``, row by row: see
     `inputs`). Writes JSON Lines to ``out`` (stdout when None), one row per input row in input order, the
-    row's own fields kept and ``label`` + ``probability`` (classification) or ``score`` (regression)
+    row's own fields kept and ``label`` + ``probability`` (classification; with ``probs`` also ``probabilities``, every
+    label's) or ``score`` (regression)
     added; an input field of one of those names is kept as ``input_<name>``. The input is checked before
     weights load. Returns ``{"rows": n, "renamed": [...], "out": out}``."""
     import torch
@@ -156,7 +183,7 @@ def predict_file(run_dir: str | Path, path: str | Path, out: str | Path | None =
             logits = model(**tokenizer.pad(feats, return_tensors="pt")).logits.float().cpu().numpy()
             for j, lg in enumerate(logits):
                 row = {(f"input_{k}" if k in PREDICTION_FIELDS else k): v for k, v in rows[start + j].items()}
-                row.update(prediction_fields(task, lg))
+                row.update(prediction_fields(task, lg, probs=probs))
                 sink.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
             bar.update(len(logits))
         bar.close()
@@ -186,3 +213,59 @@ def generate_text(run_dir: str | Path, prompt: str, max_new_tokens: int | None =
                              max_new_tokens=max_new_tokens or task.max_new_tokens, use_cache=True,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     return tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
+
+
+# --- a merged model (`peltc merge`) ----------------------------------------------------------------
+
+def merge_refusals(ir) -> list[str]:
+    """What keeps a run from merging into its base model's weights, one line each (none: it merges)."""
+    why = {"adapter": "an adapter is a module of its own, not a change of a base weight",
+           "prefix": "prefix-tuning adds keys and values to the attention, not a change of a base weight",
+           "finetune": "full fine-tuning is no delta to merge (its artifact holds the trained weights)"}
+    out = [f"{i.name} ({i.method}): {why.get(i.method, 'not LoRA or BitFit')}"
+           for i in ir.instances() if i.method not in ("lora", "bitfit")]
+    gated = sorted({a.instance for a in ir.attachments() if a.method in ("lora", "bitfit") and a.gate.kind == "sigmoid"})
+    out += [f"{n}: a sigmoid gate depends on each input, so no single weight reproduces it" for n in gated]
+    pool = (ir.settings.head or {}).get("pool")
+    if pool not in (None, "pooler"):
+        out.append(f"head {{ pool {pool} }}: the classifier reads the token mean past the model's pooler, which the "
+                   "saved transformers model would not do")
+    return out
+
+
+def merge_run(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
+    """Write ``out``: the run's base model with its LoRA and BitFit merged into the weights (and its task
+    head), by ``save_pretrained``, with the tokenizer — a plain transformers model that
+    ``AutoModelFor….from_pretrained(out)`` loads with the run's outputs. Refused (U161, before weights
+    load) where the run does not merge (`merge_refusals`); ``out`` must be new or empty (U010)."""
+    import shutil
+
+    from peltc.compiler.torch.artifact import read_artifact
+    from peltc.compiler.torch.rewrite import merge
+    from peltc.runtime.runfolder import check_new_folder
+
+    run_dir, out = Path(run_dir), check_new_folder(out)
+    if not run_dir.is_dir():
+        raise UsageError(f"run folder '{run_dir}' does not exist", code="U008")
+    refused = merge_refusals(read_artifact(run_dir / "adapter")[2])
+    if refused:
+        raise UsageError(f"cannot merge {run_dir} into its base model: " + "; ".join(refused), code="U161",
+                         help="peltc merge takes runs of LoRA (gate none, const or scalar) and BitFit with head "
+                              "{ pool pooler } (e.g. specs/lora_peft.pelt); serve the others with peltc predict")
+    model, tokenizer, task, manifest, ir = load_run(run_dir)
+    merged = merge(model)
+    if task.labels:
+        model.config.id2label = {i: str(lab) for i, lab in enumerate(task.labels)}
+        model.config.label2id = {str(lab): i for i, lab in enumerate(task.labels)}
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"out": str(out), "merged": merged, "base_model": manifest["base_model"]["name"]}

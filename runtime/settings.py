@@ -172,3 +172,20 @@ def schedule(settings: TrainSettings, n_train: int, world_size: int = 1) -> Sche
     # step 0 of a warm-up has learning rate 0; every later step, in the warm-up or the decay, has more
     return Schedule(steps=steps, steps_per_epoch=per_epoch, warmup_steps=warmup,
                     trained_steps=max(0, steps - (1 if warmup > 0 else 0)))
+
+
+# `--report-to`: the loggers the Trainer may send a run's logs to (besides trainer_log.json), and the
+# package each needs. Checked before anything loads.
+REPORT_TO = {"tensorboard": "tensorboard"}
+
+
+def check_report_to(name: str | None) -> None:
+    """A UsageError (U160) when ``--report-to NAME`` needs a package that is not installed."""
+    if name is None:
+        return
+    import importlib.util
+    package = REPORT_TO[name]
+    if importlib.util.find_spec(package) is None:
+        raise UsageError(f"--report-to {name} needs the '{package}' package, which is not installed",
+                         code="U160", help=f"pip install {package} (or leave --report-to out: the run's "
+                                           "curves are in curves.png and trainer_log.json)")

@@ -125,7 +125,8 @@ def export_peft(src: str | Path, out_dir: str | Path, *, partial: bool = False) 
     if left and not partial:
         raise UsageError("cannot export to peft: peft's LoRA format cannot hold " + "; ".join(left), code="U120",
                          help="export the rest with --partial (what is left out is listed), or train a spec of "
-                              "LoRA with gate none, const or scalar and head { pool pooler }")
+                              "LoRA with gate none, const or scalar and head { pool pooler }: the shipped "
+                              "specs/lora_peft.pelt is one")
     prefix = fam.base + "."
     per_module: dict[str, list[tuple[torch.Tensor, torch.Tensor, float, AttachmentNode]]] = {}
     for att in ir.attachments():
