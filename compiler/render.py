@@ -31,6 +31,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from peltc.compiler import schema
 from peltc.compiler.archs import FAMILIES
 from peltc.compiler.diagram import (ENCODER_LAYOUT, LayerGroup, Mod, bias_modules, global_mods,
                                     layer_groups, layer_layout, path_pattern)
@@ -354,10 +355,13 @@ class _Drawer:
             self.edge(prev, "final_norm", "flow")
             prev = "final_norm"
         head = module_path(fam, None, "head") if fam else ""
-        pool = "pooler (first token)" if s.head.get("pool", "pooler") == "pooler" else "masked mean over tokens"
-        lines = [pool, "+ classifier"]
-        if fam is not None and fam.pooling == "last" and s.head.get("pool", "pooler") == "pooler":
-            lines = ["last non-pad token", f"+ {head}"]
+        written = s.head.get("pool")
+        pool = written or schema.RECIPE_POOL   # without `head { pool … }`, what `peltc compile` trains
+        lines = ["pooler (first token)" if pool == "pooler" else "masked mean over tokens", "+ classifier"]
+        if fam is not None and fam.pooling == "last":   # a decoder's head: the last non-pad token, or the mean
+            lines = ["last non-pad token" if pool == "pooler" else "masked mean over tokens", f"+ {head}"]
+        if written is None:
+            lines.append(f"(no head block: pool {pool}, as trained)")
         small = [head] if fam is None or not fam.lm_head else [f"*ForCausalLM: {fam.lm_head} (frozen)"]
         self.node(self.dot, "head", _html("task head", lines, small), "point", "global", head or None)
         self.edge(prev, "head", "flow")

@@ -11,7 +11,8 @@ Columns are as wide as their widest cell and two spaces apart, so they never run
               size 48 (hidden/16) · activation relu · placement sequential · scale 1
               → bert.encoder.layer.{0..11}.output.LayerNorm
   per layer: L0=74,544  L1=74,544  L2=74,544  L3=74,544  L4=74,544  L5=74,544  L6=74,544  L7=74,544  L8=74,544  L9=74,544  L10=74,544  L11=74,544
-  total trainable: 894,528 (0.817% of 109,482,240 base parameters); task head not included
+  total trained: 894,528; task head not included
+  total saved: 894,528 (0.817% of 109,482,240 base parameters)
 """
 
 from __future__ import annotations
@@ -172,6 +173,27 @@ def _default_gate_note(family: str | None, method: str, atts) -> str | None:
             f"for a {method} gate; write init= to change it")
 
 
+def trained_and_saved(ir: IR) -> tuple[int, int]:
+    """(trained, saved) PELT parameters, task head not included — `peltc compile`'s report's "PELT total"
+    row. They differ only for a prefix with a reparameterisation MLP: training updates the MLP (and the
+    gates), whose output the prefixes are; after training it is folded into the prefixes, which are saved."""
+    trained = saved = 0
+    for inst in ir.instances():
+        atts = ir.attachments(inst.name)
+        inst_saved = sum(a.saved or 0 for a in atts)
+        saved += inst_saved
+        trained += (inst.shared_trainable + sum(a.gate_params or 0 for a in atts)) if inst.shared_trainable \
+            else inst_saved
+    return trained, saved
+
+
+def totals_lines(trained: int, saved: int, pct: str = "", indent: str = "  ") -> list[str]:
+    """The two totals, labelled: what training updates and what the artifact saves."""
+    folded = " (prefix reparameterisation MLPs included: folded away after training)" if trained != saved else ""
+    return [f"{indent}total trained: {_n(trained)}{folded}; task head not included",
+            f"{indent}total saved: {_n(saved)}{pct}"]
+
+
 def summary(ir: IR, spec_name: str) -> str:
     s = ir.settings
     lines = []
@@ -232,7 +254,7 @@ def summary(ir: IR, spec_name: str) -> str:
             (kv for kv in per_layer.items() if kv[0] is not None))))
     if None in per_layer:
         lines.append(f"  whole-model: {_n(per_layer[None])}")
-    lines.append(f"  total trainable: {_n(total)}{pct}; task head not included")
+    lines += totals_lines(trained_and_saved(ir)[0], total, pct)
     lines.extend(extra)
     return "\n".join(lines)
 
@@ -349,6 +371,6 @@ def outline(ir: IR, spec_name: str) -> str:
         items.append((f"{inst.method} {inst.name}" + (f"  ({where})" if where else ""), _instance_items(ir, inst)))
     lines = [spec_name, *_tree(items)]
     if ir.settings.family is not None:
-        total = sum(a.saved or 0 for a in ir.attachments())
-        lines.append(f"total trainable: {_n(total)} (task head not included)")
+        trained, saved = trained_and_saved(ir)
+        lines.append(f"total trained: {_n(trained)}, saved: {_n(saved)} (task head not included)")
     return "\n".join(lines)

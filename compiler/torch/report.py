@@ -68,7 +68,7 @@ class Report:
 
         t = Table(title=f"peltc: {self.model} ({self.family}, {self.layers} layers)", title_justify="left")
         for col, just in (("instance", "left"), ("method", "left"), ("at", "left"), ("gate", "left"),
-                          ("trainable", "right"), ("saved", "right")):
+                          ("trained", "right"), ("saved", "right")):
             t.add_column(col, justify=just)
         for i in self.instances:
             t.add_row(i.name, i.method, "\n".join(i.coverage), i.gate, f"{i.trainable:,}", f"{i.saved:,}")
@@ -77,10 +77,13 @@ class Report:
         t.add_row("task head", "", ", ".join(self.head_paths) or "-", "", f"{self.head_trainable:,}", "")
         if self.base_trainable:
             t.add_row("base (finetune)", "", "", "", f"{self.base_trainable:,}", "")
-        t.add_row("trainable", "", "", "", f"{self.trainable_total:,}", "")
+        t.add_row("trained in all", "", "", "", f"{self.trainable_total:,}", "")
         console = Console(record=True, width=width, file=_Null(), color_system=None)
         console.print(t)
-        notes = [f"frozen base parameters: {self.frozen:,}", f"head pooling: {self.pooling}"]
+        notes = [f"PELT parameters: {self.pelt_trainable:,} trained, {self.saved_total:,} saved "
+                 "(trained: what the optimiser updates, prefix MLPs included; saved: what the adapter keeps, "
+                 "prefix MLPs folded away; `peltc check` prints the same two totals)",
+                 f"frozen base parameters: {self.frozen:,}", f"head pooling: {self.pooling}"]
         if self.attn_implementation:
             notes.append(f"attention: prefixes wrap '{self.attn_implementation}'")
         if self.folded:
