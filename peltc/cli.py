@@ -84,7 +84,11 @@ def cmd_fmt(a) -> int:
         new = format_source(text, spec)
         if new != text:
             changed += 1
-            if a.check:
+            if a.diff:
+                import difflib
+                sys.stdout.writelines(difflib.unified_diff(text.splitlines(keepends=True), new.splitlines(keepends=True),
+                                                           f"{spec} (as written)", f"{spec} (formatted)"))
+            elif a.check:
                 print(f"would reformat {spec}")
             else:
                 p.write_text(new, encoding="utf-8")
@@ -132,9 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--expand", action="store_true", help="draw every layer (default: collapse identical layers)")
     r.set_defaults(func=cmd_render)
 
-    f = sub.add_parser("fmt", help="rewrite specs in canonical form")
+    f = sub.add_parser("fmt", help="rewrite specs in canonical form, in place (--diff / --check: write nothing)")
     f.add_argument("specs", nargs="+")
     f.add_argument("--check", action="store_true", help="exit 1 if a spec is not canonical; write nothing")
+    f.add_argument("--diff", action="store_true", help="print a unified diff of what would change; write nothing "
+                                                       "(exit 0, or 1 with --check)")
     f.set_defaults(func=cmd_fmt)
 
     ls = sub.add_parser("lsp", help="run the language server (Language Server Protocol over stdio) for editors")

@@ -71,6 +71,7 @@ def _compile_only(a) -> int:
     _, ir, mc = resolve_spec(a.spec, a.model)
     _, model = load_base(mc, 2)
     print(compile_model(ir, model).render())
+    print("note: no --train: nothing was trained or written (--train glue/TASK | csv:PATH | … trains and saves)")
     return EXIT_OK
 
 
@@ -248,7 +249,8 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
 
 
 def add_commands(sub) -> None:
-    c = sub.add_parser("compile", help="rewrite the model; with --train: train, evaluate, save the adapter")
+    c = sub.add_parser("compile", help="rewrite the model and print the table of what attached where (nothing "
+                                       "else without --train); with --train: train, evaluate, save the adapter")
     c.add_argument("spec", help="the .pelt spec file")
     c.add_argument("--model", help="model name, dir or config.json (default: the spec's, else the packaged MiniLM)")
     c.add_argument("--train", metavar="DATA", help="glue/TASK (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte), or your "
