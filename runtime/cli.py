@@ -152,11 +152,11 @@ def _own_columns(o) -> None:
 def cmd_grid(a) -> int:
     from peltc.errors import UsageError
     from peltc.runtime.grid import OWN_FLAGS, report, run_grid
-    from peltc.runtime.train import check_option
-    if a.table:
+    if a.table:   # the tables of a recorded grid: no torch, no transformers, no datasets
         order = [s.rsplit("/", 1)[-1].removesuffix(".pelt") for s in a.specs] or None
         print(report(a.table, order))
         return EXIT_OK
+    from peltc.runtime.train import check_option
     if not a.specs:
         raise UsageError("no specs given", code="U109", help="peltc grid SPEC… [--record FILE.json], or "
                                                               "peltc grid --table FILE.json")
