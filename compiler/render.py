@@ -35,6 +35,7 @@ from peltc.compiler import schema
 from peltc.compiler.archs import FAMILIES
 from peltc.compiler.diagram import (ENCODER_LAYOUT, LayerGroup, Mod, bias_modules, global_mods,
                                     layer_groups, layer_layout, path_pattern)
+from peltc.compiler.glyphs import ascii_labels, font_has_glyphs
 from peltc.compiler.ir import IR, GateSpec
 from peltc.compiler.mod_text import param_text
 from peltc.compiler.passes.resolve_paths import module_path
@@ -457,6 +458,8 @@ def render(ir: IR, out: str | Path, *, expand: bool = False, fmt: str | None = N
         data = dg.source.encode("utf-8")
     else:
         import graphviz
+        if FORMATS[fmt] in ("png", "pdf") and not font_has_glyphs(FONT):
+            dg = graphviz.Source(ascii_labels(dg.source))
         try:
             data = dg.pipe(format=FORMATS[fmt])
         except graphviz.ExecutableNotFound:
