@@ -444,6 +444,26 @@ def to_dot(ir: IR, expand: bool = False, *, title: str | None = None) -> "graphv
     return _Drawer(ir, expand, title).draw()
 
 
+def _pipe(dg: "graphviz.Digraph", fmt: str) -> bytes:
+    """The diagram drawn by Graphviz's `dot` in ``fmt`` (U014 without `dot`, U012 when it fails)."""
+    import graphviz
+    try:
+        return dg.pipe(format=fmt)
+    except graphviz.ExecutableNotFound:
+        raise UsageError("Graphviz's `dot` program was not found on PATH", code="U014",
+                         help="install Graphviz (apt-get install graphviz, brew install graphviz), "
+                              "or write DOT source: -o diagram.dot") from None
+    except graphviz.CalledProcessError as e:
+        lines = (e.stderr or b"").decode("utf-8", "replace").strip().splitlines()
+        raise UsageError(f"Graphviz failed: {lines[-1] if lines else e}", code="U012") from None
+
+
+def to_svg(ir: IR, expand: bool = False, *, title: str | None = None) -> str:
+    """The diagram as SVG text (for notebooks: `peltc.Spec._repr_svg_`), without the XML prolog."""
+    svg = _pipe(to_dot(ir, expand, title=title), "svg").decode("utf-8")
+    return svg[svg.find("<svg"):] if "<svg" in svg else svg
+
+
 def render(ir: IR, out: str | Path, *, expand: bool = False, fmt: str | None = None,
            title: str | None = None) -> Path:
     """Write the diagram to ``out``; the format comes from ``fmt`` or the suffix: svg, png, pdf, or
@@ -454,21 +474,10 @@ def render(ir: IR, out: str | Path, *, expand: bool = False, fmt: str | None = N
         raise UsageError(f"unknown diagram format '{fmt}'" if fmt else f"cannot tell the diagram format of '{out}'",
                          code="U015", help=f"name the output with one of: {', '.join('.' + f for f in FORMATS)}")
     dg = to_dot(ir, expand, title=title)
-    if FORMATS[fmt] == "dot":
-        data = dg.source.encode("utf-8")
-    else:
+    if FORMATS[fmt] in ("png", "pdf") and not font_has_glyphs(FONT):
         import graphviz
-        if FORMATS[fmt] in ("png", "pdf") and not font_has_glyphs(FONT):
-            dg = graphviz.Source(ascii_labels(dg.source))
-        try:
-            data = dg.pipe(format=FORMATS[fmt])
-        except graphviz.ExecutableNotFound:
-            raise UsageError("Graphviz's `dot` program was not found on PATH", code="U014",
-                             help="install Graphviz (apt-get install graphviz, brew install graphviz), "
-                                  "or write DOT source: -o diagram.dot") from None
-        except graphviz.CalledProcessError as e:
-            lines = (e.stderr or b"").decode("utf-8", "replace").strip().splitlines()
-            raise UsageError(f"Graphviz failed: {lines[-1] if lines else e}", code="U012") from None
+        dg = graphviz.Source(ascii_labels(dg.source))
+    data = dg.source.encode("utf-8") if FORMATS[fmt] == "dot" else _pipe(dg, FORMATS[fmt])
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)   # atomic: write, then rename
     try:

@@ -17,9 +17,11 @@ Columns are as wide as their widest cell and two spaces apart, so they never run
 
 from __future__ import annotations
 
+import html
 import math
 import re
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 from peltc.compiler import schema
@@ -194,11 +196,41 @@ def totals_lines(trained: int, saved: int, pct: str = "", indent: str = "  ") ->
             f"{indent}total saved: {_n(saved)}{pct}"]
 
 
-def summary(ir: IR, spec_name: str) -> str:
+@dataclass
+class CheckTable:
+    """What `peltc check` reports, as data: one row per instance (the table's cells) with the lines under
+    it, the per-layer counts, the total and the notes. ``summary`` prints it, ``summary_html`` draws it."""
+
+    header: list[str]
+    rows: list[list[str]]
+    below: list[list[str]]                              # the lines under each row
+    right: set[int]                                     # right-aligned columns
+    title: str
+    per_layer: dict[int | None, int] = field(default_factory=dict)
+    total: int | None = None                            # saved; None: no model bound, nothing counted
+    trained: int | None = None                          # trained (prefix MLPs included); None: = total
+    base: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def footer(self) -> list[str]:
+        """The lines after the table (per layer, whole-model, total, notes), unindented."""
+        if self.total is None:
+            return []
+        out = []
+        if any(k is not None for k in self.per_layer):
+            out.append("per layer: " + "  ".join(f"L{k}={_n(v)}" for k, v in sorted(
+                (kv for kv in self.per_layer.items() if kv[0] is not None))))
+        if None in self.per_layer:
+            out.append(f"whole-model: {_n(self.per_layer[None])}")
+        pct = f" ({100 * self.total / self.base:.3f}% of {_n(self.base)} base parameters)" if self.base else ""
+        out += totals_lines(self.total if self.trained is None else self.trained, self.total, pct, indent="")
+        return out + self.notes
+
+
+def check_table(ir: IR, spec_name: str) -> CheckTable:
+    """The rows, counts and notes of `peltc check`'s report on ``ir``."""
     s = ir.settings
-    lines = []
     if s.family is None:
-        lines.append(f"{spec_name}: ok (no model: layer ranges, sizes and counts not checked)")
         rows, below = [], []
         for inst in ir.instances():
             where = ", ".join(t.point if t.selector is None else
@@ -208,10 +240,11 @@ def summary(ir: IR, spec_name: str) -> str:
             written = [f"{k} {value_text(v)}" for k, v in inst.params.items()
                        if not (schema.METHODS[inst.method].params[k].gate_replaces and inst.gate.kind != "none")]
             below.append([" · ".join(written)] if written else [])
-        return "\n".join(lines + _rows(table(["instance", "method", "at", "gate"], rows), rows, below))
+        return CheckTable(["instance", "method", "at", "gate"], rows, below, set(),
+                          f"{spec_name}: ok (no model: layer ranges, sizes and counts not checked)")
     d = s.dims
-    lines.append(f"{spec_name}: ok — model {s.model or '?'} ({s.family}, {d['layers']} layers, hidden {d['hidden']}, "
-                 f"from {s.model_source})")
+    title = (f"{spec_name}: ok — model {s.model or '?'} ({s.family}, {d['layers']} layers, hidden {d['hidden']}, "
+             f"from {s.model_source})")
     total = 0
     per_layer: dict[int | None, int] = defaultdict(int)
     extra = []
@@ -243,20 +276,37 @@ def summary(ir: IR, spec_name: str) -> str:
         sub += [("→ " if k == 0 else "  ") + m for k, m in enumerate(mods)]
         below.append(sub)
         if inst.shared_trainable:
-            extra.append(f"  note: prefix '{inst.name}' also trains a {_n(inst.shared_trainable)}-parameter "
+            extra.append(f"note: prefix '{inst.name}' also trains a {_n(inst.shared_trainable)}-parameter "
                          f"reparameterisation MLP, folded into the prefixes after training (not saved)")
-    lines += _rows(table(["instance", "method", "at", "layers", "gate", "per layer", "total"], rows, right={5, 6}),
-                   rows, below)
-    base = s.base_params
-    pct = f" ({100 * total / base:.3f}% of {_n(base)} base parameters)" if base else ""
-    if any(k is not None for k in per_layer):
-        lines.append("  per layer: " + "  ".join(f"L{k}={_n(v)}" for k, v in sorted(
-            (kv for kv in per_layer.items() if kv[0] is not None))))
-    if None in per_layer:
-        lines.append(f"  whole-model: {_n(per_layer[None])}")
-    lines += totals_lines(trained_and_saved(ir)[0], total, pct)
-    lines.extend(extra)
-    return "\n".join(lines)
+    return CheckTable(["instance", "method", "at", "layers", "gate", "per layer", "total"], rows, below, {5, 6},
+                      title, dict(per_layer), total, trained_and_saved(ir)[0], s.base_params, extra)
+
+
+def summary(ir: IR, spec_name: str) -> str:
+    """`peltc check`'s report as text."""
+    t = check_table(ir, spec_name)
+    lines = [t.title, *_rows(table(t.header, t.rows, right=t.right), t.rows, t.below)]
+    return "\n".join(lines + ["  " + x for x in t.footer()])
+
+
+def summary_html(ir: IR, spec_name: str) -> str:
+    """`peltc check`'s report as an HTML table (notebooks): a row per instance, its parameters and the
+    modules it trains in a smaller line under it, the counts in the footer."""
+    t = check_table(ir, spec_name)
+    e = html.escape
+    th = "".join(f'<th style="text-align:{"right" if k in t.right else "left"}">{e(h)}</th>'
+                 for k, h in enumerate(t.header))
+    body = []
+    for row, sub in zip(t.rows, t.below):
+        body.append("<tr>" + "".join(f'<td style="text-align:{"right" if k in t.right else "left"}">'
+                                     f"{'<code>' + e(c) + '</code>' if k == 2 else e(c)}</td>"
+                                     for k, c in enumerate(row)) + "</tr>")
+        if sub:
+            body.append(f'<tr><td></td><td colspan="{len(row) - 1}" style="text-align:left">'
+                        f'<small>{"<br>".join(e(x) for x in sub)}</small></td></tr>')
+    foot = "".join(f"<div>{e(x)}</div>" for x in t.footer())
+    return (f'<div class="peltc-check"><div><b>{e(t.title)}</b></div>'
+            f'<table><thead><tr>{th}</tr></thead><tbody>{"".join(body)}</tbody></table>{foot}</div>')
 
 
 # --- `peltc show`: the resolved IR as an outline ---------------------------------------------------

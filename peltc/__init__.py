@@ -2,6 +2,8 @@
 
     import peltc
     report = peltc.compile_model("specs/unipelt_apl.pelt", model)   # needs the torch extra
+    peltc.load_spec("specs/unipelt_apl.pelt", model="minilm")        # a notebook: its diagram and table
+    peltc.open_run("runs/apl")                                       # a run's metrics and gate heatmap
 """
 
 from peltc.version import __version__
@@ -16,6 +18,8 @@ _root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
 if _os.path.isfile(_os.path.join(_root, "grammar", "pelt.lark")) and _root not in __path__:
     __path__.append(_root)
 del _os, _root
+
+from peltc.notebook import Run, Spec, load_spec, open_run  # noqa: E402  (torch-free, light)
 
 
 def compile_model(spec, model):
@@ -42,4 +46,5 @@ def load_runs(run_dirs, model, names=None):
     return _load_runs(run_dirs, model, names)
 
 
-__all__ = ["compile_model", "save_adapter", "load_adapter", "load_runs", "__version__"]
+__all__ = ["compile_model", "save_adapter", "load_adapter", "load_runs", "load_spec", "open_run", "Spec", "Run",
+           "__version__"]

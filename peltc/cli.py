@@ -100,9 +100,8 @@ def cmd_lsp(a) -> int:
     try:
         from peltc.lsp.server import main as serve
     except ImportError as e:   # pygls / lsprotocol: the `lsp` extra
-        print(f"error: peltc lsp needs the lsp extra ({e.name} is not installed)\n"
-              f"help: pip install 'peltc[lsp]'", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError(f"peltc lsp needs the lsp extra ({e.name} is not installed)", code="U137",
+                         help="pip install 'peltc[lsp]'") from None
     rc = serve()
     if sys.stdout.closed:   # pygls closes stdio when the client says exit
         sys.stdout = open(os.devnull, "w")

@@ -179,6 +179,8 @@ U132|UsageError|a command for the other kind of run (classification / generation
 U133|UsageError|two grid tasks with one name|give each task its own name
 U134|UsageError|no runs given to load|give at least one run folder
 U135|UsageError|names given for a different number of runs|give one name per run
+U136|UsageError|a folder that is not a readable run folder (no run.json / metrics.json)|open a folder written by `peltc compile --train`
+U137|UsageError|an optional extra that a command needs is not installed|pip install 'peltc[EXTRA]' (the error names it)
 """
 
 REGISTRY: dict[str, ErrorCode] = {
@@ -293,6 +295,10 @@ class PeltError(Exception):
 
     def render(self, sources: dict[str, str] | None = None) -> str:
         return "\n".join(_render_all(self.diagnostics, sources))
+
+    def _render_traceback_(self) -> list[str]:
+        """IPython / Jupyter show this instead of a traceback: the error as `peltc` prints it."""
+        return self.render().split("\n")
 
 
 class SpecError(PeltError):

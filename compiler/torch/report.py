@@ -70,19 +70,15 @@ class Report:
         for col, just in (("instance", "left"), ("method", "left"), ("at", "left"), ("gate", "left"),
                           ("trained", "right"), ("saved", "right")):
             t.add_column(col, justify=just)
-        for i in self.instances:
-            t.add_row(i.name, i.method, "\n".join(i.coverage), i.gate, f"{i.trainable:,}", f"{i.saved:,}")
-        t.add_section()
-        t.add_row("PELT total", "", "", "", f"{self.pelt_trainable:,}", f"{self.saved_total:,}")
-        t.add_row("task head", "", ", ".join(self.head_paths) or "-", "", f"{self.head_trainable:,}", "")
-        if self.base_trainable:
-            t.add_row("base (finetune)", "", "", "", f"{self.base_trainable:,}", "")
-        t.add_row("trained in all", "", "", "", f"{self.trainable_total:,}", "")
+        rows = self._rows()
+        for k, r in enumerate(rows):
+            if k == len(self.instances):
+                t.add_section()
+            t.add_row(*r)
         console = Console(record=True, width=width, file=_Null(), color_system=None)
         console.print(t)
-        notes = [f"PELT parameters: {self.pelt_trainable:,} trained, {self.saved_total:,} saved "
-                 "(trained: what the optimiser updates, prefix MLPs included; saved: what the adapter keeps, "
-                 "prefix MLPs folded away; `peltc check` prints the same two totals)",
+        notes = ["trained: what the optimiser updates, prefix MLPs included; saved: what the adapter keeps, "
+                 "prefix MLPs folded away (`peltc check` prints the PELT total's two as total trained / saved)",
                  f"frozen base parameters: {self.frozen:,}", f"head pooling: {self.pooling}"]
         if self.attn_implementation:
             notes.append(f"attention: prefixes wrap '{self.attn_implementation}'")
@@ -94,6 +90,37 @@ class Report:
 
     def __str__(self) -> str:
         return self.render()
+
+    def _rows(self) -> list[tuple[str, ...]]:
+        """(instance, method, at, gate, trained, saved) for each instance, then the totals."""
+        rows = [(i.name, i.method, "\n".join(i.coverage), i.gate, f"{i.trainable:,}", f"{i.saved:,}")
+                for i in self.instances]
+        rows.append(("PELT total", "", "", "", f"{self.pelt_trainable:,}", f"{self.saved_total:,}"))
+        rows.append(("task head", "", ", ".join(self.head_paths) or "-", "", f"{self.head_trainable:,}", ""))
+        if self.base_trainable:
+            rows.append(("base (finetune)", "", "", "", f"{self.base_trainable:,}", ""))
+        rows.append(("trained in all", "", "", "", f"{self.trainable_total:,}", ""))
+        return rows
+
+    def _repr_html_(self) -> str:
+        """The report as an HTML table (Jupyter): one row per instance, then the totals."""
+        import html
+        e = html.escape
+        cols = ("instance", "method", "at", "gate", "trained", "saved")
+        head = "".join(f'<th style="text-align:{"right" if k >= 4 else "left"}">{c}</th>' for k, c in enumerate(cols))
+        body = "".join("<tr>" + "".join(f'<td style="text-align:{"right" if k >= 4 else "left"}">'
+                                        f'{e(c).replace(chr(10), "<br>")}</td>' for k, c in enumerate(r)) + "</tr>"
+                       for r in self._rows())
+        notes = f"frozen base parameters: {self.frozen:,} · head pooling: {e(self.pooling)}"
+        return (f'<div class="peltc-report"><div><b>peltc: {e(self.model)} ({e(self.family)}, {self.layers} layers)'
+                f"</b></div><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+                f"<div>{notes}</div></div>")
+
+    def _repr_markdown_(self) -> str:
+        lines = [f"**peltc: {self.model} ({self.family}, {self.layers} layers)**", "",
+                 "| instance | method | at | gate | trainable | saved |", "|---|---|---|---|---:|---:|"]
+        lines += ["| " + " | ".join(c.replace("\n", "<br>") for c in r) + " |" for r in self._rows()]
+        return "\n".join(lines)
 
 
 class _Null:

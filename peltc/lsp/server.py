@@ -20,6 +20,12 @@ from pygls.lsp.server import LanguageServer
 
 from peltc import __version__
 from peltc.lsp import analysis as an
+from peltc.lsp import completion as cm
+from peltc.lsp import diagnostics as dg
+from peltc.lsp import formatting as fm
+from peltc.lsp import hover as hv
+from peltc.lsp import navigation as nav
+from peltc.lsp import outline as ol
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +77,7 @@ class PeltServer(LanguageServer):
         if a.hover_ir is not None:
             self.good[uri] = a
         if publish:
-            diags = an.to_lsp_diagnostics(a, loader)
+            diags = dg.to_lsp_diagnostics(a, loader)
             for d in diags:
                 d.range = self.to_client(uri, d.range, a.text)
                 for r in d.related_information or ():
@@ -86,7 +92,7 @@ class PeltServer(LanguageServer):
         self.check(uri)
         path = an.uri_to_path(uri)
         others = [u for u in self.workspace.text_documents if u != uri]
-        deps = set(an.iter_open_dependents(path, [an.uri_to_path(u) for u in others], self.loader()))
+        deps = set(nav.iter_open_dependents(path, [an.uri_to_path(u) for u in others], self.loader()))
         for u in others:
             if an.uri_to_path(u) in deps:
                 self.check(u)
@@ -141,7 +147,7 @@ def did_close(ls: PeltServer, params: lsp.DidCloseTextDocumentParams) -> None:
 def hover(ls: PeltServer, params: lsp.HoverParams) -> lsp.Hover | None:
     uri = params.text_document.uri
     a = ls.hover_analysis(uri)
-    h = an.hover(a, *ls.from_client(uri, params.position))
+    h = hv.hover(a, *ls.from_client(uri, params.position))
     if h is not None and h.range is not None:
         h.range = ls.to_client(uri, h.range, a.text)
     return h
@@ -152,7 +158,7 @@ def hover(ls: PeltServer, params: lsp.HoverParams) -> lsp.Hover | None:
 def completion(ls: PeltServer, params: lsp.CompletionParams) -> lsp.CompletionList:
     uri = params.text_document.uri
     a = ls.analysis(uri)
-    items = an.completion(a, *ls.from_client(uri, params.position))
+    items = cm.completion(a, *ls.from_client(uri, params.position))
     for it in items:
         if isinstance(it.text_edit, lsp.TextEdit):
             it.text_edit.range = ls.to_client(uri, it.text_edit.range, a.text)
@@ -163,7 +169,7 @@ def completion(ls: PeltServer, params: lsp.CompletionParams) -> lsp.CompletionLi
 def definition(ls: PeltServer, params: lsp.DefinitionParams) -> list[lsp.Location]:
     uri = params.text_document.uri
     a = ls.analysis(uri)
-    locs = an.definition(a, *ls.from_client(uri, params.position), ls.loader())
+    locs = nav.definition(a, *ls.from_client(uri, params.position), ls.loader())
     texts = ls.open_texts()
     for loc in locs:
         p = an.uri_to_path(loc.uri)
@@ -179,7 +185,7 @@ def definition(ls: PeltServer, params: lsp.DefinitionParams) -> list[lsp.Locatio
 def document_symbol(ls: PeltServer, params: lsp.DocumentSymbolParams) -> list[lsp.DocumentSymbol]:
     uri = params.text_document.uri
     a = ls.analysis(uri)
-    syms = an.document_symbols(a)
+    syms = ol.document_symbols(a)
 
     def conv(s: lsp.DocumentSymbol) -> None:
         s.range = ls.to_client(uri, s.range, a.text)
@@ -195,7 +201,7 @@ def document_symbol(ls: PeltServer, params: lsp.DocumentSymbolParams) -> list[ls
 def formatting(ls: PeltServer, params: lsp.DocumentFormattingParams) -> list[lsp.TextEdit] | None:
     uri = params.text_document.uri
     doc = ls.workspace.get_text_document(uri)
-    edits = an.formatting(doc.source, an.uri_to_path(uri))
+    edits = fm.formatting(doc.source, an.uri_to_path(uri))
     for e in edits or ():
         e.range = ls.to_client(uri, e.range, doc.source)
     return edits
@@ -214,7 +220,7 @@ def code_action(ls: PeltServer, params: lsp.CodeActionParams) -> list[lsp.CodeAc
         srng = lsp.Range(start=lsp.Position(line=rng.start.line, character=rng.start.character),
                          end=lsp.Position(line=rng.end.line, character=rng.end.character))
         data = d.data if isinstance(d.data, dict) else None
-        for k, (title, r, new) in enumerate(an.quick_fixes(doc.source, srng, d.message, data)):
+        for k, (title, r, new) in enumerate(dg.quick_fixes(doc.source, srng, d.message, data)):
             edit = lsp.TextEdit(range=ls.to_client(uri, r, doc.source), new_text=new)
             out.append(lsp.CodeAction(title=title, kind=lsp.CodeActionKind.QuickFix, diagnostics=[d],
                                       is_preferred=k == 0,

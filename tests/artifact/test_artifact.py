@@ -55,40 +55,48 @@ def test_missing_and_unexpected_keys_name_the_key(tmp_path):
     m, t = load_tensors(tmp_path)
     b = _model(0)
     b.bert.pooler.dense.bias.requires_grad = True
-    with pytest.raises(ArtifactError, match="missing key 'bert.pooler.dense.bias'"):
+    with pytest.raises(ArtifactError) as e:
         load_into(b, m, t)
+    assert e.value.diagnostic.code == "A010" and "'bert.pooler.dense.bias'" in e.value.diagnostic.message
     c = _model(0)
     c.classifier.bias.requires_grad = False
-    with pytest.raises(ArtifactError, match="unexpected key 'classifier.bias'"):
+    with pytest.raises(ArtifactError) as e:
         load_into(c, m, t)
+    assert e.value.diagnostic.code == "A010" and "'classifier.bias'" in e.value.diagnostic.message
 
 
 def test_shape_arch_and_spec_mismatch(tmp_path):
     _save(_model(0), tmp_path)
     m, t = load_tensors(tmp_path)
-    with pytest.raises(ArtifactError, match="config mismatch"):
+    with pytest.raises(ArtifactError) as e:
         load_into(_model(0, hidden_size=32, intermediate_size=40), m, t)
+    assert e.value.diagnostic.code == "A008"
     t2 = dict(t)
     t2["classifier.bias"] = torch.zeros(5)
-    with pytest.raises(ArtifactError, match=r"shape mismatch for 'classifier.bias': expected \(2,\)"):
+    with pytest.raises(ArtifactError) as e:
         load_into(_model(0), m, t2)
-    with pytest.raises(ArtifactError, match="spec mismatch"):
+    assert e.value.diagnostic.code == "A011" and "'classifier.bias'" in e.value.diagnostic.message
+    with pytest.raises(ArtifactError) as e:
         load_into(_model(0), m, t, spec_hash="x" * 64)
+    assert e.value.diagnostic.code == "A009"
 
 
 def test_corrupt_files_give_errors(tmp_path):
-    with pytest.raises(ArtifactError, match="manifest.json is missing"):
+    with pytest.raises(ArtifactError) as e:
         load_tensors(tmp_path)
+    assert e.value.diagnostic.code == "A002"
     _save(_model(0), tmp_path)
     w = next(tmp_path.glob("weights-*.safetensors"))
     data = bytearray(w.read_bytes())
     data[-3] ^= 0xFF
     w.write_bytes(bytes(data))
-    with pytest.raises(ArtifactError, match="checksum mismatch"):
+    with pytest.raises(ArtifactError) as e:
         load_tensors(tmp_path)
+    assert e.value.diagnostic.code == "A005"
     (tmp_path / "manifest.json").write_text("{not json")
-    with pytest.raises(ArtifactError, match="corrupt manifest"):
+    with pytest.raises(ArtifactError) as e:
         load_tensors(tmp_path)
+    assert e.value.diagnostic.code == "A003"
 
 
 _WRITER = """

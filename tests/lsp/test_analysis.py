@@ -1,4 +1,5 @@
-"""The language server's computations (peltc.lsp.analysis), without a client: diagnostics equal to
+"""The language server's computations (peltc.lsp's analysis, diagnostics, hover, completion, navigation
+modules), without a client: diagnostics equal to
 `peltc check`'s on every golden case, quick fixes, completion contexts, hover, definition; and no
 torch in the server."""
 
@@ -14,6 +15,11 @@ from lsprotocol import types as lsp
 
 from peltc import cli
 from peltc.lsp import analysis as an
+from peltc.lsp import completion as cm
+from peltc.lsp import diagnostics as dg
+from peltc.lsp import formatting as fm
+from peltc.lsp import hover as hv
+from peltc.lsp import navigation as nav
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES = sorted((ROOT / "tests" / "cases").glob("*.pelt"))
@@ -53,7 +59,7 @@ def test_diagnostics_are_peltc_checks(path: Path, capsys):
     expected = _check_output(path, model, capsys)
     a = an.analyse(text, str(path), model=model)
     got = []
-    for d in an.to_lsp_diagnostics(a):
+    for d in dg.to_lsp_diagnostics(a):
         sev = "warning" if d.severity == lsp.DiagnosticSeverity.Warning else "error"
         if d.related_information:   # in another file: the related location is the real one
             (rel,) = d.related_information
@@ -71,13 +77,13 @@ def test_diagnostics_are_peltc_checks(path: Path, capsys):
 
 def test_span_end_is_exclusive_and_zero_based():
     a = an.analyse("lora qv {\n  at layers[*].attention.query\n  rnak 8\n}\n", "/tmp/x.pelt")
-    (d,) = an.to_lsp_diagnostics(a)
+    (d,) = dg.to_lsp_diagnostics(a)
     assert (d.range.start.line, d.range.start.character, d.range.end.line, d.range.end.character) == (2, 2, 2, 6)
 
 
 def test_warnings_are_warnings():
     text = "lora qv {\n  at layers[*].attention.query\n  alpha 32\n  gate scalar\n}\n"
-    (d,) = an.to_lsp_diagnostics(an.analyse(text, "/tmp/x.pelt"))
+    (d,) = dg.to_lsp_diagnostics(an.analyse(text, "/tmp/x.pelt"))
     assert d.code == "W202" and d.severity == lsp.DiagnosticSeverity.Warning
 
 
@@ -93,14 +99,14 @@ def test_warnings_are_warnings():
 ])
 def test_quick_fix_for_each_did_you_mean(text, fixed):
     a = an.analyse(text, "/tmp/x.pelt")
-    (d,) = an.to_lsp_diagnostics(a)
-    fixes = an.quick_fixes(text, d.range, d.message, d.data)
+    (d,) = dg.to_lsp_diagnostics(a)
+    fixes = dg.quick_fixes(text, d.range, d.message, d.data)
     assert fixes, d.message
     _, r, new = fixes[0]
     start, end = an.offset_of(text, r.start.line, r.start.character), an.offset_of(text, r.end.line, r.end.character)
     out = text[:start] + new + text[end:]
     assert fixed in out
-    assert an.to_lsp_diagnostics(an.analyse(out, "/tmp/x.pelt")) == []
+    assert dg.to_lsp_diagnostics(an.analyse(out, "/tmp/x.pelt")) == []
 
 
 def _complete(text: str, path: str = "/tmp/x.pelt") -> set[str]:
@@ -109,7 +115,7 @@ def _complete(text: str, path: str = "/tmp/x.pelt") -> set[str]:
     text = text.replace("|", "")
     line = text[:k].count("\n")
     col = k - (text[:k].rfind("\n") + 1)
-    return {i.label for i in an.completion(an.analyse(text, path), line, col)}
+    return {i.label for i in cm.completion(an.analyse(text, path), line, col)}
 
 
 def test_completion_contexts(tmp_path: Path):
@@ -139,11 +145,11 @@ def test_completion_contexts(tmp_path: Path):
 def test_hover_parameter_and_point(tmp_path: Path):
     text = "model bert-base-uncased\nlora qv {\n  at layers[*].attention.{query, value}\n  rank hidden/96\n}\n"
     a = an.analyse(text, str(tmp_path / "x.pelt"))
-    h = an.hover(a, 3, 3).contents.value
+    h = hv.hover(a, 3, 3).contents.value
     assert "rank r" in h and "default: `8`" in h and "≥ 1" in h and "resolved: `rank 8 (hidden/96)`" in h
-    h = an.hover(a, 2, 30).contents.value
+    h = hv.hover(a, 2, 30).contents.value
     assert "`bert.encoder.layer.{0..11}.attention.self.query`" in h
-    h = an.hover(a, 1, 5).contents.value
+    h = hv.hover(a, 1, 5).contents.value
     assert "trainable: **294,912** (24,576 per layer) on `bert-base-uncased`" in h
     assert "`bert.encoder.layer.{0..11}.attention.self.{query, value}`" in h
 
@@ -154,9 +160,9 @@ def test_definition_of_removed_and_imported_names(tmp_path: Path):
     text = 'import a, qv from "lib.pelt"\nremove qv\n'
     a = an.analyse(text, str(tmp_path / "x.pelt"))
     lib = (tmp_path / "lib.pelt").resolve().as_uri()
-    (loc,) = an.definition(a, 1, 8, an.make_loader())
+    (loc,) = nav.definition(a, 1, 8, an.make_loader())
     assert (loc.uri, loc.range.start.line, loc.range.start.character) == (lib, 0, 5)
-    (loc,) = an.definition(a, 0, 8, an.make_loader())
+    (loc,) = nav.definition(a, 0, 8, an.make_loader())
     assert (loc.uri, loc.range.start.line, loc.range.start.character) == (lib, 4, 8)
 
 
@@ -164,14 +170,14 @@ def test_unsaved_text_of_an_open_base_is_what_extends_reads(tmp_path: Path):
     (tmp_path / "base.pelt").write_text("lora qv {\n  at layers[*].attention.query\n}\n")
     loader = an.make_loader({str(tmp_path / "base.pelt"): "lora qv {\n  at layers[*].attention.qurey\n}\n"})
     a = an.analyse('extends "base.pelt"\n', str(tmp_path / "x.pelt"), loader=loader)
-    (d,) = an.to_lsp_diagnostics(a, loader)
+    (d,) = dg.to_lsp_diagnostics(a, loader)
     assert d.code == "E107" and d.related_information[0].location.range.start.line == 1
 
 
 def test_formatting_is_peltc_fmt():
     from peltc.grammar.fmt import format_source
     messy = "lora qv{at layers[*].attention.{query,value} # r\n rank 8}"
-    (e,) = an.formatting(messy, "x.pelt")
+    (e,) = fm.formatting(messy, "x.pelt")
     assert e.new_text == format_source(messy)
-    assert an.formatting(format_source(messy), "x.pelt") == []
-    assert an.formatting("lora {", "x.pelt") is None
+    assert fm.formatting(format_source(messy), "x.pelt") == []
+    assert fm.formatting("lora {", "x.pelt") is None

@@ -215,8 +215,9 @@ def test_gen_jsonl_bad_rows_name_file_and_row(tmp_path, lines, code, where, what
     assert e.value.diagnostic.code == code and msg.startswith("pairs.jsonl:") and where in msg and what in msg
     if code == "D104":
         assert "did you mean 'complet'" in e.value.diagnostic.help
-    with pytest.raises(DataError, match="not found"):
+    with pytest.raises(DataError) as e:
         task_gen.read_gen_jsonl(tmp_path / "missing.jsonl")
+    assert e.value.diagnostic.code == "D101"
 
 
 def test_gen_jsonl_bad_row_exits_3_before_weights_load(tmp_path, llama_dir, capsys):
@@ -224,9 +225,10 @@ def test_gen_jsonl_bad_row_exits_3_before_weights_load(tmp_path, llama_dir, caps
     assert main(["compile", str(LORA), "--train", f"gen:jsonl:{p}", "--model", str(llama_dir), *FAST]) == 3
     err = capsys.readouterr().err
     assert "pairs.jsonl: row 2 (line 2)" in err and "D104" in err
-    with pytest.raises(UsageError, match="unknown generation task"):
-        from peltc.runtime.task_gen import gen_task
+    from peltc.runtime.task_gen import gen_task
+    with pytest.raises(UsageError) as e:
         gen_task("gen:arth")
+    assert e.value.diagnostic.code == "U115"
 
 
 def _pairs(path: Path, words: list[str]) -> Path:

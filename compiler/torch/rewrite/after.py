@@ -60,7 +60,7 @@ def merge(model: nn.Module, *, skip_gated: bool = False) -> list[str]:
     if c.runs:
         raise CompileError(f"this model routes {len(c.runs)} runs on one base (peltc.load_runs): merging one run's "
                            "LoRA or BitFit into the shared weights would change every other run", code="C019",
-                           help="merge a single run's own model (peltc.runtime.run.load_run), not a routed one")
+                           help="merge a single run's own model (peltc.runtime.serve.load_run), not a routed one")
     loras = [(n, m) for n, m in model.named_modules() if isinstance(m, LoraLinear)]
     biases = [(n, m) for n, m in model.named_modules() if "pelt_bitfit" in m._modules]
     refused = [f"{i}@{n} (lora)" for n, m in loras for i, l in m.pelt_lora.items()
