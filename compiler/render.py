@@ -31,9 +31,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from peltc.compiler import schema
 from peltc.compiler.archs import FAMILIES
 from peltc.compiler.diagram import (ENCODER_LAYOUT, LayerGroup, Mod, bias_modules, global_mods,
                                     layer_groups, layer_layout, path_pattern)
+from peltc.compiler.glyphs import ascii_labels, font_has_glyphs
 from peltc.compiler.ir import IR, GateSpec
 from peltc.compiler.mod_text import param_text
 from peltc.compiler.passes.resolve_paths import module_path
@@ -354,10 +356,13 @@ class _Drawer:
             self.edge(prev, "final_norm", "flow")
             prev = "final_norm"
         head = module_path(fam, None, "head") if fam else ""
-        pool = "pooler (first token)" if s.head.get("pool", "pooler") == "pooler" else "masked mean over tokens"
-        lines = [pool, "+ classifier"]
-        if fam is not None and fam.pooling == "last" and s.head.get("pool", "pooler") == "pooler":
-            lines = ["last non-pad token", f"+ {head}"]
+        written = s.head.get("pool")
+        pool = written or schema.RECIPE_POOL   # without `head { pool … }`, what `peltc compile` trains
+        lines = ["pooler (first token)" if pool == "pooler" else "masked mean over tokens", "+ classifier"]
+        if fam is not None and fam.pooling == "last":   # a decoder's head: the last non-pad token, or the mean
+            lines = ["last non-pad token" if pool == "pooler" else "masked mean over tokens", f"+ {head}"]
+        if written is None:
+            lines.append(f"(no head block: pool {pool}, as trained)")
         small = [head] if fam is None or not fam.lm_head else [f"*ForCausalLM: {fam.lm_head} (frozen)"]
         self.node(self.dot, "head", _html("task head", lines, small), "point", "global", head or None)
         self.edge(prev, "head", "flow")
@@ -469,6 +474,9 @@ def render(ir: IR, out: str | Path, *, expand: bool = False, fmt: str | None = N
         raise UsageError(f"unknown diagram format '{fmt}'" if fmt else f"cannot tell the diagram format of '{out}'",
                          code="U015", help=f"name the output with one of: {', '.join('.' + f for f in FORMATS)}")
     dg = to_dot(ir, expand, title=title)
+    if FORMATS[fmt] in ("png", "pdf") and not font_has_glyphs(FONT):
+        import graphviz
+        dg = graphviz.Source(ascii_labels(dg.source))
     data = dg.source.encode("utf-8") if FORMATS[fmt] == "dot" else _pipe(dg, FORMATS[fmt])
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)   # atomic: write, then rename

@@ -216,6 +216,9 @@ HEAD_PARAMS: dict[str, ParamSpec] = {
     # No default here: compile_model keeps the model's own head; `peltc compile` uses its recipe's.
     "pool": ParamSpec("choice", None, "pooler: the model's own head over the first token; mean: the masked mean over tokens feeds the head (a frozen pretrained pooler is bypassed)", choices=("pooler", "mean")),
 }
+# The pooling `peltc compile`'s recipe gives a spec without `head { pool … }` (runtime/settings.py says why);
+# `peltc render` draws it.
+RECIPE_POOL = "mean"
 TRAIN_PARAMS: dict[str, ParamSpec] = {
     "lr": ParamSpec("float", None, "learning rate", min=0.0, min_exclusive=True),
     "epochs": ParamSpec("float", None, "training epochs (upper bound with early stopping)", min=0.0,

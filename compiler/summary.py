@@ -11,7 +11,8 @@ Columns are as wide as their widest cell and two spaces apart, so they never run
               size 48 (hidden/16) · activation relu · placement sequential · scale 1
               → bert.encoder.layer.{0..11}.output.LayerNorm
   per layer: L0=74,544  L1=74,544  L2=74,544  L3=74,544  L4=74,544  L5=74,544  L6=74,544  L7=74,544  L8=74,544  L9=74,544  L10=74,544  L11=74,544
-  total trainable: 894,528 (0.817% of 109,482,240 base parameters); task head not included
+  total trained: 894,528; task head not included
+  total saved: 894,528 (0.817% of 109,482,240 base parameters)
 """
 
 from __future__ import annotations
@@ -174,6 +175,27 @@ def _default_gate_note(family: str | None, method: str, atts) -> str | None:
             f"for a {method} gate; write init= to change it")
 
 
+def trained_and_saved(ir: IR) -> tuple[int, int]:
+    """(trained, saved) PELT parameters, task head not included — `peltc compile`'s report's "PELT total"
+    row. They differ only for a prefix with a reparameterisation MLP: training updates the MLP (and the
+    gates), whose output the prefixes are; after training it is folded into the prefixes, which are saved."""
+    trained = saved = 0
+    for inst in ir.instances():
+        atts = ir.attachments(inst.name)
+        inst_saved = sum(a.saved or 0 for a in atts)
+        saved += inst_saved
+        trained += (inst.shared_trainable + sum(a.gate_params or 0 for a in atts)) if inst.shared_trainable \
+            else inst_saved
+    return trained, saved
+
+
+def totals_lines(trained: int, saved: int, pct: str = "", indent: str = "  ") -> list[str]:
+    """The two totals, labelled: what training updates and what the artifact saves."""
+    folded = " (prefix reparameterisation MLPs included: folded away after training)" if trained != saved else ""
+    return [f"{indent}total trained: {_n(trained)}{folded}; task head not included",
+            f"{indent}total saved: {_n(saved)}{pct}"]
+
+
 @dataclass
 class CheckTable:
     """What `peltc check` reports, as data: one row per instance (the table's cells) with the lines under
@@ -185,7 +207,8 @@ class CheckTable:
     right: set[int]                                     # right-aligned columns
     title: str
     per_layer: dict[int | None, int] = field(default_factory=dict)
-    total: int | None = None                            # None: no model bound, nothing counted
+    total: int | None = None                            # saved; None: no model bound, nothing counted
+    trained: int | None = None                          # trained (prefix MLPs included); None: = total
     base: int | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -200,7 +223,7 @@ class CheckTable:
         if None in self.per_layer:
             out.append(f"whole-model: {_n(self.per_layer[None])}")
         pct = f" ({100 * self.total / self.base:.3f}% of {_n(self.base)} base parameters)" if self.base else ""
-        out.append(f"total trainable: {_n(self.total)}{pct}; task head not included")
+        out += totals_lines(self.total if self.trained is None else self.trained, self.total, pct, indent="")
         return out + self.notes
 
 
@@ -256,7 +279,7 @@ def check_table(ir: IR, spec_name: str) -> CheckTable:
             extra.append(f"note: prefix '{inst.name}' also trains a {_n(inst.shared_trainable)}-parameter "
                          f"reparameterisation MLP, folded into the prefixes after training (not saved)")
     return CheckTable(["instance", "method", "at", "layers", "gate", "per layer", "total"], rows, below, {5, 6},
-                      title, dict(per_layer), total, s.base_params, extra)
+                      title, dict(per_layer), total, trained_and_saved(ir)[0], s.base_params, extra)
 
 
 def summary(ir: IR, spec_name: str) -> str:
@@ -398,6 +421,6 @@ def outline(ir: IR, spec_name: str) -> str:
         items.append((f"{inst.method} {inst.name}" + (f"  ({where})" if where else ""), _instance_items(ir, inst)))
     lines = [spec_name, *_tree(items)]
     if ir.settings.family is not None:
-        total = sum(a.saved or 0 for a in ir.attachments())
-        lines.append(f"total trainable: {_n(total)} (task head not included)")
+        trained, saved = trained_and_saved(ir)
+        lines.append(f"total trained: {_n(trained)}, saved: {_n(saved)} (task head not included)")
     return "\n".join(lines)

@@ -30,20 +30,30 @@ def _warn(result) -> None:
         print(d.render(result.diagnostics.sources.get(d.span.file) if d.span else None), file=sys.stderr)
 
 
-def cmd_check(a) -> int:
+def _check(a):
+    """The spec checked against --model, else its `model` line, else the default model — the packaged
+    MiniLM, the one `peltc compile` trains without --model; `--model none`: no model."""
+    from peltc.compiler.archs import DEFAULT_MODEL
     from peltc.compiler.pipeline import check_file
+    return check_file(a.spec, model=a.model, default_model=DEFAULT_MODEL)
+
+
+def cmd_check(a) -> int:
     from peltc.compiler.summary import summary
-    r = check_file(a.spec, model=a.model)
+    r = _check(a)
     _warn(r)
     print(summary(r.ir, a.spec))
+    if r.defaulted:
+        from peltc.compiler.archs import DEFAULT_MODEL
+        print(f"note: no --model and no `model` line: checked against {DEFAULT_MODEL}, the packaged MiniLM "
+              "`peltc compile` trains by default (--model NAME|DIR|config.json for another, none for no model)")
     if r.pending:
         print(f"note: pending without a model: {', '.join(r.pending)} (pass --model NAME|DIR|config.json)")
     return EXIT_OK
 
 
 def cmd_show(a) -> int:
-    from peltc.compiler.pipeline import check_file
-    r = check_file(a.spec, model=a.model)
+    r = _check(a)
     _warn(r)
     if a.json:
         print(r.ir.to_json())
@@ -54,9 +64,8 @@ def cmd_show(a) -> int:
 
 
 def cmd_render(a) -> int:
-    from peltc.compiler.pipeline import check_file
     from peltc.compiler.render import render
-    r = check_file(a.spec, model=a.model)
+    r = _check(a)
     _warn(r)
     out = render(r.ir, a.output, expand=a.expand, title=Path(a.spec).name)
     print(f"wrote {out}")
@@ -75,7 +84,11 @@ def cmd_fmt(a) -> int:
         new = format_source(text, spec)
         if new != text:
             changed += 1
-            if a.check:
+            if a.diff:
+                import difflib
+                sys.stdout.writelines(difflib.unified_diff(text.splitlines(keepends=True), new.splitlines(keepends=True),
+                                                           f"{spec} (as written)", f"{spec} (formatted)"))
+            elif a.check:
                 print(f"would reformat {spec}")
             else:
                 p.write_text(new, encoding="utf-8")
@@ -95,6 +108,10 @@ def cmd_lsp(a) -> int:
     return rc
 
 
+MODEL_HELP = ("model name, model dir or config.json (default: the spec's `model`, else minilm — the packaged "
+              "MiniLM `peltc compile` trains by default); `none`: check without a model")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="peltc", description="A declarative language and compiler for parameter-efficient tuning.")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks")
@@ -102,25 +119,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check", help="validate a spec (no weights loaded) and print parameter counts")
     c.add_argument("spec")
-    c.add_argument("--model", help="model name, model dir or config.json (default: the spec's `model`)")
+    c.add_argument("--model", help=MODEL_HELP)
     c.set_defaults(func=cmd_check)
 
     s = sub.add_parser("show", help="print the resolved IR (an outline; --json: the IR itself)")
     s.add_argument("spec")
-    s.add_argument("--model")
+    s.add_argument("--model", help=MODEL_HELP)
     s.add_argument("--json", action="store_true", help="the whole IR graph as JSON (loads back losslessly)")
     s.set_defaults(func=cmd_show)
 
     r = sub.add_parser("render", help="draw the architecture diagram (svg, png or dot)")
     r.add_argument("spec")
     r.add_argument("-o", "--output", required=True)
-    r.add_argument("--model")
+    r.add_argument("--model", help=MODEL_HELP)
     r.add_argument("--expand", action="store_true", help="draw every layer (default: collapse identical layers)")
     r.set_defaults(func=cmd_render)
 
-    f = sub.add_parser("fmt", help="rewrite specs in canonical form")
+    f = sub.add_parser("fmt", help="rewrite specs in canonical form, in place (--diff / --check: write nothing)")
     f.add_argument("specs", nargs="+")
     f.add_argument("--check", action="store_true", help="exit 1 if a spec is not canonical; write nothing")
+    f.add_argument("--diff", action="store_true", help="print a unified diff of what would change; write nothing "
+                                                       "(exit 0, or 1 with --check)")
     f.set_defaults(func=cmd_fmt)
 
     ls = sub.add_parser("lsp", help="run the language server (Language Server Protocol over stdio) for editors")

@@ -216,6 +216,31 @@ class Span:
                 "end_line": self.end_line, "end_col": self.end_col}
 
 
+# What an error echoes is capped: a source line to ECHO_WIDTH characters around the caret, a message or
+# help line to TEXT_WIDTH (a 100 KB line of nested braces must not come back whole).
+ECHO_WIDTH = 200
+TEXT_WIDTH = 500
+ELLIPSIS = "…"
+
+
+def clip(text: str, width: int = TEXT_WIDTH) -> str:
+    """``text`` cut to ``width`` characters, the cut marked with an ellipsis."""
+    return text if len(text) <= width else text[:width - 1] + ELLIPSIS
+
+
+def echo_window(text: str, col: int, width: int, limit: int = ECHO_WIDTH) -> tuple[str, int, int]:
+    """The part of a source line an error shows: ``(shown, caret column, caret width)``, 1-based. A line
+    longer than ``limit`` is cut to ``limit`` characters around the caret (a quarter of them before it),
+    each cut end marked with an ellipsis; the caret still points at the same characters."""
+    if len(text) <= limit:
+        return text, col, width
+    start = max(0, min(col - 1 - limit // 4, len(text) - limit))
+    end = min(len(text), start + limit)
+    shown = (ELLIPSIS if start else "") + text[start:end] + (ELLIPSIS if end < len(text) else "")
+    caret = col - start + (1 if start else 0)
+    return shown, caret, max(1, min(width, end - (col - 1)))
+
+
 @dataclass(frozen=True)
 class Diagnostic:
     code: str
@@ -228,6 +253,9 @@ class Diagnostic:
         default = help_for(self.code)        # the registry's help line unless the raise site gave one
         if self.help is None:
             object.__setattr__(self, "help", default)
+        object.__setattr__(self, "message", clip(self.message))
+        if self.help is not None:
+            object.__setattr__(self, "help", clip(self.help))
 
     def render(self, source: str | None = None) -> str:
         where = f"{self.span}: " if self.span else ""
@@ -241,8 +269,9 @@ class Diagnostic:
                 if self.span.end_line in (None, self.span.line) and self.span.end_col:
                     width = max(1, self.span.end_col - self.span.col)
                 width = min(width, max(1, len(text) - self.span.col + 1))
-                lines.append(f" {num} | {text}")
-                lines.append(f" {' ' * len(num)} | {' ' * (self.span.col - 1)}{'^' * width}")
+                shown, col, width = echo_window(text, self.span.col, width)
+                lines.append(f" {num} | {shown}")
+                lines.append(f" {' ' * len(num)} | {' ' * (col - 1)}{'^' * width}")
         if self.help:
             lines.append(f"help: {self.help}")
         return "\n".join(lines)

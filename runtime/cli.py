@@ -97,6 +97,7 @@ def _compile_only(a) -> int:
     _, ir, mc = resolve_spec(a.spec, a.model)
     _, model = load_base(mc, 2)
     print(compile_model(ir, model).render())
+    print("note: no --train: nothing was trained or written (--train glue/TASK | csv:PATH | … trains and saves)")
     return EXIT_OK
 
 
@@ -196,11 +197,11 @@ def _own_columns(o) -> None:
 def cmd_grid(a) -> int:
     from peltc.errors import UsageError
     from peltc.runtime.grid import OWN_FLAGS, report, run_grid
-    from peltc.runtime.train import check_option
-    if a.table:
+    if a.table:   # the tables of a recorded grid: no torch, no transformers, no datasets
         order = [s.rsplit("/", 1)[-1].removesuffix(".pelt") for s in a.specs] or None
         print(report(a.table, order))
         return EXIT_OK
+    from peltc.runtime.train import check_option
     if not a.specs:
         raise UsageError("no specs given", code="U109", help="peltc grid SPEC… [--record FILE.json], or "
                                                               "peltc grid --table FILE.json")
@@ -351,7 +352,8 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
 
 
 def add_commands(sub) -> None:
-    c = sub.add_parser("compile", help="rewrite the model; with --train: train, evaluate, save the adapter")
+    c = sub.add_parser("compile", help="rewrite the model and print the table of what attached where (nothing "
+                                       "else without --train); with --train: train, evaluate, save the adapter")
     c.add_argument("spec", help="the .pelt spec file")
     c.add_argument("--model", help="model name, dir or config.json (default: the spec's, else the packaged MiniLM)")
     c.add_argument("--train", metavar="DATA", help="glue/TASK (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte; read from "

@@ -287,9 +287,9 @@ def to_markdown(table: dict[str, Any]) -> str:
             return avg[s] if c == "avg" else cells[f"{s}|{c}|{k}"]["mean"]
 
         rank = {}
-        for c in cols:
-            order = sorted((v, s) for s in specs if (v := val(s, c)) is not None)[::-1]
-            rank[c] = {s: i for i, (_, s) in enumerate(order)}
+        for c in cols:   # as shown (one decimal); ties share a rank: two equal best are both bold, none second
+            shown = {s: round(v, 1) for s in specs if (v := val(s, c)) is not None}
+            rank[c] = {s: sum(1 for w in shown.values() if w > v) for s, v in shown.items()}
         lines.append(f"### K = {k}\n")
         lines.append("| spec | " + " | ".join(cols) + " | s/run | train ex/s | eval ex/s |")
         lines.append("|---|" + "---:|" * (len(cols) + 3))
@@ -312,7 +312,7 @@ def to_markdown(table: dict[str, Any]) -> str:
             lines.append(f"| {s} | " + " | ".join(row) + " |")
         n = {cells[f"{s}|{t}|{k}"]["n"] for s in specs for t in tasks}
         lines.append(f"\nseeds per cell: {sorted(n)}; metrics ×100: {_metrics_text(cells, specs, tasks, k)}; "
-                     f"best **bold**, second <u>underlined</u>; †n: n runs of the cell are "
+                     f"best **bold**, second <u>underlined</u> (ties share a place); †n: n runs of the cell are "
                      f"near-constant predictors (test predictions' variance < 10% of the labels', or ≥ 95% one "
                      f"class); s/run, train ex/s (optimiser "
                      f"steps × batch per second of training, dev evaluations excluded) and eval ex/s (test set "

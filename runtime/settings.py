@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
-from peltc.compiler.schema import TRAIN_PARAMS
+from peltc.compiler.schema import RECIPE_POOL, TRAIN_PARAMS
 from peltc.errors import UsageError, did_you_mean
 from peltc.runtime import data as _data
 
@@ -41,7 +41,7 @@ from peltc.runtime import data as _data
 #   Spearman 0.16 → 0.41, UniPELT (APL) 0.16 → 0.42 (seed 1, dev 500); CoLA dev MCC within noise
 #   (APL 0.070 → 0.055, LoRA 0.041 → 0.070). docs/results.md has the diagnostics.
 default_recipe: dict[str, Any] = {
-    "pool": "mean",
+    "pool": RECIPE_POOL,
     "lr": 1e-3,
     "finetune_lr": 2e-5,
     "epochs": 20.0,

@@ -68,7 +68,7 @@ class Report:
 
         t = Table(title=f"peltc: {self.model} ({self.family}, {self.layers} layers)", title_justify="left")
         for col, just in (("instance", "left"), ("method", "left"), ("at", "left"), ("gate", "left"),
-                          ("trainable", "right"), ("saved", "right")):
+                          ("trained", "right"), ("saved", "right")):
             t.add_column(col, justify=just)
         rows = self._rows()
         for k, r in enumerate(rows):
@@ -77,7 +77,9 @@ class Report:
             t.add_row(*r)
         console = Console(record=True, width=width, file=_Null(), color_system=None)
         console.print(t)
-        notes = [f"frozen base parameters: {self.frozen:,}", f"head pooling: {self.pooling}"]
+        notes = ["trained: what the optimiser updates, prefix MLPs included; saved: what the adapter keeps, "
+                 "prefix MLPs folded away (`peltc check` prints the PELT total's two as total trained / saved)",
+                 f"frozen base parameters: {self.frozen:,}", f"head pooling: {self.pooling}"]
         if self.attn_implementation:
             notes.append(f"attention: prefixes wrap '{self.attn_implementation}'")
         if self.folded:
@@ -90,21 +92,21 @@ class Report:
         return self.render()
 
     def _rows(self) -> list[tuple[str, ...]]:
-        """(instance, method, at, gate, trainable, saved) for each instance, then the totals."""
+        """(instance, method, at, gate, trained, saved) for each instance, then the totals."""
         rows = [(i.name, i.method, "\n".join(i.coverage), i.gate, f"{i.trainable:,}", f"{i.saved:,}")
                 for i in self.instances]
         rows.append(("PELT total", "", "", "", f"{self.pelt_trainable:,}", f"{self.saved_total:,}"))
         rows.append(("task head", "", ", ".join(self.head_paths) or "-", "", f"{self.head_trainable:,}", ""))
         if self.base_trainable:
             rows.append(("base (finetune)", "", "", "", f"{self.base_trainable:,}", ""))
-        rows.append(("trainable", "", "", "", f"{self.trainable_total:,}", ""))
+        rows.append(("trained in all", "", "", "", f"{self.trainable_total:,}", ""))
         return rows
 
     def _repr_html_(self) -> str:
         """The report as an HTML table (Jupyter): one row per instance, then the totals."""
         import html
         e = html.escape
-        cols = ("instance", "method", "at", "gate", "trainable", "saved")
+        cols = ("instance", "method", "at", "gate", "trained", "saved")
         head = "".join(f'<th style="text-align:{"right" if k >= 4 else "left"}">{c}</th>' for k, c in enumerate(cols))
         body = "".join("<tr>" + "".join(f'<td style="text-align:{"right" if k >= 4 else "left"}">'
                                         f'{e(c).replace(chr(10), "<br>")}</td>' for k, c in enumerate(r)) + "</tr>"

@@ -110,7 +110,8 @@ def test_smollm2_unipelt_apl_draws_the_pre_norm_order(tmp_path):
     assert "mlp.gate_proj" in label(src, "L0.ffn.gate") and "SiLU(gate) · up" in label(src, "L0.ffn.act")
     assert "before the residual add" in label(src, "L0.attention.output")
     assert "before the residual add" in label(src, "L0.ffn.output")
-    assert "last non-pad token" in label(src, "head") and "score" in label(src, "head")
+    assert "masked mean over tokens" in label(src, "head") and "score" in label(src, "head")   # the recipe's
+    assert "last non-pad token" in label(dot(UNIPELT_APL + "head { pool pooler }", SMOL), "head")
     # nothing of the encoders' post-norm block
     assert "Add &amp; LayerNorm" not in src and "LayerNorm<" not in src and "pooler" not in src
 

@@ -34,7 +34,7 @@ def test_show_prints_an_outline_not_json(capsys):
     assert "   ├─ gate: sigmoid(layer.input) (769 parameters per attachment)" in lines
     assert any("layers[0..11].attention.query → bert.encoder.layer.{0..11}.attention.self.query: 13,057 each"
                in line for line in lines)
-    assert lines[-1] == "total trainable: 1,410,672 (task head not included)"
+    assert lines[-1] == "total trained: 11,083,376, saved: 1,410,672 (task head not included)"
 
 
 def test_show_outlines_overrides_relative_sizes_and_settings(tmp_path, capsys):
@@ -52,10 +52,10 @@ def test_show_outlines_overrides_relative_sizes_and_settings(tmp_path, capsys):
 
 
 def test_show_without_a_model_outlines_what_was_written(capsys):
-    out = show(capsys, str(SPECS / "mam_adapter.pelt"))
+    out = show(capsys, str(SPECS / "mam_adapter.pelt"), "--model", "none")
     assert "│  ├─ model: none bound (pass --model NAME|DIR|config.json)" in out
     assert "   ├─ params: size hidden/1.5 · activation relu · placement parallel · scale 4" in out
-    assert "attachments" not in out and "total trainable" not in out
+    assert "attachments" not in out and "total trained" not in out
 
 
 def test_show_bitfit_lists_its_bias_modules(capsys):

@@ -63,3 +63,20 @@ def test_gate_parameter_count_is_hidden_plus_one():
     model = _bert_base()
     report = compile_model(A, model)
     assert report.instance("a").gate_params == 12 * 769
+
+
+@pytest.mark.parametrize("name", list(COUNTS))
+def test_check_prints_the_trained_and_saved_totals_compile_reports(name):
+    """`peltc check`'s two totals are the compile report's "PELT total" row (issue 22, item 7)."""
+    from transformers import BertConfig
+
+    from peltc.compiler.pipeline import build_ir
+    from peltc.compiler.summary import summary, trained_and_saved
+    spec, _ = COUNTS[name]
+    ir = build_ir(spec, model=BertConfig().to_dict()).ir
+    report = compile_model(spec, _bert_base())
+    assert trained_and_saved(ir) == (report.pelt_trainable, report.saved_total)
+    text = summary(ir, "x.pelt")
+    assert f"total trained: {report.pelt_trainable:,}" in text and f"total saved: {report.saved_total:,}" in text
+    rendered = report.render(width=200)
+    assert "trained" in rendered.split("\n")[2] and "saved" in rendered.split("\n")[2]

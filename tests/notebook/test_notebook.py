@@ -54,7 +54,7 @@ def test_the_example_notebook_executes_and_shows_the_svg_and_the_tables(kernel, 
     assert 'class="peltc-check"' in spec["text/html"] and "<svg" in spec["text/html"]
     import peltc
     total = peltc.load_spec(ROOT / "specs" / "unipelt_apl.pelt", model="minilm").total
-    assert f"total trainable: {total:,}" in spec["text/html"]
+    assert f"total saved: {total:,}" in spec["text/html"]
     printed = next(c for c in code if "spec.total" in c.source).outputs[0]["text"]
     assert printed.strip() == f"{total:,} trainable parameters"
     report = next(_outputs(c) for c in code if "peltc.compile_model(" in c.source)

@@ -35,7 +35,7 @@ def test_a_spec_shows_its_diagram_and_check_table():
     assert html.count("<tr>") == 1 + len(table.rows) + sum(1 for b in table.below if b)
     for row in table.rows:
         assert f">{row[-1]}</td>" in html                   # each instance's total, e.g. 74,928
-    assert f"total trainable: {total:,}" in html
+    assert f"total saved: {total:,}" in html
     assert spec._repr_markdown_() == f"```\n{summary(ir, str(APL))}\n```"
 
 
@@ -43,7 +43,9 @@ def test_the_text_check_table_is_unchanged_by_the_html_one():
     """`summary` prints the same rows `summary_html` draws (the golden `peltc check` output is the text one)."""
     ir = check_file(APL, model="bert-base-uncased").ir
     text = summary(ir, "x.pelt")
-    assert "total trainable: 1,410,672 (1.288% of 109,482,240 base parameters); task head not included" in text
+    assert "total saved: 1,410,672 (1.288% of 109,482,240 base parameters)" in text
+    assert "total trained: 11,083,376 (prefix reparameterisation MLPs included: folded away after training); "\
+           "task head not included" in text
     assert "note: prefix 'kv' also trains a" in text
     assert "1,410,672" in summary_html(ir, "x.pelt")
 

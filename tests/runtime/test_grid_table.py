@@ -85,3 +85,27 @@ def test_table2_pairs_the_mixture_with_the_best_part_by_seed(tmp_path, capsys):
     assert main(["grid", "--table", str(path)]) == 0
     # lora is the best part (50.0); per seed 47 − 50 = −3, 51 − 50 = +1 → −1.0 ± 2.8
     assert "unipelt_apl minus the task's best part, mean ± std: stsb -1.0 ± 2.8 (vs lora)" in capsys.readouterr().out
+
+
+def test_ties_as_shown_are_both_best_and_none_second(tmp_path):
+    """Issue 22, item 15: two specs with the same shown mean are both bold; the next is not 'second'."""
+    for spec, v in (("a.pelt", 0.7001), ("b.pelt", 0.7004), ("c.pelt", 0.60)):
+        _run(tmp_path, spec, "rte", 1, v, "accuracy")
+    md = to_markdown(tabulate(["a.pelt", "b.pelt", "c.pelt"], ["rte"], ["100"], [1], tmp_path))
+    assert "| a | **70.0** | **70.0** |" in md and "| b | **70.0** | **70.0** |" in md
+    assert "| c | 60.0 | 60.0 |" in md and "<u>" not in md.split("\n\nseeds")[0]
+
+
+def test_grid_table_imports_no_torch(tmp_path):
+    """`peltc grid --table` prints a recorded grid without importing torch, transformers or datasets."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    record = Path(__file__).resolve().parents[2] / "docs" / "results" / "grid-k100.json"
+    code = ("import sys, io, contextlib\nfrom peltc.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+            f"    rc = main(['grid', '--table', {str(record)!r}])\n"
+            "heavy = [m for m in ('torch', 'transformers', 'datasets', 'pandas') if m in sys.modules]\n"
+            "print(rc, heavy, '### K = 100' in out.getvalue())\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.stdout.split("\n")[0] == "0 [] True", p.stdout + p.stderr
