@@ -43,15 +43,26 @@ def tiny_dir(tmp_path_factory, tokenizer):
     return d
 
 
+def _cut_dev(tmp_path_factory, glue_dir, folder: str, rows: int = 40):
+    """A GLUE folder holding ``folder``'s train set and its dev (= our test) set cut to ``rows`` rows."""
+    d = tmp_path_factory.mktemp("glue")
+    (d / folder).mkdir()
+    shutil.copy(glue_dir / folder / "train.tsv", d / folder / "train.tsv")
+    lines = (glue_dir / folder / "dev.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    (d / folder / "dev.tsv").write_text("".join(lines[:rows + 1]), encoding="utf-8")
+    return d
+
+
 @pytest.fixture(scope="session")
 def small_glue(tmp_path_factory, glue_dir):
     """RTE with its dev (= our test) set cut to 40 rows, so evaluation is quick."""
-    d = tmp_path_factory.mktemp("glue")
-    (d / "RTE").mkdir()
-    shutil.copy(glue_dir / "RTE" / "train.tsv", d / "RTE" / "train.tsv")
-    lines = (glue_dir / "RTE" / "dev.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
-    (d / "RTE" / "dev.tsv").write_text("".join(lines[:41]), encoding="utf-8")
-    return d
+    return _cut_dev(tmp_path_factory, glue_dir, "RTE")
+
+
+@pytest.fixture(scope="session")
+def small_sst2(tmp_path_factory, glue_dir):
+    """SST-2 with its dev (= our test) set cut to 40 rows."""
+    return _cut_dev(tmp_path_factory, glue_dir, "SST-2")
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ tests marked slow."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -64,17 +63,6 @@ def llama_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def qwen3_dir(tmp_path_factory) -> Path:
     return make_tiny_decoder_dir(tmp_path_factory.mktemp("tiny-qwen3"), "qwen3")
-
-
-@pytest.fixture(scope="module")
-def small_sst2(tmp_path_factory, glue_dir) -> Path:
-    """SST-2 with its dev (= our test) set cut to 40 rows."""
-    d = tmp_path_factory.mktemp("glue")
-    (d / "SST-2").mkdir()
-    shutil.copy(glue_dir / "SST-2" / "train.tsv", d / "SST-2" / "train.tsv")
-    lines = (glue_dir / "SST-2" / "dev.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
-    (d / "SST-2" / "dev.tsv").write_text("".join(lines[:41]), encoding="utf-8")
-    return d
 
 
 def _packaged_smollm2():
