@@ -30,8 +30,9 @@ from peltc.runtime import data as _data
 # - min_steps 60, then patience 3 evaluations: low-resource runs sit at a constant predictor for
 #   their first steps, and early stopping must not end a run on that plateau, nor restore a checkpoint
 #   from it: the best checkpoint is chosen among the evaluations from min_steps on (on the K = 100
-#   grid's dev probes, 66 of 166 step-30 evaluations were near-constant predictors, 19 of 610 later
-#   ones; 38 of the grid's 43 near-constant runs had restored step 30);
+#   grid's dev probes, 88 of 197 step-30 evaluations are near-constant predictors, 24 of 788 later
+#   ones: docs/results/grid-k100-dynamics.json, the dynamics table of docs/results.md; adopted after
+#   the grid's test-set flags had been seen, as docs/results.md says);
 # - head_bias prior: the head's output bias starts at the constant predictor's optimum (the training
 #   labels' mean for regression, log class frequencies for classification). With a zero bias and STS-B
 #   labels averaging 2.7, Adam moves the bias by at most ~lr per step, so the fastest way down the MSE

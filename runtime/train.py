@@ -103,8 +103,8 @@ class PeltTrainer(Trainer):
     def _determine_best_metric(self, metrics, trial):
         """The stock best-checkpoint bookkeeping, but an evaluation before ``select_from`` steps (the
         recipe's ``min_steps``) is never the best, unless the run is no longer than that: a K = 100
-        run's first evaluation is often still a constant predictor (on the K = 100 grid's dev probes, 66
-        of 166 step-30 evaluations against 19 of 610 later ones), and when its dev score beats what
+        run's first evaluation is often still a constant predictor (on the K = 100 grid's dev probes, 88
+        of 197 step-30 evaluations against 24 of 788 later ones: docs/results/grid-k100-dynamics.json), and when its dev score beats what
         follows — MRPC's all-"paraphrase" F1, a barely-moved regression — restoring it returns a model
         that has learned nothing."""
         if self.state.global_step < self.select_from < self.state.max_steps:
