@@ -380,10 +380,5 @@ def _check_causal_lm(ir, mc, ref: str) -> None:
 
 def from_record(manifest: dict[str, Any]) -> GenTask | None:
     """The `GenTask` an artifact's manifest records (``generation``), or None when it records none."""
-    if not manifest.get("generation"):
-        return None
-    try:
-        return GenTask.from_dict(manifest["generation"])
-    except (KeyError, TypeError, ValueError) as e:
-        from peltc.errors import ArtifactError
-        raise ArtifactError(f"the artifact's task record cannot be read: {e}", code="A012") from None
+    from peltc.compiler.torch.artifact import read_task_record
+    return read_task_record(manifest, "generation", GenTask.from_dict)

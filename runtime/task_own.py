@@ -294,10 +294,5 @@ def label_report(task: CustomTask, train) -> list[str]:
 
 def from_record(manifest: dict[str, Any]) -> CustomTask | None:
     """The `CustomTask` an artifact's manifest records (``own_data``), or None when it records none."""
-    if not manifest.get("own_data"):
-        return None
-    try:
-        return CustomTask.from_dict(manifest["own_data"])
-    except (KeyError, TypeError, ValueError) as e:
-        from peltc.errors import ArtifactError
-        raise ArtifactError(f"the artifact's task record cannot be read: {e}", code="A012") from None
+    from peltc.compiler.torch.artifact import read_task_record
+    return read_task_record(manifest, "own_data", CustomTask.from_dict)

@@ -191,6 +191,18 @@ def read_ir(manifest: dict[str, Any], where: str | Path | None = None):
         raise ArtifactError(f"{what} cannot be read: {e}", code="A012") from None
 
 
+def read_task_record(manifest: dict[str, Any], key: str, build):
+    """The task an artifact's manifest records under ``key`` (``own_data``, ``generation``), built by
+    ``build`` (a task class's ``from_dict``), or None when it records none. A record that does not build
+    is ArtifactError A012, as an unreadable IR is."""
+    if not manifest.get(key):
+        return None
+    try:
+        return build(manifest[key])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ArtifactError(f"the artifact's task record cannot be read: {e}", code="A012") from None
+
+
 def read_artifact(d: str | Path):
     """An artifact read and verified (`load_tensors`) with its IR (`read_ir`): ``(manifest, tensors, ir)``."""
     manifest, tensors = load_tensors(d)
