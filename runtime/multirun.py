@@ -24,12 +24,6 @@ from peltc.errors import UsageError
 RUN_FIELD = "run"
 
 
-def run_task(manifest: dict[str, Any]):
-    """The task an artifact's manifest records: its `CustomTask` (own data) or the GLUE task it names."""
-    from peltc.runtime import task_glue, task_own
-    return task_own.from_record(manifest) or task_glue.from_record(manifest)
-
-
 def _max_length(run_dir: Path) -> int:
     from peltc.runtime.runfolder import run_max_length
     d = Path(run_dir)
@@ -49,13 +43,16 @@ def predict_runs_file(run_dirs: list[str | Path], path: str | Path, out: str | P
     from peltc.runtime.inputs import read_inputs, row_texts
     from peltc.runtime.models import load_base
     from peltc.runtime.serve import PREDICTION_FIELDS
+    from peltc.runtime.task import from_record
 
     dirs = [Path(d) for d in run_dirs]
     arts = [artifact_dir(d) for d in dirs]
     manifests = [read_manifest(a) for a in arts]
     check_same_base([str(d) for d in dirs], manifests)
     names = [run_name(d) for d in dirs]
-    tasks = [run_task(m) for m in manifests]
+    tasks = [from_record(m) for m in manifests]
+    for t, d in zip(tasks, dirs):
+        t.check_serves("predict", d)
     lengths = [_max_length(d) for d in dirs]
 
     rows, where = read_inputs(path)

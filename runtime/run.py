@@ -159,7 +159,7 @@ def _train_run(opts: RunOptions) -> dict[str, Any]:
     sched = schedule(settings, len(ds["train"]), world_size())
     _say(sched.line(len(ds["train"]), settings))
     if sched.warning() and main:
-        print(f"warning: {sched.warning()}", file=sys.stderr, flush=True)
+        print(f"warning: {sched.warning()}", file=sys.stderr, flush=True)   # and recorded in metrics.json
     signals.raise_if_interrupted()
 
     set_seed(settings.seed)
@@ -182,7 +182,7 @@ def _train_run(opts: RunOptions) -> dict[str, Any]:
         if opts.render:
             _render(ir, run_dir / "architecture.svg")
     try:
-        return _train_and_score(opts, task, text, ir, mc, settings, model, tokenizer, enc, run_dir,
+        return _train_and_score(opts, task, text, ir, mc, settings, sched, model, tokenizer, enc, run_dir,
                                 checkpoint, scoring, t0)
     except BaseException as e:
         kept = resumable(run_dir)
@@ -206,7 +206,7 @@ def _checkpoint_line(checkpoint: Path, metric: str) -> str:
     return f"continuing from {checkpoint} (step {info.get('step')}{best_txt})"
 
 
-def _train_and_score(opts, task, text, ir, mc, settings, model, tokenizer, enc, run_dir: Path, checkpoint,
+def _train_and_score(opts, task, text, ir, mc, settings, sched, model, tokenizer, enc, run_dir: Path, checkpoint,
                      scoring: bool, t0: float) -> dict[str, Any]:
     from peltc.compiler.torch.artifact import load_into, load_tensors, save_artifact
     from peltc.compiler.torch.rewrite import fold_prefix
@@ -256,8 +256,6 @@ def _train_and_score(opts, task, text, ir, mc, settings, model, tokenizer, enc, 
         plot_curves(log_history, task.main_metric, run_dir / "curves.png", title,
                     best_step=result.get("train", {}).get("best_step"))
         warnings = [w for w in result.get("warnings", []) if w]
-        from peltc.runtime.settings import schedule
-        sched = schedule(settings, len(enc["train"]), world_size())
         idle = sched.warning()
         if idle and idle not in warnings:
             warnings.insert(0, idle)

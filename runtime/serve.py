@@ -107,8 +107,6 @@ def predict_text(run_dir: str | Path, text: str, pair: str | None = None, *, pro
     model.eval()
     with torch.no_grad():
         logits = model(**enc).logits[0]
-    if task.is_regression:
-        return {"score": float(logits[0])}
     return prediction_fields(task, logits.float().numpy(), probs=probs)
 
 
@@ -240,14 +238,14 @@ def merge_run(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
     load) where the run does not merge (`merge_refusals`); ``out`` must be new or empty (U010)."""
     import shutil
 
-    from peltc.compiler.torch.artifact import read_artifact
+    from peltc.compiler.torch.artifact import read_ir, read_manifest
     from peltc.compiler.torch.rewrite import merge
     from peltc.runtime.runfolder import check_new_folder
 
     run_dir, out = Path(run_dir), check_new_folder(out)
     if not run_dir.is_dir():
         raise UsageError(f"run folder '{run_dir}' does not exist", code="U008")
-    refused = merge_refusals(read_artifact(run_dir / "adapter")[2])
+    refused = merge_refusals(read_ir(read_manifest(run_dir / "adapter")))
     if refused:
         raise UsageError(f"cannot merge {run_dir} into its base model: " + "; ".join(refused), code="U161",
                          help="peltc merge takes runs of LoRA (gate none, const or scalar) and BitFit with head "

@@ -16,7 +16,6 @@ before ``peltc.api.compile_model`` so that the new parameters are initialised pe
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 from pathlib import Path
@@ -38,6 +37,7 @@ from peltc.runtime.settings import (  # noqa: E402,F401
     check_option,
     default_recipe,
     resolve_settings,
+    schedule,
 )
 
 
@@ -285,8 +285,7 @@ def train(model, tokenizer, splits, task, settings: TrainSettings, output_dir: s
         test = _strip(pred.metrics, "test")
         from peltc.runtime.classify import head_pool
         warnings = task.test_warnings(pred.predictions, test, pool=head_pool(model))
-    steps_per_epoch = max(1, math.ceil(len(splits["train"]) / (settings.batch_size * max(1, args.world_size))))
-    max_steps = math.ceil(settings.epochs * steps_per_epoch)
+    max_steps = schedule(settings, len(splits["train"]), args.world_size).steps
     result = {
         "task": task.name,
         "main_metric": task.main_metric,
