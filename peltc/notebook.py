@@ -177,8 +177,7 @@ class Run:
         """The gate heatmap, layers × gated modules (gates.png's picture as an HTML table); '' without gates."""
         if not self.gates:
             return ""
-        layers = sorted({k for row in self.gates.values() for k in row},
-                        key=lambda s: (s == "all", int(s) if s.isdigit() else 0))
+        layers = _layers(self.gates)
         head = "".join(f"<th>{html.escape(x)}</th>" for x in layers)
         body = []
         for name, row in self.gates.items():
@@ -209,8 +208,7 @@ class Run:
         lines = [f"**{self.title()}**", "", "| test | |", "|---|---:|"]
         lines += [f"| {k} | {_num(v)} |" for k, v in self.test.items()]
         if self.gates:
-            layers = sorted({k for row in self.gates.values() for k in row},
-                            key=lambda s: (s == "all", int(s) if s.isdigit() else 0))
+            layers = _layers(self.gates)
             lines += ["", "| gate | " + " | ".join(layers) + " |", "|---|" + "---:|" * len(layers)]
             lines += [f"| {n} | " + " | ".join(f"{row[x]:.2f}" if x in row else "" for x in layers) + " |"
                       for n, row in self.gates.items()]
@@ -233,3 +231,8 @@ def open_run(run_dir: PathLike) -> Run:
     metrics = _read_json(d / "metrics.json") if (d / "metrics.json").is_file() else {}
     gates = _read_json(d / "gates.json") if (d / "gates.json").is_file() else {}
     return Run(d, options, metrics, gates)
+
+
+def _layers(gates: dict[str, dict[str, float]]) -> list[str]:
+    """The layer columns of a gate table (``gates.json``): layers in order, then ``all``."""
+    return sorted({k for row in gates.values() for k in row}, key=lambda s: (s == "all", int(s) if s.isdigit() else 0))

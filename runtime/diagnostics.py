@@ -177,8 +177,7 @@ def plot(records: list[dict[str, Any]], path: Path, title: str = "") -> Path | N
     cmap = plt.get_cmap("viridis")
     for ax, (kind, key) in zip(axes.flat, panels):
         if kind == "gate":
-            layers = sorted({lay for r in records for lay in r["gates"].get(key, {})},
-                            key=lambda s: (s == "all", int(s) if s != "all" else 0))
+            layers = sorted({lay for r in records for lay in r["gates"].get(key, {})}, key=_layer_key)
             for i, lay in enumerate(layers):
                 ax.plot(steps, [r["gates"].get(key, {}).get(lay, np.nan) for r in records], marker=".",
                         color=cmap(i / max(1, len(layers) - 1)), label=f"layer {lay}")
@@ -251,7 +250,7 @@ def plot_gates(table: dict[str, dict[str, float]], path: Path, title: str) -> Pa
     import matplotlib.pyplot as plt
     import numpy as np
 
-    layers = sorted({k for row in table.values() for k in row}, key=lambda s: (s == "all", int(s) if s != "all" else 0))
+    layers = sorted({k for row in table.values() for k in row}, key=_layer_key)
     rows = list(table)
     data = np.array([[table[r].get(lay, np.nan) for lay in layers] for r in rows])
     fig, ax = plt.subplots(figsize=(3.0 + 0.9 * len(layers), 1.8 + 0.6 * len(rows)))
@@ -270,3 +269,8 @@ def plot_gates(table: dict[str, dict[str, float]], path: Path, title: str) -> Pa
     fig.savefig(path, dpi=150)
     plt.close(fig)
     return path
+
+
+def _layer_key(layer: str):
+    """Gate-table layers in order, ``all`` last."""
+    return (layer == "all", int(layer) if layer != "all" else 0)
