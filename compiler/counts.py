@@ -30,21 +30,6 @@ def gate_params(kind: str, d: dict[str, int]) -> int:
     return {"sigmoid": d["hidden"] + 1, "scalar": 1}.get(kind, 0)
 
 
-def adapter_params(size: int, d: dict[str, int]) -> int:
-    h = d["hidden"]
-    return h * size + size + size * h + h
-
-
-def lora_params(rank: int, point: str, d: dict[str, int]) -> int:
-    fin, fout = linear_dims(point, d)
-    return rank * fin + fout * rank
-
-
-def prefix_params(length: int, d: dict[str, int]) -> int:
-    """Per layer, after folding: keys and values (each num_key_value_heads × head_dim wide on decoders)."""
-    return 2 * length * kv_width(d)
-
-
 def prefix_mlp_params(length: int, mlp: int | None, n_layers: int, d: dict[str, int]) -> int:
     """The reparameterisation trained with the prefix and folded away after training."""
     if mlp is None:

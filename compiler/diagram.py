@@ -23,7 +23,7 @@ from peltc.compiler.archs import BLOCKS, FAMILIES, Family, blocks, has_bias
 from peltc.compiler.ir import IR, AttachmentNode, GateSpec
 from peltc.compiler.layerset import compact_layers as _compact
 from peltc.compiler.passes.resolve_paths import module_path
-from peltc.compiler.schema import method_params, placement_of
+from peltc.compiler.schema import METHODS, method_params, placement_of
 
 
 # --- what is drawn ------------------------------------------------------------------------------
@@ -60,7 +60,8 @@ class Mod:
     @property
     def beside(self) -> bool:
         """Drawn beside the module it changes (adapters sit in the data path instead)."""
-        return self.method in ("lora", "prefix", "bitfit")
+        m = METHODS.get(self.method)
+        return m is not None and m.drawing.edge is not None and m.host != "model"
 
 
 @dataclass

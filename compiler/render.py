@@ -39,6 +39,7 @@ from peltc.compiler.glyphs import ascii_labels, font_has_glyphs
 from peltc.compiler.ir import IR, GateSpec
 from peltc.compiler.mod_text import param_text
 from peltc.compiler.passes.resolve_paths import module_path
+from peltc.compiler.method_style import METHOD_COLOURS, NodeStyle, mod_edge
 from peltc.errors import UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,19 +49,12 @@ FORMATS = {"svg": "svg", "png": "png", "pdf": "pdf", "dot": "dot", "gv": "dot"} 
 FONT = "DejaVu Sans"
 
 # --- the style table --------------------------------------------------------------------------
-METHOD_COLOURS: dict[str, tuple[str, str]] = {   # method → (fill, line)
-    "adapter": ("#cfe0fb", "#1f5fbf"),
-    "prefix": ("#ffe2b8", "#c96a00"),
-    "lora": ("#d3efd6", "#2e7d32"),
-    "bitfit": ("#f1d5ee", "#8e2f88"),
-    "finetune": ("#ffd3d0", "#c0392b"),
-}
 BASE_FILL, BASE_LINE, BASE_TEXT = "#ececec", "#9a9a9a", "#444444"
 GATE_FILL, GATE_LINE = "#fff5c0", "#a67c00"
 FLOW = "#707070"
 
 _BASE = {"style": "filled", "fillcolor": BASE_FILL, "color": BASE_LINE, "fontcolor": BASE_TEXT, "shape": "box"}
-NODE_STYLE: dict[tuple[str, str | None], dict[str, str]] = {   # (node kind, point kind | method)
+NODE_STYLE: dict[tuple[str, str | None], dict[str, str]] = NodeStyle({   # (node kind, point kind | method)
     ("point", "value"): {**_BASE, "style": "rounded,filled"},
     ("point", "linear"): {**_BASE, "fontsize": "9"},
     ("point", "block"): {**_BASE, "fillcolor": "#e0e0e0"},
@@ -75,7 +69,7 @@ NODE_STYLE: dict[tuple[str, str | None], dict[str, str]] = {   # (node kind, poi
                      "fontsize": "8", "margin": "0.02", "height": "0.3"},
     **{("attachment", m): {"shape": "box", "style": "rounded,filled,bold", "fillcolor": f, "color": c,
                            "fontsize": "9", "margin": "0.08,0.03"} for m, (f, c) in METHOD_COLOURS.items()},
-}
+})
 EDGE_STYLE: dict[str, dict[str, str]] = {   # edge role → attributes (module edges take its colour)
     "flow": {"color": FLOW},
     "sequential": {"penwidth": "1.6"},
@@ -86,7 +80,7 @@ EDGE_STYLE: dict[str, dict[str, str]] = {   # edge role → attributes (module e
     "scales": {"style": "dotted", "color": GATE_LINE, "arrowhead": "dot", "arrowsize": "0.6"},
     "residual": {"color": "#a8a8a8", "penwidth": "1.2", "style": "bold"},
 }
-_MOD_EDGE = {"prefix": "prefix", "lora": "parallel", "bitfit": "bias", "finetune": "bias"}   # beside its point
+
 
 
 
@@ -248,8 +242,8 @@ class _Drawer:
             for m in mods:
                 nid = f"{anchor}+{m.key}"
                 self.mod_node(g, group, m, nid)
-                extra = {"label": "+"} if m.method == "lora" else {}
-                self.flat_edge(nid, anchor, left, _MOD_EDGE[m.method], METHOD_COLOURS[m.method][1], **extra)
+                role, extra = mod_edge(m.method)
+                self.flat_edge(nid, anchor, left, role, METHOD_COLOURS[m.method][1], **extra)
                 src = P(m.gate.source) if P and m.gate.kind == "sigmoid" and m.gate.source else None
                 gid = self.gate(g, m, nid, src, "left" if left else "right")
                 gates = [gid] if gid else []

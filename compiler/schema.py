@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
+
+from peltc.compiler import method as method_mod
+from peltc.compiler.method import CountContext, Drawing
 
 # --- canonical insertion points ---------------------------------------------------------------
 # Per-layer points, in data-flow order inside one transformer layer. The order decides whether a
@@ -54,44 +56,8 @@ POOLS = ("masked_mean", "mean_unmasked", "first")
 PLACEMENTS = ("sequential", "parallel")
 
 
-@dataclass(frozen=True)
-class ParamSpec:
-    type: str                 # "int" | "float" | "choice" | "int_or_none" | "bool"
-    default: Any
-    doc: str
-    min: float | None = None  # inclusive
-    max: float | None = None  # exclusive when ``max_exclusive``
-    max_exclusive: bool = False
-    choices: tuple[str, ...] = ()
-    below_hidden: bool = False  # must be < the model's hidden size (checked with a model)
-    gate_replaces: bool = False  # has no effect under a gate (other than `none`): warning W202
-    min_exclusive: bool = False  # ``min`` itself is out of range (e.g. a learning rate of 0)
-    instance_only: bool = False  # set for the whole instance only, never in a per-layer override (E116)
-
-    def out_of_range(self, v: float) -> str | None:
-        """None when ``v`` is within range, else what the range is ("must be > 0, ≤ 1")."""
-        lo, hi = self.min, self.max
-        low_bad = lo is not None and (v <= lo if self.min_exclusive else v < lo)
-        high_bad = hi is not None and (v >= hi if self.max_exclusive else v > hi)
-        if not (low_bad or high_bad):
-            return None
-        parts = []
-        if lo is not None:
-            parts.append(f"{'>' if self.min_exclusive else '≥'} {lo:g}")
-        if hi is not None:
-            parts.append(f"{'<' if self.max_exclusive else '≤'} {hi:g}")
-        return ", ".join(parts)
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    name: str
-    doc: str
-    params: dict[str, ParamSpec]
-    points: frozenset[str]        # where it may attach (LAYER_POINTS keys, GLOBAL_POINTS keys, "layer")
-    default_at: tuple[str, ...] = ()   # used when `at` is omitted
-    gated: bool = True
-    placement: bool = False        # accepts `placement sequential|parallel`
+ParamSpec = method_mod.ParamSpec
+MethodSpec = method_mod.Method   # the old name of a method's row
 
 
 _LINEARS = frozenset(k for k, v in LAYER_POINTS.items() if v == "linear")
@@ -102,8 +68,27 @@ LR = ParamSpec("float", None, "learning rate of this instance's parameters (defa
                min=0.0, min_exclusive=True, instance_only=True)
 PREFIX_INITS = ("random", "tokens")
 
-METHODS: dict[str, MethodSpec] = {
-    "adapter": MethodSpec(
+_ATTACH = "peltc.compiler.torch.rewrite.attach:"   # the torch steps of the built-ins (called by rewrite only)
+
+
+def _adapter_count(c: CountContext) -> int:
+    return 2 * c.hidden * int(c.params.size) + int(c.params.size) + c.hidden
+
+
+def _lora_count(c: CountContext) -> int:
+    return int(c.params.rank) * (c.fan_in + c.fan_out)
+
+
+def _prefix_count(c: CountContext) -> int:
+    """Per layer, after folding: keys and values (each num_key_value_heads × head_dim wide on decoders);
+    the reparameterisation MLP is counted once per instance (`counts.prefix_mlp_params`)."""
+    return 2 * int(c.params.length) * c.kv_width
+
+
+# The registry of methods: the built-ins below, and plug-ins added by `compiler.methods.register` (one
+# table: every reader looks a method up here, built-in or not).
+METHODS: dict[str, method_mod.Method] = {
+    "adapter": method_mod.Method(
         "adapter", "bottleneck adapter: down → act → up, zero-initialised up",
         {
             "size": ParamSpec("int", 48, "bottleneck width", min=1, below_hidden=True),
@@ -112,9 +97,12 @@ METHODS: dict[str, MethodSpec] = {
             "scale": ParamSpec("float", 1.0, "constant multiplier on the adapter output", min=0.0),
             "lr": LR,
         },
-        frozenset({"attention.output", "ffn.output"}), placement=True,
+        frozenset({"attention.output", "ffn.output"}), placement=True, host="value", count=_adapter_count,
+        attach=_ATTACH + "attach_adapter", reads_own_gate=True,
+        no_merge="an adapter is a module of its own, not a change of a base weight",
+        drawing=Drawing("#cfe0fb", "#1f5fbf", edge=None),
     ),
-    "prefix": MethodSpec(
+    "prefix": method_mod.Method(
         "prefix", "prefix-tuning: trainable keys/values prepended in self-attention",
         {
             "length": ParamSpec("int", 10, "prefix length L", min=1, max=512),
@@ -124,9 +112,11 @@ METHODS: dict[str, MethodSpec] = {
                               instance_only=True),
             "lr": LR,
         },
-        frozenset({"attention"}),
+        frozenset({"attention"}), host="attention", count=_prefix_count, attach=_ATTACH + "attach_prefix",
+        no_merge="prefix-tuning adds keys and values to the attention, not a change of a base weight",
+        drawing=Drawing("#ffe2b8", "#c96a00", edge="prefix", label="K,V"),
     ),
-    "lora": MethodSpec(
+    "lora": method_mod.Method(
         "lora", "low-rank update W x + s · B A x on a linear",
         {
             "rank": ParamSpec("int", 8, "rank r", min=1, below_hidden=True),
@@ -135,19 +125,24 @@ METHODS: dict[str, MethodSpec] = {
             "dropout": ParamSpec("float", 0.0, "dropout on the LoRA input", min=0.0, max=1.0, max_exclusive=True),
             "lr": LR,
         },
-        _LINEARS,
+        _LINEARS, host="linear", count=_lora_count, attach=_ATTACH + "attach_lora", merges=True,
+        drawing=Drawing("#d3efd6", "#2e7d32", edge="parallel", label="+"),
     ),
-    "bitfit": MethodSpec(
+    "bitfit": method_mod.Method(
         "bitfit", "train bias terms (as a zero-initialised delta; base biases stay frozen)",
         {"lr": LR},
         frozenset(set(LAYER_POINTS) - {"input"}) | {"embeddings", "head", "all", WHOLE_LAYER},
-        default_at=("all",),
+        default_at=("all",), host="biases", count=lambda c: c.biases, attach=_ATTACH + "attach_bitfit",
+        merges=True, drawing=Drawing("#f1d5ee", "#8e2f88", edge="bias"),
     ),
-    "finetune": MethodSpec(
+    "finetune": method_mod.Method(
         "finetune", "train base-model weights directly (full fine-tuning when at all)",
         {"lr": LR},
         frozenset({"all"}),
-        default_at=("all",), gated=False,
+        default_at=("all",), gated=False, host="model", count=lambda c: c.base_params,
+        attach=_ATTACH + "attach_finetune",
+        no_merge="full fine-tuning is no delta to merge (its artifact holds the trained weights)",
+        drawing=Drawing("#ffd3d0", "#c0392b", edge="bias"),
     ),
 }
 

@@ -77,6 +77,10 @@ E128|error|the model family cannot support it|docs/language.md lists what each f
 E129|error|a section name missing (method instance) or not allowed (settings section)|write `lora my_lora { ... }` or `train { ... }`
 E130|error|a gate on a method that cannot be gated|remove the gate line
 E131|error|a method instance without `at`|say where it attaches, e.g. `at layers[*].attention.query`
+E140|error|a plug-in file a spec imports (`import "x.py"`) that cannot be read|check the path (relative to the spec)
+E141|error|a plug-in a spec imports or names (an entry point) that raises an error when loaded|fix the plug-in (run it with python to see the traceback)
+E142|error|a plug-in a spec imports that defines no valid method (or imported by name)|docs/extending.md lists what a Method needs
+E143|error|a plug-in a spec imports whose method's name is taken (a built-in's or another plug-in's)|rename the plug-in method
 W201|warning|an instance covers its points unevenly|check the layer selectors and overrides
 W202|warning|a parameter that the gate replaces has no effect (LoRA `alpha` under a gate)|remove it, or write `gate none`
 A001|ArtifactError|nothing to save: no trainable parameters|compile a spec onto the model before saving
@@ -98,6 +102,7 @@ A020|ArtifactError|not a readable peft LoRA adapter|name a folder that peft's sa
 A021|ArtifactError|a peft adapter with what a peltc spec or this model cannot hold|import adapters on canonical points, without DoRA or biases
 A022|ArtifactError|a peft adapter lacking or mis-shaping what the model trains|import it onto the base model and task it was trained for
 A023|ArtifactError|runs trained on different base models|load runs that share one base model
+A030|ArtifactError|an artifact that needs a plug-in method which is not loaded|pass --plugin FILE, or install the package providing the method
 C001|CompileError|the model is already compiled|load a fresh base model
 C002|CompileError|the spec was resolved for another model family|compile the spec for this model (`model` line or --model)
 C003|CompileError|a module path not found in the model|check that the model matches the spec's family
@@ -123,6 +128,7 @@ C022|CompileError|a route whose length differs from the batch|give one run per e
 C023|CompileError|no runs to attach|give at least one run
 C024|CompileError|several runs on a model without its task head|load the base as a task model (with its head)
 C025|CompileError|a run's task head tensor missing or of another shape|load runs trained for the same task on the same base
+C030|CompileError|a plug-in method whose torch part fails to build its module|fix the plug-in's build function
 D101|DataError|a data file or folder not found|check the path
 D102|DataError|a row with the wrong number of columns|give every row the header's columns (a field holding the delimiter in double quotes)
 D103|DataError|a bad label (missing, not a number, unknown)|fix the row's label
@@ -183,6 +189,10 @@ U136|UsageError|a folder that is not a readable run folder (no run.json / metric
 U137|UsageError|an optional extra that a command needs is not installed|pip install 'peltc[EXTRA]' (the error names it)
 U160|UsageError|--report-to naming a logger whose package is not installed|pip install the package, or leave --report-to out
 U161|UsageError|peltc merge of a run whose parts do not merge into the base weights|merge runs of LoRA / BitFit with head { pool pooler } (specs/lora_peft.pelt)
+U170|UsageError|a plug-in file (--plugin) that cannot be read|check the path
+U171|UsageError|a plug-in given to a command (--plugin, an entry point) that raises an error when loaded|fix the plug-in (run it with python to see the traceback)
+U172|UsageError|a plug-in given to a command that defines no valid method|docs/extending.md lists what a Method needs
+U173|UsageError|a plug-in given to a command whose method's name is taken|rename the plug-in method
 """
 
 REGISTRY: dict[str, ErrorCode] = {

@@ -1,29 +1,27 @@
-"""Pass: exact trainable / saved parameter counts per attachment (and shared prefix MLPs per instance)."""
+"""Pass: exact trainable / saved parameter counts per attachment (and shared prefix MLPs per instance).
+
+Each attachment's own count is its method's `Method.count` over a `CountContext` (the model's dimensions at
+its point); the gate's parameters are added here, the same for every method."""
 
 from __future__ import annotations
 
-from peltc.compiler import counts
+from peltc.compiler import counts, schema
 from peltc.compiler.archs import FAMILIES
 from peltc.compiler.ir import IR
+from peltc.compiler.method import CountContext
 
 
 def count_params(ir: IR) -> None:
     s = ir.settings
     d, fam = s.dims, FAMILIES[s.family]
     for att in ir.attachments():
-        p = att.params
         g = counts.gate_params(att.gate.kind, d)
-        if att.method == "adapter":
-            own = counts.adapter_params(p["size"], d)
-        elif att.method == "lora":
-            own = counts.lora_params(p["rank"], att.point, d)
-        elif att.method == "prefix":
-            own = counts.prefix_params(p["length"], d)
-        elif att.method == "bitfit":
-            own = counts.bitfit_params(att.point, fam, d, d["layers"])
-        else:  # finetune
-            own = s.base_params
-        total = None if own is None else own + g
+        fan_in, fan_out = counts.linear_dims(att.point, d)
+        ctx = CountContext(params=att.args, point=att.point, layer=att.layer, dims=d, fan_in=fan_in,
+                           fan_out=fan_out, kv_width=counts.kv_width(d), base_params=s.base_params,
+                           bias_terms=lambda p=att.point: counts.bitfit_params(p, fam, d, d["layers"]))
+        own = schema.METHODS[att.method].count(ctx)
+        total = None if own is None else int(own) + g
         ir.replace(att.model_copy(update={"trainable": total, "saved": total, "gate_params": g}))
     for inst in ir.instances():
         if inst.method == "prefix":
