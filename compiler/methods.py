@@ -227,6 +227,11 @@ def find_method(name: str) -> Method | None:
     return schema.METHODS.get(name)
 
 
+def plugin_files() -> list[str]:
+    """The plug-in files loaded in this process (what `peltc grid` hands each run's process: --plugin)."""
+    return sorted(k for k, names in _LOADED.items() if names and not k.startswith("entry point "))
+
+
 def plugin_record(method_names: Iterable[str]) -> list[dict[str, str]]:
     """What a saved run records about the plug-in methods it uses: name, origin, and a plug-in file's sha256."""
     out = []

@@ -146,6 +146,12 @@ METHODS: dict[str, method_mod.Method] = {
     ),
 }
 
+def host_of(method: str) -> str:
+    """What ``method`` changes at its point (`method.HOSTS`): what the checks, counts and the torch back end
+    branch on instead of the method's name."""
+    return METHODS[method].host
+
+
 # --- typed parameters ------------------------------------------------------------------------------
 # One pydantic model per method, built from the ParamSpec table above (the defaults live there and only
 # there): `method_params` reads an IR node's parameters as that model, every default filled (an IR

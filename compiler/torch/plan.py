@@ -58,7 +58,7 @@ def check_routable(att: AttachmentNode, fam: Family, run: int) -> None:
     if host_of(att) == "model":
         raise CompileError(f"run {run}: {att.method} trains the base model's weights, which the runs would share",
                            code="C020", help="serve a fine-tuned run on its own model (load_run)")
-    if att.method == "prefix" and fam.causal and att.gate.kind == "sigmoid":
+    if host_of(att) == "attention" and fam.causal and att.gate.kind == "sigmoid":
         raise CompileError(f"run {run}: a prefix behind a sigmoid gate on a causal model gates per token, "
                            "which routing several runs does not do", code="C020",
                            help="serve this run on its own model (load_run)")
@@ -115,7 +115,7 @@ def check_attachment(att: AttachmentNode, fam: Family, model: nn.Module) -> None
     if att.method not in schema.METHODS:
         raise CompileError(f"{att.instance}: the torch back end has no method {att.method!r}", code="C021",
                            help="load the plug-in that defines it (--plugin FILE, or its installed package)")
-    if att.method == "prefix" and not fam.attention_interface:
+    if host_of(att) == "attention" and not fam.attention_interface:
         raise CompileError(
             f"{att.instance}: prefix-tuning at layers[{att.layer}].attention is not supported for the "
             f"{fam.name} family: its attention does not go through transformers' AttentionInterface",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch_models import logits, perturb, tiny_batch, tiny_model
+from torch_models import changed, logits, perturb, tiny_model
 
 from peltc.api import compile_model, load_adapter, load_runs, save_adapter
 from peltc.compiler.methods import unregister
@@ -224,3 +224,23 @@ def test_equals_peft_vera(vera, batch):
             ours.b.copy_(mod.vera_lambda_b["default"])
     ref.eval()
     assert torch.allclose(logits(m, batch), logits(ref, batch), atol=1e-5)
+
+
+def test_grid_hands_its_plugins_to_each_run(vera, tmp_path):
+    from peltc.runtime.grid import _command
+    cmd = _command("s.pelt", "sst2", "16", 0, tmp_path / "run", None, None, {}, 100)
+    assert cmd[cmd.index("--plugin") + 1] == str(VERA.resolve())
+
+
+def test_sigmoid_gate_and_disable(vera, batch):
+    from peltc.compiler.torch.gate import read_gates
+    from peltc.compiler.torch.rewrite import disable
+    m = tiny_model("bert")
+    base = logits(m, batch)
+    compile_model("vera v { at layers[*].ffn.up rank 4 gate sigmoid(attention.output) }\n", m)
+    perturb(m)
+    out = logits(m, batch)
+    assert changed(out, base)
+    assert {k[0] for k in read_gates(m)} == {"v"} and all(g.shape == (3,) for g in read_gates(m).values())
+    assert disable(m, "v") == 2
+    assert torch.allclose(logits(m, batch), base, atol=1e-6)
