@@ -30,15 +30,6 @@ def gate_params(kind: str, d: dict[str, int]) -> int:
     return {"sigmoid": d["hidden"] + 1, "scalar": 1}.get(kind, 0)
 
 
-def prefix_mlp_params(length: int, mlp: int | None, n_layers: int, d: dict[str, int]) -> int:
-    """The reparameterisation trained with the prefix and folded away after training."""
-    if mlp is None:
-        return 0
-    h = d["hidden"]
-    out = 2 * n_layers * kv_width(d)
-    return length * h + (h * mlp + mlp) + (mlp * out + out)
-
-
 def bias_size(point: str, d: dict[str, int]) -> int:
     """Bias terms held by the module at a single point (a linear's out features, a LayerNorm's width)."""
     if point in ("attention.output", "ffn.output"):

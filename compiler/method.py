@@ -64,6 +64,7 @@ class CountContext:
     kv_width: int               # width of one layer's keys (and values): kv_heads × head_dim, or hidden
     base_params: int | None     # the base model's parameters (None where not exact)
     bias_terms: Callable[[], int] = lambda: 0   # computed on demand: see `biases`
+    covered: tuple = ()         # `shared_count` only: each attachment's typed parameters, in layer order
 
     @property
     def hidden(self) -> int:
@@ -94,7 +95,8 @@ class Method:
 
     ``count(ctx) -> int | None``: its trainable parameters at one attachment (gate excluded: peltc adds the
     gate's), a function of its parameters and the model's dimensions (`CountContext`); None: not exact.
-    ``attach``: the torch step, ``attach(ctx)`` with a `compiler.torch.rewrite.attach.AttachContext` (any
+    ``shared_count(ctx)``: parameters one instance trains once for all its attachments (the prefix's
+    reparameterisation MLP), with ``ctx.covered``; None: nothing shared. ``attach``: the torch step, ``attach(ctx)`` with a `compiler.torch.rewrite.attach.AttachContext` (any
     host), or a ``"module:function"`` string naming it. ``build``: the simple form for ``host="linear"``:
     ``build(ctx) -> nn.Module`` whose ``forward(x)`` is added (times the gate, if any) to the linear's
     output; if the module has ``delta_weight() -> Tensor (out, in)`` and ``merges`` is True, `merge` adds it
@@ -111,6 +113,7 @@ class Method:
     placement: bool = False           # accepts `placement sequential|parallel`
     host: str = "linear"
     count: Callable[[CountContext], int | None] | None = None
+    shared_count: Callable[[CountContext], int | None] | None = None   # per instance, shared by its layers
     attach: Callable[..., None] | str | None = None
     build: Callable[..., Any] | None = None
     merges: bool = False

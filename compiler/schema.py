@@ -81,8 +81,18 @@ def _lora_count(c: CountContext) -> int:
 
 def _prefix_count(c: CountContext) -> int:
     """Per layer, after folding: keys and values (each num_key_value_heads × head_dim wide on decoders);
-    the reparameterisation MLP is counted once per instance (`counts.prefix_mlp_params`)."""
+    the reparameterisation MLP is counted once per instance (`_prefix_shared`)."""
     return 2 * int(c.params.length) * c.kv_width
+
+
+def _prefix_shared(c: CountContext) -> int:
+    """The reparameterisation MLP trained with the prefix and folded away after training (0 without one):
+    an embedding of the longest length, then hidden → mlp → keys and values of every covered layer."""
+    if c.params.mlp is None:
+        return 0
+    h, mlp, out = c.hidden, int(c.params.mlp), 2 * len(c.covered) * c.kv_width
+    length = max((int(p.length) for p in c.covered), default=int(c.params.length))
+    return length * h + (h * mlp + mlp) + (mlp * out + out)
 
 
 # The registry of methods: the built-ins below, and plug-ins added by `compiler.methods.register` (one
@@ -112,7 +122,8 @@ METHODS: dict[str, method_mod.Method] = {
                               instance_only=True),
             "lr": LR,
         },
-        frozenset({"attention"}), host="attention", count=_prefix_count, attach=_ATTACH + "attach_prefix",
+        frozenset({"attention"}), host="attention", count=_prefix_count, shared_count=_prefix_shared,
+        attach=_ATTACH + "attach_prefix",
         no_merge="prefix-tuning adds keys and values to the attention, not a change of a base weight",
         drawing=Drawing("#ffe2b8", "#c96a00", edge="prefix", label="K,V"),
     ),

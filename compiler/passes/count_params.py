@@ -1,7 +1,8 @@
 """Pass: exact trainable / saved parameter counts per attachment (and shared prefix MLPs per instance).
 
 Each attachment's own count is its method's `Method.count` over a `CountContext` (the model's dimensions at
-its point); the gate's parameters are added here, the same for every method."""
+its point); the gate's parameters are added here, the same for every method. What an instance trains once
+for all its layers (the prefix's MLP) is its method's `Method.shared_count`."""
 
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ def count_params(ir: IR) -> None:
         total = None if own is None else int(own) + g
         ir.replace(att.model_copy(update={"trainable": total, "saved": total, "gate_params": g}))
     for inst in ir.instances():
-        if inst.method == "prefix":
+        shared = schema.METHODS[inst.method].shared_count
+        if shared is not None:
             atts = ir.attachments(inst.name)
-            n_cov = len(atts)
-            length = max((a.params["length"] for a in atts), default=inst.params["length"])
-            mlp = counts.prefix_mlp_params(length, inst.params.get("mlp"), n_cov, d)
-            ir.replace(inst.model_copy(update={"shared_trainable": mlp}))
+            ctx = CountContext(params=inst.args, point=atts[0].point if atts else "", layer=None, dims=d,
+                               fan_in=d["hidden"], fan_out=d["hidden"], kv_width=counts.kv_width(d),
+                               base_params=s.base_params, covered=tuple(a.args for a in atts))
+            ir.replace(inst.model_copy(update={"shared_trainable": shared(ctx)}))
