@@ -12,6 +12,11 @@ from peltc.compiler.layerset import expand_selector
 def check_ranges(ir: IR, diags: Diagnostics) -> None:
     h, n = ir.settings.dims["hidden"], ir.settings.dims["layers"]
     for att in ir.attachments():
+        if att.method == "loreft" and not att.params.get("first") and not att.params.get("last"):
+            inst = ir.instance(att.instance)
+            span = inst.span.to_span() if inst.span else None
+            diags.error("E151", f"loreft '{att.instance}' intervenes at no token of layer {att.layer} "
+                                "(`first 0` and `last 0`)", span, "intervene at some tokens: `first 3`, `last 1`")
         for name, pspec in schema.METHODS[att.method].params.items():
             v = att.params.get(name)
             if not pspec.below_hidden or v is None or 1 <= v < h:
