@@ -11,8 +11,11 @@ from peltc.compiler.layerset import expand_selector
 
 def check_ranges(ir: IR, diags: Diagnostics) -> None:
     h, n = ir.settings.dims["hidden"], ir.settings.dims["layers"]
+    empty: set[str] = set()          # E151 once per instance
     for att in ir.attachments():
-        if att.method == "loreft" and not att.params.get("first") and not att.params.get("last"):
+        if att.method == "loreft" and not att.params.get("first") and not att.params.get("last") \
+                and att.instance not in empty:
+            empty.add(att.instance)
             inst = ir.instance(att.instance)
             span = inst.span.to_span() if inst.span else None
             diags.error("E151", f"loreft '{att.instance}' intervenes at no token of layer {att.layer} "
