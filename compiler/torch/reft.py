@@ -3,7 +3,10 @@
     Φ(h) = h + Rᵀ (W h + b − R h)
 
 R (r × d) with orthonormal rows (torch's orthogonal parametrisation, Householder form without a
-trivialisation buffer, so the saved parameters alone determine R), W (r × d) and b (r) learned.
+trivialisation buffer, so the saved parameters alone determine R; its ``original`` keeps ±1 signs on the
+diagonal, which get no gradient — the trainer leaves it out of weight decay, which would zero them —
+and a Householder product of d × r costs O(d r²) a forward where the matrix exponential would cost
+O(d³)), W (r × d) and b (r) learned.
 Positions: the first ``first`` and the last ``last`` real tokens of each sequence (the attention mask
 says which tokens are real, left or right padding alike; no mask: every token is), each side with its
 own intervention unless ``tied`` (AdapterHub's ``tied_weights``). Where the two sides overlap (a

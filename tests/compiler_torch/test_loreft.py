@@ -78,6 +78,10 @@ def test_equals_the_formula(family, left):
     compile_model(SPEC, m)
     perturb(m, std=0.5)
     b = _batch(left)
+    for mod in m.modules():           # still orthonormal rows, and not the initial R
+        if hasattr(mod, "R") and hasattr(mod, "W"):
+            torch.testing.assert_close(mod.R.weight @ mod.R.weight.t(), torch.eye(3), rtol=0, atol=1e-5)
+            assert (mod.W.weight - mod.R.weight).abs().max() > 0.1
     got = logits(m, b)
     want = _reference(m, make(), b, 2, 2)
     assert (got - want).abs().max() <= 1e-5
