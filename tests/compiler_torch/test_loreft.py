@@ -174,3 +174,27 @@ def test_cached_generation_equals_recompute_with_first_positions():
         cached = model.generate(input_ids=ids, use_cache=True, **kw)
         full = model.generate(input_ids=ids, use_cache=False, **kw)
     assert torch.equal(cached, full)
+
+
+def test_overrides_selectors_lr_and_gates_compose():
+    """A per-layer override (rank, positions), a layer selector, `lr` and gates on loreft and ia3 together:
+    the front end's counts equal the live ones per layer, and each parameter belongs to its instance (its
+    `lr` group)."""
+    from peltc.compiler.torch.report import _instance_of
+    spec = ("loreft f {\n  at layers[0..1].output\n  rank 2\n  first 2\n  lr 1e-3\n  gate scalar\n"
+            "  layers[1] { rank 3 last 1 }\n}\n"
+            "ia3 v {\n  at layers[1].attention.{key, value}, layers[*].ffn.down\n  lr 5e-3\n"
+            "  layers[0] { gate const(0.5) }\n}\n")
+    m = tiny_model("bert")
+    compile_model(spec, m)
+    ir = build_ir(spec, model=m.config.to_dict()).ir
+    for layer in (0, 1):
+        want = sum(a.trainable for a in ir.attachments() if a.layer == layer)
+        live = sum(p.numel() for n, p in m.named_parameters() if f"layer.{layer}." in n and "pelt_" in n)
+        assert live == want
+    assert {a.params["lr"] for a in ir.attachments("f")} == {1e-3}
+    owners = {_instance_of(n) for n, p in m.named_parameters() if "pelt_" in n}
+    assert owners == {"f", "v"}
+    perturb(m, std=0.5)
+    b = _batch()
+    assert (logits(m, b) - logits(tiny_model("bert"), b)).abs().max() > 1e-4
