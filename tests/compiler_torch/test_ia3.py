@@ -81,9 +81,10 @@ def test_equals_peft_on_minilm():
     assert sum(a.trainable for a in build_ir(BERT_SPEC, model="minilm").ir.attachments()) == 6 * (384 + 384 + 1536)
 
 
-def test_equals_peft_on_llama_with_grouped_kv():
+@pytest.mark.parametrize("family", ["llama", "qwen2"])     # qwen2: biased k / v projections (scaled too)
+def test_equals_peft_on_decoders_with_grouped_kv(family):
     spec = "ia3 v { at layers[*].attention.{key, value}, layers[*].ffn.down }"
-    ours, pm = _pair(lambda: tiny_decoder("llama"), "llama", spec)
+    ours, pm = _pair(lambda: tiny_decoder(family), "llama", spec)
     b = _padded(99)
     b["input_ids"][b["attention_mask"] == 0] = 0
     assert (logits(ours, b) - logits(pm, b)).abs().max() <= 1e-5

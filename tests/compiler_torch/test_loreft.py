@@ -71,9 +71,9 @@ def _reference(model, base, batch, first, last, tied=False, gate=None):
 
 
 @pytest.mark.parametrize("left", [False, True])
-@pytest.mark.parametrize("family", ["bert", "llama"])
+@pytest.mark.parametrize("family", ["bert", "llama", "qwen3"])
 def test_equals_the_formula(family, left):
-    make = (lambda: tiny_model("bert")) if family == "bert" else (lambda: tiny_decoder("llama"))
+    make = (lambda: tiny_model("bert")) if family == "bert" else (lambda: tiny_decoder(family))
     m = make()
     compile_model(SPEC, m)
     perturb(m, std=0.5)
@@ -149,7 +149,11 @@ def test_not_merged_and_check_says_so():
     assert merge(m) == []
     torch.testing.assert_close(logits(m, b), before, rtol=0, atol=0)
     from peltc.compiler.summary import summary
-    assert "does not merge" in summary(build_ir(SPEC, model="bert-base-uncased").ir, "s.pelt")
+    from peltc.runtime.serve import merge_refusals
+    ir = build_ir(SPEC + "\nia3 v { at layers[*].ffn.down gate scalar }\nhead { pool pooler }", model="bert-base-uncased").ir
+    assert "does not merge" in summary(ir, "s.pelt")
+    refused = merge_refusals(ir)                # `peltc merge`: loreft refused, ia3 merges
+    assert len(refused) == 1 and refused[0].startswith("f (loreft): LoReFT does not merge")
 
 
 def test_artifact_round_trip(tmp_path):
