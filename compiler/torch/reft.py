@@ -41,7 +41,10 @@ class ReftUnit(nn.Module):
 
     def __init__(self, hidden: int, rank: int, *, device=None, dtype=None):
         super().__init__()
-        self.R = orthogonal(nn.Linear(hidden, rank, bias=False, device=device, dtype=dtype),
+        # torch's Householder product has no half-precision kernel: R is kept in float32 on a
+        # float16 / bfloat16 model (as AdapterHub does) and cast to the hidden states' dtype
+        rdtype = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+        self.R = orthogonal(nn.Linear(hidden, rank, bias=False, device=device, dtype=rdtype),
                             use_trivialization=False)
         self.W = nn.Linear(hidden, rank, bias=True, device=device, dtype=dtype)
         with torch.no_grad():
@@ -50,6 +53,7 @@ class ReftUnit(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         r = self.R.weight
+        r = r if r.dtype == h.dtype else r.to(h.dtype)
         return (self.W(h) - h @ r.t()) @ r
 
 
