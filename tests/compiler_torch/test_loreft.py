@@ -202,3 +202,22 @@ def test_overrides_selectors_lr_and_gates_compose():
     perturb(m, std=0.5)
     b = _batch()
     assert (logits(m, b) - logits(tiny_model("bert"), b)).abs().max() > 1e-4
+
+
+def test_gradients_reach_every_trained_part_and_decay_spares_r():
+    """One backward: W, b, R's parametrised original (below its ±1 diagonal, which carries no gradient)
+    and the (IA)³ vectors all get gradient; the trainer's weight-decay list leaves R's original out."""
+    from peltc.runtime.train import PeltTrainer
+    m = tiny_model("bert")
+    compile_model(SPEC + "\nia3 v { at layers[*].ffn.down }", m)
+    perturb(m, std=0.3)
+    m.train()
+    m(**_batch()).logits.pow(2).sum().backward()
+    for n, p in m.named_parameters():
+        if "pelt_" in n:
+            g = p.grad if ".parametrizations." not in n else p.grad.tril(-1) + p.grad.triu(1)
+            assert g is not None and g.abs().sum() > 0, n
+    trainer = object.__new__(PeltTrainer)
+    decay = trainer.get_decay_parameter_names(m)
+    assert any(".pelt_reft." in n and ".W.weight" in n for n in decay)
+    assert not any(".parametrizations." in n for n in decay)
