@@ -48,7 +48,8 @@ class ParamSpec:
 #   attention  — a layer's self-attention module (prefixes)
 #   biases     — every bias-holding module a point covers (BitFit)
 #   model      — the whole base model (full fine-tuning)
-HOSTS = ("linear", "value", "attention", "biases", "model")
+#   layer      — a whole transformer layer module, its output (LoReFT)
+HOSTS = ("linear", "value", "attention", "biases", "model", "layer")
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class Drawing:
     line: str = "#555555"
     edge: str | None = "parallel"
     label: str = ""
+    legend: bool = False    # always in the legend (the first five built-ins, as the goldens); else when drawn
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,7 @@ class Method:
     merges: bool = False
     no_merge: str = ""
     reads_own_gate: bool = False      # a sigmoid gate may read the value at its own point (adapters)
+    check_note: str | None = None     # a note `peltc check` prints under each instance of the method
     drawing: Drawing = field(default_factory=Drawing)
     text: Callable[[Any], str] | None = None
     origin: str = "built-in"

@@ -35,3 +35,9 @@ def mod_edge(method: str) -> tuple[str, dict[str, str]]:
     """How a module drawn beside its point joins it (its method's `Drawing.edge`), and the edge's label."""
     d = METHODS[method].drawing
     return d.edge or "parallel", ({"label": d.label} if d.edge == "parallel" and d.label else {})
+
+
+def legend_always(method: str) -> bool:
+    """Whether the legend lists ``method`` even where it is not drawn (the first five built-ins, as the golden
+    diagrams have them); other methods, plug-ins included, only where drawn."""
+    return METHODS[method].drawing.legend

@@ -39,7 +39,7 @@ from peltc.compiler.glyphs import ascii_labels, font_has_glyphs
 from peltc.compiler.ir import IR, GateSpec
 from peltc.compiler.mod_text import param_text
 from peltc.compiler.passes.resolve_paths import module_path
-from peltc.compiler.method_style import METHOD_COLOURS, NodeStyle, mod_edge
+from peltc.compiler.method_style import METHOD_COLOURS, NodeStyle, legend_always, mod_edge
 from peltc.errors import UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -80,8 +80,6 @@ EDGE_STYLE: dict[str, dict[str, str]] = {   # edge role → attributes (module e
     "scales": {"style": "dotted", "color": GATE_LINE, "arrowhead": "dot", "arrowsize": "0.6"},
     "residual": {"color": "#a8a8a8", "penwidth": "1.2", "style": "bold"},
 }
-
-
 
 
 # --- labels -------------------------------------------------------------------------------------
@@ -313,6 +311,11 @@ class _Drawer:
                     exit_ = P(blk.add)
                 if k + 1 < len(L.blocks):
                     self.edge(exit_, P(L.blocks[k + 1].entry), "flow")
+            for m in on["output"]:             # LoReFT: on the layer output, in the data path
+                self.mod_node(c, group, m, P(m.key))
+                self.edge(exit_, P(m.key), "sequential", METHOD_COLOURS[m.method][1])
+                exit_ = P(m.key)
+                self.gate(c, m, exit_, P(m.gate.source) if m.gate.kind == "sigmoid" and m.gate.source else None)
         return P("input"), exit_
 
     def point_node(self, g, group: LayerGroup, point: str, P) -> None:
@@ -398,7 +401,8 @@ class _Drawer:
         def glyph(text: str, colour: str) -> str:
             return f'<TD><FONT COLOR="{colour}">{text}</FONT></TD>'
 
-        rows = [(swatch(f, c), m) for m, (f, c) in METHOD_COLOURS.items()]
+        drawn = {a.method for a in self.ir.attachments()}
+        rows = [(swatch(f, c), m) for m, (f, c) in METHOD_COLOURS.items() if legend_always(m) or m in drawn]
         rows += [(swatch(BASE_FILL, BASE_LINE, False), "base module (frozen)"),
                  (glyph("◆", GATE_LINE), "gate: σ(point) per example, scalar, const"),
                  (glyph("━━▶", "#444444"), "sequential: inline in the data path"),

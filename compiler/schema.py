@@ -30,10 +30,12 @@ LAYER_POINTS: dict[str, str] = {
     "ffn.up": "linear",
     "ffn.down": "linear",
     "ffn.output": "value",          # the feed-forward sub-layer output h_FN (after its LayerNorm)
+    "output": "value",              # h_out, the layer output: the residual stream leaving the layer (LoReFT)
 }
 POINT_ORDER: dict[str, int] = {
     "input": 0, "attention": 1, "attention.query": 1, "attention.key": 1, "attention.value": 1,
     "attention.out": 2, "attention.output": 3, "ffn": 4, "ffn.gate": 4, "ffn.up": 4, "ffn.down": 5, "ffn.output": 6,
+    "output": 7,
 }
 # Whole-model points (no layer selector).
 GLOBAL_POINTS: dict[str, str] = {
@@ -95,6 +97,22 @@ def _prefix_shared(c: CountContext) -> int:
     return length * h + (h * mlp + mlp) + (mlp * out + out)
 
 
+def loreft_units(first: int, last: int, tied: bool) -> int:
+    """LoReFT's interventions per layer: one for the first and one for the last positions (one when tied);
+    a side with no positions has none."""
+    sides = int(first > 0) + int(last > 0)
+    return min(sides, 1) if tied else sides
+
+
+def _loreft_count(c: CountContext) -> int:
+    """Per layer, each intervention: R (r × d, orthogonal rows), W (r × d) and b (r)."""
+    p = c.params
+    return loreft_units(int(p.first), int(p.last), bool(p.tied)) * (2 * int(p.rank) * c.hidden + int(p.rank))
+
+
+_LOREFT_NO_MERGE = ("does not merge into the base weights: it edits the hidden states at chosen token positions, "
+                    "which no weight change reproduces")
+
 # The registry of methods: the built-ins below, and plug-ins added by `compiler.methods.register` (one
 # table: every reader looks a method up here, built-in or not).
 METHODS: dict[str, method_mod.Method] = {
@@ -110,7 +128,7 @@ METHODS: dict[str, method_mod.Method] = {
         frozenset({"attention.output", "ffn.output"}), placement=True, host="value", count=_adapter_count,
         attach=_ATTACH + "attach_adapter", reads_own_gate=True,
         no_merge="an adapter is a module of its own, not a change of a base weight",
-        drawing=Drawing("#cfe0fb", "#1f5fbf", edge=None),
+        drawing=Drawing("#cfe0fb", "#1f5fbf", edge=None, legend=True),
     ),
     "prefix": method_mod.Method(
         "prefix", "prefix-tuning: trainable keys/values prepended in self-attention",
@@ -125,7 +143,7 @@ METHODS: dict[str, method_mod.Method] = {
         frozenset({"attention"}), host="attention", count=_prefix_count, shared_count=_prefix_shared,
         attach=_ATTACH + "attach_prefix",
         no_merge="prefix-tuning adds keys and values to the attention, not a change of a base weight",
-        drawing=Drawing("#ffe2b8", "#c96a00", edge="prefix", label="K,V"),
+        drawing=Drawing("#ffe2b8", "#c96a00", edge="prefix", label="K,V", legend=True),
     ),
     "lora": method_mod.Method(
         "lora", "low-rank update W x + s · B A x on a linear",
@@ -137,14 +155,37 @@ METHODS: dict[str, method_mod.Method] = {
             "lr": LR,
         },
         _LINEARS, host="linear", count=_lora_count, attach=_ATTACH + "attach_lora", merges=True,
-        drawing=Drawing("#d3efd6", "#2e7d32", edge="parallel", label="+"),
+        drawing=Drawing("#d3efd6", "#2e7d32", edge="parallel", label="+", legend=True),
     ),
     "bitfit": method_mod.Method(
         "bitfit", "train bias terms (as a zero-initialised delta; base biases stay frozen)",
         {"lr": LR},
-        frozenset(set(LAYER_POINTS) - {"input"}) | {"embeddings", "head", "all", WHOLE_LAYER},
+        frozenset(set(LAYER_POINTS) - {"input", "output"}) | {"embeddings", "head", "all", WHOLE_LAYER},
         default_at=("all",), host="biases", count=lambda c: c.biases, attach=_ATTACH + "attach_bitfit",
-        merges=True, drawing=Drawing("#f1d5ee", "#8e2f88", edge="bias"),
+        merges=True, drawing=Drawing("#f1d5ee", "#8e2f88", edge="bias", legend=True),
+    ),
+    "ia3": method_mod.Method(
+        "ia3", "(IA)³: learned vectors, initialised to 1, scaling keys and values (their projections' outputs) "
+        "and the FFN's intermediate activation (the down projection's input)",
+        {"lr": LR},
+        frozenset({"attention.key", "attention.value", "ffn.down"}), host="linear",
+        count=lambda c: c.fan_in if c.point == "ffn.down" else c.fan_out, attach=_ATTACH + "attach_ia3",
+        merges=True, drawing=Drawing("#d6eef2", "#00838f", edge="parallel", label="⊙"),
+    ),
+    "loreft": method_mod.Method(
+        "loreft", "LoReFT: h + Rᵀ(W h + b − R h) on the layer output at the first / last real tokens, "
+        "R with orthonormal rows",
+        {
+            "rank": ParamSpec("int", 1, "rank r (rows of R)", min=1, below_hidden=True),
+            "first": ParamSpec("int", 3, "intervene at the first p real tokens of each sequence", min=0, max=512),
+            "last": ParamSpec("int", 0, "intervene at the last s real tokens of each sequence", min=0, max=512),
+            "tied": ParamSpec("bool", False, "one intervention for the first and the last positions (false: one "
+                              "each, as AdapterHub's tied_weights)"),
+            "lr": LR,
+        },
+        frozenset({"output"}), host="layer", count=_loreft_count, attach=_ATTACH + "attach_loreft",
+        no_merge="LoReFT " + _LOREFT_NO_MERGE, check_note=_LOREFT_NO_MERGE,
+        drawing=Drawing("#e4dcf5", "#5e35b1", edge=None),
     ),
     "finetune": method_mod.Method(
         "finetune", "train base-model weights directly (full fine-tuning when at all)",
@@ -153,9 +194,10 @@ METHODS: dict[str, method_mod.Method] = {
         default_at=("all",), gated=False, host="model", count=lambda c: c.base_params,
         attach=_ATTACH + "attach_finetune",
         no_merge="full fine-tuning is no delta to merge (its artifact holds the trained weights)",
-        drawing=Drawing("#ffd3d0", "#c0392b", edge="bias"),
+        drawing=Drawing("#ffd3d0", "#c0392b", edge="bias", legend=True),
     ),
 }
+
 
 def host_of(method: str) -> str:
     """What ``method`` changes at its point (`method.HOSTS`): what the checks, counts and the torch back end

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from peltc.compiler.schema import METHODS
 from peltc.errors import UsageError
 from peltc.runtime.runfolder import run_max_length
 
@@ -217,8 +218,7 @@ def generate_text(run_dir: str | Path, prompt: str, max_new_tokens: int | None =
 
 def merge_refusals(ir) -> list[str]:
     """What keeps a run from merging into its base model's weights, one line each (none: it merges)."""
-    from peltc.compiler.schema import METHODS   # the registry: each method says whether and why not it merges
-
+    # the registry: each method says whether it merges, and why not
     out = [f"{i.name} ({i.method}): {METHODS[i.method].no_merge or 'it does not merge into base weights'}"
            for i in ir.instances() if not METHODS[i.method].merges]
     gated = sorted({a.instance for a in ir.attachments() if METHODS[a.method].merges and a.gate.kind == "sigmoid"})
@@ -247,7 +247,7 @@ def merge_run(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
     refused = merge_refusals(read_ir(read_manifest(run_dir / "adapter")))
     if refused:
         raise UsageError(f"cannot merge {run_dir} into its base model: " + "; ".join(refused), code="U161",
-                         help="peltc merge takes runs of LoRA (gate none, const or scalar) and BitFit with head "
+                         help="peltc merge takes runs of LoRA, BitFit and (IA)³ (gate none, const or scalar) with head "
                               "{ pool pooler } (e.g. specs/lora_peft.pelt); serve the others with peltc predict")
     model, tokenizer, task, manifest, ir = load_run(run_dir)
     merged = merge(model)

@@ -2,8 +2,9 @@
 (`schema.METHODS`) and calls the method's torch step with an `AttachContext` — the built-ins' steps below,
 a plug-in's own ``attach``, or for a plug-in's ``build`` the generic `attach_delta`. Built-ins: adapters
 wrap the LayerNorm of their value point (`AdapterPoint`) or hook a pre-norm sub-layer, LoRA wraps its
-linear (`LoraLinear`), BitFit adds a delta + forward hook on its bias-holding modules, prefixes live on
-the attention modules (their MLP on the base model). Also: recording the base model's keys and values of
+linear (`LoraLinear`), BitFit adds a delta + forward hook on its bias-holding modules, (IA)³ a vector +
+a forward (pre-)hook on its linear, LoReFT its interventions + a forward hook on the layer, prefixes
+live on the attention modules (their MLP on the base model). Also: recording the base model's keys and values of
 ``init tokens`` prefixes, and solving their MLPs to start there."""
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from peltc.compiler.archs import Family
 from peltc.compiler.ir import AttachmentNode
 from peltc.compiler.torch.adapter import Adapter, AdapterPoint, attach_prenorm
 from peltc.compiler.torch.bitfit import FOLDED, BiasDelta, bias_size, bitfit_hook
+from peltc.compiler.torch import ia3, reft
 from peltc.compiler.torch.delta import Delta, DeltaLinear
 from peltc.compiler.torch.gate import Gate
 from peltc.compiler.torch.lora import LoRA, LoraLinear
@@ -145,6 +147,14 @@ def attach_bitfit(ctx: AttachContext) -> None:
     _attach_bitfit(ctx.model, ctx.att, ctx.targets, ctx.state, ctx.hidden)
 
 
+def attach_ia3(ctx: AttachContext) -> None:
+    _attach_ia3(ctx.model, ctx.att, ctx.targets[0], ctx.state, ctx.hidden)
+
+
+def attach_loreft(ctx: AttachContext) -> None:
+    _attach_loreft(ctx.model, ctx.att, ctx.targets[0], ctx.state, ctx.hidden)
+
+
 def attach_prefix(ctx: AttachContext) -> None:
     _attach_prefix(ctx.model, ctx.att, ctx.targets[0], ctx.state, ctx.hidden, ctx.encoders, ctx.atts, ctx.prefix,
                    ctx.token_kv, width=kv_width(ctx.model, ctx.fam, ctx.hidden))
@@ -214,6 +224,31 @@ def _attach_bitfit(model, att, tgts, state, hidden) -> None:
             if type(mod) in FOLDED and "forward" not in mod.__dict__:
                 mod.__class__ = FOLDED[type(mod)]
         mod.pelt_bitfit[att.instance] = BiasDelta(size, gate, owns, **where)
+
+
+def _attach_ia3(model, att, t, state, hidden) -> None:
+    """The vector in ``pelt_ia3`` of the linear itself (inside a LoRA wrapper; E150 keeps LoRA and BitFit
+    off an (IA)³ linear), scaling its output (keys, values) or its input (the down projection) by hook."""
+    lin = inner_module(model.get_submodule(t.path))
+    where = where_of(lin)
+    vec = ia3.build(lin.in_features, lin.out_features, att.point, _gate(att, state, hidden, where), **where)
+    if "pelt_ia3" not in lin._modules:
+        lin.pelt_ia3 = nn.ModuleDict()
+        lin.__dict__["_pelt_ia3_hooks"] = [lin.register_forward_hook(ia3.scale_output),
+                                           lin.register_forward_pre_hook(ia3.scale_input)]
+    lin.pelt_ia3[att.instance] = vec
+
+
+def _attach_loreft(model, att, t, state, hidden) -> None:
+    """The interventions in ``pelt_reft`` of the layer module, applied to its output by a forward hook."""
+    layer = model.get_submodule(t.path)
+    where = where_of(layer)
+    p = att.args
+    if "pelt_reft" not in layer._modules:
+        layer.pelt_reft = nn.ModuleDict()
+        layer.__dict__["_pelt_reft_hook"] = layer.register_forward_hook(reft.intervene)
+    layer.pelt_reft[att.instance] = reft.build(hidden, int(p.rank), int(p.first), int(p.last), bool(p.tied),
+                                               _gate(att, state, hidden, where), state, **where)
 
 
 def record_token_kv(model: nn.Module, fam: Family, prefix: str, atts: list[AttachmentNode]
