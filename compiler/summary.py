@@ -277,7 +277,10 @@ def check_table(ir: IR, spec_name: str) -> CheckTable:
         below.append(sub)
         if inst.shared_trainable:
             extra.append(f"note: prefix '{inst.name}' also trains a {_n(inst.shared_trainable)}-parameter "
-                         f"reparameterisation MLP, folded into the prefixes after training (not saved)")
+                         f"reparameterisation MLP, folded into the prefixes after training (not saved)"
+                         if inst.method == "prefix" else
+                         f"note: prompt '{inst.name}' trains a {_n(inst.shared_trainable)}-parameter P-tuning "
+                         f"encoder, folded into its prompt vectors after training (not saved)")
     return CheckTable(["instance", "method", "at", "layers", "gate", "per layer", "total"], rows, below, {5, 6},
                       title, dict(per_layer), total, trained_and_saved(ir)[0], s.base_params, extra)
 

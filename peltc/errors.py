@@ -77,6 +77,8 @@ E128|error|the model family cannot support it|docs/language.md lists what each f
 E129|error|a section name missing (method instance) or not allowed (settings section)|write `lora my_lora { ... }` or `train { ... }`
 E130|error|a gate on a method that cannot be gated|remove the gate line
 E131|error|a method instance without `at`|say where it attaches, e.g. `at layers[*].attention.query`
+E155|error|a prompt's `init text` without a (non-empty) text|write `init text` and `text "…"` together
+E156|error|a prompt's `text` that its `init` does not read|write `init text`, or remove the `text` line
 W201|warning|an instance covers its points unevenly|check the layer selectors and overrides
 W202|warning|a parameter that the gate replaces has no effect (LoRA `alpha` under a gate)|remove it, or write `gate none`
 A001|ArtifactError|nothing to save: no trainable parameters|compile a spec onto the model before saving
@@ -117,6 +119,9 @@ C016|CompileError|the prefix MLP cannot start at the tokens' keys and values|sta
 C017|CompileError|head { pool mean } on a causal LM|pool mean applies to classifiers
 C018|CompileError|a model carrying several runs called without a route|pass route= with one run per example
 C019|CompileError|merge or save_adapter on a model routing several runs|merge or save a single run's own model
+C045|CompileError|a soft prompt on a model routing several runs (each run's prompt shifts every position)|serve the run on its own model (load_run)
+C046|CompileError|a soft prompt with an attention mask that is not (batch, seq)|call the model with a 2-D attention_mask
+C047|CompileError|a prompt's `init text` whose text cannot be tokenized (no tokenizer for the model, or no tokens)|load the model from a folder with its tokenizer, or use `init vocab`
 C020|CompileError|a run that cannot share the base model with others (finetune, a gated prefix on a decoder)|serve it on its own
 C021|CompileError|a method the torch back end does not have|use a method the back end implements
 C022|CompileError|a route whose length differs from the batch|give one run per example
