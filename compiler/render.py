@@ -56,8 +56,7 @@ METHOD_COLOURS: dict[str, tuple[str, str]] = {   # method → (fill, line)
     "bitfit": ("#f1d5ee", "#8e2f88"),
     "finetune": ("#ffd3d0", "#c0392b"),
 }
-# The legend lists the first methods on every diagram, the others only on a diagram that draws them.
-ALWAYS_LISTED = (("adapter", "prefix", "lora", "bitfit", "finetune"), ("prompt",))
+ALWAYS_LISTED = (("adapter", "prefix", "lora", "bitfit", "finetune"), ("prompt",))   # legend: the 2nd where drawn
 BASE_FILL, BASE_LINE, BASE_TEXT = "#ececec", "#9a9a9a", "#444444"
 GATE_FILL, GATE_LINE = "#fff5c0", "#a67c00"
 FLOW = "#707070"
@@ -396,7 +395,7 @@ class _Drawer:
         total = sum(a.trainable or 0 for a in ir.attachments())
         pct = f" ({100 * total / s.base_params:.2f}% of {_n(s.base_params)})" if s.base_params else ""
         shared = sum(i.shared_trainable or 0 for i in ir.instances())
-        what = " / ".join(sorted({"prefix-MLP" if i.method == "prefix" else "P-tuning encoder"
+        what = " / ".join(sorted({f"{i.method}-{'MLP' if i.method == 'prefix' else 'encoder'}"
                                   for i in ir.instances() if i.shared_trainable}))
         extra = f"  +  {_n(shared)} {what} params during training (folded away)" if shared else ""
         return (f"{name}model {s.model} ({s.family}, {s.dims['layers']} layers, hidden {s.dims['hidden']})\n"
