@@ -233,3 +233,30 @@ def test_several_runs_on_one_base_refuse_a_prompt():
         attach_runs([ir, ir], model, [{}, {}])
     assert e.value.diagnostic.code == "C045"
     assert model.__dict__.get("_pelt") is None
+
+
+def test_training_moves_only_the_prompt_and_the_head_on_a_causal_lm():
+    model = tiny_decoder("llama", causal_lm=True)
+    compile_model(_spec("lstm", "lr 1e-2 "), model)
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    start = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    assert start and all("pelt_prompt" in n for n in start)
+    ids = torch.tensor([[5, 17, 42, 8, 61], [9, 33, 70, 0, 0]])
+    mask = (ids != 0).long()
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(2):
+        model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    now = dict(model.named_parameters())
+    assert all(torch.equal(now[n], p) for n, p in frozen.items())
+    assert all(not torch.equal(now[n], p) for n, p in start.items())
+
+
+def test_a_compiled_eval_forward_has_no_graph_break():
+    model = tiny_model("bert")
+    compile_model(_spec("none") + "\nlora l { at layers[*].attention.query rank 2 }", model)
+    with torch.no_grad():
+        explained = torch._dynamo.explain(model)(**tiny_batch())
+    assert explained.graph_break_count == 0 and explained.graph_count == 1
