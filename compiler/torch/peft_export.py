@@ -33,6 +33,7 @@ import torch
 from peltc.compiler.archs import FAMILIES
 import peltc.compiler.torch.targets as tg
 from peltc.compiler.ir import IR, AttachmentNode
+from peltc.compiler.torch import peft_prompt
 from peltc.compiler.torch.peft_io import CONFIG, PREFIX, WEIGHTS
 from peltc.errors import ArtifactError, UsageError
 
@@ -121,6 +122,8 @@ def export_peft(src: str | Path, out_dir: str | Path, *, partial: bool = False) 
     fam = FAMILIES.get(ir.settings.family or "")
     if fam is None:
         raise ArtifactError(f"the artifact was resolved for an unknown family {ir.settings.family!r}", code="A012")
+    if any(i.method == "prompt" for i in ir.instances()):
+        return _export_prompt(manifest, tensors, ir, fam, Path(out_dir))
     left, ok = _left_out(ir)
     if left and not partial:
         raise UsageError("cannot export to peft: peft's LoRA format cannot hold " + "; ".join(left), code="U120",
@@ -203,6 +206,25 @@ def export_peft(src: str | Path, out_dir: str | Path, *, partial: bool = False) 
     tmpc.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     os.replace(tmpc, dest / CONFIG)
     return ExportResult(dest, sorted(per_module), left if partial else [], config, notes)
+
+
+def _export_prompt(manifest, tensors, ir: IR, fam, dest: Path) -> ExportResult:
+    """A run whose one method is a prompt, as peft's prompt-tuning adapter (`peft_prompt`); U120 otherwise."""
+    from safetensors.torch import save_file
+    refused = peft_prompt.refusals(ir)
+    if refused:
+        raise UsageError("cannot export to peft: peft's prompt-tuning format cannot hold " + "; ".join(refused),
+                         code="U120", help="export a run whose only method is one prompt, with head { pool pooler }")
+    out, config, inst = peft_prompt.export_prompt(ir, fam, tensors, (manifest.get("base_model") or {}).get("name"))
+    _check_out_dir(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    tmp = dest / f".{WEIGHTS}.tmp"
+    save_file(out, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, dest / WEIGHTS)
+    tmpc = dest / f".{CONFIG}.tmp"
+    tmpc.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmpc, dest / CONFIG)
+    return ExportResult(dest, [inst], [], config)
 
 
 def _json_number(x: float) -> int | float:

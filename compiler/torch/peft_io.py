@@ -1,4 +1,5 @@
-"""peft's LoRA format (file names, key prefix) and import from it; export is `peft_export`.
+"""peft's LoRA format (file names, key prefix) and import from it; export is `peft_export`. peft's
+prompt-tuning and P-tuning adapters import as one `prompt` instance (`peft_prompt`).
 
 Import: each (rank, alpha) group of a peft LoRA adapter becomes one `lora`
 instance of a spec (module paths mapped back to canonical points through the family tables of
@@ -23,6 +24,7 @@ from peltc.compiler.archs import Family, dims, family_of
 from peltc.compiler.ir import IR
 from peltc.compiler.layerset import compact_layers
 from peltc.compiler.schema import LAYER_POINTS
+from peltc.compiler.torch import peft_prompt
 from peltc.compiler.torch import targets as tg
 from peltc.errors import ArtifactError, UsageError
 
@@ -124,9 +126,15 @@ def read_peft(peft_dir: str | Path, model_config: dict[str, Any]) -> PeftAdapter
     cannot hold (DoRA, LoRA biases, bias training, LoRA on a module that is no canonical point, …)."""
     config, raw = read_peft_dir(peft_dir)
     where = f"'{Path(peft_dir) / CONFIG}'"
+    if config.get("peft_type") in peft_prompt.PROMPT_TYPES:
+        fam = family_of(model_config)
+        n, tensors, head = peft_prompt.read_prompt(config, raw, where, fam)
+        return PeftAdapter(Path(peft_dir), config, fam, dims(model_config, fam)["layers"],
+                           [{"name": peft_prompt.INSTANCE, "prompt": n}], tensors, _num_labels(fam, head),
+                           sorted({k.rsplit(".", 1)[0] for k in head}))
     if config.get("peft_type") != "LORA":
-        raise ArtifactError(f"{where} is a {config.get('peft_type')!r} adapter; peltc imports LoRA adapters only",
-                            code="A020")
+        raise ArtifactError(f"{where} is a {config.get('peft_type')!r} adapter; peltc imports LoRA and prompt-"
+                            "tuning adapters only", code="A020")
     if config.get("task_type") not in ("SEQ_CLS", None):
         raise ArtifactError(f"{where} has task_type {config.get('task_type')!r}; peltc imports sequence-"
                             "classification adapters (SEQ_CLS)", code="A021")
@@ -254,7 +262,7 @@ def spec_text(adapter: PeftAdapter, model_ref: str | None) -> str:
     """The .pelt spec of an imported adapter: one lora instance per (rank, alpha) group, the model's own
     head pooling (``head { pool pooler }``, as peft's model pools)."""
     c = adapter.config
-    lines = [f"# Imported from the peft LoRA adapter {adapter.path}"
+    lines = [f"# Imported from the peft {c.get('peft_type', 'LORA')} adapter {adapter.path}"
              + (f" (peft {c['peft_version']})" if c.get("peft_version") else "") + "."]
     if model_ref:
         lines.append(f'model "{model_ref}"' if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_./:@+-]*", model_ref)
@@ -262,6 +270,9 @@ def spec_text(adapter: PeftAdapter, model_ref: str | None) -> str:
     dropout = float(c.get("lora_dropout") or 0.0)
     for g in adapter.groups:
         lines.append("")
+        if "prompt" in g:
+            lines += peft_prompt.spec_lines(g["prompt"])
+            continue
         lines.append(f"lora {g['name']} {{")
         lines.append(f"  at {', '.join(_targets(g['modules'], adapter.n_layers))}")
         lines.append(f"  rank {g['rank']}")
