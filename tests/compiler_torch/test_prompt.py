@@ -280,3 +280,18 @@ def test_a_left_padded_row_generates_what_it_generates_alone():
     together = greedy_completions(model, Tok(), rows, 5)
     alone = [greedy_completions(model, Tok(), [r], 5)[0] for r in rows]
     assert together == alone
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert", "electra", "deberta-v2"])
+def test_pool_mean_averages_over_the_prompt_and_the_real_tokens_only(family):
+    """`head { pool mean }` reads the masked mean over the n + seq positions (the extended mask): a padded
+    row gives what the row alone gives, on every encoder family (ELECTRA: prompt vectors of the
+    embedding width 16, below its hidden size)."""
+    model = tiny_model(family)
+    compile_model(_spec("none") + "\nhead { pool mean }", model)
+    perturb(model, std=0.3)
+    batch = tiny_batch()
+    with torch.no_grad():
+        padded = model(**batch).logits
+        alone = model(input_ids=batch["input_ids"][2:, :3], attention_mask=batch["attention_mask"][2:, :3]).logits
+    assert (padded[2:] - alone).abs().max() <= 1e-5
