@@ -410,7 +410,9 @@ def _instance_items(ir: IR, inst) -> list[tuple[str, list]]:
         items.append((f"attachments: {len(atts)}, {_n(total)} parameters", _attachment_groups(ir, atts)))
         if inst.shared_trainable:
             items.append((f"shared: a {_n(inst.shared_trainable)}-parameter reparameterisation MLP "
-                          "(training only, folded into the prefixes)", []))
+                          "(training only, folded into the prefixes)" if inst.method == "prefix" else
+                          f"shared: a {_n(inst.shared_trainable)}-parameter P-tuning encoder "
+                          "(training only, folded into the prompt vectors)", []))
     return items
 
 
