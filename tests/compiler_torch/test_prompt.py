@@ -295,3 +295,22 @@ def test_pool_mean_averages_over_the_prompt_and_the_real_tokens_only(family):
         padded = model(**batch).logits
         alone = model(input_ids=batch["input_ids"][2:, :3], attention_mask=batch["attention_mask"][2:, :3]).logits
     assert (padded[2:] - alone).abs().max() <= 1e-5
+
+
+def test_a_left_padded_decoder_classifier_equals_peft():
+    """peft's SEQ_CLS on a decoder passes inputs_embeds, so transformers' classifier reads the last position:
+    on left-padded rows that is the last real token, which is what peltc's reads on any padding."""
+    base = tiny_decoder("llama")
+    ours = copy.deepcopy(base)
+    compile_model(_spec("mlp"), ours)
+    perturb(ours, std=0.5)
+    pm = _peft_model(base, "mlp", "SEQ_CLS", ours.model.pelt_prompt["soft"])
+    with torch.no_grad():
+        pm.base_model.score.modules_to_save["default"].load_state_dict(ours.score.state_dict())
+    ids = torch.tensor([[5, 17, 42, 8, 61], [0, 0, 33, 70, 2]])
+    mask = (ids != 0).long()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        a, b = ours(input_ids=ids, attention_mask=mask).logits, pm(input_ids=ids, attention_mask=mask).logits
+    assert (a - b).abs().max() <= 1e-5
+    assert sum(p.numel() for p in ours.parameters() if p.requires_grad) == pm.get_nb_trainable_parameters()[0]
