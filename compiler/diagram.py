@@ -42,7 +42,7 @@ class Mod:
     trainable: int | None = None       # per layer
     saved: int | None = None
     gate_params: int | None = None
-    shared: int | None = None          # prefix reparameterisation MLP (instance-wide, training only)
+    shared: int | None = None          # prefix MLP / P-tuning encoder (instance-wide, training only)
     relative: dict[str, str] = field(default_factory=dict)   # parameters written relative ("size" → "hidden/16")
     paths: list[str] = field(default_factory=list)   # module path in each layer of the group
     where: str | None = None           # symbolic diagrams: the selectors as written

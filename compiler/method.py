@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 @dataclass(frozen=True)
 class ParamSpec:
-    type: str                 # "int" | "float" | "choice" | "int_or_none" | "bool"
+    type: str                 # "int" | "float" | "choice" | "int_or_none" | "bool" | "str"
     default: Any
     doc: str
     min: float | None = None  # inclusive
@@ -49,7 +49,8 @@ class ParamSpec:
 #   biases     — every bias-holding module a point covers (BitFit)
 #   model      — the whole base model (full fine-tuning)
 #   layer      — a whole transformer layer module, its output (LoReFT)
-HOSTS = ("linear", "value", "attention", "biases", "model", "layer")
+#   input      — the base model itself, whose input embeddings it extends (prompt tuning)
+HOSTS = ("linear", "value", "attention", "biases", "model", "layer", "input")
 
 
 @dataclass(frozen=True)

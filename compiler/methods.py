@@ -27,7 +27,7 @@ from peltc.compiler.method import HOSTS, Drawing, Method, ParamSpec
 GROUP = "peltc.methods"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _RESERVED = {"model", "extends", "import", "remove", "layers", "at", "gate", "from", *schema.SECTIONS}
-_TYPES = ("int", "float", "choice", "int_or_none", "bool")
+_TYPES = ("int", "float", "choice", "int_or_none", "bool", "str")
 _LOADED: dict[str, list[str]] = {}      # source key (a resolved file path, "entry point NAME") → its methods
 
 

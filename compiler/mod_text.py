@@ -29,6 +29,9 @@ def method_text(m: Mod, fam: Family | None = None, d: dict[str, int] | None = No
     if m.method == "prefix":
         return f"length {p.length} · " + ("no mlp" if p.mlp is None else f"mlp {p.mlp}") + \
             (f" · init {p.init}" if not is_default("prefix", "init", p.init) else "")
+    if m.method == "prompt":
+        enc = "" if p.encoder == "none" else f" · {p.encoder} encoder {p.encoder_hidden} (folded)"
+        return f"{p.length} vectors before the tokens · init {p.init}{enc}"
     if m.method == "lora":
         bits = [f"r {size_text(m, 'rank')}", f"α {p.alpha:g}" if m.gate.kind == "none" else "gate replaces α/r"]
         return " · ".join(bits + [f"dropout {p.dropout:g}"] * bool(p.dropout))

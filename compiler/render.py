@@ -75,6 +75,7 @@ EDGE_STYLE: dict[str, dict[str, str]] = {   # edge role → attributes (module e
     "sequential": {"penwidth": "1.6"},
     "parallel": {"style": "dashed", "penwidth": "1.4"},
     "prefix": {"penwidth": "1.4", "label": "K,V", "fontsize": "8"},
+    "prompt": {"penwidth": "1.4", "label": "prepended", "fontsize": "8"},
     "bias": {"style": "dotted", "penwidth": "1.4", "arrowhead": "none", "constraint": "false"},
     "source": {"style": "dotted", "color": GATE_LINE, "arrowsize": "0.6"},
     "scales": {"style": "dotted", "color": GATE_LINE, "arrowhead": "dot", "arrowsize": "0.6"},
@@ -127,7 +128,8 @@ def _count_lines(m: Mod, n_layers: int) -> list[str]:
         line += f" (saved {_n(m.saved)})"
     if m.gate_params:
         line += f" (incl. gate {_n(m.gate_params)})"
-    return [line] + ([f"+ shared MLP {_n(m.shared)} (training only, folded)"] if m.shared else [])
+    what = "encoder" if m.method == "prompt" else "MLP"
+    return [line] + ([f"+ shared {what} {_n(m.shared)} (training only, folded)"] if m.shared else [])
 
 
 def _braced(paths: list[str]) -> list[str]:
@@ -388,7 +390,9 @@ class _Drawer:
         total = sum(a.trainable or 0 for a in ir.attachments())
         pct = f" ({100 * total / s.base_params:.2f}% of {_n(s.base_params)})" if s.base_params else ""
         shared = sum(i.shared_trainable or 0 for i in ir.instances())
-        extra = f"  +  {_n(shared)} prefix-MLP params during training (folded away)" if shared else ""
+        what = " / ".join(sorted({f"{i.method}-{'MLP' if i.method == 'prefix' else 'encoder'}"
+                                  for i in ir.instances() if i.shared_trainable}))
+        extra = f"  +  {_n(shared)} {what} params during training (folded away)" if shared else ""
         return (f"{name}model {s.model} ({s.family}, {s.dims['layers']} layers, hidden {s.dims['hidden']})\n"
                 f"trainable {_n(total)}{pct}{extra}")
 
@@ -401,8 +405,8 @@ class _Drawer:
         def glyph(text: str, colour: str) -> str:
             return f'<TD><FONT COLOR="{colour}">{text}</FONT></TD>'
 
-        drawn = {a.method for a in self.ir.attachments()}
-        rows = [(swatch(f, c), m) for m, (f, c) in METHOD_COLOURS.items() if legend_always(m) or m in drawn]
+        used = {i.method for i in self.ir.instances()}      # the newer methods only where drawn
+        rows = [(swatch(f, c), m) for m, (f, c) in METHOD_COLOURS.items() if legend_always(m) or m in used]
         rows += [(swatch(BASE_FILL, BASE_LINE, False), "base module (frozen)"),
                  (glyph("◆", GATE_LINE), "gate: σ(point) per example, scalar, const"),
                  (glyph("━━▶", "#444444"), "sequential: inline in the data path"),

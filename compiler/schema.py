@@ -69,6 +69,8 @@ _LINEARS = frozenset(k for k, v in LAYER_POINTS.items() if v == "linear")
 LR = ParamSpec("float", None, "learning rate of this instance's parameters (default: the run's lr)",
                min=0.0, min_exclusive=True, instance_only=True)
 PREFIX_INITS = ("random", "tokens")
+PROMPT_INITS = ("random", "text", "vocab")
+PROMPT_ENCODERS = ("none", "mlp", "lstm")
 
 _ATTACH = "peltc.compiler.torch.rewrite.attach:"   # the torch steps of the built-ins (called by rewrite only)
 
@@ -110,6 +112,20 @@ def _loreft_count(c: CountContext) -> int:
     return loreft_units(int(p.first), int(p.last), bool(p.tied)) * (2 * int(p.rank) * c.hidden + int(p.rank))
 
 
+def _prompt_shared(c: CountContext) -> int | None:
+    """P-tuning's encoder, trained and folded away (None for ``encoder none``), its input embedding included
+    (peft's ``PromptEncoder``): ``mlp`` nE + (EH + H) + (H² + H) + (HE + E); ``lstm`` nE + a bidirectional
+    2-layer LSTM (per direction 4H(in + H) + 8H, in = E then 2H) + (4H² + 2H) + (2HE + E)."""
+    p, e = c.params, c.dims["embedding"]
+    n, h = int(p.length), int(p.encoder_hidden)
+    if p.encoder == "mlp":
+        return n * e + (e * h + h) + (h * h + h) + (h * e + e)
+    if p.encoder == "lstm":
+        lstm = 2 * (4 * h * (e + h) + 8 * h) + 2 * (4 * h * (2 * h + h) + 8 * h)
+        return n * e + lstm + (4 * h * h + 2 * h) + (2 * h * e + e)
+    return None
+
+
 _LOREFT_NO_MERGE = ("does not merge into the base weights: it edits the hidden states at chosen token positions, "
                     "which no weight change reproduces")
 
@@ -144,6 +160,27 @@ METHODS: dict[str, method_mod.Method] = {
         attach=_ATTACH + "attach_prefix",
         no_merge="prefix-tuning adds keys and values to the attention, not a change of a base weight",
         drawing=Drawing("#ffe2b8", "#c96a00", edge="prefix", label="K,V", legend=True),
+    ),
+    "prompt": method_mod.Method(
+        "prompt", "prompt tuning: n learned vectors prepended to the input embeddings (P-tuning with an encoder)",
+        {
+            "length": ParamSpec("int", 20, "number of prompt vectors n", min=1, max=512, instance_only=True),
+            "init": ParamSpec("choice", "random", "initial vectors: random (N(0, 1), as peft), text (the word "
+                              "embeddings of `text`'s tokens, repeated or cut to n), or vocab (n rows of the "
+                              "word embeddings drawn at random)", choices=PROMPT_INITS, instance_only=True),
+            "text": ParamSpec("str", None, "the text whose tokens start the prompt (with `init text`)",
+                              instance_only=True),
+            "encoder": ParamSpec("choice", "none", "P-tuning's reparameterisation while training: none, mlp "
+                                 "(3 linears, ReLU) or lstm (bidirectional 2-layer LSTM + 2 linears); folded "
+                                 "into plain vectors after training", choices=PROMPT_ENCODERS, instance_only=True),
+            "encoder_hidden": ParamSpec("int", 128, "the encoder's hidden width H", min=1, instance_only=True),
+            "lr": LR,
+        },
+        frozenset({"embeddings"}), default_at=("embeddings",), host="input",
+        count=lambda c: int(c.params.length) * c.dims["embedding"], shared_count=_prompt_shared,
+        attach=_ATTACH + "attach_prompt",
+        no_merge="a soft prompt adds positions before the tokens, not a change of a base weight",
+        drawing=Drawing("#e6dcf7", "#5b3fa8", edge="prompt"),
     ),
     "lora": method_mod.Method(
         "lora", "low-rank update W x + s · B A x on a linear",
@@ -185,7 +222,7 @@ METHODS: dict[str, method_mod.Method] = {
         },
         frozenset({"output"}), host="layer", count=_loreft_count, attach=_ATTACH + "attach_loreft",
         no_merge="LoReFT " + _LOREFT_NO_MERGE, check_note=_LOREFT_NO_MERGE,
-        drawing=Drawing("#e4dcf5", "#5e35b1", edge=None),
+        drawing=Drawing("#f3e2cf", "#8d5524", edge=None),
     ),
     "finetune": method_mod.Method(
         "finetune", "train base-model weights directly (full fine-tuning when at all)",
@@ -209,7 +246,8 @@ def host_of(method: str) -> str:
 # One pydantic model per method, built from the ParamSpec table above (the defaults live there and only
 # there): `method_params` reads an IR node's parameters as that model, every default filled (an IR
 # written before a parameter existed reads as its default).
-_PY_TYPES: dict[str, Any] = {"int": int, "float": float, "choice": str, "int_or_none": int | None, "bool": bool}
+_PY_TYPES: dict[str, Any] = {"int": int, "float": float, "choice": str, "int_or_none": int | None, "bool": bool,
+                             "str": str}
 
 
 @functools.lru_cache(maxsize=None)

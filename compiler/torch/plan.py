@@ -58,6 +58,10 @@ def check_routable(att: AttachmentNode, fam: Family, run: int) -> None:
     if host_of(att) == "model":
         raise CompileError(f"run {run}: {att.method} trains the base model's weights, which the runs would share",
                            code="C020", help="serve a fine-tuned run on its own model (load_run)")
+    if host_of(att) == "input":
+        raise CompileError(f"run {run}: {att.instance} is a soft prompt, which shifts every position of its "
+                           "examples; routing several runs on one base cannot serve it exactly", code="C045",
+                           help="serve this run on its own model (load_run)")
     if host_of(att) == "attention" and fam.causal and att.gate.kind == "sigmoid":
         raise CompileError(f"run {run}: a prefix behind a sigmoid gate on a causal model gates per token, "
                            "which routing several runs does not do", code="C020",

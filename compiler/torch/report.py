@@ -19,7 +19,7 @@ from typing import Any
 
 from torch import nn
 
-from peltc.compiler.schema import host_of
+from peltc.compiler.schema import METHODS, host_of
 
 
 @dataclass
@@ -169,6 +169,7 @@ def _ranges(ls: list[int]) -> str:
 def build_report(model: nn.Module) -> Report:
     """A `Report` of a compiled model's current state."""
     from peltc.compiler.torch.prefix import Prefix
+    from peltc.compiler.torch.prompt import Prompt
     from peltc.compiler.torch.compiled import compiled
 
     c = compiled(model)
@@ -200,6 +201,9 @@ def build_report(model: nn.Module) -> Report:
         for inst, pre in (m._modules.get("pelt_prefix") or {}).items():
             if isinstance(pre, Prefix):
                 folded_size[inst] = folded_size.get(inst, 0) + 2 * pre.length * pre.hidden
+        for inst, prompt in (m._modules.get("pelt_prompt") or {}).items():
+            if isinstance(prompt, Prompt):       # P-tuning: its encoder folds into the n vectors
+                folded_size[inst] = prompt.length * prompt.dim
     instances = []
     for inst, atts in c.attachments.items():
         a0 = atts[0]
@@ -207,7 +211,7 @@ def build_report(model: nn.Module) -> Report:
         if host_of(a0.method) == "model":
             trainable = base
         saved = trainable
-        if host_of(a0.method) == "attention":
+        if METHODS[a0.method].shared_count is not None:   # trains more than it keeps (folded)
             saved = folded_size.get(inst, 0) + gates.get(inst, 0)
         planned = [a.trainable for a in atts]
         instances.append(InstanceReport(
