@@ -183,6 +183,15 @@ U136|UsageError|a folder that is not a readable run folder (no run.json / metric
 U137|UsageError|an optional extra that a command needs is not installed|pip install 'peltc[EXTRA]' (the error names it)
 U160|UsageError|--report-to naming a logger whose package is not installed|pip install the package, or leave --report-to out
 U161|UsageError|peltc merge of a run whose parts do not merge into the base weights|merge runs of LoRA / BitFit with head { pool pooler } (specs/lora_peft.pelt)
+U182|UsageError|a study storage that is not a journal file, postgresql:// or sqlite:/// URL|a file path (the embedded journal, one machine) or postgresql://USER@HOST[:PORT]/DB (many machines)
+U183|UsageError|a study storage that cannot be reached or opened|start the database server, or check the URL's host, port, user and database (a file: a writable path)
+U184|UsageError|a study (or study file) that does not exist|check --study and --storage; `peltc search SPACE --study NAME …` creates it
+U185|UsageError|peltc search of a spec without choices|make a value a choice(…) / uniform(…) / loguniform(…) or an instance optional; train a plain spec with peltc compile --train
+U186|UsageError|--emit naming a file that exists|name a new file: an emitted spec never overwrites one
+U187|UsageError|--sampler grid over a continuous dimension|use --sampler tpe or random, or write the range as choice(…)
+U188|UsageError|joining a study with settings other than those it was started with|run the study's own command (same space, task, K, seed, settings), or name a new --study
+U189|UsageError|a peltc search option out of range or missing|peltc search SPACE --train TASK --trials N --study NAME (N, --jobs, --heartbeat ≥ 1)
+U190|UsageError|a study with no complete trial to emit, or a trial whose run recorded no dev metric|run trials first; --emit writes the best complete trial
 """
 
 REGISTRY: dict[str, ErrorCode] = {

@@ -1,4 +1,4 @@
-"""The runtime's commands for the `peltc` CLI: compile, eval, predict, generate, grid.
+"""The runtime's commands for the `peltc` CLI: compile, eval, predict, generate, grid (search: cli_search.py).
 
 Imported by peltc/cli.py when the parser is built, so it must stay light: torch and
 transformers are imported inside the command functions only.
@@ -216,6 +216,11 @@ def cmd_grid(a) -> int:
              dev_size=a.dev_size, record=a.record,
              own={k: getattr(a, k) for k in OWN_FLAGS})
     return EXIT_OK
+
+
+def cmd_search(a) -> int:
+    from peltc.runtime.cli_search import cmd_search as run
+    return run(a, _overrides(a), progress_bars)
 
 
 def cmd_export(a) -> int:
@@ -444,6 +449,9 @@ def add_commands(sub) -> None:
     _own_columns(o)
     _train_flags(g)
     g.set_defaults(func=cmd_grid)
+
+    from peltc.runtime.cli_search import add_search
+    add_search(sub, _train_flags, _DATA_DIR_HELP, cmd_search)
 
     x = sub.add_parser("export", help="write a run's LoRA and task head as a peft LoRA adapter")
     x.add_argument("run_dir", help="a run folder (or an artifact folder holding manifest.json)")
