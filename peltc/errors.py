@@ -77,8 +77,14 @@ E128|error|the model family cannot support it|docs/language.md lists what each f
 E129|error|a section name missing (method instance) or not allowed (settings section)|write `lora my_lora { ... }` or `train { ... }`
 E130|error|a gate on a method that cannot be gated|remove the gate line
 E131|error|a method instance without `at`|say where it attaches, e.g. `at layers[*].attention.query`
+E160|error|a search-space choice or `optional` where one spec is needed (compile, a file extended or imported)|check the space with `peltc check`, search it with `peltc search`, compile one point of it
+E161|error|`optional` on a section that is not a method instance|only an instance may be optional: `optional lora my_lora { ... }`
+E162|error|an empty or reversed range, or a loguniform range that reaches 0|write uniform(LOW, HIGH) with LOW < HIGH (loguniform: LOW > 0), intrange(LOW, HIGH) with LOW ≤ HIGH
+E163|error|a choice's option given twice|keep one of them
+E164|error|a search space too large to check every point|narrow some choices or ranges, or split the space
 W201|warning|an instance covers its points unevenly|check the layer selectors and overrides
 W202|warning|a parameter that the gate replaces has no effect (LoRA `alpha` under a gate)|remove it, or write `gate none`
+W220|warning|a choice of one value (no choice)|write the value itself
 A001|ArtifactError|nothing to save: no trainable parameters|compile a spec onto the model before saving
 A002|ArtifactError|a folder without an artifact (no adapter/manifest.json)|name a finished run folder or an adapter folder
 A003|ArtifactError|a manifest that is corrupt or not peltc's|save the artifact again
