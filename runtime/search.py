@@ -67,18 +67,25 @@ class Surplus(Exception):
     """A trial created after the study already held ``--trials`` finished or running ones."""
 
 
-def load(path: str):
-    """The space of ``path`` (U001 unreadable; U185 a plain spec: nothing to search)."""
+def load(path: str, model: str | None = None):
+    """The space of ``path``, every point checked against the model the trials use (the spec errors of
+    `peltc check`; U185: a plain spec, nothing to search)."""
+    from peltc.compiler.pipeline import build_ir
     from peltc.compiler.space import load_space
+    from peltc.compiler.space_check import check_space
+    from peltc.runtime.models import resolve_model
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"cannot read spec '{path}': {getattr(e, 'strerror', None) or e}", code="U001") from None
-    space = load_space(text, path)
+    space = load_space(text, path=path)
     if not space.dimensions:
         raise UsageError(f"'{path}' has no choice: there is nothing to search", code="U185",
                          help="make a parameter a choice (rank choice(4, 8, 16), lr loguniform(1e-4, 1e-2), "
                               "optional …), or train the spec with `peltc compile --train`")
+    first = {**next(space.points()), **{d.name: d.low for d in space.continuous()}}
+    mc = resolve_model(model, build_ir(space.concrete(first), path).ir.settings.model)
+    check_space(space, model=mc)
     return text, space
 
 
@@ -86,10 +93,8 @@ def grid_space(space) -> dict[str, list]:
     """Every dimension's values, for the grid sampler (U187: a continuous dimension has no grid)."""
     out = {}
     for d in space.dimensions:
-        if d.kind == "categorical":
-            out[d.name] = list(d.choices)
-        elif d.kind == "int" and not d.log:
-            out[d.name] = list(range(int(d.low), int(d.high) + 1))
+        if d.kind != "float":
+            out[d.name] = d.values()
         else:
             raise UsageError(f"'{d.name}' is a continuous range ({d.kind} {d.low} … {d.high}): a grid cannot cover "
                              "it", code="U187", help="--sampler tpe or random, or make it a choice(…) of values")
@@ -315,11 +320,12 @@ def search(o: SearchOptions, argv: list[str] | None = None, say=print) -> dict[s
         raise UsageError(f"--trials {o.trials} / --jobs {o.jobs} out of range", code="U189", help="both ≥ 1")
     if o.emit and Path(o.emit).exists():
         raise UsageError(f"--emit '{o.emit}' exists", code="U186", help="name a new file (it is never overwritten)")
-    text, space = load(o.space)
+    text, space = load(o.space, o.model)
     grid = grid_space(space) if o.sampler == "grid" else None
     settings = study_settings(o, text)
     study = open_study(o, settings, make_sampler(o.sampler, space, grid), make_pruner(o.pruner))
-    say(f"search: study '{o.study}' in {o.storage or default_storage(o.out)}: space of {space.size()} points, "
+    say(f"search: study '{o.study}' in {o.storage or default_storage(o.out)}: "
+        f"{f'{space.size()} points' if space.size() else 'a continuous space'} ({len(space.dimensions)} dimensions), "
         f"{o.trials} trials in all, {o.sampler} sampler, {o.pruner} pruner")
     base = Path(o.out) / o.study
 
