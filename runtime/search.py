@@ -162,15 +162,20 @@ def open_study(o: SearchOptions, settings: dict[str, Any], sampler, pruner):
     storage = open_storage(url, heartbeat=o.heartbeat, grace=o.grace)
     study = optuna.create_study(study_name=o.study, storage=storage, sampler=sampler, pruner=pruner,
                                 direction="maximize", load_if_exists=True)
+    keep_settings(study, settings, o.study)
+    return study
+
+
+def keep_settings(study, settings: dict[str, Any], name: str) -> None:
+    """Keep what the study is in it; refuse a worker whose command differs (U188)."""
     kept = study.user_attrs.get("peltc")
     if kept is None:
         study.set_user_attr("peltc", settings)
     elif kept != settings:
         diff = [f"{k}: {kept.get(k)!r} in the study, {settings.get(k)!r} now" for k in sorted(set(kept) | set(settings))
                 if kept.get(k) != settings.get(k)]
-        raise UsageError(f"study '{o.study}' was started with other settings: {'; '.join(diff)}", code="U188",
+        raise UsageError(f"study '{name}' was started with other settings: {'; '.join(diff)}", code="U188",
                          help="run the study's own command to join it, or name a new --study")
-    return study
 
 
 def counts(study) -> dict[str, int]:
@@ -181,8 +186,10 @@ def counts(study) -> dict[str, int]:
 
 
 def _live(study) -> list:
-    from optuna.trial import TrialState
-    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
+    """The trials that count toward the total: finished (COMPLETE, PRUNED, or FAIL because their run failed —
+    `peltc grid` goes on past such a run, as it always did), or running. A crashed or surplus trial does not."""
+    return [t for t in study.get_trials(deepcopy=False)
+            if t.state.name in (*FINISHED, "RUNNING") or (t.state.name == "FAIL" and t.user_attrs.get("run_failed"))]
 
 
 def reporter(trial):
@@ -206,6 +213,22 @@ def reporter(trial):
     return Reporter()
 
 
+def claim(trial, total: int) -> None:
+    """Go on only when this trial is among the study's first ``total`` finished or running ones (Surplus)."""
+    if trial.number not in sorted(t.number for t in _live(trial.study))[:total]:
+        trial.set_user_attr("surplus", True)
+        raise Surplus(f"trial {trial.number}: the study already holds {total} trials")
+
+
+def unique(trial) -> None:
+    """Under a grid, two workers may draw the same point at once (Optuna's GridSampler says so): the later
+    trial gives way (Surplus), and the point it would have missed is drawn by the next trial."""
+    same = [t.number for t in _live(trial.study) if t.params == trial.params and t.number != trial.number]
+    if same and min(same) < trial.number:
+        trial.set_user_attr("surplus", True)
+        raise Surplus(f"trial {trial.number}: trial {min(same)} runs the same grid point")
+
+
 def objective_for(o: SearchOptions, settings: dict[str, Any], point_of, folder_of):
     """The objective: ``point_of(trial)`` → (the trial's concrete spec text, its point), trained in
     ``folder_of(trial)``; returns the run's best dev main metric."""
@@ -215,16 +238,17 @@ def objective_for(o: SearchOptions, settings: dict[str, Any], point_of, folder_o
     from peltc.runtime.runfolder import RunOptions
 
     def objective(trial):
-        if trial.number not in sorted(t.number for t in _live(trial.study))[:o.trials]:
-            trial.set_user_attr("surplus", True)
-            raise Surplus(f"trial {trial.number}: the study already holds {o.trials} trials")
+        claim(trial, o.trials)
         text, point = point_of(trial)
+        if o.sampler == "grid":
+            unique(trial)
         run_dir, spec = folder_of(trial)
         spec.parent.mkdir(parents=True, exist_ok=True)
         spec.write_text(text, encoding="utf-8")
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("spec", text)
         trial.set_user_attr("host", os.uname().nodename)
+        trial.set_user_attr("pid", os.getpid())
         opts = RunOptions(spec=str(spec), task=o.task, model=o.model, data_dir=o.data_dir, k=o.k, seed=o.seed,
                           dev_size=o.dev_size, out=str(run_dir), overrides=dict(o.overrides), progress=False,
                           render=False)
@@ -246,7 +270,7 @@ def objective_for(o: SearchOptions, settings: dict[str, Any], point_of, folder_o
     return objective
 
 
-def work(study, objective, total: int, *, poll: float, say=print) -> None:
+def work(study, objective, total: int, *, poll: float, say=print, catch: tuple = (), label: str = "search") -> None:
     """Run trials until the study holds ``total`` finished ones (see the module's docstring)."""
     import optuna
     from optuna.storages import fail_stale_trials
@@ -269,14 +293,14 @@ def work(study, objective, total: int, *, poll: float, say=print) -> None:
     while True:
         fail_stale_trials(study)
         live = _live(study)
-        done = sum(t.state.name in FINISHED for t in live)
+        done = sum(t.state.name != "RUNNING" for t in live)
         if done >= total:
             return
         if len(live) >= total:          # the rest are running elsewhere: wait for them (or their retries)
             time.sleep(poll)
             continue
         try:
-            study.optimize(guarded, n_trials=1, catch=(Surplus,), gc_after_trial=True)
+            study.optimize(guarded, n_trials=1, catch=(Surplus, *catch), gc_after_trial=True)
         except KeyboardInterrupt:
             if interrupted:
                 last = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
@@ -288,7 +312,7 @@ def work(study, objective, total: int, *, poll: float, say=print) -> None:
         if last is not None and last.user_attrs.get("surplus"):
             continue
         c = counts(study)
-        say(f"search: {c.get('COMPLETE', 0)} complete, {c.get('PRUNED', 0)} pruned, {c.get('RUNNING', 0)} running, "
+        say(f"{label}: {c.get('COMPLETE', 0)} complete, {c.get('PRUNED', 0)} pruned, {c.get('RUNNING', 0)} running, "
             f"{c.get('FAIL', 0)} failed of {total}" + _best_line(study))
 
 

@@ -10,8 +10,8 @@ with heartbeats and the retry of a crashed worker's trial.
   (`BaseHeartbeat`): a worker's heartbeat is a trial system attribute in the journal, a RUNNING trial whose
   last heartbeat is older than the grace period is stale. Optuna then does the rest unchanged
   (``fail_stale_trials`` before each trial, the retry callback).
-- ``postgresql://USER@HOST:PORT/DB`` (many machines): Optuna's `RDBStorage` (SQLAlchemy + psycopg2), with
-  its own heartbeats. ``sqlite:///FILE`` is accepted for one process at a time.
+- ``postgresql://USER@HOST:PORT/DB`` (many machines): Optuna's `RDBStorage` (SQLAlchemy), with
+  its own heartbeats (SQLAlchemy's default driver for it, psycopg 3). ``sqlite:///FILE`` is accepted for one process at a time.
 
 Either way a trial killed mid-run (SIGKILL, a lost machine) stops beating; the next worker to start a trial
 marks it FAIL (exactly one does: the journal refuses a second state change of a finished trial, PostgreSQL
@@ -121,9 +121,10 @@ def open_storage(url: str, *, heartbeat: int = HEARTBEAT_S, grace: int | None = 
         first = str(getattr(e, "orig", e)).strip().splitlines()[0] if str(getattr(e, "orig", e)).strip() else type(e).__name__
         raise UsageError(f"cannot reach the study database '{_safe(url)}': {first}", code="U183",
                          help="start the server, or check the host, port, user and database name") from None
-    except ModuleNotFoundError as e:
-        raise UsageError(f"--storage '{_safe(url)}' needs the package '{e.name}'", code="U183",
-                         help="pip install psycopg2-binary (a dependency of peltc)") from None
+    except ImportError as e:
+        name = getattr(e.__cause__, "name", None) or "its database driver"
+        raise UsageError(f"--storage '{_safe(url)}' needs the package '{name}'", code="U183",
+                         help="pip install 'psycopg[binary]' (a dependency of peltc)") from None
 
 
 def retry_callback(retries: int = MAX_RETRY):
