@@ -87,7 +87,7 @@ EDGE_STYLE: dict[str, dict[str, str]] = {   # edge role → attributes (module e
     "residual": {"color": "#a8a8a8", "penwidth": "1.2", "style": "bold"},
 }
 _MOD_EDGE = {"prefix": "prefix", "lora": "parallel", "bitfit": "bias", "finetune": "bias"}   # beside its point
-
+Marks = dict[str, tuple[bool, list[str]]]   # a search space's instance → (optional: dashed, its choices)
 
 
 # --- labels -------------------------------------------------------------------------------------
@@ -158,9 +158,9 @@ class _Drawer:
     belongs to the cluster that declares it. Modules drawn beside a point share its rank and are
     ordered by invisible edges; such flat edges carry no label (dot then drops the row's order)."""
 
-    def __init__(self, ir: IR, expand: bool, title: str | None):
+    def __init__(self, ir: IR, expand: bool, title: str | None, marks: Marks | None = None):
         import graphviz
-        self.ir, self.name = ir, title
+        self.ir, self.name, self.marks = ir, title, marks or {}
         s = ir.settings
         self.fam = FAMILIES[s.family] if s.family is not None else None
         self.layout = layer_layout(self.fam)
@@ -215,7 +215,11 @@ class _Drawer:
             small = [] if m.point == "all" else _braced([_rel(x, group.path) for x in mods])
         lines = [param_text(m, self.fam, self.ir.settings.dims)] + _count_lines(m, max(1, len(group.layers))) + \
             m.notes + (["prepended to K, V after RoPE"] if m.method == "prefix" and self.fam and self.fam.drawing.rotary else [])
-        self.node(g, nid, _html(f"{m.method} {m.instance}", lines, small), "attachment", m.method, tip)
+        optional, choices = self.marks.get(m.instance, (False, []))
+        self.node(g, nid, _html(f"{'optional ' * optional}{m.method} {m.instance}", lines + choices, small),
+                  "attachment", m.method, tip)
+        if optional:
+            g.node(nid, style="rounded,filled,dashed")
 
     def gate(self, g, m: Mod, nid: str, source: str | None, side: str | None = None) -> str | None:
         """Draw ``m``'s gate, if any, with its edges; returns its node id. With ``side`` the gate
@@ -433,15 +437,15 @@ class _Drawer:
 
 
 # --- public entry points ------------------------------------------------------------------------
-def to_dot(ir: IR, expand: bool = False, *, title: str | None = None) -> "graphviz.Digraph":
+def to_dot(ir: IR, expand: bool = False, *, title: str | None = None, marks: Marks | None = None) -> "graphviz.Digraph":
     """The diagram as a ``graphviz.Digraph`` (nothing runs; ``.source`` is the DOT text).
-    ``title`` (e.g. the spec's file name) opens the diagram's title."""
+    ``title`` (e.g. the spec's file name) opens the diagram's title; ``marks``: a space's (space_summary.marks)."""
     try:
         import graphviz  # noqa: F401
     except ModuleNotFoundError:
         raise UsageError("drawing needs the 'graphviz' Python package", code="U014",
                          help="pip install graphviz (and Graphviz's `dot`: apt-get install graphviz)") from None
-    return _Drawer(ir, expand, title).draw()
+    return _Drawer(ir, expand, title, marks).draw()
 
 
 def _pipe(dg: "graphviz.Digraph", fmt: str) -> bytes:
@@ -465,7 +469,7 @@ def to_svg(ir: IR, expand: bool = False, *, title: str | None = None) -> str:
 
 
 def render(ir: IR, out: str | Path, *, expand: bool = False, fmt: str | None = None,
-           title: str | None = None) -> Path:
+           title: str | None = None, marks: Marks | None = None) -> Path:
     """Write the diagram to ``out``; the format comes from ``fmt`` or the suffix: svg, png, pdf, or
     dot/gv for DOT source (which needs no `dot` program). Returns the path written."""
     out = Path(out)
@@ -473,7 +477,7 @@ def render(ir: IR, out: str | Path, *, expand: bool = False, fmt: str | None = N
     if fmt not in FORMATS:
         raise UsageError(f"unknown diagram format '{fmt}'" if fmt else f"cannot tell the diagram format of '{out}'",
                          code="U015", help=f"name the output with one of: {', '.join('.' + f for f in FORMATS)}")
-    dg = to_dot(ir, expand, title=title)
+    dg = to_dot(ir, expand, title=title, marks=marks)
     if FORMATS[fmt] in ("png", "pdf") and not font_has_glyphs(FONT):
         import graphviz
         dg = graphviz.Source(ascii_labels(dg.source))

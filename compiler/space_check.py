@@ -30,7 +30,7 @@ from peltc.compiler.summary import trained_and_saved
 from peltc.errors import Diagnostic, SpecError
 
 FULL_LIMIT = 512      # combinations checked one by one, as whole specs
-MAX_CHECKS = 20_000   # specs a check may build (about 2 ms each); beyond: E164
+MAX_CHECKS = 5_000    # specs a check may build (about 3 ms of CPU each); beyond: E164
 _SETTINGS = ("train", "head")
 
 
@@ -189,3 +189,14 @@ def _too_large(space: Space, n: int, limit: int) -> None:
                                 f"values checked per dimension: {sizes}; narrow some choices or ranges "
                                 f"(an intrange is checked at every value), or split the space", "error")],
                     {space.file: space.source})
+
+
+def check_spec(text: str, file: str = "<string>", *, model: ModelArg = None,
+               default_model: str | None = None) -> Result | SpaceCheck:
+    """A spec's text checked as `peltc check` checks it: every point of a space (`check_space`), or the
+    one spec (`build_ir`). Raises `SpecError` with every error found."""
+    from peltc.compiler.space import load_space
+    space = load_space(text, path=file)
+    if space.dimensions:
+        return check_space(space, model=model, default_model=default_model)
+    return build_ir(text, file, model=model, default_model=default_model)
