@@ -229,13 +229,15 @@ def unique(trial) -> None:
         raise Surplus(f"trial {trial.number}: trial {min(same)} runs the same grid point")
 
 
-def objective_for(o: SearchOptions, settings: dict[str, Any], point_of, folder_of):
+def objective_for(o: SearchOptions, point_of, folder_of, train_run=None):
     """The objective: ``point_of(trial)`` → (the trial's concrete spec text, its point), trained in
-    ``folder_of(trial)``; returns the run's best dev main metric."""
+    ``folder_of(trial)`` by ``train_run`` (`run.train_run`; bench/search_cost.py times the engine alone
+    with a run that trains nothing); returns the run's best dev main metric."""
     import optuna
 
-    from peltc.runtime.run import train_run
     from peltc.runtime.runfolder import RunOptions
+    if train_run is None:
+        from peltc.runtime.run import train_run
 
     def objective(trial):
         claim(trial, o.trials)
@@ -338,6 +340,21 @@ def _spawn(o: SearchOptions, argv: list[str]) -> list[subprocess.Popen]:
             for _ in range(o.jobs - 1)]
 
 
+def trial_parts(o: SearchOptions, space):
+    """A trial's point and concrete spec (``point_of``), and its run folder and spec file (``folder_of``):
+    ``OUT/STUDY/tNNNN`` and ``OUT/STUDY/tNNNN.pelt``."""
+    base = Path(o.out) / o.study
+
+    def point_of(trial):
+        point = suggest(trial, space)
+        return space.concrete(point), point
+
+    def folder_of(trial):
+        return base / f"t{trial.number:04d}", base / f"t{trial.number:04d}.pelt"
+
+    return point_of, folder_of
+
+
 def search(o: SearchOptions, argv: list[str] | None = None, say=print) -> dict[str, Any]:
     """Run (or join) the study; returns its summary (with ``emitted``: the path --emit wrote)."""
     if o.trials < 1 or o.jobs < 1:
@@ -351,20 +368,12 @@ def search(o: SearchOptions, argv: list[str] | None = None, say=print) -> dict[s
     say(f"search: study '{o.study}' in {o.storage or default_storage(o.out)}: "
         f"{f'{space.size()} points' if space.size() else 'a continuous space'} ({len(space.dimensions)} dimensions), "
         f"{o.trials} trials in all, {o.sampler} sampler, {o.pruner} pruner")
-    base = Path(o.out) / o.study
-
-    def point_of(trial):
-        point = suggest(trial, space)
-        return space.concrete(point), point
-
-    def folder_of(trial):
-        return base / f"t{trial.number:04d}", base / f"t{trial.number:04d}.pelt"
-
+    point_of, folder_of = trial_parts(o, space)
     if o.jobs > 1:
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // o.jobs))
     children = _spawn(o, argv) if o.jobs > 1 and argv is not None else []
     try:
-        work(study, objective_for(o, settings, point_of, folder_of), o.trials, poll=max(1.0, o.heartbeat / 2), say=say)
+        work(study, objective_for(o, point_of, folder_of), o.trials, poll=max(1.0, o.heartbeat / 2), say=say)
     finally:
         for p in children:
             p.wait()
