@@ -67,13 +67,9 @@ class Surplus(Exception):
     """A trial created after the study already held ``--trials`` finished or running ones."""
 
 
-def load(path: str, model: str | None = None):
-    """The space of ``path``, every point checked against the model the trials use (the spec errors of
-    `peltc check`; U185: a plain spec, nothing to search)."""
-    from peltc.compiler.pipeline import build_ir
+def load(path: str):
+    """The space of ``path`` (read, not yet checked: `check`; U185: a plain spec, nothing to search)."""
     from peltc.compiler.space import load_space
-    from peltc.compiler.space_check import check_space
-    from peltc.runtime.models import resolve_model
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -83,10 +79,17 @@ def load(path: str, model: str | None = None):
         raise UsageError(f"'{path}' has no choice: there is nothing to search", code="U185",
                          help="make a parameter a choice (rank choice(4, 8, 16), lr loguniform(1e-4, 1e-2), "
                               "optional …), or train the spec with `peltc compile --train`")
+    return text, space
+
+
+def check(space, path: str, model: str | None = None) -> None:
+    """Every point of the space checked against the model the trials use (`peltc check`'s spec errors)."""
+    from peltc.compiler.pipeline import build_ir
+    from peltc.compiler.space_check import check_space
+    from peltc.runtime.models import resolve_model
     first = {**next(space.points()), **{d.name: d.low for d in space.continuous()}}
     mc = resolve_model(model, build_ir(space.concrete(first), path).ir.settings.model)
     check_space(space, model=mc)
-    return text, space
 
 
 def grid_space(space) -> dict[str, list]:
@@ -155,13 +158,16 @@ def study_settings(o: SearchOptions, space_text: str | None = None) -> dict[str,
     return out
 
 
-def open_study(o: SearchOptions, settings: dict[str, Any], sampler, pruner):
-    """Create the study, or join it when its kept settings match (U188)."""
+def open_study(o: SearchOptions, settings: dict[str, Any], sampler, pruner, check=None):
+    """Create the study, or join it when its kept settings match (U188). ``check()`` (the space's check)
+    runs before a study is started: a worker joining one that was started with the same space skips it."""
     import optuna
     url = o.storage or default_storage(o.out)
     storage = open_storage(url, heartbeat=o.heartbeat, grace=o.grace)
     study = optuna.create_study(study_name=o.study, storage=storage, sampler=sampler, pruner=pruner,
                                 direction="maximize", load_if_exists=True)
+    if check is not None and study.user_attrs.get("peltc") != settings:
+        check()
     keep_settings(study, settings, o.study)
     return study
 
@@ -302,7 +308,7 @@ def work(study, objective, total: int, *, poll: float, say=print, catch: tuple =
             time.sleep(poll)
             continue
         try:
-            study.optimize(guarded, n_trials=1, catch=(Surplus, *catch), gc_after_trial=True)
+            study.optimize(guarded, n_trials=1, catch=(Surplus, *catch))
         except KeyboardInterrupt:
             if interrupted:
                 last = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
@@ -361,10 +367,11 @@ def search(o: SearchOptions, argv: list[str] | None = None, say=print) -> dict[s
         raise UsageError(f"--trials {o.trials} / --jobs {o.jobs} out of range", code="U189", help="both ≥ 1")
     if o.emit and Path(o.emit).exists():
         raise UsageError(f"--emit '{o.emit}' exists", code="U186", help="name a new file (it is never overwritten)")
-    text, space = load(o.space, o.model)
+    text, space = load(o.space)
     grid = grid_space(space) if o.sampler == "grid" else None
     settings = study_settings(o, text)
-    study = open_study(o, settings, make_sampler(o.sampler, space, grid), make_pruner(o.pruner))
+    study = open_study(o, settings, make_sampler(o.sampler, space, grid), make_pruner(o.pruner),
+                       check=lambda: check(space, o.space, o.model))
     say(f"search: study '{o.study}' in {o.storage or default_storage(o.out)}: "
         f"{f'{space.size()} points' if space.size() else 'a continuous space'} ({len(space.dimensions)} dimensions), "
         f"{o.trials} trials in all, {o.sampler} sampler, {o.pruner} pruner")

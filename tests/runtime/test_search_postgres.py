@@ -87,15 +87,20 @@ def test_grid_with_storage_reproduces_the_grid_without(postgres_url, tmp_path, t
     runs, the same metrics, the same record format, and `peltc grid --table` reads it."""
     data = H.write_data(tmp_path)
     grid = [str(ROOT / "specs" / "lora.pelt"), "--tasks", f"csv:{data}", "--model", str(tiny_dir),
-            "--k", "32", "--seeds", "1,2", "--dev-size", "40", "--epochs", "1", "--min-steps", "0",
+            "--k", "32", "--seeds", "1,2", "--dev-size", "40", "--epochs", "2", "--lr", "0.01", "--min-steps", "0",
             "--max-length", "32"]
     assert main(["grid", *grid, "--out", str(tmp_path / "a"), "--record", str(tmp_path / "a.json")]) == 0
     assert main(["grid", *grid, "--out", str(tmp_path / "b"), "--record", str(tmp_path / "b.json"),
                  "--storage", postgres_url, "--jobs", "2"]) == 0
     a, b = (json.loads((tmp_path / f"{x}.json").read_text())["runs"] for x in "ab")
-    volatile = {"wall_seconds", "train_examples_per_second", "eval_examples_per_second"}
-    strip = lambda rs: [{k: v for k, v in r.items() if k not in volatile} for r in rs]    # noqa: E731
+    timings = {"wall_seconds", "train_examples_per_second", "eval_examples_per_second", "runtime",
+               "samples_per_second", "steps_per_second"}
+
+    def strip(rs):
+        return [{k: {m: x for m, x in v.items() if m not in timings} if isinstance(v, dict) else v
+                 for k, v in r.items() if k not in timings} for r in rs]
     assert len(a) == 2 and strip(a) == strip(b)
+    assert [r["test"] for r in a] == [r["test"] for r in b]
     st = H.study(postgres_url, "grid-b")
     assert H.states(st) == {"COMPLETE": 2}
     capsys.readouterr()
