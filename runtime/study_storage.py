@@ -80,8 +80,9 @@ def open_storage(url: str, *, heartbeat: int = HEARTBEAT_S, grace: int | None = 
     (U182) and a database that cannot be reached (U183) before any trial starts."""
     import warnings
 
+    import optuna
     from optuna.exceptions import ExperimentalWarning
-
+    optuna.logging.set_verbosity(optuna.logging.WARNING)     # peltc says what happens, a line per trial
     if heartbeat < 1:
         raise UsageError(f"--heartbeat {heartbeat} is out of range", code="U189", help="seconds, ≥ 1")
     grace = grace if grace is not None else GRACE_FACTOR * heartbeat
