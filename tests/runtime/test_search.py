@@ -165,3 +165,45 @@ def test_two_workers_one_killed_mid_trial(tmp_path, tiny_dir, capsys):
     table = capsys.readouterr().out
     assert f"| {victim.number} | FAIL |" in table and f"(retry of {victim.number})" in table
     assert (out / "kill" / "history.png").is_file()
+
+
+# --- the engine's rules, without training ------------------------------------------------------------
+
+def test_a_trial_beyond_the_total_or_on_a_taken_grid_point_gives_way(tmp_path):
+    """Two workers that both saw a free slot: the later trial is surplus. Two that drew the same grid point:
+    the later one gives way too. Neither counts toward the total."""
+    import optuna
+
+    from peltc.runtime.search import Surplus, _live, claim, unique
+    st = optuna.create_study(study_name="x")
+    st.enqueue_trial({"spec": "lora"})
+    st.enqueue_trial({"spec": "lora"})
+    a, b, c = st.ask(), st.ask(), st.ask()
+    claim(a, 2)
+    claim(b, 2)
+    with pytest.raises(Surplus):
+        claim(c, 2)
+    st.tell(c, state=optuna.trial.TrialState.FAIL)
+    for t in (a, b):
+        t.suggest_categorical("spec", ["lora", "adapter"])
+    unique(a)                                               # the same point: the earlier trial keeps it
+    with pytest.raises(Surplus):
+        unique(b)
+    st.tell(b, state=optuna.trial.TrialState.FAIL)
+    assert [t.number for t in _live(st)] == [0]
+
+
+def test_each_dev_evaluation_is_reported_and_a_pruned_run_stops_there():
+    import optuna
+    from types import SimpleNamespace
+
+    from peltc.runtime.search import reporter
+    st = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=0.6))
+    trial = st.ask()
+    cb = reporter(trial)
+    args, control = SimpleNamespace(metric_for_best_model="accuracy"), SimpleNamespace(should_training_stop=False)
+    cb.on_evaluate(args, SimpleNamespace(global_step=30), control, metrics={"eval_accuracy": 0.7, "eval_loss": 1.0})
+    assert not cb.pruned and not control.should_training_stop
+    cb.on_evaluate(args, SimpleNamespace(global_step=60), control, metrics={"eval_accuracy": 0.5})
+    assert cb.pruned and cb.pruned_at == 60 and control.should_training_stop
+    assert st.trials[0].intermediate_values == {30: 0.7, 60: 0.5}
