@@ -280,22 +280,21 @@ def objective_for(o: SearchOptions, point_of, folder_of, train_run=None):
 
 def work(study, objective, total: int, *, poll: float, say=print, catch: tuple = (), label: str = "search") -> None:
     """Run trials until the study holds ``total`` finished ones (see the module's docstring)."""
-    import optuna
-    from optuna.storages import fail_stale_trials
-    from optuna.trial import TrialState
-
     import warnings
 
+    import optuna
     from optuna.exceptions import ExperimentalWarning
+    from optuna.storages import fail_stale_trials
+
     warnings.filterwarnings("ignore", category=ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)     # one line of ours per trial instead
-    interrupted: list[BaseException] = []
+    interrupted: list[tuple[BaseException, int]] = []
 
     def guarded(trial):
         try:
             return objective(trial)
         except Interrupted as e:      # SIGINT / SIGTERM: the trial is FAIL, its point queued again
-            interrupted.append(e)
+            interrupted.append((e, trial.number))
             raise KeyboardInterrupt from None
 
     while True:
@@ -311,10 +310,11 @@ def work(study, objective, total: int, *, poll: float, say=print, catch: tuple =
             study.optimize(guarded, n_trials=1, catch=(Surplus, *catch))
         except KeyboardInterrupt:
             if interrupted:
-                last = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-                if last:
-                    retry_callback()(study, last[-1])
-                raise interrupted[0] from None
+                e, number = interrupted[0]
+                mine = study.get_trials(deepcopy=False)[number]
+                if mine.state.name == "FAIL":
+                    retry_callback()(study, mine)
+                raise e from None
             raise
         last = study.trials[-1] if study.trials else None
         if last is not None and last.user_attrs.get("surplus"):

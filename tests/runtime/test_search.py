@@ -207,3 +207,25 @@ def test_each_dev_evaluation_is_reported_and_a_pruned_run_stops_there():
     cb.on_evaluate(args, SimpleNamespace(global_step=60), control, metrics={"eval_accuracy": 0.5})
     assert cb.pruned and cb.pruned_at == 60 and control.should_training_stop
     assert st.trials[0].intermediate_values == {30: 0.7, 60: 0.5}
+
+
+@pytest.mark.slow
+def test_ctrl_c_fails_the_trial_and_queues_its_point_again(tmp_path, tiny_dir):
+    """SIGINT mid-trial: the worker ends with 130, its trial is FAIL and its point waits for the next worker."""
+    out = tmp_path / "out"
+    data, space = H.write_data(tmp_path), H.write_space(tmp_path)
+    w = H.peltc("search", str(space), "--train", f"csv:{data}", "--trials", "2", "--study", "int", "--out", str(out),
+                "--model", str(tiny_dir), "--pruner", "none", *H.FAST, log=tmp_path / "w.log")
+    storage, deadline, running = str(out / "studies.journal"), time.time() + 240, None
+    while running is None and time.time() < deadline and w.poll() is None:
+        time.sleep(0.5)
+        if Path(storage).is_file():
+            running = next((t for t in H.study(storage, "int").get_trials(deepcopy=False) if t.state.name == "RUNNING"
+                            and (Path(t.user_attrs.get("run_dir", "/nonexistent")) / "run.json").is_file()), None)
+    assert running is not None, (tmp_path / "w.log").read_text()[-3000:]
+    w.send_signal(signal.SIGINT)
+    assert w.wait(timeout=120) == 130, (tmp_path / "w.log").read_text()[-3000:]
+    trials = H.study(storage, "int").get_trials(deepcopy=False)
+    assert trials[running.number].state.name == "FAIL"
+    waiting = [t for t in trials if t.state.name == "WAITING"]
+    assert len(waiting) == 1 and waiting[0].params == running.params
