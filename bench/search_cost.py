@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -131,7 +132,7 @@ def time_heartbeats(n: int, storage: str) -> list[float]:
     return times
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     from peltc.runtime.study_storage import HEARTBEAT_S
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--storage", help="default: a journal file in a temporary folder")
@@ -142,7 +143,7 @@ def main() -> int:
     p.add_argument("--beats", type=int, default=50, help="heartbeat writes timed (default 50)")
     p.add_argument("--startup-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--json", default=str(OUT), help="where the JSON goes (default %(default)s)")
-    a = p.parse_args()
+    a = p.parse_args(argv)
     if a.startup_child:
         startup_child(a.storage, a.out, a.study)
         return 0
@@ -184,6 +185,7 @@ def main() -> int:
               "machine": info, "loadavg_end": list(os.getloadavg()), "git": git_state()}
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    shutil.rmtree(tmp, ignore_errors=True)
     print(f"\nwrote {a.json}")
     return 0
 
