@@ -70,6 +70,16 @@ class Space:
         (the dimensions inside an absent optional instance may be left out)."""
         return self._text(self.normalise(point), pad=False)
 
+    def first(self) -> dict[str, str]:
+        """The point of every dimension's first value (the first option, the low end), as text."""
+        return {d.name: d.choices[0] if d.kind == "categorical" else _canonical(d, d.low) for d in self.dimensions}
+
+    def layout_text(self, values: dict[str, str], drop: frozenset[str] = frozenset()) -> str:
+        """The spec of a point (``values`` as `normalise` returns them) with every character kept at
+        its line and column, so that the diagnostics and spans of its front end point into the space's
+        own text (``drop``: instances removed whatever their values)."""
+        return self._text({k: self.written(k, v) for k, v in values.items()}, pad=True, drop=drop)
+
     # --- values ---------------------------------------------------------------------------------
     def normalise(self, point: dict[str, object]) -> dict[str, str]:
         """The point's values as .pelt text, checked against each dimension's domain."""
