@@ -27,7 +27,7 @@ from peltc.grammar.fmt import format_source
 HERE = Path(__file__).resolve().parent
 CASES_DIR = HERE / "cases"
 CASES = sorted(CASES_DIR.glob("*.pelt"))
-SPECS = sorted((HERE.parent / "specs").glob("*.pelt"))
+SPECS = sorted((HERE.parent / "specs").glob("*.pelt")) + sorted((HERE.parent / "specs" / "spaces").glob("*.pelt"))
 SOURCE_DIRS = [HERE.parent / d for d in ("grammar", "compiler", "peltc")]
 
 _EXPECT = re.compile(r"# expect:\s+([A-Z]\d{3})\s+(?:(\S+):)?(\d+):(\d+)\s*$")

@@ -16,7 +16,7 @@ from peltc.errors import SpecError
 from peltc.grammar.fmt import format_source
 
 ROOT = Path(__file__).resolve().parents[2]
-UNIPELT = ROOT / "specs" / "search_unipelt.pelt"
+UNIPELT = ROOT / "specs" / "spaces" / "unipelt.pelt"
 
 SPACE = """\
 model bert-base-uncased
