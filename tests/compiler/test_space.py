@@ -203,3 +203,10 @@ def test_the_language_server_analyses_a_space():
     assert outline.document_symbols(a)
     bad = analysis.analyse(SPACE.replace("choice(4, 8)", "choice(4, 768)"), "/tmp/x.pelt")
     assert [d.code for d in bad.diagnostics] == ["E104"]
+
+
+def test_the_example_in_the_language_reference_checks():
+    doc = (ROOT / "docs" / "language.md").read_text(encoding="utf-8")
+    block = doc.split("## Search spaces", 1)[1].split("```pelt\n", 1)[1].split("```", 1)[0]
+    sc = check_space(load_space(block, path="language.md"), model="minilm")
+    assert sc.space.size() is None and [d.name for d in sc.space.continuous()] == ["qv.lr", "qv.dropout", "train.lr"]
