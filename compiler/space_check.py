@@ -148,7 +148,7 @@ def check_space(space: Space, *, model: ModelArg = None, default_model: str | No
     sizes = {g: math.prod(len(_check_values(d)) for d in ds) for g, ds in groups.items()}
     pairs = sum(sizes[a] * sizes[b] for a, b in itertools.combinations(groups, 2)) + sum(sizes.values()) + 1
     exhaustive = full <= full_limit or len(groups) < 2
-    cost = (full if exhaustive else pairs) + len(lows)
+    cost = (full if exhaustive else pairs) + 2 * len(lows)
     if cost > max_checks:
         _too_large(space, cost, max_checks)
     if exhaustive:
@@ -157,7 +157,11 @@ def check_space(space: Space, *, model: ModelArg = None, default_model: str | No
     else:
         rng = _pairwise(c, groups, lows)
     for d in space.continuous():   # a float's high end (its low end is in every check above)
-        c.batch([d], {k: v for k, v in first.items() if k != d.name}, frozenset())
+        ends = c.batch([d], {k: v for k, v in first.items() if k != d.name}, frozenset())
+        lo_end, hi_end = ((v,) for v in _check_values(d))
+        delta = ends[hi_end] - ends[lo_end] if lo_end in ends and hi_end in ends else 0
+        if rng is not None and delta:   # no float parameter sizes anything today; were one to, widen
+            rng = (rng[0] + min(0, delta), rng[1] + max(0, delta))
     c.diags.raise_if_errors()
     if c.first is None:   # pair checks drop instances: build the first point for show/render
         c.build(first)

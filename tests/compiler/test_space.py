@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from peltc import cli
 from peltc.compiler.pipeline import build_ir
@@ -105,6 +107,20 @@ def test_concrete_refuses_a_value_outside_the_space(change, error):
         load_space(SPACE).concrete(POINT | change)
 
 
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(st.data())
+def test_every_point_is_one_canonical_spec(data):
+    s = load_space(SPACE, path="x.pelt")
+    point = data.draw(st.sampled_from(list(s.points())))
+    point |= {"q.lr": data.draw(st.floats(1e-4, 1e-2)), "train.lr": data.draw(st.floats(1e-5, 1e-3))}
+    text = s.concrete(point)
+    assert load_space(text).dimensions == []
+    assert format_source(format_source(text)) == format_source(text)
+    ir = build_ir(text, "x.pelt").ir
+    assert ir.settings.train["lr"] == point["train.lr"]
+    assert ("q" in [i.name for i in ir.instances()]) == (point["q.present"] == "true")
+
+
 def test_concrete_needs_every_dimension_of_a_present_instance():
     point = dict(POINT)
     del point["q.rank"]
@@ -193,7 +209,7 @@ def test_render_draws_optional_instances_dashed_with_their_choices(tmp_path: Pat
 
 def test_the_language_server_analyses_a_space():
     pytest.importorskip("lsprotocol")
-    from peltc.lsp import analysis, diagnostics, hover, outline
+    from peltc.lsp import analysis, completion, diagnostics, hover, outline
     a = analysis.analyse(SPACE, "/tmp/x.pelt")
     assert a.ir is not None and a.hover_ir is not None
     assert diagnostics.to_lsp_diagnostics(a) == []
@@ -201,6 +217,11 @@ def test_the_language_server_analyses_a_space():
         for char0 in range(0, len(text), 3):
             hover.hover(a, line0, char0)   # never raises on a choice
     assert outline.document_symbols(a)
+    rank = hover.hover(a, 5, 10).contents.value   # on `choice(4, 8)`
+    assert "search dimension `q.rank` (categorical): 4 | 8" in rank
+    for line0, text in enumerate(SPACE.split("\n")):   # completion inside a choice does not raise either
+        for char0 in range(0, len(text) + 1, 4):
+            completion.completion(a, line0, char0)
     bad = analysis.analyse(SPACE.replace("choice(4, 8)", "choice(4, 768)"), "/tmp/x.pelt")
     assert [d.code for d in bad.diagnostics] == ["E104"]
 
