@@ -42,7 +42,7 @@ class Space:
     source: str
     tree: ast.Spec
     dimensions: list[Dimension] = field(default_factory=list)
-    warnings: list[Diagnostic] = field(default_factory=list)   # W220–W224 found while reading it
+    warnings: list[Diagnostic] = field(default_factory=list)   # found while reading it (W220)
     _sites: dict[str, Site] = field(default_factory=dict, repr=False)
 
     def size(self) -> int | None:
@@ -123,6 +123,8 @@ class Space:
         text = self.source
         for a, b, new in sorted(edits, reverse=True):
             if pad:
+                if len(new) > b - a:   # only a float between the ends is written longer than its range
+                    raise ValueError(f"{new!r} does not fit where {text[a:b]!r} is written: use concrete()")
                 new = new + "".join("\n" if c == "\n" else " " for c in text[a + len(new):b])
             text = text[:a] + new + text[b:]
         return text

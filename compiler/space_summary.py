@@ -36,10 +36,10 @@ def size_text(space: Space) -> str:
 def summary(sc: SpaceCheck, spec_name: str) -> str:
     """`peltc check`'s report on a space."""
     s = sc.result.ir.settings
-    model = f"model {s.model or '?'} ({s.family}, {s.dims['layers']} layers, hidden {s.dims['hidden']})" \
-        if s.family is not None else "no model (layer ranges, sizes and counts not checked)"
+    model = f"for model {s.model or '?'} ({s.family}, {s.dims['layers']} layers, hidden {s.dims['hidden']})" \
+        if s.family is not None else "without a model (layer ranges, sizes and counts not checked)"
     how = "every combination" if sc.exhaustive else "every instance alone and every pair of instances"
-    lines = [f"{spec_name}: ok — a search space of {size_text(sc.space)}, every point valid for {model} "
+    lines = [f"{spec_name}: ok — a search space of {size_text(sc.space)}, every point valid {model} "
              f"({how} checked: {sc.checked:,} specs)"]
     rows = [[d.name, d.kind, domain_text(d)] for d in sc.space.dimensions]
     lines += ["  " + ln for ln in table(["dimension", "kind", "values"], rows)]

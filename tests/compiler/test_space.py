@@ -231,3 +231,13 @@ def test_the_example_in_the_language_reference_checks():
     block = doc.split("## Search spaces", 1)[1].split("```pelt\n", 1)[1].split("```", 1)[0]
     sc = check_space(load_space(block, path="language.md"), model="minilm")
     assert sc.space.size() is None and [d.name for d in sc.space.continuous()] == ["qv.lr", "qv.dropout", "train.lr"]
+
+
+def test_check_without_a_model_and_show_outline(tmp_path: Path, capsys):
+    spec = tmp_path / "space.pelt"
+    spec.write_text(SPACE.replace("model bert-base-uncased\n", ""), encoding="utf-8")
+    assert cli.main(["check", str(spec), "--model", "none"]) == 0
+    out = capsys.readouterr().out
+    assert "every point valid without a model" in out and "trained parameters" not in out
+    assert cli.main(["show", str(spec), "--model", "none"]) == 0
+    assert capsys.readouterr().out.startswith(f"{spec}: a search space of 64 discrete points × 2 continuous dimensions")
