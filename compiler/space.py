@@ -45,11 +45,28 @@ class Space:
     warnings: list[Diagnostic] = field(default_factory=list)   # found while reading it (W220)
     _sites: dict[str, Site] = field(default_factory=dict, repr=False)
 
-    def size(self) -> int | None:
-        """The number of discrete points (the product over the dimensions); None with a float one."""
-        if any(d.kind == "float" for d in self.dimensions):
-            return None
-        return math.prod(len(d.values()) for d in self.dimensions)
+    def size(self, distinct: bool = False) -> int | None:
+        """The number of discrete points (the product over the dimensions); None with a float one.
+        ``distinct``: the number of different specs among them (the dimensions of an absent optional
+        instance change nothing)."""
+        return None if self.continuous() else self.discrete_size(distinct)
+
+    def discrete_size(self, distinct: bool = False) -> int:
+        """`size` over the discrete dimensions alone (float ones set aside)."""
+        if not distinct:
+            return math.prod(len(d.values()) for d in self.discrete())
+        inner: dict[str, int] = {}   # an optional instance's `present` → points of its other dimensions
+        n = 1
+        for d in self.discrete():
+            site = self._sites[d.name]
+            if site.parent is not None:
+                inner[site.parent] = inner.get(site.parent, 1) * len(d.values())
+            elif not site.present:
+                n *= len(d.values())
+        for d in self.dimensions:
+            if self._sites[d.name].present:
+                n *= inner.get(d.name, 1) + 1
+        return n
 
     def discrete(self) -> list[Dimension]:
         return [d for d in self.dimensions if d.kind != "float"]
@@ -57,12 +74,17 @@ class Space:
     def continuous(self) -> list[Dimension]:
         return [d for d in self.dimensions if d.kind == "float"]
 
-    def points(self) -> Iterator[dict]:
+    def points(self, distinct: bool = False) -> Iterator[dict]:
         """Every point over the discrete dimensions (categorical values as their choice text, ints as
-        ints); float dimensions are left out (a sampler draws them)."""
+        ints); float dimensions are left out (a sampler draws them). ``distinct``: one point per
+        different spec (an absent optional instance's dimensions only at their first value)."""
         dims = self.discrete()
         for combo in itertools.product(*(d.values() for d in dims)):
-            yield dict(zip((d.name for d in dims), combo))
+            point = dict(zip((d.name for d in dims), combo))
+            if distinct and any(point.get(self._sites[d.name].parent) == "false" and point[d.name] != d.values()[0]
+                                for d in dims):
+                continue
+            yield point
 
     def concrete(self, point: dict[str, object]) -> str:
         """The .pelt text of one point: no choice left, absent optional instances removed.

@@ -22,12 +22,12 @@ def _num(x: float | None) -> str:
 
 def size_text(space: Space) -> str:
     """`48 points` or `48 discrete points × 2 continuous dimensions (train.lr, q.lr)`."""
-    disc = space.discrete()
-    n = 1
-    for d in disc:
-        n *= len(d.values())
+    n = space.discrete_size()
     cont = space.continuous()
     text = f"{n:,} point{'s' * (n != 1)}" if not cont else f"{n:,} discrete point{'s' * (n != 1)}"
+    distinct = space.discrete_size(distinct=True)
+    if distinct != n:
+        text += f" ({distinct:,} different specs)"
     if cont:
         text += f" × {len(cont)} continuous dimension{'s' * (len(cont) > 1)} ({', '.join(d.name for d in cont)})"
     return text

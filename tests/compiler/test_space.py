@@ -184,7 +184,7 @@ def test_a_choice_of_one_value_is_a_warning():
 def test_the_unipelt_space_checks(capsys):
     assert cli.main(["check", str(UNIPELT), "--model", "bert-base-uncased"]) == 0
     out = capsys.readouterr().out
-    assert "a search space of 13,824 discrete points × 4 continuous dimensions" in out
+    assert "a search space of 13,824 discrete points (2,197 different specs) × 4 continuous dimensions" in out
     assert "qv.rank              categorical  4 | 8 | 16" in out
     assert "trained parameters over the space: 0 – " in out
 
@@ -204,7 +204,7 @@ def test_render_draws_optional_instances_dashed_with_their_choices(tmp_path: Pat
     assert cli.main(["render", str(UNIPELT), "-o", str(out), "--model", "bert-base-uncased"]) == 0
     dot = out.read_text()
     assert "optional lora qv" in dot and "rank ∈ 4 | 8 | 16" in dot and "dashed" in dot
-    assert "search space of 13,824 discrete points" in dot
+    assert "search space of 13,824 discrete points (2,197 different specs)" in dot
 
 
 def test_the_language_server_analyses_a_space():
@@ -240,4 +240,13 @@ def test_check_without_a_model_and_show_outline(tmp_path: Path, capsys):
     out = capsys.readouterr().out
     assert "every point valid without a model" in out and "trained parameters" not in out
     assert cli.main(["show", str(spec), "--model", "none"]) == 0
-    assert capsys.readouterr().out.startswith(f"{spec}: a search space of 64 discrete points × 2 continuous dimensions")
+    assert capsys.readouterr().out.startswith(f"{spec}: a search space of 64 discrete points (34 different specs) × 2 continuous dimensions")
+
+
+def test_distinct_points_count_an_absent_instance_once():
+    s = load_space(SPACE.replace("lr loguniform(1e-4, 1e-2)", "").replace("lr uniform(1e-5, 1e-3)", "lr 1e-4"))
+    every = list(s.points())
+    distinct = list(s.points(distinct=True))
+    texts = {s.concrete(p) for p in every}
+    assert s.size(distinct=True) == len(distinct) == len(texts) == (2 * 2 * 2 * 2 + 1) * 2
+    assert {s.concrete(p) for p in distinct} == texts
