@@ -29,7 +29,7 @@ from typing import Iterator
 
 from peltc.compiler.diagnostics import Diagnostics
 from peltc.compiler.space_dims import Dimension, Site, collect, line_starts, offsets
-from peltc.errors import Diagnostic, Span, UsageError
+from peltc.errors import Diagnostic, UsageError
 from peltc.grammar import ast
 from peltc.grammar.parser import parse
 
