@@ -86,6 +86,7 @@ def _lower_members(members, method: schema.MethodSpec, draft: _Draft, diags: Dia
     targets: list[TargetSpec] | None = None
     for m in members:
         if _is_space(m, diags):
+            targets = [] if isinstance(m, ast.At) else targets   # E160 says it all (not also E131)
             continue
         if isinstance(m, ast.Param):
             if m.name in seen:

@@ -29,7 +29,7 @@ from typing import Iterator
 
 from peltc.compiler.diagnostics import Diagnostics
 from peltc.compiler.space_dims import Dimension, Site, collect, line_starts, offsets
-from peltc.errors import Diagnostic, Span, UsageError
+from peltc.errors import Diagnostic, UsageError
 from peltc.grammar import ast
 from peltc.grammar.parser import parse
 
@@ -42,14 +42,31 @@ class Space:
     source: str
     tree: ast.Spec
     dimensions: list[Dimension] = field(default_factory=list)
-    warnings: list[Diagnostic] = field(default_factory=list)   # W220–W224 found while reading it
+    warnings: list[Diagnostic] = field(default_factory=list)   # found while reading it (W220)
     _sites: dict[str, Site] = field(default_factory=dict, repr=False)
 
-    def size(self) -> int | None:
-        """The number of discrete points (the product over the dimensions); None with a float one."""
-        if any(d.kind == "float" for d in self.dimensions):
-            return None
-        return math.prod(len(d.values()) for d in self.dimensions)
+    def size(self, distinct: bool = False) -> int | None:
+        """The number of discrete points (the product over the dimensions); None with a float one.
+        ``distinct``: the number of different specs among them (the dimensions of an absent optional
+        instance change nothing)."""
+        return None if self.continuous() else self.discrete_size(distinct)
+
+    def discrete_size(self, distinct: bool = False) -> int:
+        """`size` over the discrete dimensions alone (float ones set aside)."""
+        if not distinct:
+            return math.prod(len(d.values()) for d in self.discrete())
+        inner: dict[str, int] = {}   # an optional instance's `present` → points of its other dimensions
+        n = 1
+        for d in self.discrete():
+            site = self._sites[d.name]
+            if site.parent is not None:
+                inner[site.parent] = inner.get(site.parent, 1) * len(d.values())
+            elif not site.present:
+                n *= len(d.values())
+        for d in self.dimensions:
+            if self._sites[d.name].present:
+                n *= inner.get(d.name, 1) + 1
+        return n
 
     def discrete(self) -> list[Dimension]:
         return [d for d in self.dimensions if d.kind != "float"]
@@ -57,18 +74,33 @@ class Space:
     def continuous(self) -> list[Dimension]:
         return [d for d in self.dimensions if d.kind == "float"]
 
-    def points(self) -> Iterator[dict]:
+    def points(self, distinct: bool = False) -> Iterator[dict]:
         """Every point over the discrete dimensions (categorical values as their choice text, ints as
-        ints); float dimensions are left out (a sampler draws them)."""
+        ints); float dimensions are left out (a sampler draws them). ``distinct``: one point per
+        different spec (an absent optional instance's dimensions only at their first value)."""
         dims = self.discrete()
         for combo in itertools.product(*(d.values() for d in dims)):
-            yield dict(zip((d.name for d in dims), combo))
+            point = dict(zip((d.name for d in dims), combo))
+            if distinct and any(point.get(self._sites[d.name].parent) == "false" and point[d.name] != d.values()[0]
+                                for d in dims):
+                continue
+            yield point
 
     def concrete(self, point: dict[str, object]) -> str:
         """The .pelt text of one point: no choice left, absent optional instances removed.
         A value outside its dimension's domain is a ValueError, an unknown or missing key a KeyError
         (the dimensions inside an absent optional instance may be left out)."""
         return self._text(self.normalise(point), pad=False)
+
+    def first(self) -> dict[str, str]:
+        """The point of every dimension's first value (the first option, the low end), as text."""
+        return {d.name: d.choices[0] if d.kind == "categorical" else _canonical(d, d.low) for d in self.dimensions}
+
+    def layout_text(self, values: dict[str, str], drop: frozenset[str] = frozenset()) -> str:
+        """The spec of a point (``values`` as `normalise` returns them) with every character kept at
+        its line and column, so that the diagnostics and spans of its front end point into the space's
+        own text (``drop``: instances removed whatever their values)."""
+        return self._text({k: self.written(k, v) for k, v in values.items()}, pad=True, drop=drop)
 
     # --- values ---------------------------------------------------------------------------------
     def normalise(self, point: dict[str, object]) -> dict[str, str]:
@@ -113,6 +145,8 @@ class Space:
         text = self.source
         for a, b, new in sorted(edits, reverse=True):
             if pad:
+                if len(new) > b - a:   # only a float between the ends is written longer than its range
+                    raise ValueError(f"{new!r} does not fit where {text[a:b]!r} is written: use concrete()")
                 new = new + "".join("\n" if c == "\n" else " " for c in text[a + len(new):b])
             text = text[:a] + new + text[b:]
         return text

@@ -3,8 +3,10 @@ space's size, its trainable-count range, and every invalid combination as an err
 
 Each checked point is an ordinary spec (`Space._text(pad=True)`: the choices replaced in place, so
 every diagnostic's line and column point into the space's own text) run through the whole front
-end (`pipeline.build_ir`). Float dimensions are checked at both ends (ranges are intervals, so a
-value inside is valid when both ends are); categorical and int dimensions at every value.
+end (`pipeline.build_ir`). Categorical and int dimensions are checked at every value. A float
+dimension is checked at both ends (a float parameter's only constraint is its range, an interval,
+so a value inside is valid when both ends are; no count depends on a float): its low end in every
+check, its high end once, every other dimension at its first value.
 
 Cost. Up to `FULL_LIMIT` combinations every one is checked. Beyond, the dimensions are grouped by
 the instance (or settings section) they are written in, and every group is checked alone (the
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 
 from peltc.compiler.archs import ModelConfig
 from peltc.compiler.diagnostics import Diagnostics
+from peltc.compiler.lower import Loader
 from peltc.compiler.pipeline import ModelArg, Result, build_ir
 from peltc.compiler.space import Dimension, Space
 from peltc.compiler.summary import trained_and_saved
@@ -57,8 +60,8 @@ def _check_values(d: Dimension) -> list[str]:
 
 
 class _Checker:
-    def __init__(self, space: Space, model: ModelArg, default_model: str | None):
-        self.space, self.model, self.default_model = space, model, default_model
+    def __init__(self, space: Space, model: ModelArg, default_model: str | None, loader: Loader | None = None):
+        self.space, self.model, self.default_model, self.loader = space, model, default_model, loader
         self.checked = 0
         self.first: Result | None = None
         self.diags = Diagnostics()
@@ -67,10 +70,10 @@ class _Checker:
 
     def build(self, values: dict[str, str], drop: frozenset[str] = frozenset()) -> tuple[Result | None, list]:
         """One point's front end: (result or None, its diagnostics)."""
-        text = self.space._text({k: self.space.written(k, v) for k, v in values.items()}, pad=True, drop=drop)
+        text = self.space.layout_text(values, drop)
         self.checked += 1
         try:
-            r = build_ir(text, self.space.file, model=self.model, default_model=self.default_model)
+            r = build_ir(text, self.space.file, model=self.model, default_model=self.default_model, loader=self.loader)
         except SpecError as e:
             return None, e.diagnostics
         if isinstance(r.model, ModelConfig) and not isinstance(self.model, ModelConfig):
@@ -123,61 +126,68 @@ def _inside(a, b) -> bool:
     return (b.line, b.col) <= (a.line, a.col) and (a.end_line or a.line, a.end_col or a.col) <= (b.end_line, b.end_col)
 
 
-def _groups(space: Space) -> dict[str, list[Dimension]]:
+def _groups(dims: list[Dimension]) -> dict[str, list[Dimension]]:
     out: dict[str, list[Dimension]] = {}
-    for d in space.dimensions:
+    for d in dims:
         out.setdefault(d.section, []).append(d)
     return out
 
 
 def check_space(space: Space, *, model: ModelArg = None, default_model: str | None = None,
-                full_limit: int = FULL_LIMIT, max_checks: int = MAX_CHECKS) -> SpaceCheck:
+                loader: Loader | None = None, full_limit: int = FULL_LIMIT, max_checks: int = MAX_CHECKS) -> SpaceCheck:
     """Check every point of ``space`` (see the module's docstring); raise `SpecError` with every
-    error found."""
-    c = _Checker(space, model, default_model)
+    error found. ``loader`` reads the files it extends or imports (default: the file system)."""
+    c = _Checker(space, model, default_model, loader)
     for w in space.warnings:
         c.diags.warning(w.code, w.message, w.span, w.help)
-    dims = space.dimensions
+    first = space.first()
+    lows = {d.name: first[d.name] for d in space.continuous()}
+    dims = space.discrete()
     full = math.prod(len(_check_values(d)) for d in dims)
-    groups = _groups(space)
+    groups = _groups(dims)
     sizes = {g: math.prod(len(_check_values(d)) for d in ds) for g, ds in groups.items()}
-    if full <= full_limit or len(groups) < 2:
-        if full > max_checks:
-            _too_large(space, full, max_checks)
-        counts = c.batch(dims, {}, frozenset())
+    pairs = sum(sizes[a] * sizes[b] for a, b in itertools.combinations(groups, 2)) + sum(sizes.values()) + 1
+    exhaustive = full <= full_limit or len(groups) < 2
+    cost = (full if exhaustive else pairs) + 2 * len(lows)
+    if cost > max_checks:
+        _too_large(space, cost, max_checks)
+    if exhaustive:
+        counts = c.batch(dims, lows, frozenset())
         rng = (min(counts.values()), max(counts.values())) if counts else None
-        exhaustive = True
     else:
-        pairs = sum(sizes[a] * sizes[b] for a, b in itertools.combinations(groups, 2))
-        if pairs + sum(sizes.values()) + 1 > max_checks:
-            _too_large(space, pairs + sum(sizes.values()) + 1, max_checks)
-        rng = _pairwise(c, groups)
-        exhaustive = False
+        rng = _pairwise(c, groups, lows)
+    for d in space.continuous():   # a float's high end (its low end is in every check above)
+        ends = c.batch([d], {k: v for k, v in first.items() if k != d.name}, frozenset())
+        lo_end, hi_end = ((v,) for v in _check_values(d))
+        delta = ends[hi_end] - ends[lo_end] if lo_end in ends and hi_end in ends else 0
+        if rng is not None and delta:   # no float parameter sizes anything today; were one to, widen
+            rng = (rng[0] + min(0, delta), rng[1] + max(0, delta))
     c.diags.raise_if_errors()
-    if c.first is None:   # every point was removed or dropped: build the first point for show/render
-        c.build({d.name: _check_values(d)[0] for d in dims})
+    if c.first is None:   # pair checks drop instances: build the first point for show/render
+        c.build(first)
     assert c.first is not None
     return SpaceCheck(space, c.first, c.checked, exhaustive, rng, c.diags)
 
 
-def _pairwise(c: _Checker, groups: dict[str, list[Dimension]]) -> tuple[int, int] | None:
+def _pairwise(c: _Checker, groups: dict[str, list[Dimension]], lows: dict[str, str]) -> tuple[int, int] | None:
     instances = frozenset(g for g in groups if g not in _SETTINGS)
     first = {d.name: _check_values(d)[0] for ds in groups.values() for d in ds}
-    base = c.batch([], {k: v for k, v in first.items() if k.split(".")[0] in _SETTINGS}, instances)
-    lo = hi = base.get((), None)
+
+    def fixed(*keep: str) -> dict[str, str]:   # the settings sections not varied here at their first values
+        return lows | {d.name: first[d.name] for g in groups if g in _SETTINGS and g not in keep for d in groups[g]}
+
+    base = c.batch([], fixed(), instances).get(())
+    lo = hi = base
     for g, ds in groups.items():   # each group alone: its errors and its share of the count
-        fixed = {d.name: v for d_list in groups.values() for d in d_list for v in [first[d.name]]
-                 if d.section in _SETTINGS and d.section != g}
-        counts = c.batch(ds, fixed, instances - {g})
+        counts = c.batch(ds, fixed(g), instances - {g})
         if lo is not None and g not in _SETTINGS:
             if not counts:
                 lo = hi = None
             else:
-                lo += min(counts.values()) - base[()]
-                hi += max(counts.values()) - base[()]
+                lo += min(counts.values()) - base
+                hi += max(counts.values()) - base
     for a, b in itertools.combinations(groups, 2):   # each pair: what two instances do together
-        fixed = {d.name: first[d.name] for g in groups if g in _SETTINGS and g not in (a, b) for d in groups[g]}
-        c.batch(groups[a] + groups[b], fixed, instances - {a, b})
+        c.batch(groups[a] + groups[b], fixed(a, b), instances - {a, b})
     return None if lo is None else (lo, hi)
 
 

@@ -22,12 +22,12 @@ def _num(x: float | None) -> str:
 
 def size_text(space: Space) -> str:
     """`48 points` or `48 discrete points × 2 continuous dimensions (train.lr, q.lr)`."""
-    disc = space.discrete()
-    n = 1
-    for d in disc:
-        n *= len(d.values())
+    n = space.discrete_size()
     cont = space.continuous()
     text = f"{n:,} point{'s' * (n != 1)}" if not cont else f"{n:,} discrete point{'s' * (n != 1)}"
+    distinct = space.discrete_size(distinct=True)
+    if distinct != n:
+        text += f" ({distinct:,} different specs)"
     if cont:
         text += f" × {len(cont)} continuous dimension{'s' * (len(cont) > 1)} ({', '.join(d.name for d in cont)})"
     return text
@@ -36,10 +36,10 @@ def size_text(space: Space) -> str:
 def summary(sc: SpaceCheck, spec_name: str) -> str:
     """`peltc check`'s report on a space."""
     s = sc.result.ir.settings
-    model = f"model {s.model or '?'} ({s.family}, {s.dims['layers']} layers, hidden {s.dims['hidden']})" \
-        if s.family is not None else "no model (layer ranges, sizes and counts not checked)"
+    model = f"for model {s.model or '?'} ({s.family}, {s.dims['layers']} layers, hidden {s.dims['hidden']})" \
+        if s.family is not None else "without a model (layer ranges, sizes and counts not checked)"
     how = "every combination" if sc.exhaustive else "every instance alone and every pair of instances"
-    lines = [f"{spec_name}: ok — a search space of {size_text(sc.space)}, every point valid for {model} "
+    lines = [f"{spec_name}: ok — a search space of {size_text(sc.space)}, every point valid {model} "
              f"({how} checked: {sc.checked:,} specs)"]
     rows = [[d.name, d.kind, domain_text(d)] for d in sc.space.dimensions]
     lines += ["  " + ln for ln in table(["dimension", "kind", "values"], rows)]

@@ -81,6 +81,9 @@ def cmd_show(a) -> int:
         print(r.ir.to_json())
     else:
         from peltc.compiler.summary import outline
+        if sc is not None:
+            from peltc.compiler.space_summary import size_text
+            print(f"{a.spec}: a search space of {size_text(sc.space)}; its first point:")
         print(outline(r.ir, a.spec))
     return EXIT_OK
 
