@@ -40,7 +40,7 @@ from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-SPACE = ROOT / "bench" / "spaces" / "unipelt_space.pelt"
+SPACE = ROOT / "specs" / "spaces" / "unipelt.pelt"
 GRID = ROOT / "docs" / "results" / "grid-k100.json"
 OUT = ROOT / "docs" / "results" / "search-cost.json"
 TASK = "glue/rte"
