@@ -55,6 +55,22 @@ class _State:
 
 
 # --- sections -------------------------------------------------------------------------------
+def _is_space(m, diags: Diagnostics) -> bool:
+    """E160: a choice or an `optional` where one spec is lowered (a space is read by compiler/space.py:
+    `peltc check` checks every point, `peltc search` searches it; a file it extends or imports must
+    be one spec)."""
+    sp = getattr(m, "space", None) or getattr(m, "choice", None)
+    if isinstance(m, ast.Section):
+        sp = m.optional
+    if sp is None:
+        return False
+    what = "`optional`" if isinstance(sp, Span) else f"`{sp.kind if isinstance(sp, ast.Range) else 'choice'}(...)`"
+    diags.error("E160", f"{what} makes this a search space, not one spec", sp if isinstance(sp, Span) else sp.span,
+                "check a space with `peltc check`, search it with `peltc search`; a file that a spec extends "
+                "or imports cannot hold choices, and `compile` takes one point (`peltc search --emit`)")
+    return True
+
+
 def _name_span(p: ast.Param) -> Span:
     return Span(p.span.file, p.span.line, p.span.col, p.span.line, p.span.col + len(p.name))
 
@@ -69,6 +85,9 @@ def _lower_members(members, method: schema.MethodSpec, draft: _Draft, diags: Dia
     gate: GateSpec | None = None
     targets: list[TargetSpec] | None = None
     for m in members:
+        if _is_space(m, diags):
+            targets = [] if isinstance(m, ast.At) else targets   # E160 says it all (not also E131)
+            continue
         if isinstance(m, ast.Param):
             if m.name in seen:
                 diags.error("E106", f"parameter '{m.name}' given twice", _name_span(m),
@@ -129,6 +148,8 @@ def _lower_members(members, method: schema.MethodSpec, draft: _Draft, diags: Dia
 def _settings(section: ast.Section, table: dict[str, schema.ParamSpec], into: dict[str, Any], diags: Diagnostics):
     seen: set[str] = set()
     for m in section.members:
+        if _is_space(m, diags):
+            continue
         if not isinstance(m, ast.Param):
             diags.error("E117", f"only parameters may appear in `{section.keyword}`", m.span,
                         did_you_mean("", table, f"{section.keyword} settings"))
@@ -241,6 +262,7 @@ class _Lowerer:
 
     def lower_section(self, sec: ast.Section, st: _State, declared_here: dict[str, Span]) -> None:
         diags = self.diags
+        _is_space(sec, diags)
         if sec.name is None:
             if sec.keyword == "head":
                 _settings(sec, schema.HEAD_PARAMS, st.head, diags)

@@ -33,12 +33,14 @@ from typing import TYPE_CHECKING
 
 from peltc.compiler import schema
 from peltc.compiler.archs import FAMILIES
-from peltc.compiler.diagram import (ENCODER_LAYOUT, LayerGroup, Mod, bias_modules, global_mods,
+from peltc.compiler.diagram import (LayerGroup, Mod, bias_modules, global_mods,
                                     layer_groups, layer_layout, path_pattern)
 from peltc.compiler.glyphs import ascii_labels, font_has_glyphs
 from peltc.compiler.ir import IR, GateSpec
 from peltc.compiler.mod_text import param_text
 from peltc.compiler.passes.resolve_paths import module_path
+from peltc.compiler.render_style import (_MOD_EDGE, BASE_FILL, BASE_LINE, BASE_TEXT, EDGE_STYLE, FLOW,
+                                          GATE_LINE, LEGEND_IF_DRAWN, METHOD_COLOURS, NODE_STYLE)
 from peltc.errors import UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,46 +49,9 @@ if TYPE_CHECKING:  # pragma: no cover
 FORMATS = {"svg": "svg", "png": "png", "pdf": "pdf", "dot": "dot", "gv": "dot"}   # suffix → dot -T
 FONT = "DejaVu Sans"
 
-# --- the style table --------------------------------------------------------------------------
-METHOD_COLOURS: dict[str, tuple[str, str]] = {   # method → (fill, line)
-    "adapter": ("#cfe0fb", "#1f5fbf"), "prefix": ("#ffe2b8", "#c96a00"), "lora": ("#d3efd6", "#2e7d32"),
-    "prompt": ("#e6dcf7", "#5b3fa8"), "bitfit": ("#f1d5ee", "#8e2f88"), "finetune": ("#ffd3d0", "#c0392b"),
-    "ia3": ("#d6eef2", "#00838f"), "loreft": ("#f3e2cf", "#8d5524"),
-}
-LEGEND_IF_DRAWN = frozenset({"ia3", "loreft", "prompt"})   # in the legend only when drawn (the five before: always, as the goldens)
-BASE_FILL, BASE_LINE, BASE_TEXT = "#ececec", "#9a9a9a", "#444444"
-GATE_FILL, GATE_LINE = "#fff5c0", "#a67c00"
-FLOW = "#707070"
+# --- the style table: compiler/render_style.py
+Marks = dict[str, tuple[bool, list[str]]]   # a search space's instance → (optional: dashed, its choices)
 
-_BASE = {"style": "filled", "fillcolor": BASE_FILL, "color": BASE_LINE, "fontcolor": BASE_TEXT, "shape": "box"}
-NODE_STYLE: dict[tuple[str, str | None], dict[str, str]] = {   # (node kind, point kind | method)
-    ("point", "value"): {**_BASE, "style": "rounded,filled"},
-    ("point", "linear"): {**_BASE, "fontsize": "9"},
-    ("point", "block"): {**_BASE, "fillcolor": "#e0e0e0"},
-    ("point", "global"): {**_BASE, "style": "rounded,filled,bold"},
-    ("point", "layers"): {**_BASE, "shape": "box3d"},
-    ("point", "norm"): {**_BASE, "fontsize": "9", "fillcolor": "#f5f5f5"},
-    ("point", "op"): {**_BASE, "shape": "ellipse", "fillcolor": "#ffffff", "fontsize": "9", "height": "0.25",
-                      "margin": "0.04,0.01"},
-    ("point", "add"): {**_BASE, "shape": "circle", "fillcolor": "#ffffff", "fontsize": "12", "width": "0.28",
-                       "fixedsize": "true"},
-    ("gate", None): {"shape": "diamond", "style": "filled", "fillcolor": GATE_FILL, "color": GATE_LINE,
-                     "fontsize": "8", "margin": "0.02", "height": "0.3"},
-    **{("attachment", m): {"shape": "box", "style": "rounded,filled,bold", "fillcolor": f, "color": c,
-                           "fontsize": "9", "margin": "0.08,0.03"} for m, (f, c) in METHOD_COLOURS.items()},
-}
-EDGE_STYLE: dict[str, dict[str, str]] = {   # edge role → attributes (module edges take its colour)
-    "flow": {"color": FLOW},
-    "sequential": {"penwidth": "1.6"},
-    "parallel": {"style": "dashed", "penwidth": "1.4"},
-    "prefix": {"penwidth": "1.4", "label": "K,V", "fontsize": "8"},
-    "prompt": {"penwidth": "1.4", "label": "prepended", "fontsize": "8"},
-    "bias": {"style": "dotted", "penwidth": "1.4", "arrowhead": "none", "constraint": "false"},
-    "source": {"style": "dotted", "color": GATE_LINE, "arrowsize": "0.6"},
-    "scales": {"style": "dotted", "color": GATE_LINE, "arrowhead": "dot", "arrowsize": "0.6"},
-    "residual": {"color": "#a8a8a8", "penwidth": "1.2", "style": "bold"},
-}
-_MOD_EDGE = {"prefix": "prefix", "prompt": "prompt", "lora": "parallel", "ia3": "parallel", "bitfit": "bias", "finetune": "bias"}
 
 # --- labels -------------------------------------------------------------------------------------
 def _n(x: int) -> str:
@@ -157,9 +122,9 @@ class _Drawer:
     belongs to the cluster that declares it. Modules drawn beside a point share its rank and are
     ordered by invisible edges; such flat edges carry no label (dot then drops the row's order)."""
 
-    def __init__(self, ir: IR, expand: bool, title: str | None):
+    def __init__(self, ir: IR, expand: bool, title: str | None, marks: Marks | None = None):
         import graphviz
-        self.ir, self.name = ir, title
+        self.ir, self.name, self.marks = ir, title, marks or {}
         s = ir.settings
         self.fam = FAMILIES[s.family] if s.family is not None else None
         self.layout = layer_layout(self.fam)
@@ -214,7 +179,11 @@ class _Drawer:
             small = [] if m.point == "all" else _braced([_rel(x, group.path) for x in mods])
         lines = [param_text(m, self.fam, self.ir.settings.dims)] + _count_lines(m, max(1, len(group.layers))) + \
             m.notes + (["prepended to K, V after RoPE"] if m.method == "prefix" and self.fam and self.fam.drawing.rotary else [])
-        self.node(g, nid, _html(f"{m.method} {m.instance}", lines, small), "attachment", m.method, tip)
+        optional, choices = self.marks.get(m.instance, (False, []))
+        self.node(g, nid, _html(f"{'optional ' * optional}{m.method} {m.instance}", lines + choices, small),
+                  "attachment", m.method, tip)
+        if optional:
+            g.node(nid, style="rounded,filled,dashed")
 
     def gate(self, g, m: Mod, nid: str, source: str | None, side: str | None = None) -> str | None:
         """Draw ``m``'s gate, if any, with its edges; returns its node id. With ``side`` the gate
@@ -440,15 +409,15 @@ class _Drawer:
 
 
 # --- public entry points ------------------------------------------------------------------------
-def to_dot(ir: IR, expand: bool = False, *, title: str | None = None) -> "graphviz.Digraph":
+def to_dot(ir: IR, expand: bool = False, *, title: str | None = None, marks: Marks | None = None) -> "graphviz.Digraph":
     """The diagram as a ``graphviz.Digraph`` (nothing runs; ``.source`` is the DOT text).
-    ``title`` (e.g. the spec's file name) opens the diagram's title."""
+    ``title`` (e.g. the spec's file name) opens the diagram's title; ``marks``: a space's (space_summary.marks)."""
     try:
         import graphviz  # noqa: F401
     except ModuleNotFoundError:
         raise UsageError("drawing needs the 'graphviz' Python package", code="U014",
                          help="pip install graphviz (and Graphviz's `dot`: apt-get install graphviz)") from None
-    return _Drawer(ir, expand, title).draw()
+    return _Drawer(ir, expand, title, marks).draw()
 
 
 def _pipe(dg: "graphviz.Digraph", fmt: str) -> bytes:
@@ -472,7 +441,7 @@ def to_svg(ir: IR, expand: bool = False, *, title: str | None = None) -> str:
 
 
 def render(ir: IR, out: str | Path, *, expand: bool = False, fmt: str | None = None,
-           title: str | None = None) -> Path:
+           title: str | None = None, marks: Marks | None = None) -> Path:
     """Write the diagram to ``out``; the format comes from ``fmt`` or the suffix: svg, png, pdf, or
     dot/gv for DOT source (which needs no `dot` program). Returns the path written."""
     out = Path(out)
@@ -480,7 +449,7 @@ def render(ir: IR, out: str | Path, *, expand: bool = False, fmt: str | None = N
     if fmt not in FORMATS:
         raise UsageError(f"unknown diagram format '{fmt}'" if fmt else f"cannot tell the diagram format of '{out}'",
                          code="U015", help=f"name the output with one of: {', '.join('.' + f for f in FORMATS)}")
-    dg = to_dot(ir, expand, title=title)
+    dg = to_dot(ir, expand, title=title, marks=marks)
     if FORMATS[fmt] in ("png", "pdf") and not font_has_glyphs(FONT):
         import graphviz
         dg = graphviz.Source(ascii_labels(dg.source))

@@ -81,8 +81,14 @@ E150|error|(IA)³ on a linear that LoRA or BitFit also changes|keep one method o
 E151|error|a LoReFT instance with no positions (`first 0` and `last 0`)|intervene at some tokens: `first 3`, `last 1`
 E155|error|a prompt's `init text` without a (non-empty) text|write `init text` and `text "…"` together
 E156|error|a prompt's `text` that its `init` does not read|write `init text`, or remove the `text` line
+E160|error|a search-space choice or `optional` where one spec is needed (compile, a file extended or imported)|check the space with `peltc check`, search it with `peltc search`, compile one point of it
+E161|error|`optional` on a section that is not a method instance|only an instance may be optional: `optional lora my_lora { ... }`
+E162|error|an empty or reversed range, or a loguniform range that reaches 0|write uniform(LOW, HIGH) with LOW < HIGH (loguniform: LOW > 0), intrange(LOW, HIGH) with LOW ≤ HIGH
+E163|error|a choice's option given twice|keep one of them
+E164|error|a search space too large to check every point|narrow some choices or ranges, or split the space
 W201|warning|an instance covers its points unevenly|check the layer selectors and overrides
 W202|warning|a parameter that the gate replaces has no effect (LoRA `alpha` under a gate)|remove it, or write `gate none`
+W220|warning|a choice of one value (no choice)|write the value itself
 A001|ArtifactError|nothing to save: no trainable parameters|compile a spec onto the model before saving
 A002|ArtifactError|a folder without an artifact (no adapter/manifest.json)|name a finished run folder or an adapter folder
 A003|ArtifactError|a manifest that is corrupt or not peltc's|save the artifact again
@@ -190,6 +196,15 @@ U136|UsageError|a folder that is not a readable run folder (no run.json / metric
 U137|UsageError|an optional extra that a command needs is not installed|pip install 'peltc[EXTRA]' (the error names it)
 U160|UsageError|--report-to naming a logger whose package is not installed|pip install the package, or leave --report-to out
 U161|UsageError|peltc merge of a run whose parts do not merge into the base weights|merge runs of LoRA / BitFit with head { pool pooler } (specs/lora_peft.pelt)
+U182|UsageError|a study storage that is not a journal file, postgresql:// or sqlite:/// URL|a file path (the embedded journal, one machine) or postgresql://USER@HOST[:PORT]/DB (many machines)
+U183|UsageError|a study storage that cannot be reached or opened|start the database server, or check the URL's host, port, user and database (a file: a writable path)
+U184|UsageError|a study (or study file) that does not exist|check --study and --storage; `peltc search SPACE --study NAME …` creates it
+U185|UsageError|peltc search of a spec without choices|make a value a choice(…) / uniform(…) / loguniform(…) or an instance optional; train a plain spec with peltc compile --train
+U186|UsageError|--emit naming a file that exists|name a new file: an emitted spec never overwrites one
+U187|UsageError|--sampler grid over a continuous dimension|use --sampler tpe or random, or write the range as choice(…)
+U188|UsageError|joining a study with settings other than those it was started with|run the study's own command (same space, task, K, seed, settings), or name a new --study
+U189|UsageError|a peltc search option out of range or missing|peltc search SPACE --train TASK --trials N --study NAME (N, --jobs, --heartbeat ≥ 1)
+U190|UsageError|a study with no complete trial to emit, or a trial whose run recorded no dev metric|run trials first; --emit writes the best complete trial
 """
 
 REGISTRY: dict[str, ErrorCode] = {

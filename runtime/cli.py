@@ -1,4 +1,4 @@
-"""The runtime's commands for the `peltc` CLI: compile, eval, predict, generate, grid.
+"""The runtime's commands for the `peltc` CLI: compile, eval, predict, generate, grid (search: cli_search.py).
 
 Imported by peltc/cli.py when the parser is built, so it must stay light: torch and
 transformers are imported inside the command functions only.
@@ -211,11 +211,20 @@ def cmd_grid(a) -> int:
         seeds = [int(s) for s in a.seeds.split(",")]
     except ValueError:
         raise UsageError(f"bad --seeds {a.seeds!r}", code="U106", help="a comma list of integers, e.g. 1,2,3") from None
-    run_grid(a.specs, tasks=a.tasks.split(","), ks=a.k.split(","), seeds=seeds,
-             out=a.out, jobs=a.jobs, model=a.model, data_dir=a.data_dir, overrides=_overrides(a),
-             dev_size=a.dev_size, record=a.record,
-             own={k: getattr(a, k) for k in OWN_FLAGS})
+    common = dict(tasks=a.tasks.split(","), ks=a.k.split(","), seeds=seeds, out=a.out, jobs=a.jobs, model=a.model,
+                  data_dir=a.data_dir, overrides=_overrides(a), dev_size=a.dev_size, record=a.record,
+                  own={k: getattr(a, k) for k in OWN_FLAGS})
+    if a.storage:       # the grid as a study (runtime/grid_study.py): many processes and machines share it
+        from peltc.runtime.grid_study import run_grid_study
+        run_grid_study(a.specs, storage=a.storage, study=a.study, **common)
+    else:
+        run_grid(a.specs, **common)
     return EXIT_OK
+
+
+def cmd_search(a) -> int:
+    from peltc.runtime.cli_search import cmd_search as run
+    return run(a, _overrides(a), progress_bars)
 
 
 def cmd_export(a) -> int:
@@ -438,6 +447,10 @@ def add_commands(sub) -> None:
                    help="training examples held out for checkpoint selection (default 1000, as the paper)")
     g.add_argument("--out", default="runs/grid", help="grid folder: one run folder per combination, finished ones "
                                                       "skipped (default %(default)s)")
+    g.add_argument("--storage", help="run the grid as a study in this storage (a journal file, or "
+                                     "postgresql://USER@HOST[:PORT]/DB): every process and machine running the same "
+                                     "command shares it; --record is written from it (docs/search.md)")
+    g.add_argument("--study", help="with --storage: the study's name (default grid-<the --out folder's name>)")
     g.add_argument("--model", help="model name or dir (default: each spec's, else the packaged MiniLM)")
     g.add_argument("--data-dir", help=_DATA_DIR_HELP)
     o = g.add_argument_group("your own data (--tasks csv:… | json:… | disk:… | hub:…; every such task gets these)")
@@ -448,6 +461,9 @@ def add_commands(sub) -> None:
     _own_columns(o)
     _train_flags(g)
     g.set_defaults(func=cmd_grid)
+
+    from peltc.runtime.cli_search import add_search
+    add_search(sub, _train_flags, _DATA_DIR_HELP, cmd_search)
 
     x = sub.add_parser("export", help="write a run's LoRA and task head as a peft LoRA adapter")
     x.add_argument("run_dir", help="a run folder (or an artifact folder holding manifest.json)")

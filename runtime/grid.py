@@ -185,7 +185,13 @@ def run_grid(specs: list[str], *, tasks: list[str], ks: list[str], seeds: list[i
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         list(pool.map(one, todo))
-    table = tabulate(specs, tasks, ks, seeds, out, records=list(records.values()) if record else None)
+    return write_tables(specs, tasks, ks, seeds, out, list(records.values()) if record else None)
+
+
+def write_tables(specs, tasks, ks, seeds, out, records: list[dict] | None) -> dict[str, Any]:
+    """``OUT/grid.json`` and ``OUT/grid.md`` (Table 1 per K, Table 2), printed too; from ``records`` when
+    given, else from the finished run folders."""
+    table = tabulate(specs, tasks, ks, seeds, out, records=records)
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "grid.json").write_text(json.dumps(table, indent=2))
     md = to_markdown(table) + "\n" + table2_markdown(table)

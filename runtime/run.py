@@ -109,13 +109,14 @@ def _decoder_settings(settings, ir: IR, mc: ModelConfig, opts: RunOptions):
     return settings
 
 
-def train_run(opts: RunOptions) -> dict[str, Any]:
+def train_run(opts: RunOptions, callbacks: tuple = ()) -> dict[str, Any]:
     """Compile, train, evaluate and save one run; returns what ``metrics.json`` holds (with
     ``already_finished`` when ``--resume`` found the run done). SIGINT / SIGTERM end it with
-    `Interrupted` (exit 130 / 143) whose message says what was kept."""
+    `Interrupted` (exit 130 / 143) whose message says what was kept. ``callbacks``: more Trainer
+    callbacks (`peltc search` reports each dev evaluation to its trial through one)."""
     with signals.interruptible():
         try:
-            return _train_run(opts)
+            return _train_run(opts, callbacks)
         except Interrupted as e:
             if e.explained:
                 raise
@@ -123,7 +124,7 @@ def train_run(opts: RunOptions) -> dict[str, Any]:
             raise Interrupted(e.signum, f"interrupted ({e.signame}) before training began: {where}") from None
 
 
-def _train_run(opts: RunOptions) -> dict[str, Any]:
+def _train_run(opts: RunOptions, callbacks: tuple = ()) -> dict[str, Any]:
     t0 = time.time()
     task, text, ir, mc, settings, identity, plan, raw = prepare(opts)   # no torch imported yet
     run_dir, main = plan.path, is_main()
@@ -183,7 +184,7 @@ def _train_run(opts: RunOptions) -> dict[str, Any]:
             _render(ir, run_dir / "architecture.svg")
     try:
         return _train_and_score(opts, task, text, ir, mc, settings, sched, model, tokenizer, enc, run_dir,
-                                checkpoint, scoring, t0)
+                                checkpoint, scoring, t0, callbacks)
     except BaseException as e:
         kept = resumable(run_dir)
         if main and created and not kept:
@@ -207,7 +208,7 @@ def _checkpoint_line(checkpoint: Path, metric: str) -> str:
 
 
 def _train_and_score(opts, task, text, ir, mc, settings, sched, model, tokenizer, enc, run_dir: Path, checkpoint,
-                     scoring: bool, t0: float) -> dict[str, Any]:
+                     scoring: bool, t0: float, callbacks: tuple = ()) -> dict[str, Any]:
     from peltc.compiler.torch.artifact import load_into, load_tensors, save_artifact
     from peltc.compiler.torch.rewrite import fold_prefix
     from peltc.runtime.curves import plot_curves
@@ -226,7 +227,7 @@ def _train_and_score(opts, task, text, ir, mc, settings, sched, model, tokenizer
                 if opts.diagnostics else None)
         result = train(model, tokenizer, enc, task, settings, trainer_dir, resume=checkpoint or False,
                        progress=opts.progress, evaluate_test=False, keep_checkpoints=True,
-                       callbacks=[*([diag] if diag else []), *_reporting(opts, run_dir)])
+                       callbacks=[*([diag] if diag else []), *_reporting(opts, run_dir), *callbacks])
         if not main:
             return result
         if diag is not None:
