@@ -54,7 +54,9 @@ METHOD_COLOURS: dict[str, tuple[str, str]] = {   # method → (fill, line)
     "lora": ("#d3efd6", "#2e7d32"),
     "bitfit": ("#f1d5ee", "#8e2f88"),
     "finetune": ("#ffd3d0", "#c0392b"),
+    "ia3": ("#d6eef2", "#00838f"), "loreft": ("#e4dcf5", "#5e35b1"),
 }
+LEGEND_IF_DRAWN = frozenset({"ia3", "loreft"})   # in the legend only when drawn (the five before: always, as the goldens)
 BASE_FILL, BASE_LINE, BASE_TEXT = "#ececec", "#9a9a9a", "#444444"
 GATE_FILL, GATE_LINE = "#fff5c0", "#a67c00"
 FLOW = "#707070"
@@ -86,8 +88,7 @@ EDGE_STYLE: dict[str, dict[str, str]] = {   # edge role → attributes (module e
     "scales": {"style": "dotted", "color": GATE_LINE, "arrowhead": "dot", "arrowsize": "0.6"},
     "residual": {"color": "#a8a8a8", "penwidth": "1.2", "style": "bold"},
 }
-_MOD_EDGE = {"prefix": "prefix", "lora": "parallel", "bitfit": "bias", "finetune": "bias"}   # beside its point
-Marks = dict[str, tuple[bool, list[str]]]   # a search space's instance → (optional: dashed, its choices)
+_MOD_EDGE = {"prefix": "prefix", "lora": "parallel", "bitfit": "bias", "finetune": "bias", "ia3": "parallel"}   # beside its point
 
 
 # --- labels -------------------------------------------------------------------------------------
@@ -158,7 +159,7 @@ class _Drawer:
     belongs to the cluster that declares it. Modules drawn beside a point share its rank and are
     ordered by invisible edges; such flat edges carry no label (dot then drops the row's order)."""
 
-    def __init__(self, ir: IR, expand: bool, title: str | None, marks: Marks | None = None):
+    def __init__(self, ir: IR, expand: bool, title: str | None, marks: dict | None = None):
         import graphviz
         self.ir, self.name, self.marks = ir, title, marks or {}
         s = ir.settings
@@ -174,8 +175,8 @@ class _Drawer:
             edge_attr={"fontname": FONT, "fontsize": "8", "arrowsize": "0.7", "color": FLOW})
 
     # primitives
-    def node(self, g, nid: str, label: str, kind: str, sub: str | None, tooltip: str | None = None) -> None:
-        g.node(nid, label, **NODE_STYLE[kind, sub], **({"tooltip": tooltip} if tooltip else {}))
+    def node(self, g, nid: str, label: str, kind: str, sub: str | None, tooltip: str | None = None, **extra) -> None:
+        g.node(nid, label, **{**NODE_STYLE[kind, sub], **extra}, **({"tooltip": tooltip} if tooltip else {}))
 
     def edge(self, a: str, b: str, role: str, colour: str | None = None, **extra: str) -> None:
         self.edges.append((a, b, {**EDGE_STYLE[role], **({"color": colour} if colour else {}), **extra}))
@@ -215,11 +216,8 @@ class _Drawer:
             small = [] if m.point == "all" else _braced([_rel(x, group.path) for x in mods])
         lines = [param_text(m, self.fam, self.ir.settings.dims)] + _count_lines(m, max(1, len(group.layers))) + \
             m.notes + (["prepended to K, V after RoPE"] if m.method == "prefix" and self.fam and self.fam.drawing.rotary else [])
-        optional, choices = self.marks.get(m.instance, (False, []))
-        self.node(g, nid, _html(f"{'optional ' * optional}{m.method} {m.instance}", lines + choices, small),
-                  "attachment", m.method, tip)
-        if optional:
-            g.node(nid, style="rounded,filled,dashed")
+        attrs, more = self.marks.get(m.instance, ({}, []))   # a search space's (space_summary.marks)
+        self.node(g, nid, _html(f"{m.method} {m.instance}", lines + more, small), "attachment", m.method, tip, **attrs)
 
     def gate(self, g, m: Mod, nid: str, source: str | None, side: str | None = None) -> str | None:
         """Draw ``m``'s gate, if any, with its edges; returns its node id. With ``side`` the gate
@@ -252,8 +250,8 @@ class _Drawer:
             for m in mods:
                 nid = f"{anchor}+{m.key}"
                 self.mod_node(g, group, m, nid)
-                extra = {"label": "+"} if m.method == "lora" else {}
-                self.flat_edge(nid, anchor, left, _MOD_EDGE[m.method], METHOD_COLOURS[m.method][1], **extra)
+                self.flat_edge(nid, anchor, left, _MOD_EDGE[m.method], METHOD_COLOURS[m.method][1],
+                               **{"lora": {"label": "+"}, "ia3": {"label": "⊙"}}.get(m.method, {}))
                 src = P(m.gate.source) if P and m.gate.kind == "sigmoid" and m.gate.source else None
                 gid = self.gate(g, m, nid, src, "left" if left else "right")
                 gates = [gid] if gid else []
@@ -323,6 +321,11 @@ class _Drawer:
                     exit_ = P(blk.add)
                 if k + 1 < len(L.blocks):
                     self.edge(exit_, P(L.blocks[k + 1].entry), "flow")
+            for m in on["output"]:             # LoReFT: on the layer output, in the data path
+                self.mod_node(c, group, m, P(m.key))
+                self.edge(exit_, P(m.key), "sequential", METHOD_COLOURS[m.method][1])
+                exit_ = P(m.key)
+                self.gate(c, m, exit_, P(m.gate.source) if m.gate.kind == "sigmoid" and m.gate.source else None)
         return P("input"), exit_
 
     def point_node(self, g, group: LayerGroup, point: str, P) -> None:
@@ -408,7 +411,8 @@ class _Drawer:
         def glyph(text: str, colour: str) -> str:
             return f'<TD><FONT COLOR="{colour}">{text}</FONT></TD>'
 
-        rows = [(swatch(f, c), m) for m, (f, c) in METHOD_COLOURS.items()]
+        rows = [(swatch(f, c), m) for m, (f, c) in METHOD_COLOURS.items()
+                if m not in LEGEND_IF_DRAWN or m in {a.method for a in self.ir.attachments()}]
         rows += [(swatch(BASE_FILL, BASE_LINE, False), "base module (frozen)"),
                  (glyph("◆", GATE_LINE), "gate: σ(point) per example, scalar, const"),
                  (glyph("━━▶", "#444444"), "sequential: inline in the data path"),
@@ -437,9 +441,9 @@ class _Drawer:
 
 
 # --- public entry points ------------------------------------------------------------------------
-def to_dot(ir: IR, expand: bool = False, *, title: str | None = None, marks: Marks | None = None) -> "graphviz.Digraph":
+def to_dot(ir: IR, expand: bool = False, *, title: str | None = None, marks: dict | None = None) -> "graphviz.Digraph":
     """The diagram as a ``graphviz.Digraph`` (nothing runs; ``.source`` is the DOT text).
-    ``title`` (e.g. the spec's file name) opens the diagram's title; ``marks``: a space's (space_summary.marks)."""
+    ``title`` (e.g. the spec's file name) opens the diagram's title; ``marks``: instance → (node attributes, label lines)."""
     try:
         import graphviz  # noqa: F401
     except ModuleNotFoundError:
@@ -469,7 +473,7 @@ def to_svg(ir: IR, expand: bool = False, *, title: str | None = None) -> str:
 
 
 def render(ir: IR, out: str | Path, *, expand: bool = False, fmt: str | None = None,
-           title: str | None = None, marks: Marks | None = None) -> Path:
+           title: str | None = None, marks: dict | None = None) -> Path:
     """Write the diagram to ``out``; the format comes from ``fmt`` or the suffix: svg, png, pdf, or
     dot/gv for DOT source (which needs no `dot` program). Returns the path written."""
     out = Path(out)
@@ -487,8 +491,7 @@ def render(ir: IR, out: str | Path, *, expand: bool = False, fmt: str | None = N
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
+        os.umask(umask := os.umask(0))   # read the umask (setting it back)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, out)
     except BaseException:

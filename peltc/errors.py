@@ -47,7 +47,7 @@ _TABLE = """
 E001|error|unexpected token|check the syntax near the caret (docs/language.md describes it)
 E002|error|unexpected character|check the syntax near the caret (docs/language.md describes it)
 E003|error|unexpected end of file|close the open brace, bracket or string
-E101|error|unknown method|methods: adapter, lora, prefix, bitfit, finetune
+E101|error|unknown method|methods: adapter, lora, prefix, bitfit, ia3, loreft, finetune
 E102|error|unknown parameter of a method|docs/language.md lists each method's parameters
 E103|error|a parameter value of the wrong type|docs/language.md gives each parameter's type
 E104|error|a value out of range (incl. a size not below the hidden size)|docs/language.md gives each parameter's range
@@ -77,6 +77,8 @@ E128|error|the model family cannot support it|docs/language.md lists what each f
 E129|error|a section name missing (method instance) or not allowed (settings section)|write `lora my_lora { ... }` or `train { ... }`
 E130|error|a gate on a method that cannot be gated|remove the gate line
 E131|error|a method instance without `at`|say where it attaches, e.g. `at layers[*].attention.query`
+E150|error|(IA)³ on a linear that LoRA or BitFit also changes|keep one method on that projection (the order of scaling and adding would be ambiguous)
+E151|error|a LoReFT instance with no positions (`first 0` and `last 0`)|intervene at some tokens: `first 3`, `last 1`
 E160|error|a search-space choice or `optional` where one spec is needed (compile, a file extended or imported)|check the space with `peltc check`, search it with `peltc search`, compile one point of it
 E161|error|`optional` on a section that is not a method instance|only an instance may be optional: `optional lora my_lora { ... }`
 E162|error|an empty or reversed range, or a loguniform range that reaches 0|write uniform(LOW, HIGH) with LOW < HIGH (loguniform: LOW > 0), intrange(LOW, HIGH) with LOW ≤ HIGH
