@@ -50,7 +50,6 @@ FORMATS = {"svg": "svg", "png": "png", "pdf": "pdf", "dot": "dot", "gv": "dot"} 
 FONT = "DejaVu Sans"
 
 # --- the style table: compiler/render_style.py
-Marks = dict[str, tuple[bool, list[str]]]   # a search space's instance → (optional: dashed, its choices)
 
 
 # --- labels -------------------------------------------------------------------------------------
@@ -122,7 +121,7 @@ class _Drawer:
     belongs to the cluster that declares it. Modules drawn beside a point share its rank and are
     ordered by invisible edges; such flat edges carry no label (dot then drops the row's order)."""
 
-    def __init__(self, ir: IR, expand: bool, title: str | None, marks: Marks | None = None):
+    def __init__(self, ir: IR, expand: bool, title: str | None, marks: dict | None = None):
         import graphviz
         self.ir, self.name, self.marks = ir, title, marks or {}
         s = ir.settings
@@ -138,8 +137,8 @@ class _Drawer:
             edge_attr={"fontname": FONT, "fontsize": "8", "arrowsize": "0.7", "color": FLOW})
 
     # primitives
-    def node(self, g, nid: str, label: str, kind: str, sub: str | None, tooltip: str | None = None) -> None:
-        g.node(nid, label, **NODE_STYLE[kind, sub], **({"tooltip": tooltip} if tooltip else {}))
+    def node(self, g, nid: str, label: str, kind: str, sub: str | None, tooltip: str | None = None, **extra) -> None:
+        g.node(nid, label, **{**NODE_STYLE[kind, sub], **extra}, **({"tooltip": tooltip} if tooltip else {}))
 
     def edge(self, a: str, b: str, role: str, colour: str | None = None, **extra: str) -> None:
         self.edges.append((a, b, {**EDGE_STYLE[role], **({"color": colour} if colour else {}), **extra}))
@@ -179,11 +178,8 @@ class _Drawer:
             small = [] if m.point == "all" else _braced([_rel(x, group.path) for x in mods])
         lines = [param_text(m, self.fam, self.ir.settings.dims)] + _count_lines(m, max(1, len(group.layers))) + \
             m.notes + (["prepended to K, V after RoPE"] if m.method == "prefix" and self.fam and self.fam.drawing.rotary else [])
-        optional, choices = self.marks.get(m.instance, (False, []))
-        self.node(g, nid, _html(f"{'optional ' * optional}{m.method} {m.instance}", lines + choices, small),
-                  "attachment", m.method, tip)
-        if optional:
-            g.node(nid, style="rounded,filled,dashed")
+        attrs, more = self.marks.get(m.instance, ({}, []))   # a search space's (space_summary.marks)
+        self.node(g, nid, _html(f"{m.method} {m.instance}", lines + more, small), "attachment", m.method, tip, **attrs)
 
     def gate(self, g, m: Mod, nid: str, source: str | None, side: str | None = None) -> str | None:
         """Draw ``m``'s gate, if any, with its edges; returns its node id. With ``side`` the gate
@@ -409,9 +405,9 @@ class _Drawer:
 
 
 # --- public entry points ------------------------------------------------------------------------
-def to_dot(ir: IR, expand: bool = False, *, title: str | None = None, marks: Marks | None = None) -> "graphviz.Digraph":
+def to_dot(ir: IR, expand: bool = False, *, title: str | None = None, marks: dict | None = None) -> "graphviz.Digraph":
     """The diagram as a ``graphviz.Digraph`` (nothing runs; ``.source`` is the DOT text).
-    ``title`` (e.g. the spec's file name) opens the diagram's title; ``marks``: a space's (space_summary.marks)."""
+    ``title`` (e.g. the spec's file name) opens the diagram's title; ``marks``: instance → (node attributes, label lines)."""
     try:
         import graphviz  # noqa: F401
     except ModuleNotFoundError:
@@ -441,7 +437,7 @@ def to_svg(ir: IR, expand: bool = False, *, title: str | None = None) -> str:
 
 
 def render(ir: IR, out: str | Path, *, expand: bool = False, fmt: str | None = None,
-           title: str | None = None, marks: Marks | None = None) -> Path:
+           title: str | None = None, marks: dict | None = None) -> Path:
     """Write the diagram to ``out``; the format comes from ``fmt`` or the suffix: svg, png, pdf, or
     dot/gv for DOT source (which needs no `dot` program). Returns the path written."""
     out = Path(out)
@@ -459,8 +455,7 @@ def render(ir: IR, out: str | Path, *, expand: bool = False, fmt: str | None = N
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
+        os.umask(umask := os.umask(0))   # read the umask (setting it back)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, out)
     except BaseException:

@@ -33,7 +33,7 @@ from peltc.compiler.summary import trained_and_saved
 from peltc.errors import Diagnostic, SpecError
 
 FULL_LIMIT = 512      # combinations checked one by one, as whole specs
-MAX_CHECKS = 5_000    # specs a check may build (about 3 ms of CPU each); beyond: E164
+MAX_CHECKS = 5_000    # specs a check may build (each a whole front-end run); beyond: E164
 _SETTINGS = ("train", "head")
 
 

@@ -56,16 +56,17 @@ def to_dict(sc: SpaceCheck) -> dict:
             "exhaustive": sc.exhaustive}
 
 
-def marks(space: Space) -> dict[str, tuple[bool, list[str]]]:
-    """Per instance: (optional, the lines listing its choices) for `render.to_dot(marks=...)`."""
-    out: dict[str, tuple[bool, list[str]]] = {}
+def marks(space: Space) -> dict[str, tuple[dict[str, str], list[str]]]:
+    """Per instance with choices, for `render.to_dot(marks=...)`: its node's extra attributes (an
+    optional instance is dashed) and the lines listing its choices."""
+    out: dict[str, tuple[dict[str, str], list[str]]] = {}
     for d in space.dimensions:
-        optional, lines = out.get(d.section, (False, []))
+        attrs, lines = out.get(d.section, ({}, []))
         if d.name == f"{d.section}.present":
-            optional = True
+            attrs, lines = {"style": "rounded,filled,dashed"}, ["optional: present or not", *lines]
         else:
-            lines = lines + [f"{d.name[len(d.section) + 1:]} ∈ {domain_text(d)}"]
-        out[d.section] = (optional, lines)
+            lines = [*lines, f"{d.name[len(d.section) + 1:]} ∈ {domain_text(d)}"]
+        out[d.section] = (attrs, lines)
     return out
 
 

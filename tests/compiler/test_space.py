@@ -203,7 +203,7 @@ def test_render_draws_optional_instances_dashed_with_their_choices(tmp_path: Pat
     out = tmp_path / "space.dot"
     assert cli.main(["render", str(UNIPELT), "-o", str(out), "--model", "bert-base-uncased"]) == 0
     dot = out.read_text()
-    assert "optional lora qv" in dot and "rank ∈ 4 | 8 | 16" in dot and "dashed" in dot
+    assert "optional: present or not" in dot and "rank ∈ 4 | 8 | 16" in dot and "rounded,filled,dashed" in dot
     assert "search space of 13,824 discrete points (2,197 different specs)" in dot
 
 
