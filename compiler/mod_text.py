@@ -30,7 +30,11 @@ def method_text(m: Mod, fam: Family | None = None, d: dict[str, int] | None = No
         return f"length {p.length} · " + ("no mlp" if p.mlp is None else f"mlp {p.mlp}") + \
             (f" · init {p.init}" if not is_default("prefix", "init", p.init) else "")
     if m.method == "lora":
-        bits = [f"r {size_text(m, 'rank')}", f"α {p.alpha:g}" if m.gate.kind == "none" else "gate replaces α/r"]
+        rs = p.scaling == "rs"
+        scale = (f"α {p.alpha:g}" + " / √r" * rs) if m.gate.kind == "none" or p.dora else \
+            f"gate replaces α/{'√' * rs}r"
+        bits = ["DoRA"] * bool(p.dora) + [f"r {size_text(m, 'rank')}", scale]
+        bits += [f"init {p.init}"] * (p.init != "default") + [f"B lr × {p.lr_ratio:g}"] * (p.lr_ratio != 1)
         return " · ".join(bits + [f"dropout {p.dropout:g}"] * bool(p.dropout))
     if m.method == "bitfit":
         whole = {"all": "every bias (embeddings, layers, pooler)", "layer": "every bias of the layer",
