@@ -68,7 +68,8 @@ class LoRA(nn.Module):
         if init != "default":     # A₀, B₀ of a principal init: the base holds W − s·B₀A₀
             self.register_buffer("A0", torch.zeros(rank, fan_in, device=device, dtype=torch.float32))
             self.register_buffer("B0", torch.zeros(fan_out, rank, device=device, dtype=torch.float32))
-        self.__dict__["in_base"] = True     # False on a routed (shared) base: s·B₀A₀ x subtracted here
+        # False for a principal init on a routed (shared) base, which keeps W: s·B₀A₀ x is subtracted here
+        self.__dict__["in_base"] = True
 
     def extra_repr(self) -> str:
         scale = "gate" if self.gate is not None else f"alpha/{'√' * self.rs}rank={self.scaling:g}"
@@ -146,18 +147,20 @@ class LoRA(nn.Module):
         (DoRA) or with ``g`` as the scale (LoRA)."""
         xd = self.dropout(x)
         if not self.dora:
-            s = self.scaling if g is None else g
-            d = self.B(self.A(xd)) - (F.linear(F.linear(xd, self.A0.to(xd.dtype)), self.B0.to(xd.dtype))
-                                      if not self.in_base else 0)
-            return d * s if g is None else scale(d, g)
-        weight = self.base_weight(base)
-        k = (self.magnitude / self.weight_norm(weight)).to(x.dtype)
-        if y0 is not None and self.in_base and (isinstance(self.dropout, nn.Identity) or not self.training):
-            wx = y0 if base.bias is None else y0 - base.bias
+            d = self.B(self.A(xd))
+            d = d * self.scaling if g is None else scale(d, g)
         else:
-            wx = F.linear(xd, weight.to(xd.dtype))
-        d = (k - 1) * wx + k * (self.B(self.A(xd)) * self.scaling)
-        return d if g is None else scale(d, g)
+            weight = self.base_weight(base)
+            k = (self.magnitude / self.weight_norm(weight)).to(x.dtype)
+            if y0 is not None and self.in_base and (isinstance(self.dropout, nn.Identity) or not self.training):
+                wx = y0 if base.bias is None else y0 - base.bias
+            else:
+                wx = F.linear(xd, weight.to(xd.dtype))
+            d = (k - 1) * wx + k * (self.B(self.A(xd)) * self.scaling)
+            d = d if g is None else scale(d, g)
+        if not self.in_base:     # the base output is W x: make it (W − s·B₀A₀) x
+            d = d - self.init_scale * F.linear(F.linear(x, self.A0.to(x.dtype)), self.B0.to(x.dtype))
+        return d
 
     def base_weight(self, base: nn.Linear) -> torch.Tensor:
         """The weight DoRA normalises: the base's (W − s·B₀A₀ with a principal init, as peft)."""

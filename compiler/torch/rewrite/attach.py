@@ -71,8 +71,8 @@ def _attach_lora(model, att, t, state, hidden) -> None:
     lora = host.pelt_lora[att.instance] = LoRA(
         lin.in_features, lin.out_features, int(p.rank), float(p.alpha), float(p.dropout),
         _gate(att, state, hidden, where), rs=p.scaling == "rs", dora=bool(p.dora), init=p.init, **where)
-    if state.routed:      # a shared base is never changed: its weights come from the artifact
-        lora.__dict__["in_base"] = False
+    if state.routed:      # a shared base is never changed (s·B₀A₀ x is subtracted in the run's rows instead);
+        lora.__dict__["in_base"] = p.init == "default"      # the weights come from the artifact
         return
     if p.init != "default":
         lora.set_principal(*principal_init(lin.weight, int(p.rank), lora.init_scale, p.init))
