@@ -212,6 +212,10 @@ class LoraLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = y0 = self.base_layer(x)
         for lora in self.pelt_lora.values():
-            if lora.enabled and not route_absent(lora):
+            if route_absent(lora):
+                continue
+            if lora.enabled:
                 y = lora.add_to(y, x, self.base_layer, y0)
+            elif lora.init != "default" and lora.in_base:    # switched off: the base is W again
+                y = y + lora.init_scale * F.linear(F.linear(x, lora.A0.to(x.dtype)), lora.B0.to(x.dtype))
         return y

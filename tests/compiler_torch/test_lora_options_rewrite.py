@@ -103,6 +103,16 @@ def test_pissa_keeps_the_callers_weight_and_an_artifact_restores_the_residual(tm
     assert torch.equal(logits(fresh.eval(), batch), logits(model, batch))
 
 
+@pytest.mark.parametrize("members", ["init pissa", "init olora dora true", "dora true gate scalar"])
+def test_disabled_equals_base(members, batch):
+    from peltc.compiler.torch.rewrite import disable
+    base = logits(tiny_model("bert"), batch)
+    model = _compiled(f"lora l {{ {QV} rank 4 {members} }}")
+    assert (logits(model, batch) - base).abs().max() > 1e-4
+    disable(model, "l")
+    torch.testing.assert_close(logits(model, batch), base, rtol=0, atol=1e-6)
+
+
 def test_pissa_and_dora_runs_share_a_base(tmp_path):
     """Several runs on one base: a principal init leaves the shared base alone (s·B₀A₀ x subtracted
     in the run's rows), DoRA reads the untouched base; each example gets its run's own logits."""
