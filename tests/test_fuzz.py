@@ -317,6 +317,8 @@ VALID_VALUES = {  # parameter → values its type and range accept (on a bert-ba
     "length": ["1", "10", "512"], "mlp": ["none", "off", "1", "512"],
     "rank": ["1", "8", "16"], "alpha": ["0", "16", "32.5"], "dropout": ["0", "0.1", ".5"],
     "init": ["random", "tokens"], "lr": ["1e-4", "0.5", "3"],
+    # LoRA's options (`init pissa` / `olora` is E145 under the learned gates drawn here: default only)
+    "lora.init": ["default"], "scaling": ["standard", "rs"], "dora": ["true", "false"], "lr_ratio": ["1", "16", "0.5"],
 }
 WILD_VALUES = ["-3", "0", "768", "1000", "007", "1e3", "1e400", "0.5", "-0.1", "2E2", "relu", "swish", "none",
                "true", '"10"', "parallel", "pooler", "mean"]
@@ -372,7 +374,7 @@ def _params(draw, spec: schema.MethodSpec, wild: bool, override: bool = False) -
     chosen = _some(draw, names, 0, 3, unique=not wild)
     out = []
     for name in chosen:
-        pool = VALID_VALUES.get(name, ["1"])
+        pool = VALID_VALUES.get(f"{spec.name}.{name}", VALID_VALUES.get(name, ["1"]))
         if wild and _int(draw, 0, 1):
             pool = WILD_VALUES
         out.append(f"{name} {_pick(draw, pool)}")
