@@ -115,3 +115,17 @@ def test_trainable_counts_equal_peft_and_the_front_end(option):
     members = OPTIONS[option][0]
     planned = build_spec_ir(f"lora l {{ at layers[*].{TARGETS['bert'][0]} rank 4 {members} }}", tiny_model("bert"))
     assert sum(a.trainable for a in planned.attachments()) == live
+
+
+@pytest.mark.parametrize("option", ["dora", "pissa-dora", "rslora"])
+def test_gradients_equal_peft(option):
+    """The same gradients for A, B and DoRA's magnitude: the norm is detached as peft detaches it."""
+    ours, pm = _pair(tiny_model("bert"), "bert", option)
+    batch = tiny_batch()
+    for m in (ours, pm):
+        (m(**batch).logits ** 2).sum().backward()
+    theirs = dict(pm.base_model.model.named_parameters())
+    grads = [(p.grad, theirs[_peft_name(n)].grad) for n, p in ours.named_parameters() if ".pelt_lora." in n]
+    assert grads and all(a is not None and b is not None for a, b in grads)
+    for a, b in grads:
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -89,9 +89,9 @@ def set_residual(host: LoraLinear) -> None:
     lin = inner_module(host)
     orig = host.__dict__.setdefault("_pelt_original_weight", lin.weight.data)
     kept = [lo for lo in host.pelt_lora.values() if lo.init != "default" and lo.in_base]
-    w = orig.to(torch.float32)
+    w = orig.to(device=lin.weight.device, dtype=torch.float32)    # the model may have moved since
     for lo in kept:
-        w = w - lo.init_scale * (lo.B0 @ lo.A0)
+        w = w - lo.init_scale * (lo.B0 @ lo.A0).to(w.device)
     lin.weight.data = w.to(orig.dtype)
 
 
