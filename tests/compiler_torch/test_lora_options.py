@@ -94,11 +94,20 @@ def test_equal_to_peft_tiny_llama(option):
     assert (logits(ours, batch) - logits(pm, batch)).abs().max() <= TOL
 
 
-@pytest.mark.parametrize("option", ["rslora", "dora", "pissa"])
+@pytest.mark.parametrize("option", ["rslora", "dora", "pissa", "olora"])
 def test_equal_to_peft_minilm(option, minilm_classifier):
     ours, pm = _pair(minilm_classifier, "bert", option, rank=8, alpha=16)
     batch = tiny_batch(seq=12)
     assert (logits(ours, batch) - logits(pm, batch)).abs().max() <= TOL
+
+
+@pytest.mark.parametrize("option", list(OPTIONS))
+def test_identity_at_init_tiny_llama(option):
+    base = tiny_decoder("llama")
+    model = copy.deepcopy(base)
+    compile_model(f"lora l {{\n at layers[*].{TARGETS['llama'][0]}\n rank 4\n {OPTIONS[option][0]}\n}}", model)
+    batch = tiny_batch()
+    torch.testing.assert_close(logits(model, batch), logits(base, batch), rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("option", list(OPTIONS))
