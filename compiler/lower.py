@@ -297,9 +297,10 @@ def _warn_replaced_by_gate(d: _Draft, diags: Diagnostics) -> None:
     ungated = [ov.gate is not None and ov.gate.kind == "none" for ov in d.overrides]
 
     def warn(name: str, at: Span, g: GateSpec) -> None:
-        diags.warning("W202", f"{d.name}: '{name}' has no effect: the gate {g.text()} replaces "
-                              f"{name} / rank", at,
-                      f"remove `{name}`, or write `gate none` to scale by {name} / rank")
+        scale = "alpha / √rank" if d.params.get("scaling") == "rs" else "alpha / rank"
+        diags.warning("W202", f"{d.name}: '{name}' has no effect: the gate {g.text()} replaces the scale "
+                              f"{scale}", at,
+                      f"remove `{name}`, or write `gate none` to scale by {scale}")
 
     for name in method.params:
         if not schema.gate_replaces(d.method, name, d.params):
