@@ -136,13 +136,14 @@ METHODS: dict[str, MethodSpec] = {
             "alpha": ParamSpec("float", 16.0, "scaling alpha (s = alpha / rank when ungated; a gate replaces it)",
                                min=0.0, max_exclusive=False, gate_replaces=True),
             "dropout": ParamSpec("float", 0.0, "dropout on the LoRA input", min=0.0, max=1.0, max_exclusive=True),
-            "scaling": ParamSpec("choice", "standard", "scale s: standard (alpha / rank) or rs (rsLoRA, alpha / √rank)",
+            "scaling": ParamSpec("choice", "standard",
+                                 "scale s: standard (alpha / rank) or rs (rsLoRA, alpha / √rank)",
                                  choices=LORA_SCALINGS, gate_replaces=True, quiet_default=True),
             "init": ParamSpec("choice", "default", "initial A and B: default (A random, B = 0), pissa (the base "
                               "weight's top-rank singular triplets) or olora (QR); with pissa / olora the base "
                               "keeps W − s·B A", choices=LORA_INITS, quiet_default=True),
-            "dora": ParamSpec("bool", False, "DoRA: W' = m ⊙ (W + s·B A) / ‖W + s·B A‖ per output row, the norm "
-                              "detached, m learned (initialised to the row norms)", quiet_default=True),
+            "dora": ParamSpec("bool", False, "DoRA: W' = m ⊙ (W + s·B A) / ‖W + s·B A‖ per output row, the "
+                              "norm detached, m learned (initialised to the row norms)", quiet_default=True),
             "lr_ratio": ParamSpec("float", 1.0, "LoRA+: B's learning rate is lr_ratio × A's", min=0.0,
                                   min_exclusive=True, instance_only=True, quiet_default=True),
             "lr": LR,
