@@ -110,19 +110,23 @@ def test_identity_at_init_tiny_llama(option):
     torch.testing.assert_close(logits(model, batch), logits(base, batch), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("family", ["bert", "llama"])
 @pytest.mark.parametrize("option", list(OPTIONS))
-def test_trainable_counts_equal_peft_and_the_front_end(option):
+def test_trainable_counts_equal_peft_and_the_front_end(option, family):
+    """Live parameters = peft's trainable LoRA parameters = the front end's count (grouped K/V on the
+    Llama: DoRA's magnitude on v_proj has num_key_value_heads × head_dim entries)."""
     from peltc.api import build_spec_ir
-    base = tiny_model("bert")
+    make = (lambda: tiny_model("bert")) if family == "bert" else (lambda: tiny_decoder("llama"))
+    base = make()
     for p in base.parameters():
         p.requires_grad_(False)
-    ours, pm = _pair(base, "bert", option)
+    ours, pm = _pair(base, family, option)
     live = sum(p.numel() for n, p in ours.named_parameters() if ".pelt_lora." in n)
     assert live == pm.get_nb_trainable_parameters()[0] - sum(
         p.numel() for n, p in pm.named_parameters() if p.requires_grad and "lora_" not in n)
     assert live == sum(a.trainable for a in ours._pelt.ir.attachments())
     members = OPTIONS[option][0]
-    planned = build_spec_ir(f"lora l {{ at layers[*].{TARGETS['bert'][0]} rank 4 {members} }}", tiny_model("bert"))
+    planned = build_spec_ir(f"lora l {{ at layers[*].{TARGETS[family][0]} rank 4 {members} }}", make())
     assert sum(a.trainable for a in planned.attachments()) == live
 
 
