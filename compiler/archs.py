@@ -89,6 +89,7 @@ _BERT_POINTS = {
     "ffn.up": "intermediate.dense",
     "ffn.down": "output.dense",
     "ffn.output": "output.LayerNorm",
+    "output": "",
 }
 _BERT_KEYS = {"hidden": "hidden_size", "layers": "num_hidden_layers", "heads": "num_attention_heads",
               "intermediate": "intermediate_size", "embedding": "hidden_size"}
@@ -114,6 +115,7 @@ FAMILIES: dict[str, Family] = {
             "ffn.up": "ffn.lin1",
             "ffn.down": "ffn.lin2",
             "ffn.output": "output_layer_norm",
+            "output": "",
         },
         {"hidden": "dim", "layers": "n_layers", "heads": "n_heads", "intermediate": "hidden_dim",
          "embedding": "dim"},
@@ -144,6 +146,7 @@ _DECODER_POINTS = {
     "ffn.up": "mlp.up_proj",
     "ffn.down": "mlp.down_proj",
     "ffn.output": "mlp",
+    "output": "",
 }
 _DECODER_KEYS = {"hidden": "hidden_size", "layers": "num_hidden_layers", "heads": "num_attention_heads",
                  "intermediate": "intermediate_size", "embedding": "hidden_size",
@@ -154,7 +157,7 @@ _DECODER_BLOCKS = {
     "layer": ("attention.query", "attention.key", "attention.value", "attention.out", "attention.output",
               "ffn.gate", "ffn.up", "ffn.down", "ffn.output"),
 }
-_NO_BIAS = {p: False for p in _DECODER_POINTS if p not in ("input", "attention")}
+_NO_BIAS = {p: False for p in _DECODER_POINTS if p not in ("input", "attention", "output")}
 _ATTENTION = ("attention.query", "attention.key", "attention.value", "attention.out")
 _FFN = ("ffn.gate", "ffn.up", "ffn.down")
 

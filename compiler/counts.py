@@ -41,6 +41,26 @@ def lora_params(rank: int, point: str, d: dict[str, int], dora: bool = False) ->
     return rank * fin + fout * rank + (fout if dora else 0)
 
 
+def ia3_params(point: str, d: dict[str, int]) -> int:
+    """One vector: a key / value projection's outputs (num_key_value_heads × head_dim on decoders), or the
+    down projection's inputs (the intermediate size)."""
+    fin, fout = linear_dims(point, d)
+    return fin if point == "ffn.down" else fout
+
+
+def loreft_units(first: int, last: int, tied: bool) -> int:
+    """Interventions per layer: one for the first and one for the last positions (one when tied); a side
+    with no positions has none."""
+    sides = int(first > 0) + int(last > 0)
+    return min(sides, 1) if tied else sides
+
+
+def loreft_params(rank: int, first: int, last: int, tied: bool, d: dict[str, int]) -> int:
+    """Per layer, each intervention: R (r × d, orthogonal rows), W (r × d) and b (r)."""
+    h = d["hidden"]
+    return loreft_units(first, last, tied) * (2 * rank * h + rank)
+
+
 def prefix_params(length: int, d: dict[str, int]) -> int:
     """Per layer, after folding: keys and values (each num_key_value_heads × head_dim wide on decoders)."""
     return 2 * length * kv_width(d)

@@ -60,7 +60,7 @@ class Mod:
     @property
     def beside(self) -> bool:
         """Drawn beside the module it changes (adapters sit in the data path instead)."""
-        return self.method in ("lora", "prefix", "bitfit")
+        return self.method in ("lora", "prefix", "bitfit", "ia3")
 
 
 @dataclass

@@ -48,4 +48,9 @@ def method_text(m: Mod, fam: Family | None = None, d: dict[str, int] | None = No
         if m.point == "all":
             return f"every bias: {names} of each layer"
         return f"bias{'es' * (len(parts) > 1)} of {names}"
+    if m.method == "ia3":
+        return "l ⊙ its input (l₀ = 1)" if m.point == "ffn.down" else "l ⊙ its output (l₀ = 1)"
+    if m.method == "loreft":
+        return (f"r {size_text(m, 'rank')} · first {p.first} · last {p.last}" + " · tied" * bool(p.tied)
+                + " · h + Rᵀ(Wh + b − Rh)")
     return "every base weight"

@@ -18,7 +18,7 @@ def _cell(fam, point: str) -> str:
     if path is None:
         return "—"
     if path == "":
-        return "(the layer's input)"
+        return "(the layer's input)" if point == "input" else "(the layer's output)"
     return f"`{path}`"
 
 

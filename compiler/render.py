@@ -54,7 +54,9 @@ METHOD_COLOURS: dict[str, tuple[str, str]] = {   # method → (fill, line)
     "lora": ("#d3efd6", "#2e7d32"),
     "bitfit": ("#f1d5ee", "#8e2f88"),
     "finetune": ("#ffd3d0", "#c0392b"),
+    "ia3": ("#d6eef2", "#00838f"), "loreft": ("#e4dcf5", "#5e35b1"),
 }
+LEGEND_IF_DRAWN = frozenset({"ia3", "loreft"})   # in the legend only when drawn (the five before: always, as the goldens)
 BASE_FILL, BASE_LINE, BASE_TEXT = "#ececec", "#9a9a9a", "#444444"
 GATE_FILL, GATE_LINE = "#fff5c0", "#a67c00"
 FLOW = "#707070"
@@ -86,8 +88,7 @@ EDGE_STYLE: dict[str, dict[str, str]] = {   # edge role → attributes (module e
     "scales": {"style": "dotted", "color": GATE_LINE, "arrowhead": "dot", "arrowsize": "0.6"},
     "residual": {"color": "#a8a8a8", "penwidth": "1.2", "style": "bold"},
 }
-_MOD_EDGE = {"prefix": "prefix", "lora": "parallel", "bitfit": "bias", "finetune": "bias"}   # beside its point
-
+_MOD_EDGE = {"prefix": "prefix", "lora": "parallel", "bitfit": "bias", "finetune": "bias", "ia3": "parallel"}   # beside its point
 
 
 # --- labels -------------------------------------------------------------------------------------
@@ -248,8 +249,8 @@ class _Drawer:
             for m in mods:
                 nid = f"{anchor}+{m.key}"
                 self.mod_node(g, group, m, nid)
-                extra = {"label": "+"} if m.method == "lora" else {}
-                self.flat_edge(nid, anchor, left, _MOD_EDGE[m.method], METHOD_COLOURS[m.method][1], **extra)
+                self.flat_edge(nid, anchor, left, _MOD_EDGE[m.method], METHOD_COLOURS[m.method][1],
+                               **{"lora": {"label": "+"}, "ia3": {"label": "⊙"}}.get(m.method, {}))
                 src = P(m.gate.source) if P and m.gate.kind == "sigmoid" and m.gate.source else None
                 gid = self.gate(g, m, nid, src, "left" if left else "right")
                 gates = [gid] if gid else []
@@ -319,6 +320,11 @@ class _Drawer:
                     exit_ = P(blk.add)
                 if k + 1 < len(L.blocks):
                     self.edge(exit_, P(L.blocks[k + 1].entry), "flow")
+            for m in on["output"]:             # LoReFT: on the layer output, in the data path
+                self.mod_node(c, group, m, P(m.key))
+                self.edge(exit_, P(m.key), "sequential", METHOD_COLOURS[m.method][1])
+                exit_ = P(m.key)
+                self.gate(c, m, exit_, P(m.gate.source) if m.gate.kind == "sigmoid" and m.gate.source else None)
         return P("input"), exit_
 
     def point_node(self, g, group: LayerGroup, point: str, P) -> None:
@@ -404,7 +410,8 @@ class _Drawer:
         def glyph(text: str, colour: str) -> str:
             return f'<TD><FONT COLOR="{colour}">{text}</FONT></TD>'
 
-        rows = [(swatch(f, c), m) for m, (f, c) in METHOD_COLOURS.items()]
+        rows = [(swatch(f, c), m) for m, (f, c) in METHOD_COLOURS.items()
+                if m not in LEGEND_IF_DRAWN or m in {a.method for a in self.ir.attachments()}]
         rows += [(swatch(BASE_FILL, BASE_LINE, False), "base module (frozen)"),
                  (glyph("◆", GATE_LINE), "gate: σ(point) per example, scalar, const"),
                  (glyph("━━▶", "#444444"), "sequential: inline in the data path"),

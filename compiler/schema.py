@@ -28,10 +28,12 @@ LAYER_POINTS: dict[str, str] = {
     "ffn.up": "linear",
     "ffn.down": "linear",
     "ffn.output": "value",          # the feed-forward sub-layer output h_FN (after its LayerNorm)
+    "output": "value",              # h_out, the layer output: the residual stream leaving the layer (LoReFT)
 }
 POINT_ORDER: dict[str, int] = {
     "input": 0, "attention": 1, "attention.query": 1, "attention.key": 1, "attention.value": 1,
     "attention.out": 2, "attention.output": 3, "ffn": 4, "ffn.gate": 4, "ffn.up": 4, "ffn.down": 5, "ffn.output": 6,
+    "output": 7,
 }
 # Whole-model points (no layer selector).
 GLOBAL_POINTS: dict[str, str] = {
@@ -93,6 +95,7 @@ class MethodSpec:
     default_at: tuple[str, ...] = ()   # used when `at` is omitted
     gated: bool = True
     placement: bool = False        # accepts `placement sequential|parallel`
+    check_note: str | None = None  # a note `peltc check` prints under each instance of the method
 
 
 _LINEARS = frozenset(k for k, v in LAYER_POINTS.items() if v == "linear")
@@ -153,8 +156,29 @@ METHODS: dict[str, MethodSpec] = {
     "bitfit": MethodSpec(
         "bitfit", "train bias terms (as a zero-initialised delta; base biases stay frozen)",
         {"lr": LR},
-        frozenset(set(LAYER_POINTS) - {"input"}) | {"embeddings", "head", "all", WHOLE_LAYER},
+        frozenset(set(LAYER_POINTS) - {"input", "output"}) | {"embeddings", "head", "all", WHOLE_LAYER},
         default_at=("all",),
+    ),
+    "ia3": MethodSpec(
+        "ia3", "(IA)³: learned vectors, initialised to 1, scaling keys and values (their projections' outputs) "
+        "and the FFN's intermediate activation (the down projection's input)",
+        {"lr": LR},
+        frozenset({"attention.key", "attention.value", "ffn.down"}),
+    ),
+    "loreft": MethodSpec(
+        "loreft", "LoReFT: h + Rᵀ(W h + b − R h) on the layer output at the first / last real tokens, "
+        "R with orthonormal rows",
+        {
+            "rank": ParamSpec("int", 1, "rank r (rows of R)", min=1, below_hidden=True),
+            "first": ParamSpec("int", 3, "intervene at the first p real tokens of each sequence", min=0, max=512),
+            "last": ParamSpec("int", 0, "intervene at the last s real tokens of each sequence", min=0, max=512),
+            "tied": ParamSpec("bool", False, "one intervention for the first and the last positions (false: one "
+                              "each, as AdapterHub's tied_weights)"),
+            "lr": LR,
+        },
+        frozenset({"output"}),
+        check_note="does not merge into the base weights: it edits the hidden states at chosen token "
+                   "positions, which no weight change reproduces",
     ),
     "finetune": MethodSpec(
         "finetune", "train base-model weights directly (full fine-tuning when at all)",

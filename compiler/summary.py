@@ -281,6 +281,8 @@ def check_table(ir: IR, spec_name: str) -> CheckTable:
         if inst.shared_trainable:
             extra.append(f"note: prefix '{inst.name}' also trains a {_n(inst.shared_trainable)}-parameter "
                          f"reparameterisation MLP, folded into the prefixes after training (not saved)")
+        if why := schema.METHODS[inst.method].check_note:
+            extra.append(f"note: {inst.method} '{inst.name}' {why}")
     return CheckTable(["instance", "method", "at", "layers", "gate", "per layer", "total"], rows, below, {5, 6},
                       title, dict(per_layer), total, trained_and_saved(ir)[0], s.base_params, extra)
 

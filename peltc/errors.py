@@ -47,7 +47,7 @@ _TABLE = """
 E001|error|unexpected token|check the syntax near the caret (docs/language.md describes it)
 E002|error|unexpected character|check the syntax near the caret (docs/language.md describes it)
 E003|error|unexpected end of file|close the open brace, bracket or string
-E101|error|unknown method|methods: adapter, lora, prefix, bitfit, finetune
+E101|error|unknown method|methods: adapter, lora, prefix, bitfit, ia3, loreft, finetune
 E102|error|unknown parameter of a method|docs/language.md lists each method's parameters
 E103|error|a parameter value of the wrong type|docs/language.md gives each parameter's type
 E104|error|a value out of range (incl. a size not below the hidden size)|docs/language.md gives each parameter's range
@@ -78,6 +78,8 @@ E129|error|a section name missing (method instance) or not allowed (settings sec
 E130|error|a gate on a method that cannot be gated|remove the gate line
 E131|error|a method instance without `at`|say where it attaches, e.g. `at layers[*].attention.query`
 E145|error|LoRA `init pissa` / `init olora` under a learned (scalar or sigmoid) gate|write `gate none` or `gate const(c)`, or `init default`
+E150|error|(IA)³ on a linear that LoRA or BitFit also changes|keep one method on that projection (the order of scaling and adding would be ambiguous)
+E151|error|a LoReFT instance with no positions (`first 0` and `last 0`)|intervene at some tokens: `first 3`, `last 1`
 W201|warning|an instance covers its points unevenly|check the layer selectors and overrides
 W202|warning|a parameter that the gate replaces has no effect (LoRA `alpha` under a gate)|remove it, or write `gate none`
 A001|ArtifactError|nothing to save: no trainable parameters|compile a spec onto the model before saving

@@ -252,7 +252,7 @@ def cmd_import(a) -> int:
     imp = read_peft_import(a.peft_dir, a.output or str(Path(a.out) / "spec.pelt"), model=a.model, task=task)
     if a.output:
         Path(a.output).write_text(imp.text, encoding="utf-8")
-        print(f"wrote {a.output}: {len(imp.adapter.groups)} lora instance(s) "
+        print(f"wrote {a.output}: {len(imp.adapter.groups)} {imp.adapter.groups[0].get('method', 'lora')} instance(s) "
               f"({', '.join(g['name'] for g in imp.adapter.groups)})")
     if a.out:
         out = import_peft_run(imp, a.out, task)

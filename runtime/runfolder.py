@@ -290,7 +290,11 @@ def read_peft_import(peft_dir: str | Path, spec_file: str | Path, *, model: str 
                          help="pass --model NAME|DIR")
     ref = _model_ref(ref)
     mc = load_config(ref)
-    adapter = peft_io.read_peft(peft_dir, mc.config)
+    if peft_io.read_peft_config(peft_dir).get("peft_type") == "IA3":
+        from peltc.compiler.torch.peft_ia3 import read_ia3
+        adapter = read_ia3(peft_dir, *peft_io.read_peft_dir(peft_dir), mc.config)
+    else:
+        adapter = peft_io.read_peft(peft_dir, mc.config)
     if task is not None and adapter.num_labels is not None and adapter.num_labels != task.num_labels:
         raise UsageError(f"the adapter's head has {adapter.num_labels} output(s); {task.name} has "
                          f"{task.num_labels}", code="U126", help="pass the task the adapter was trained for")

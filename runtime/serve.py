@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from peltc.compiler.schema import METHODS
 from peltc.errors import UsageError
 from peltc.runtime.runfolder import run_max_length
 
@@ -219,10 +220,12 @@ def merge_refusals(ir) -> list[str]:
     """What keeps a run from merging into its base model's weights, one line each (none: it merges)."""
     why = {"adapter": "an adapter is a module of its own, not a change of a base weight",
            "prefix": "prefix-tuning adds keys and values to the attention, not a change of a base weight",
-           "finetune": "full fine-tuning is no delta to merge (its artifact holds the trained weights)"}
-    out = [f"{i.name} ({i.method}): {why.get(i.method, 'not LoRA or BitFit')}"
-           for i in ir.instances() if i.method not in ("lora", "bitfit")]
-    gated = sorted({a.instance for a in ir.attachments() if a.method in ("lora", "bitfit") and a.gate.kind == "sigmoid"})
+           "finetune": "full fine-tuning is no delta to merge (its artifact holds the trained weights)",
+           "loreft": "LoReFT " + (METHODS["loreft"].check_note or "")}
+    merges = ("lora", "bitfit", "ia3")
+    out = [f"{i.name} ({i.method}): {why.get(i.method, 'not LoRA, BitFit or (IA)³')}"
+           for i in ir.instances() if i.method not in merges]
+    gated = sorted({a.instance for a in ir.attachments() if a.method in merges and a.gate.kind == "sigmoid"})
     out += [f"{n}: a sigmoid gate depends on each input, so no single weight reproduces it" for n in gated]
     pool = (ir.settings.head or {}).get("pool")
     if pool not in (None, "pooler"):
@@ -248,7 +251,7 @@ def merge_run(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
     refused = merge_refusals(read_ir(read_manifest(run_dir / "adapter")))
     if refused:
         raise UsageError(f"cannot merge {run_dir} into its base model: " + "; ".join(refused), code="U161",
-                         help="peltc merge takes runs of LoRA (gate none, const or scalar) and BitFit with head "
+                         help="peltc merge takes runs of LoRA, BitFit and (IA)³ (gate none, const or scalar) with head "
                               "{ pool pooler } (e.g. specs/lora_peft.pelt); serve the others with peltc predict")
     model, tokenizer, task, manifest, ir = load_run(run_dir)
     merged = merge(model)

@@ -137,6 +137,11 @@ class PeltTrainer(Trainer):
                 if folder.is_dir():
                     _write_marker(folder)
 
+    def get_decay_parameter_names(self, model) -> list[str]:
+        """The stock names, less the parameters behind a torch parametrisation (LoReFT's orthogonal R:
+        the Householder form keeps its signs on the diagonal of ``original``, which decay would zero)."""
+        return [n for n in super().get_decay_parameter_names(model) if ".parametrizations." not in n]
+
     def create_optimizer(self, model=None):
         head = self.head_lr is not None and bool(self.head_prefixes)
         if self.optimizer is not None or not (head or self.instance_lrs or self.lr_ratios):

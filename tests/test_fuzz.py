@@ -319,6 +319,7 @@ VALID_VALUES = {  # parameter → values its type and range accept (on a bert-ba
     "init": ["random", "tokens"], "lr": ["1e-4", "0.5", "3"],
     # LoRA's options (`init pissa` / `olora` is E145 under the learned gates drawn here: default only)
     "lora.init": ["default"], "scaling": ["standard", "rs"], "dora": ["true", "false"], "lr_ratio": ["1", "16", "0.5"],
+    "tied": ["true", "false"],
 }
 WILD_VALUES = ["-3", "0", "768", "1000", "007", "1e3", "1e400", "0.5", "-0.1", "2E2", "relu", "swish", "none",
                "true", '"10"', "parallel", "pooler", "mean"]
@@ -426,8 +427,10 @@ def generated(draw):
         if "finetune" in methods:
             methods = ["finetune"]
         methods = [m for k, m in enumerate(methods) if m not in ("prefix", "bitfit") or m not in methods[:k]]
+        if any(m in ("lora", "bitfit") for m in methods):   # (IA)³ and LoRA / BitFit on one linear: E150
+            methods = [m for m in methods if m != "ia3"]
         if parts and parts[0].startswith("extends"):   # base.pelt: adapter a, lora l
-            methods = [m for m in methods if m not in ("finetune", "bitfit", "prefix")] or ["adapter"]
+            methods = [m for m in methods if m not in ("finetune", "bitfit", "prefix", "ia3")] or ["adapter"]
     names = _some(draw, ["n1", "n2", "n3", "x-1", "_p", "a"], len(methods), len(methods), unique=not wild)
     if not wild:
         names = [n if n != "a" else "n4" for n in names]

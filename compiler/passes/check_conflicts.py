@@ -1,5 +1,6 @@
 """Pass: placements that cannot coexist — two prefixes in one attention block, two trainings of the
-same bias, bitfit beside full fine-tuning (E115). Several adapters or LoRAs at one point are fine:
+same bias, bitfit beside full fine-tuning (E115); (IA)³ on a projection that LoRA or BitFit also changes
+(E150: whether the vector scales their change would be a matter of hook order). Several adapters or LoRAs at one point are fine:
 they compose in declaration order (sequential) or side by side (parallel)."""
 
 from __future__ import annotations
@@ -45,7 +46,32 @@ def check_conflicts(ir: IR, diags: Diagnostics) -> None:
         elif att.method == "finetune" and finetune[0].instance != att.instance:
             diags.error("E115", f"finetune '{att.instance}' repeats finetune '{finetune[0].instance}'", span,
                         "one finetune instance trains the whole model")
+    _check_ia3(ir, diags, n)
     for (name, other), (layers, span) in clashes.items():
         diags.error("E115", f"prefix '{name}' and prefix '{other}' both attach at the attention of "
                             f"layers {compact_layers(layers)}", span,
                     "one prefix per attention block: merge them (a longer `length`) or split the layers")
+
+
+def _check_ia3(ir: IR, diags: Diagnostics, n: int) -> None:
+    """E150, once per pair of instances: (IA)³ and LoRA / BitFit on one linear."""
+    bl = blocks(FAMILIES[ir.settings.family])
+    scaled = {(a.layer, a.point): a for a in ir.attachments() if a.method == "ia3"}
+    if not scaled:
+        return
+    reported: set[tuple[str, str]] = set()
+    for att in ir.attachments():
+        if att.method == "lora":
+            units = [(att.layer, att.point)]
+        elif att.method == "bitfit":
+            units = [u for u in _bias_units(att.point, att.layer, n, bl) if len(u) == 2]
+        else:
+            continue
+        for u in units:
+            ia3 = scaled.get(u)
+            if ia3 is not None and (ia3.instance, att.instance) not in reported:
+                reported.add((ia3.instance, att.instance))
+                diags.error("E150", f"ia3 '{ia3.instance}' and {att.method} '{att.instance}' both change "
+                                    f"layers[{u[0]}].{u[1]}", ia3.span.to_span() if ia3.span else None,
+                            "keep one method on that projection, or move the other to another point")
+                break

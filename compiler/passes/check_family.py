@@ -48,7 +48,7 @@ def check_family(ir: IR, diags: Diagnostics) -> None:
 
 def _biased_help(fam, d) -> str:
     have = [p for p in fam.points if schema.LAYER_POINTS.get(p) in ("linear", "value")
-            and counts.bitfit_params(p, fam, d, d["layers"])]
+            and p in schema.METHODS["bitfit"].points and counts.bitfit_params(p, fam, d, d["layers"])]
     if not have:
         return f"{fam.name} models have no biases (RMSNorm, bias-free linears): use lora or an adapter instead"
     return f"biases on {fam.name}: {', '.join(have)} (or `at all`)"

@@ -21,6 +21,10 @@ def count_params(ir: IR) -> None:
             own = counts.prefix_params(p["length"], d)
         elif att.method == "bitfit":
             own = counts.bitfit_params(att.point, fam, d, d["layers"])
+        elif att.method == "ia3":
+            own = counts.ia3_params(att.point, d)
+        elif att.method == "loreft":
+            own = counts.loreft_params(p["rank"], p["first"], p["last"], p["tied"], d)
         else:  # finetune
             own = s.base_params
         total = None if own is None else own + g

@@ -1,4 +1,5 @@
-"""Export to peft's LoRA format — what vLLM, TGI, LoRAX and the Hub read.
+"""Export to peft's LoRA format — what vLLM, TGI, LoRAX and the Hub read (a run of (IA)³: peft's IA3 format,
+`peft_ia3.export_tensors`).
 
     <dir>/adapter_config.json        peft_type LORA, task_type SEQ_CLS, r, lora_alpha, target_modules
                                      (full module names), rank_pattern / alpha_pattern (per module, when
@@ -39,6 +40,7 @@ import torch
 from peltc.compiler.archs import FAMILIES
 import peltc.compiler.torch.targets as tg
 from peltc.compiler.ir import IR, AttachmentNode
+from peltc.compiler.torch.peft_ia3 import export_tensors, has_ia3
 from peltc.compiler.torch.peft_io import CONFIG, PREFIX, WEIGHTS
 from peltc.errors import ArtifactError, UsageError
 
@@ -142,14 +144,16 @@ def export_peft(src: str | Path, out_dir: str | Path, *, partial: bool = False) 
 
     Raises `UsageError` U120 listing what peft's format cannot hold, unless ``partial`` (then it is
     left out, listed in ``ExportResult.left_out``); U121 when no LoRA is left to export."""
-    from safetensors.torch import save_file
-
     from peltc.compiler.torch.artifact import read_artifact
 
     manifest, tensors, ir = read_artifact(_artifact_dir(src))
     fam = FAMILIES.get(ir.settings.family or "")
     if fam is None:
         raise ArtifactError(f"the artifact was resolved for an unknown family {ir.settings.family!r}", code="A012")
+    if has_ia3(ir):                      # peft's IA3 adapter type (compiler/torch/peft_ia3.py)
+        config, out, modules, left = export_tensors(manifest, tensors, ir, fam, partial)
+        _write(Path(out_dir), out, config)
+        return ExportResult(Path(out_dir), modules, left, config)
     left, ok = _left_out(ir)
     if left and not partial:
         raise UsageError("cannot export to peft: peft's LoRA format cannot hold " + "; ".join(left), code="U120",
@@ -231,7 +235,14 @@ def export_peft(src: str | Path, out_dir: str | Path, *, partial: bool = False) 
     if alpha_pattern:
         config["alpha_pattern"] = alpha_pattern
 
-    dest = Path(out_dir)
+    _write(Path(out_dir), out, config)
+    return ExportResult(Path(out_dir), sorted(per_module), left if partial else [], config, notes)
+
+
+def _write(dest: Path, out: dict[str, torch.Tensor], config: dict[str, Any]) -> None:
+    """The adapter's two files, each written whole or not at all."""
+    from safetensors.torch import save_file
+
     _check_out_dir(dest)
     dest.mkdir(parents=True, exist_ok=True)
     tmp = dest / f".{WEIGHTS}.tmp"
@@ -240,7 +251,6 @@ def export_peft(src: str | Path, out_dir: str | Path, *, partial: bool = False) 
     tmpc = dest / f".{CONFIG}.tmp"
     tmpc.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     os.replace(tmpc, dest / CONFIG)
-    return ExportResult(dest, sorted(per_module), left if partial else [], config, notes)
 
 
 def _json_number(x: float) -> int | float:

@@ -268,7 +268,7 @@ def spec_text(adapter: PeftAdapter, model_ref: str | None) -> str:
     """The .pelt spec of an imported adapter: one lora instance per (rank, alpha) group, the model's own
     head pooling (``head { pool pooler }``, as peft's model pools)."""
     c = adapter.config
-    lines = [f"# Imported from the peft LoRA adapter {adapter.path}"
+    lines = [f"# Imported from the peft {c.get('peft_type', 'LORA')} adapter {adapter.path}"
              + (f" (peft {c['peft_version']})" if c.get("peft_version") else "") + "."]
     if model_ref:
         lines.append(f'model "{model_ref}"' if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_./:@+-]*", model_ref)
@@ -276,6 +276,9 @@ def spec_text(adapter: PeftAdapter, model_ref: str | None) -> str:
     dropout = float(c.get("lora_dropout") or 0.0)
     for g in adapter.groups:
         lines.append("")
+        if g.get("method") == "ia3":         # peft_ia3.read_ia3's group: no parameters
+            lines += [f"ia3 {g['name']} {{", f"  at {', '.join(_targets(g['modules'], adapter.n_layers))}", "}"]
+            continue
         lines.append(f"lora {g['name']} {{")
         lines.append(f"  at {', '.join(_targets(g['modules'], adapter.n_layers))}")
         lines.append(f"  rank {g['rank']}")

@@ -113,14 +113,14 @@ def check_attachment(att: AttachmentNode, fam: Family, model: nn.Module) -> None
     if att.gate.kind == "sigmoid" and att.layer is None:
         raise CompileError(f"{att.instance}: a sigmoid gate needs a layer value, '{att.point}' is global",
                            code="C007", span=span_of(att), help="use `gate scalar` or `gate const(<value>)`")
-    if att.method not in ("adapter", "lora", "bitfit", "prefix", "finetune"):
+    if att.method not in ("adapter", "lora", "bitfit", "prefix", "ia3", "loreft", "finetune"):
         raise CompileError(f"{att.instance}: the torch back end has no method {att.method!r}", code="C021")
 
 
 def check_module(att: AttachmentNode, t: tg.Target, mod: nn.Module, fam: Family | None = None) -> None:
     inner = inner_module(mod)
-    if att.method == "lora" and not isinstance(inner, nn.Linear):
-        raise CompileError(f"{att.instance}: LoRA needs an nn.Linear at '{t.path}', found {type(inner).__name__}",
+    if att.method in ("lora", "ia3") and not isinstance(inner, nn.Linear):
+        raise CompileError(f"{att.instance}: {att.method} needs an nn.Linear at '{t.path}', found {type(inner).__name__}",
                            code="C008", span=span_of(att))
     if att.method == "bitfit" and bias_size(inner) is None and len(tg.BLOCKS.get(att.point, ())) == 0 \
             and att.point != "all":

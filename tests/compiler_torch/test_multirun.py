@@ -26,6 +26,8 @@ SPECS = {
             "prefix kv {\n  at layers[*].attention\n  length 3\n  mlp 16\n  gate sigmoid(layer.input)\n}\n"
             "lora qv {\n  at layers[*].attention.{query, value}\n  rank 4\n  gate sigmoid(layer.input)\n}\n"),
     "bitfit": "bitfit biases {\n  at all\n}\nhead {\n  pool mean\n}\n",
+    "ia3": "ia3 v {\n  at layers[*].attention.{key, value}, layers[*].ffn.down\n  gate scalar\n}\n",
+    "loreft": "loreft f {\n  at layers[*].output\n  rank 2\n  first 2\n  last 1\n  gate sigmoid(layer.input)\n}\n",
     "parallel": ("adapter par {\n  at layers[*].attention.output\n  size 6\n  placement parallel\n"
                  "  gate sigmoid(layer.input, pool=first)\n}\n"
                  "prefix p2 {\n  at layers[1].attention\n  length 5\n}\n"
@@ -84,6 +86,7 @@ MIXES = [
     ("lora", "adapter", "apl", "bitfit"),
     ("apl", "parallel", "apl", "lora"),
     ("bitfit", "adapter"),
+    ("ia3", "loreft", "lora"),
 ]
 
 

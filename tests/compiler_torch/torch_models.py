@@ -69,12 +69,16 @@ def logits(model, batch) -> torch.Tensor:
 
 
 def perturb(model, std: float = 0.2, seed: int = 0) -> None:
-    """Give every PELT parameter a random value (so zero-initialised parts matter)."""
+    """Give every PELT parameter a random value (so zero-initialised parts matter). An orthogonal
+    parametrisation's ``original`` (LoReFT's R, Householder form) keeps its ±1 diagonal, as training does."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for n, p in model.named_parameters():
             if "pelt_" in n:
+                signs = p.diagonal().clone() if ".parametrizations." in n else None
                 p.add_(torch.randn(p.shape, generator=g) * std)
+                if signs is not None:
+                    p.diagonal().copy_(signs)
 
 
 def make_ir(family: str, attachments: list[dict], head_pool: str = "pooler", layers: int = 2):

@@ -1,11 +1,12 @@
-"""After training and for experiments: fold prefix MLPs, merge LoRA / BitFit into base weights, switch an
-instance off, pin gates."""
+"""After training and for experiments: fold prefix MLPs, merge LoRA / BitFit / (IA)³ into base weights,
+switch an instance off, pin gates. (LoReFT does not merge: it stays, as adapters and prefixes do.)"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from peltc.compiler.torch import ia3
 from peltc.compiler.torch.bitfit import UNFOLDED, BiasDelta
 from peltc.compiler.torch.compiled import compiled
 from peltc.compiler.torch.gate import Gate
@@ -49,7 +50,7 @@ def fold_prefix(model: nn.Module) -> list[str]:
 
 
 def merge(model: nn.Module, *, skip_gated: bool = False) -> list[str]:
-    """Fold LoRA (DoRA too) and BitFit into the base weights for zero-overhead inference.
+    """Fold LoRA (DoRA too), BitFit and (IA)³ into the base weights for zero-overhead inference.
 
     Returns what was merged, as ``"<instance>@<module path>"``. Input-dependent (sigmoid) gates
     cannot be folded into a weight: by default that raises `CompileError` before anything changes;
@@ -67,6 +68,9 @@ def merge(model: nn.Module, *, skip_gated: bool = False) -> list[str]:
                if static_gate_value(l.gate) is None]
     refused += [f"{i}@{n} (bitfit)" for n, m in biases for i, d in m.pelt_bitfit.items()
                 if static_gate_value(d.the_gate) is None]
+    scaled = [(n, m) for n, m in model.named_modules() if "pelt_ia3" in m._modules]
+    refused += [f"{i}@{n} (ia3)" for n, m in scaled for i, v in m.pelt_ia3.items()
+                if static_gate_value(v.gate) is None]
     if refused and not skip_gated:
         raise CompileError(
             "cannot merge modules behind a sigmoid gate: the gate depends on each input, so no single "
@@ -105,6 +109,8 @@ def merge(model: nn.Module, *, skip_gated: bool = False) -> list[str]:
                 if type(m) in UNFOLDED:
                     m.__class__ = UNFOLDED[type(m)]           # the plain module again
                 del m.pelt_bitfit
+        for n, m in scaled:
+            merged += _merge_ia3(n, m)
     live = {id(g) for g in model.modules() if isinstance(g, Gate)}
     for groups in c.state.groups.values():     # drop merged gates from fused groups
         groups[:] = [g for g in groups if id(g) in live]
@@ -113,11 +119,30 @@ def merge(model: nn.Module, *, skip_gated: bool = False) -> list[str]:
     return merged
 
 
+def _merge_ia3(name: str, lin: nn.Module) -> list[str]:
+    """Fold ``lin``'s (IA)³ vectors whose gates are constant into its weight (and bias); its hooks go
+    with the last one."""
+    done = []
+    for i in list(lin.pelt_ia3):
+        v = lin.pelt_ia3[i]
+        g = static_gate_value(v.gate)
+        if g is None:
+            continue
+        ia3.merge_into(lin, v, g)
+        del lin.pelt_ia3[i]
+        done.append(f"{i}@{name}")
+    if len(lin.pelt_ia3) == 0:
+        for h in lin.__dict__.pop("_pelt_ia3_hooks"):
+            h.remove()
+        del lin.pelt_ia3
+    return done
+
+
 # --- switches (tests, ablations) ------------------------------------------------------------------------
 
 def _instance_modules(model: nn.Module, instance: str):
     for m in model.modules():
-        for key in ("pelt_adapters", "pelt_lora", "pelt_bitfit", "pelt_prefix"):
+        for key in ("pelt_adapters", "pelt_lora", "pelt_bitfit", "pelt_prefix", "pelt_ia3", "pelt_reft"):
             d = m._modules.get(key)
             if d is not None and instance in d._modules:
                 yield d[instance]

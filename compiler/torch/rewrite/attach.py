@@ -1,7 +1,8 @@
 """One attachment's modules at its resolved targets, by method and by the family's block form: adapters
 wrap the LayerNorm of their value point (`AdapterPoint`) or hook a pre-norm sub-layer, LoRA wraps its
-linear (`LoraLinear`), BitFit adds a delta + forward hook on its bias-holding modules, prefixes live on
-the attention modules (their MLP on the base model). Also: recording the base model's keys and values of
+linear (`LoraLinear`), BitFit adds a delta + forward hook on its bias-holding modules, (IA)³ a vector +
+a forward (pre-)hook on its linear, LoReFT its interventions + a forward hook on the layer, prefixes
+live on the attention modules (their MLP on the base model). Also: recording the base model's keys and values of
 ``init tokens`` prefixes, and solving their MLPs to start there."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from peltc.compiler.archs import Family
 from peltc.compiler.ir import AttachmentNode
 from peltc.compiler.torch.adapter import Adapter, AdapterPoint, attach_prenorm
 from peltc.compiler.torch.bitfit import FOLDED, BiasDelta, bias_size, bitfit_hook
+from peltc.compiler.torch import ia3, reft
 from peltc.compiler.torch.gate import Gate
 from peltc.compiler.torch.lora import LoRA, LoraLinear, principal_init
 from peltc.compiler.torch.plan import inner_module, kv_width, span_of, where_of
@@ -133,6 +135,31 @@ def _attach_bitfit(model, att, tgts, state, hidden) -> None:
         mod.pelt_bitfit[att.instance] = BiasDelta(size, gate, owns, **where)
 
 
+def _attach_ia3(model, att, t, state, hidden) -> None:
+    """The vector in ``pelt_ia3`` of the linear itself (inside a LoRA wrapper; E150 keeps LoRA and BitFit
+    off an (IA)³ linear), scaling its output (keys, values) or its input (the down projection) by hook."""
+    lin = inner_module(model.get_submodule(t.path))
+    where = where_of(lin)
+    vec = ia3.build(lin.in_features, lin.out_features, att.point, _gate(att, state, hidden, where), **where)
+    if "pelt_ia3" not in lin._modules:
+        lin.pelt_ia3 = nn.ModuleDict()
+        lin.__dict__["_pelt_ia3_hooks"] = [lin.register_forward_hook(ia3.scale_output),
+                                           lin.register_forward_pre_hook(ia3.scale_input)]
+    lin.pelt_ia3[att.instance] = vec
+
+
+def _attach_loreft(model, att, t, state, hidden) -> None:
+    """The interventions in ``pelt_reft`` of the layer module, applied to its output by a forward hook."""
+    layer = model.get_submodule(t.path)
+    where = where_of(layer)
+    p = att.args
+    if "pelt_reft" not in layer._modules:
+        layer.pelt_reft = nn.ModuleDict()
+        layer.__dict__["_pelt_reft_hook"] = layer.register_forward_hook(reft.intervene)
+    layer.pelt_reft[att.instance] = reft.build(hidden, int(p.rank), int(p.first), int(p.last), bool(p.tied),
+                                               _gate(att, state, hidden, where), state, **where)
+
+
 def record_token_kv(model: nn.Module, fam: Family, prefix: str, atts: list[AttachmentNode]
                     ) -> dict[tuple[str, int], torch.Tensor]:
     """``(instance, layer) → (2, L, H)`` for every prefix attachment with ``init tokens``: that layer's
@@ -198,6 +225,10 @@ def attach_one(model, fam, att, tgts, state, hidden, encoders, atts, prefix, tok
         _attach_lora(model, att, tgts[0], state, hidden)
     elif att.method == "bitfit":
         _attach_bitfit(model, att, tgts, state, hidden)
+    elif att.method == "ia3":
+        _attach_ia3(model, att, tgts[0], state, hidden)
+    elif att.method == "loreft":
+        _attach_loreft(model, att, tgts[0], state, hidden)
     elif att.method == "prefix":
         _attach_prefix(model, att, tgts[0], state, hidden, encoders, atts, prefix, token_kv,
                        width=kv_width(model, fam, hidden))

@@ -218,7 +218,7 @@ def attach_runs(irs: list[IR], model: nn.Module, head_shapes: list[dict[str, tup
     for plan in plans:
         _inject(model, c, plan, hidden, {})
     for m in list(model.modules()):
-        for key in ("pelt_adapters", "pelt_lora", "pelt_bitfit", "pelt_prefix"):
+        for key in ("pelt_adapters", "pelt_lora", "pelt_bitfit", "pelt_prefix", "pelt_ia3", "pelt_reft"):
             d = m._modules.get(key)
             for name, mod in (d.items() if d is not None else ()):
                 mod.__dict__["_pelt_run"] = int(name[1:name.index("_")])

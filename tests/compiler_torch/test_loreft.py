@@ -1,0 +1,223 @@
+"""LoReFT against an independent implementation of Φ(h) = h + Rᵀ(W h + b − R h) (the base model's layers
+run one by one, the formula applied to the chosen real tokens by index), on right- and left-padded
+batches; identity at init (W = R, b = 0), R's rows orthonormal, gates, counts (front end = torch =
+AdapterHub's formula), cached generation with `first` positions, artifacts, not merged."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch_models import logits, perturb, tiny_decoder, tiny_model
+
+from peltc.api import compile_model, load_adapter, save_adapter
+from peltc.compiler.pipeline import build_ir
+from peltc.compiler.torch import merge
+from peltc.compiler.torch.rewrite import force_gates
+from peltc.errors import SpecError
+
+SPEC = "loreft f { at layers[*].output rank 3 first 2 last 2 }"
+
+
+def _batch(left: bool = False):
+    """Lengths 7, 5, 1 (a sequence shorter than first + last: the sides overlap)."""
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(3, 99, (3, 7), generator=g)
+    mask = torch.zeros(3, 7, dtype=torch.long)
+    for i, n in enumerate((7, 5, 1)):
+        if left:
+            mask[i, 7 - n:] = 1
+        else:
+            mask[i, :n] = 1
+    return {"input_ids": ids * mask, "attention_mask": mask}
+
+
+def _reference(model, base, batch, first, last, tied=False, gate=None):
+    """The logits of ``base`` with the interventions of ``model`` applied by hand: for each example the
+    indices of its first / last real tokens, h[i] += Rᵀ(W h[i] + b − R h[i]) (the last side wins where
+    the sides overlap)."""
+    mask = batch["attention_mask"]
+    units = {}
+    for name, mod in model.named_modules():
+        if name.endswith("pelt_reft.f"):
+            layer = int(name.split(".")[-3])
+            units[layer] = [(u.R.weight.detach().clone(), u.W.weight.detach().clone(), u.W.bias.detach().clone())
+                            for u in mod.units]
+
+    def hook(layer):
+        def f(module, args, output):
+            h = (output[0] if isinstance(output, tuple) else output).clone()
+            new = h.clone()
+            for b in range(h.shape[0]):
+                real = mask[b].nonzero().flatten().tolist()
+                sides = [(0, real[:first])] if first else []
+                if last:
+                    sides.append((0 if tied else len(sides), real[-last:]))
+                for k, where in sides:
+                    R, W, bias = units[layer][k]
+                    for t in where:
+                        x = h[b, t]
+                        delta = R.t() @ (W @ x + bias - R @ x)
+                        new[b, t] = x + (delta if gate is None else gate * delta)
+            return (new, *output[1:]) if isinstance(output, tuple) else new
+        return f
+
+    layers = base.get_submodule("bert.encoder.layer" if hasattr(base, "bert") else "model.layers")
+    hs = [layers[i].register_forward_hook(hook(i)) for i in units]
+    try:
+        return logits(base, batch)
+    finally:
+        for h in hs:
+            h.remove()
+
+
+@pytest.mark.parametrize("left", [False, True])
+@pytest.mark.parametrize("family", ["bert", "llama", "qwen3"])
+def test_equals_the_formula(family, left):
+    make = (lambda: tiny_model("bert")) if family == "bert" else (lambda: tiny_decoder(family))
+    m = make()
+    compile_model(SPEC, m)
+    perturb(m, std=0.5)
+    b = _batch(left)
+    for mod in m.modules():           # still orthonormal rows, and not the initial R
+        if hasattr(mod, "R") and hasattr(mod, "W"):
+            torch.testing.assert_close(mod.R.weight @ mod.R.weight.t(), torch.eye(3), rtol=0, atol=1e-5)
+            assert (mod.W.weight - mod.R.weight).abs().max() > 0.1
+    got = logits(m, b)
+    want = _reference(m, make(), b, 2, 2)
+    assert (got - want).abs().max() <= 1e-5
+    assert (got - logits(make(), b)).abs().max() > 1e-4          # the interventions matter
+
+
+def test_tied_and_one_sided():
+    for spec, first, last, tied in (("loreft f { at layers[*].output rank 2 first 1 last 3 tied true }", 1, 3, True),
+                                    ("loreft f { at layers[*].output rank 2 first 0 last 2 }", 0, 2, False),
+                                    ("loreft f { at layers[*].output rank 2 }", 3, 0, False)):
+        m = tiny_model("bert")
+        compile_model(spec, m)
+        perturb(m, std=0.5)
+        b = _batch()
+        assert (logits(m, b) - _reference(m, tiny_model("bert"), b, first, last, tied)).abs().max() <= 1e-5
+
+
+def test_identity_at_init_orthonormal_rows_and_closed_gate():
+    b = _batch()
+    base = logits(tiny_model("bert"), b)
+    m = tiny_model("bert")
+    compile_model(SPEC, m)
+    assert torch.equal(logits(m, b), base)
+    for mod in m.modules():
+        if hasattr(mod, "R") and hasattr(mod, "W"):
+            r = mod.R.weight
+            torch.testing.assert_close(r @ r.t(), torch.eye(3), rtol=0, atol=1e-5)
+            assert torch.equal(mod.W.weight, r) and not mod.W.bias.any()
+    g = tiny_model("bert")
+    compile_model(SPEC[:-1] + "gate sigmoid(layer.input) }", g)
+    perturb(g, std=0.5)
+    force_gates(g, 0.0)
+    torch.testing.assert_close(logits(g, b), base, rtol=0, atol=1e-6)
+
+
+def test_const_gate_scales_the_change():
+    m = tiny_model("bert")
+    compile_model(SPEC[:-1] + "gate const(0.4) }", m)
+    perturb(m, std=0.5)
+    b = _batch()
+    assert (logits(m, b) - _reference(m, tiny_model("bert"), b, 2, 2, gate=0.4)).abs().max() <= 1e-5
+
+
+def test_counts_front_end_torch_and_adapterhub_formula():
+    m = tiny_model("bert")
+    report = compile_model(SPEC, m)
+    live = sum(p.numel() for n, p in m.named_parameters() if ".pelt_reft." in n)
+    ir = build_ir(SPEC, model=m.config.to_dict()).ir
+    # AdapterHub's ReftUnit: learned_source (r × d + r), projection (r × d); untied: two units a layer
+    assert live == sum(a.trainable for a in ir.attachments()) == 2 * 2 * (2 * 3 * 32 + 3)
+    assert report.instance("f").trainable == live
+    bert = build_ir("loreft f { at layers[*].output rank 4 first 3 last 3 }", model="bert-base-uncased").ir
+    assert sum(a.trainable for a in bert.attachments()) == 12 * 2 * (2 * 4 * 768 + 4)
+    with pytest.raises(SpecError) as e:
+        build_ir("loreft f { at layers[*].output first 0 }", model="bert-base-uncased")
+    assert [d.code for d in e.value.diagnostics] == ["E151"]
+
+
+def test_not_merged_and_check_says_so():
+    m = tiny_model("bert")
+    compile_model(SPEC, m)
+    perturb(m, std=0.5)
+    b = _batch()
+    before = logits(m, b)
+    assert merge(m) == []
+    torch.testing.assert_close(logits(m, b), before, rtol=0, atol=0)
+    from peltc.compiler.summary import summary
+    from peltc.runtime.serve import merge_refusals
+    ir = build_ir(SPEC + "\nia3 v { at layers[*].ffn.down gate scalar }\nhead { pool pooler }", model="bert-base-uncased").ir
+    assert "does not merge" in summary(ir, "s.pelt")
+    refused = merge_refusals(ir)                # `peltc merge`: loreft refused, ia3 merges
+    assert len(refused) == 1 and refused[0].startswith("f (loreft): LoReFT does not merge")
+
+
+def test_artifact_round_trip(tmp_path):
+    m = tiny_model("bert")
+    compile_model(SPEC + "\nia3 v { at layers[*].attention.{key, value}, layers[*].ffn.down }", m)
+    perturb(m, std=0.5)
+    b = _batch()
+    save_adapter(m, tmp_path / "a")
+    fresh = tiny_model("bert")
+    load_adapter(fresh, tmp_path / "a")
+    assert torch.equal(logits(fresh, b), logits(m, b))
+
+
+def test_cached_generation_equals_recompute_with_first_positions():
+    model = tiny_decoder("llama", causal_lm=True)
+    compile_model("loreft f { at layers[*].output rank 2 first 3 gate sigmoid(layer.input) }", model)
+    perturb(model, std=0.5)
+    ids = torch.tensor([[5, 17, 42, 8, 61], [9, 9, 33, 70, 2]])
+    kw = dict(max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=0,
+              attention_mask=torch.ones_like(ids))
+    with torch.no_grad():
+        cached = model.generate(input_ids=ids, use_cache=True, **kw)
+        full = model.generate(input_ids=ids, use_cache=False, **kw)
+    assert torch.equal(cached, full)
+
+
+def test_overrides_selectors_lr_and_gates_compose():
+    """A per-layer override (rank, positions), a layer selector, `lr` and gates on loreft and ia3 together:
+    the front end's counts equal the live ones per layer, and each parameter belongs to its instance (its
+    `lr` group)."""
+    from peltc.compiler.torch.report import _instance_of
+    spec = ("loreft f {\n  at layers[0..1].output\n  rank 2\n  first 2\n  lr 1e-3\n  gate scalar\n"
+            "  layers[1] { rank 3 last 1 }\n}\n"
+            "ia3 v {\n  at layers[1].attention.{key, value}, layers[*].ffn.down\n  lr 5e-3\n"
+            "  layers[0] { gate const(0.5) }\n}\n")
+    m = tiny_model("bert")
+    compile_model(spec, m)
+    ir = build_ir(spec, model=m.config.to_dict()).ir
+    for layer in (0, 1):
+        want = sum(a.trainable for a in ir.attachments() if a.layer == layer)
+        live = sum(p.numel() for n, p in m.named_parameters() if f"layer.{layer}." in n and "pelt_" in n)
+        assert live == want
+    assert {a.params["lr"] for a in ir.attachments("f")} == {1e-3}
+    owners = {_instance_of(n) for n, p in m.named_parameters() if "pelt_" in n}
+    assert owners == {"f", "v"}
+    perturb(m, std=0.5)
+    b = _batch()
+    assert (logits(m, b) - logits(tiny_model("bert"), b)).abs().max() > 1e-4
+
+
+def test_gradients_reach_every_trained_part_and_decay_spares_r():
+    """One backward: W, b, R's parametrised original (below its ±1 diagonal, which carries no gradient)
+    and the (IA)³ vectors all get gradient; the trainer's weight-decay list leaves R's original out."""
+    from peltc.runtime.train import PeltTrainer
+    m = tiny_model("bert")
+    compile_model(SPEC + "\nia3 v { at layers[*].ffn.down }", m)
+    perturb(m, std=0.3)
+    m.train()
+    m(**_batch()).logits.pow(2).sum().backward()
+    for n, p in m.named_parameters():
+        if "pelt_" in n:
+            g = p.grad if ".parametrizations." not in n else p.grad.tril(-1) + p.grad.triu(1)
+            assert g is not None and g.abs().sum() > 0, n
+    trainer = object.__new__(PeltTrainer)
+    decay = trainer.get_decay_parameter_names(m)
+    assert any(".pelt_reft." in n and ".W.weight" in n for n in decay)
+    assert not any(".parametrizations." in n for n in decay)
