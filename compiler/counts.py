@@ -75,6 +75,24 @@ def prefix_mlp_params(length: int, mlp: int | None, n_layers: int, d: dict[str, 
     return length * h + (h * mlp + mlp) + (mlp * out + out)
 
 
+def prompt_params(length: int, d: dict[str, int]) -> int:
+    """A soft prompt after folding: n vectors of the word embeddings' width E."""
+    return length * d["embedding"]
+
+
+def prompt_encoder_params(length: int, encoder: str, hidden: int, d: dict[str, int]) -> int:
+    """P-tuning's encoder, trained and folded away (0 for ``encoder none``), its input embedding included
+    (peft's ``PromptEncoder``): ``mlp`` nE + (EH + H) + (H² + H) + (HE + E); ``lstm`` nE + a bidirectional
+    2-layer LSTM (per direction 4H(in + H) + 8H, in = E then 2H) + (4H² + 2H) + (2HE + E)."""
+    e, h = d["embedding"], hidden
+    if encoder == "mlp":
+        return length * e + (e * h + h) + (h * h + h) + (h * e + e)
+    if encoder == "lstm":
+        lstm = 2 * (4 * h * (e + h) + 8 * h) + 2 * (4 * h * (2 * h + h) + 8 * h)
+        return length * e + lstm + (4 * h * h + 2 * h) + (2 * h * e + e)
+    return 0
+
+
 def bias_size(point: str, d: dict[str, int]) -> int:
     """Bias terms held by the module at a single point (a linear's out features, a LayerNorm's width)."""
     if point in ("attention.output", "ffn.output"):

@@ -42,7 +42,7 @@ class Mod:
     trainable: int | None = None       # per layer
     saved: int | None = None
     gate_params: int | None = None
-    shared: int | None = None          # prefix reparameterisation MLP (instance-wide, training only)
+    shared: int | None = None          # prefix MLP / P-tuning encoder (instance-wide, training only)
     relative: dict[str, str] = field(default_factory=dict)   # parameters written relative ("size" → "hidden/16")
     paths: list[str] = field(default_factory=list)   # module path in each layer of the group
     where: str | None = None           # symbolic diagrams: the selectors as written
@@ -60,7 +60,7 @@ class Mod:
     @property
     def beside(self) -> bool:
         """Drawn beside the module it changes (adapters sit in the data path instead)."""
-        return self.method in ("lora", "prefix", "bitfit", "ia3")
+        return self.method in ("lora", "prefix", "bitfit", "ia3", "prompt")
 
 
 @dataclass
@@ -98,7 +98,7 @@ def path_pattern(paths: list[str], layers: list[int]) -> str:
 
 def _bound_mod(ir: IR, att: AttachmentNode, same: list[AttachmentNode]) -> Mod:
     inputs = ir.predecessors(att.id, "input")
-    shared = ir.instance(att.instance).shared_trainable if att.method == "prefix" else None
+    shared = ir.instance(att.instance).shared_trainable if att.method in ("prefix", "prompt") else None
     gate = att.start_gate   # as it starts on the model (the family's resolved gate_init)
     return Mod(att.instance, att.method, att.point, dict(att.params), gate, att.placement, att.order,
                inputs[0].point if inputs else att.point, att.trainable, att.saved, att.gate_params, shared,

@@ -349,6 +349,21 @@ def _check_lora_init(d: _Draft, params: dict[str, Any], diags: Diagnostics) -> N
                     "(s = alpha / rank) or `gate const(c)` (s = c), or `init default`")
 
 
+def _check_prompt_init(d: _Draft, params: dict[str, Any], diags: Diagnostics) -> None:
+    """E155: `init text` without a (non-empty) `text`; E156: a `text` that `init` does not read."""
+    if d.method != "prompt":
+        return
+    init, text = params.get("init"), params.get("text")
+    at = d.spans.get("init") or d.spans.get("text")
+    span = at.to_span() if at else d.span
+    if init == "text" and not text:
+        diags.error("E155", f"{d.name}: `init text` needs the text its tokens start from", span,
+                    'write it in the block: text "Classify the sentiment of this review:"')
+    elif text is not None and init != "text":
+        diags.error("E156", f"{d.name}: `text` is read only with `init text` (init is {init})", span,
+                    "write `init text`, or remove the `text` line")
+
+
 def _finish(st: _State, diags: Diagnostics) -> IR:
     ir = IR()
     head = dict(st.head)   # only what the spec says: compile_model keeps the model's own head by
@@ -363,6 +378,7 @@ def _finish(st: _State, diags: Diagnostics) -> IR:
         params = {k: p.default for k, p in method.params.items() if p.default is not None} | d.params
         _check_prefix_init(d, params, diags)
         _check_lora_init(d, params, diags)
+        _check_prompt_init(d, params, diags)
         targets = d.targets
         if targets is None:
             if method.default_at:

@@ -78,6 +78,12 @@ def coerce(pspec: schema.ParamSpec, value: ast.Value, name: str, diags: Diagnost
                         value.span, did_you_mean(str(v), pspec.choices, f"values of {name}"))
             return None
         return v
+    elif t == "str":
+        if value.kind != "string":
+            diags.error("E103", f"'{name}' takes a quoted text, got {value.text}", value.span,
+                        f'{name}: {pspec.doc}, e.g. {name} "Classify the sentiment:"')
+            return None
+        return str(v)
     elif t == "bool":
         if value.kind != "word" or v not in ("true", "false"):
             diags.error("E103", f"'{name}' takes true or false, got {value.text}", value.span)

@@ -29,6 +29,9 @@ def method_text(m: Mod, fam: Family | None = None, d: dict[str, int] | None = No
     if m.method == "prefix":
         return f"length {p.length} · " + ("no mlp" if p.mlp is None else f"mlp {p.mlp}") + \
             (f" · init {p.init}" if not is_default("prefix", "init", p.init) else "")
+    if m.method == "prompt":
+        enc = "" if p.encoder == "none" else f" · {p.encoder} encoder {p.encoder_hidden} (folded)"
+        return f"{p.length} vectors before the tokens · init {p.init}{enc}"
     if m.method == "lora":
         rs = p.scaling == "rs"
         scale = (f"α {p.alpha:g}" + " / √r" * rs) if m.gate.kind == "none" or p.dora else \

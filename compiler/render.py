@@ -49,14 +49,11 @@ FONT = "DejaVu Sans"
 
 # --- the style table --------------------------------------------------------------------------
 METHOD_COLOURS: dict[str, tuple[str, str]] = {   # method → (fill, line)
-    "adapter": ("#cfe0fb", "#1f5fbf"),
-    "prefix": ("#ffe2b8", "#c96a00"),
-    "lora": ("#d3efd6", "#2e7d32"),
-    "bitfit": ("#f1d5ee", "#8e2f88"),
-    "finetune": ("#ffd3d0", "#c0392b"),
-    "ia3": ("#d6eef2", "#00838f"), "loreft": ("#e4dcf5", "#5e35b1"),
+    "adapter": ("#cfe0fb", "#1f5fbf"), "prefix": ("#ffe2b8", "#c96a00"), "lora": ("#d3efd6", "#2e7d32"),
+    "prompt": ("#e6dcf7", "#5b3fa8"), "bitfit": ("#f1d5ee", "#8e2f88"), "finetune": ("#ffd3d0", "#c0392b"),
+    "ia3": ("#d6eef2", "#00838f"), "loreft": ("#f3e2cf", "#8d5524"),
 }
-LEGEND_IF_DRAWN = frozenset({"ia3", "loreft"})   # in the legend only when drawn (the five before: always, as the goldens)
+LEGEND_IF_DRAWN = frozenset({"ia3", "loreft", "prompt"})   # in the legend only when drawn (the five before: always, as the goldens)
 BASE_FILL, BASE_LINE, BASE_TEXT = "#ececec", "#9a9a9a", "#444444"
 GATE_FILL, GATE_LINE = "#fff5c0", "#a67c00"
 FLOW = "#707070"
@@ -83,13 +80,13 @@ EDGE_STYLE: dict[str, dict[str, str]] = {   # edge role → attributes (module e
     "sequential": {"penwidth": "1.6"},
     "parallel": {"style": "dashed", "penwidth": "1.4"},
     "prefix": {"penwidth": "1.4", "label": "K,V", "fontsize": "8"},
+    "prompt": {"penwidth": "1.4", "label": "prepended", "fontsize": "8"},
     "bias": {"style": "dotted", "penwidth": "1.4", "arrowhead": "none", "constraint": "false"},
     "source": {"style": "dotted", "color": GATE_LINE, "arrowsize": "0.6"},
     "scales": {"style": "dotted", "color": GATE_LINE, "arrowhead": "dot", "arrowsize": "0.6"},
     "residual": {"color": "#a8a8a8", "penwidth": "1.2", "style": "bold"},
 }
-_MOD_EDGE = {"prefix": "prefix", "lora": "parallel", "bitfit": "bias", "finetune": "bias", "ia3": "parallel"}   # beside its point
-
+_MOD_EDGE = {"prefix": "prefix", "prompt": "prompt", "lora": "parallel", "ia3": "parallel", "bitfit": "bias", "finetune": "bias"}
 
 # --- labels -------------------------------------------------------------------------------------
 def _n(x: int) -> str:
@@ -136,7 +133,8 @@ def _count_lines(m: Mod, n_layers: int) -> list[str]:
         line += f" (saved {_n(m.saved)})"
     if m.gate_params:
         line += f" (incl. gate {_n(m.gate_params)})"
-    return [line] + ([f"+ shared MLP {_n(m.shared)} (training only, folded)"] if m.shared else [])
+    what = "encoder" if m.method == "prompt" else "MLP"
+    return [line] + ([f"+ shared {what} {_n(m.shared)} (training only, folded)"] if m.shared else [])
 
 
 def _braced(paths: list[str]) -> list[str]:
@@ -397,7 +395,9 @@ class _Drawer:
         total = sum(a.trainable or 0 for a in ir.attachments())
         pct = f" ({100 * total / s.base_params:.2f}% of {_n(s.base_params)})" if s.base_params else ""
         shared = sum(i.shared_trainable or 0 for i in ir.instances())
-        extra = f"  +  {_n(shared)} prefix-MLP params during training (folded away)" if shared else ""
+        what = " / ".join(sorted({f"{i.method}-{'MLP' if i.method == 'prefix' else 'encoder'}"
+                                  for i in ir.instances() if i.shared_trainable}))
+        extra = f"  +  {_n(shared)} {what} params during training (folded away)" if shared else ""
         return (f"{name}model {s.model} ({s.family}, {s.dims['layers']} layers, hidden {s.dims['hidden']})\n"
                 f"trainable {_n(total)}{pct}{extra}")
 
@@ -410,8 +410,8 @@ class _Drawer:
         def glyph(text: str, colour: str) -> str:
             return f'<TD><FONT COLOR="{colour}">{text}</FONT></TD>'
 
-        rows = [(swatch(f, c), m) for m, (f, c) in METHOD_COLOURS.items()
-                if m not in LEGEND_IF_DRAWN or m in {a.method for a in self.ir.attachments()}]
+        used = {i.method for i in self.ir.instances()}      # the newer methods only where drawn
+        rows = [(swatch(f, c), m) for m, (f, c) in METHOD_COLOURS.items() if m not in LEGEND_IF_DRAWN or m in used]
         rows += [(swatch(BASE_FILL, BASE_LINE, False), "base module (frozen)"),
                  (glyph("◆", GATE_LINE), "gate: σ(point) per example, scalar, const"),
                  (glyph("━━▶", "#444444"), "sequential: inline in the data path"),

@@ -58,7 +58,7 @@ PLACEMENTS = ("sequential", "parallel")
 
 @dataclass(frozen=True)
 class ParamSpec:
-    type: str                 # "int" | "float" | "choice" | "int_or_none" | "bool"
+    type: str                 # "int" | "float" | "choice" | "int_or_none" | "bool" | "str"
     default: Any
     doc: str
     min: float | None = None  # inclusive
@@ -107,6 +107,8 @@ LR = ParamSpec("float", None, "learning rate of this instance's parameters (defa
 PREFIX_INITS = ("random", "tokens")
 LORA_SCALINGS = ("standard", "rs")
 LORA_INITS = ("default", "pissa", "olora")
+PROMPT_INITS = ("random", "text", "vocab")
+PROMPT_ENCODERS = ("none", "mlp", "lstm")
 
 METHODS: dict[str, MethodSpec] = {
     "adapter": MethodSpec(
@@ -131,6 +133,23 @@ METHODS: dict[str, MethodSpec] = {
             "lr": LR,
         },
         frozenset({"attention"}),
+    ),
+    "prompt": MethodSpec(
+        "prompt", "prompt tuning: n learned vectors prepended to the input embeddings (P-tuning with an encoder)",
+        {
+            "length": ParamSpec("int", 20, "number of prompt vectors n", min=1, max=512, instance_only=True),
+            "init": ParamSpec("choice", "random", "initial vectors: random (N(0, 1), as peft), text (the word "
+                              "embeddings of `text`'s tokens, repeated or cut to n), or vocab (n rows of the "
+                              "word embeddings drawn at random)", choices=PROMPT_INITS, instance_only=True),
+            "text": ParamSpec("str", None, "the text whose tokens start the prompt (with `init text`)",
+                              instance_only=True),
+            "encoder": ParamSpec("choice", "none", "P-tuning's reparameterisation while training: none, mlp "
+                                 "(3 linears, ReLU) or lstm (bidirectional 2-layer LSTM + 2 linears); folded "
+                                 "into plain vectors after training", choices=PROMPT_ENCODERS, instance_only=True),
+            "encoder_hidden": ParamSpec("int", 128, "the encoder's hidden width H", min=1, instance_only=True),
+            "lr": LR,
+        },
+        frozenset({"embeddings"}), default_at=("embeddings",),
     ),
     "lora": MethodSpec(
         "lora", "low-rank update W x + s · B A x on a linear",
@@ -192,7 +211,8 @@ METHODS: dict[str, MethodSpec] = {
 # One pydantic model per method, built from the ParamSpec table above (the defaults live there and only
 # there): `method_params` reads an IR node's parameters as that model, every default filled (an IR
 # written before a parameter existed reads as its default).
-_PY_TYPES: dict[str, Any] = {"int": int, "float": float, "choice": str, "int_or_none": int | None, "bool": bool}
+_PY_TYPES: dict[str, Any] = {"int": int, "float": float, "choice": str, "int_or_none": int | None, "bool": bool,
+                             "str": str}
 
 
 @functools.lru_cache(maxsize=None)

@@ -280,7 +280,10 @@ def check_table(ir: IR, spec_name: str) -> CheckTable:
         below.append(sub)
         if inst.shared_trainable:
             extra.append(f"note: prefix '{inst.name}' also trains a {_n(inst.shared_trainable)}-parameter "
-                         f"reparameterisation MLP, folded into the prefixes after training (not saved)")
+                         f"reparameterisation MLP, folded into the prefixes after training (not saved)"
+                         if inst.method == "prefix" else
+                         f"note: prompt '{inst.name}' trains a {_n(inst.shared_trainable)}-parameter P-tuning "
+                         f"encoder, folded into its prompt vectors after training (not saved)")
         if why := schema.METHODS[inst.method].check_note:
             extra.append(f"note: {inst.method} '{inst.name}' {why}")
     return CheckTable(["instance", "method", "at", "layers", "gate", "per layer", "total"], rows, below, {5, 6},
@@ -413,7 +416,9 @@ def _instance_items(ir: IR, inst) -> list[tuple[str, list]]:
         items.append((f"attachments: {len(atts)}, {_n(total)} parameters", _attachment_groups(ir, atts)))
         if inst.shared_trainable:
             items.append((f"shared: a {_n(inst.shared_trainable)}-parameter reparameterisation MLP "
-                          "(training only, folded into the prefixes)", []))
+                          "(training only, folded into the prefixes)" if inst.method == "prefix" else
+                          f"shared: a {_n(inst.shared_trainable)}-parameter P-tuning encoder "
+                          "(training only, folded into the prompt vectors)", []))
     return items
 
 

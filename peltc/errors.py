@@ -47,7 +47,7 @@ _TABLE = """
 E001|error|unexpected token|check the syntax near the caret (docs/language.md describes it)
 E002|error|unexpected character|check the syntax near the caret (docs/language.md describes it)
 E003|error|unexpected end of file|close the open brace, bracket or string
-E101|error|unknown method|methods: adapter, lora, prefix, bitfit, ia3, loreft, finetune
+E101|error|unknown method|methods: adapter, lora, prefix, prompt, bitfit, ia3, loreft, finetune
 E102|error|unknown parameter of a method|docs/language.md lists each method's parameters
 E103|error|a parameter value of the wrong type|docs/language.md gives each parameter's type
 E104|error|a value out of range (incl. a size not below the hidden size)|docs/language.md gives each parameter's range
@@ -80,6 +80,8 @@ E131|error|a method instance without `at`|say where it attaches, e.g. `at layers
 E145|error|LoRA `init pissa` / `init olora` under a learned (scalar or sigmoid) gate|write `gate none` or `gate const(c)`, or `init default`
 E150|error|(IA)³ on a linear that LoRA or BitFit also changes|keep one method on that projection (the order of scaling and adding would be ambiguous)
 E151|error|a LoReFT instance with no positions (`first 0` and `last 0`)|intervene at some tokens: `first 3`, `last 1`
+E155|error|a prompt's `init text` without a (non-empty) text|write `init text` and `text "…"` together
+E156|error|a prompt's `text` that its `init` does not read|write `init text`, or remove the `text` line
 W201|warning|an instance covers its points unevenly|check the layer selectors and overrides
 W202|warning|a parameter that the gate replaces has no effect (LoRA `alpha` under a gate)|remove it, or write `gate none`
 A001|ArtifactError|nothing to save: no trainable parameters|compile a spec onto the model before saving
@@ -120,6 +122,9 @@ C016|CompileError|the prefix MLP cannot start at the tokens' keys and values|sta
 C017|CompileError|head { pool mean } on a causal LM|pool mean applies to classifiers
 C018|CompileError|a model carrying several runs called without a route|pass route= with one run per example
 C019|CompileError|merge or save_adapter on a model routing several runs|merge or save a single run's own model
+C045|CompileError|a soft prompt on a model routing several runs (each run's prompt shifts every position)|serve the run on its own model (load_run)
+C046|CompileError|a soft prompt with an attention mask that is not (batch, seq)|call the model with a 2-D attention_mask
+C047|CompileError|a prompt's `init text` whose text cannot be tokenized (no tokenizer for the model, or no tokens)|load the model from a folder with its tokenizer, or use `init vocab`
 C020|CompileError|a run that cannot share the base model with others (finetune, a gated prefix on a decoder)|serve it on its own
 C021|CompileError|a method the torch back end does not have|use a method the back end implements
 C022|CompileError|a route whose length differs from the batch|give one run per example

@@ -222,6 +222,10 @@ def cmd_export(a) -> int:
     from peltc.compiler.torch.peft_export import export_peft
     r = export_peft(a.run_dir, a.out_dir, partial=a.partial)
     head = ", ".join(r.config.get("modules_to_save") or []) or "none"
+    if r.config["peft_type"] == "PROMPT_TUNING":
+        print(f"wrote {r.out_dir}: a peft prompt-tuning adapter of {r.config['num_virtual_tokens']} virtual tokens "
+              f"({', '.join(r.modules)}); task head: {head}")
+        return EXIT_OK
     print(f"wrote {r.out_dir}: a peft LoRA adapter of {len(r.modules)} module(s), r {r.config['r']}, "
           f"lora_alpha {r.config['lora_alpha']}"
           + (f" (per-module ranks / alphas in rank_pattern / alpha_pattern)"

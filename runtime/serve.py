@@ -220,6 +220,7 @@ def merge_refusals(ir) -> list[str]:
     """What keeps a run from merging into its base model's weights, one line each (none: it merges)."""
     why = {"adapter": "an adapter is a module of its own, not a change of a base weight",
            "prefix": "prefix-tuning adds keys and values to the attention, not a change of a base weight",
+           "prompt": "a soft prompt adds positions before the tokens, not a change of a base weight",
            "finetune": "full fine-tuning is no delta to merge (its artifact holds the trained weights)",
            "loreft": "LoReFT " + (METHODS["loreft"].check_note or "")}
     merges = ("lora", "bitfit", "ia3")

@@ -319,7 +319,8 @@ VALID_VALUES = {  # parameter → values its type and range accept (on a bert-ba
     "init": ["random", "tokens"], "lr": ["1e-4", "0.5", "3"],
     # LoRA's options (`init pissa` / `olora` is E145 under the learned gates drawn here: default only)
     "lora.init": ["default"], "scaling": ["standard", "rs"], "dora": ["true", "false"], "lr_ratio": ["1", "16", "0.5"],
-    "tied": ["true", "false"],
+    "tied": ["true", "false"], "prompt.init": ["random", "vocab"], "encoder": ["none", "mlp", "lstm"],
+    "encoder_hidden": ["1", "128"],
 }
 WILD_VALUES = ["-3", "0", "768", "1000", "007", "1e3", "1e400", "0.5", "-0.1", "2E2", "relu", "swish", "none",
                "true", '"10"', "parallel", "pooler", "mean"]
@@ -368,6 +369,8 @@ def _params(draw, spec: schema.MethodSpec, wild: bool, override: bool = False) -
     names = sorted(spec.params)
     if override and not wild:   # `lr`, prefix `init`: set for the whole instance only
         names = [n for n in names if not spec.params[n].instance_only]
+    if not wild:                # a prompt's `text` goes with `init text` only (E155 / E156)
+        names = [n for n in names if n != "text"]
     if wild:
         names += ["sizee", "rank", "lr", "size"]
     if not names:

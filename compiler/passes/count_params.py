@@ -19,6 +19,8 @@ def count_params(ir: IR) -> None:
             own = counts.lora_params(p["rank"], att.point, d, bool(p.get("dora")))
         elif att.method == "prefix":
             own = counts.prefix_params(p["length"], d)
+        elif att.method == "prompt":
+            own = counts.prompt_params(p["length"], d)
         elif att.method == "bitfit":
             own = counts.bitfit_params(att.point, fam, d, d["layers"])
         elif att.method == "ia3":
@@ -36,3 +38,7 @@ def count_params(ir: IR) -> None:
             length = max((a.params["length"] for a in atts), default=inst.params["length"])
             mlp = counts.prefix_mlp_params(length, inst.params.get("mlp"), n_cov, d)
             ir.replace(inst.model_copy(update={"shared_trainable": mlp}))
+        elif inst.method == "prompt" and inst.params.get("encoder", "none") != "none":
+            p = inst.params
+            enc = counts.prompt_encoder_params(p["length"], p["encoder"], p.get("encoder_hidden", 128), d)
+            ir.replace(inst.model_copy(update={"shared_trainable": enc}))

@@ -23,4 +23,6 @@ def resolve_paths(ir: IR) -> None:
     for pt in list(ir.nodes("point")):
         ir.replace(pt.model_copy(update={"module_path": module_path(fam, pt.layer, pt.point)}))
     for att in ir.attachments():
-        ir.replace(att.model_copy(update={"module_path": module_path(fam, att.layer, att.point)}))
+        # a soft prompt lives on the base model, whose forward it rewrites (`compiler/torch/prompt.py`)
+        path = fam.base if att.method == "prompt" else module_path(fam, att.layer, att.point)
+        ir.replace(att.model_copy(update={"module_path": path}))

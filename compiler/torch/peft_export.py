@@ -41,6 +41,7 @@ from peltc.compiler.archs import FAMILIES
 import peltc.compiler.torch.targets as tg
 from peltc.compiler.ir import IR, AttachmentNode
 from peltc.compiler.torch.peft_ia3 import export_tensors, has_ia3
+from peltc.compiler.torch import peft_prompt
 from peltc.compiler.torch.peft_io import CONFIG, PREFIX, WEIGHTS
 from peltc.errors import ArtifactError, UsageError
 
@@ -154,6 +155,8 @@ def export_peft(src: str | Path, out_dir: str | Path, *, partial: bool = False) 
         config, out, modules, left = export_tensors(manifest, tensors, ir, fam, partial)
         _write(Path(out_dir), out, config)
         return ExportResult(Path(out_dir), modules, left, config)
+    if any(i.method == "prompt" for i in ir.instances()):
+        return _export_prompt(manifest, tensors, ir, fam, Path(out_dir))
     left, ok = _left_out(ir)
     if left and not partial:
         raise UsageError("cannot export to peft: peft's LoRA format cannot hold " + "; ".join(left), code="U120",
@@ -251,6 +254,25 @@ def _write(dest: Path, out: dict[str, torch.Tensor], config: dict[str, Any]) -> 
     tmpc = dest / f".{CONFIG}.tmp"
     tmpc.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     os.replace(tmpc, dest / CONFIG)
+
+
+def _export_prompt(manifest, tensors, ir: IR, fam, dest: Path) -> ExportResult:
+    """A run whose one method is a prompt, as peft's prompt-tuning adapter (`peft_prompt`); U120 otherwise."""
+    from safetensors.torch import save_file
+    refused = peft_prompt.refusals(ir)
+    if refused:
+        raise UsageError("cannot export to peft: peft's prompt-tuning format cannot hold " + "; ".join(refused),
+                         code="U120", help="export a run whose only method is one prompt, with head { pool pooler }")
+    out, config, inst = peft_prompt.export_prompt(ir, fam, tensors, (manifest.get("base_model") or {}).get("name"))
+    _check_out_dir(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    tmp = dest / f".{WEIGHTS}.tmp"
+    save_file(out, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, dest / WEIGHTS)
+    tmpc = dest / f".{CONFIG}.tmp"
+    tmpc.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmpc, dest / CONFIG)
+    return ExportResult(dest, [inst], [], config)
 
 
 def _json_number(x: float) -> int | float:

@@ -1,4 +1,5 @@
-"""peft's LoRA format (file names, key prefix) and import from it; export is `peft_export`.
+"""peft's LoRA format (file names, key prefix) and import from it; export is `peft_export`. peft's
+prompt-tuning and P-tuning adapters import as one `prompt` instance (`peft_prompt`).
 
 Import: each (rank, alpha) group of a peft LoRA adapter becomes one `lora`
 instance of a spec (module paths mapped back to canonical points through the family tables of
@@ -23,6 +24,7 @@ from peltc.compiler.archs import Family, dims, family_of
 from peltc.compiler.ir import IR
 from peltc.compiler.layerset import compact_layers
 from peltc.compiler.schema import LAYER_POINTS
+from peltc.compiler.torch import peft_prompt
 from peltc.compiler.torch import targets as tg
 from peltc.errors import ArtifactError, UsageError
 
@@ -127,9 +129,15 @@ def read_peft(peft_dir: str | Path, model_config: dict[str, Any]) -> PeftAdapter
     without conversion, …)."""
     config, raw = read_peft_dir(peft_dir)
     where = f"'{Path(peft_dir) / CONFIG}'"
+    if config.get("peft_type") in peft_prompt.PROMPT_TYPES:
+        fam = family_of(model_config)
+        n, tensors, head = peft_prompt.read_prompt(config, raw, where, fam)
+        return PeftAdapter(Path(peft_dir), config, fam, dims(model_config, fam)["layers"],
+                           [{"name": peft_prompt.INSTANCE, "prompt": n}], tensors, _num_labels(fam, head),
+                           sorted({k.rsplit(".", 1)[0] for k in head}))
     if config.get("peft_type") != "LORA":
-        raise ArtifactError(f"{where} is a {config.get('peft_type')!r} adapter; peltc imports LoRA adapters only",
-                            code="A020")
+        raise ArtifactError(f"{where} is a {config.get('peft_type')!r} adapter; peltc imports LoRA and prompt-"
+                            "tuning adapters only", code="A020")
     if config.get("task_type") not in ("SEQ_CLS", None):
         raise ArtifactError(f"{where} has task_type {config.get('task_type')!r}; peltc imports sequence-"
                             "classification adapters (SEQ_CLS)", code="A021")
@@ -278,6 +286,9 @@ def spec_text(adapter: PeftAdapter, model_ref: str | None) -> str:
         lines.append("")
         if g.get("method") == "ia3":         # peft_ia3.read_ia3's group: no parameters
             lines += [f"ia3 {g['name']} {{", f"  at {', '.join(_targets(g['modules'], adapter.n_layers))}", "}"]
+            continue
+        if "prompt" in g:
+            lines += peft_prompt.spec_lines(g["prompt"])
             continue
         lines.append(f"lora {g['name']} {{")
         lines.append(f"  at {', '.join(_targets(g['modules'], adapter.n_layers))}")

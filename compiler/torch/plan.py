@@ -56,6 +56,10 @@ def check_routable(att: AttachmentNode, fam: Family, run: int) -> None:
     if att.method == "finetune":
         raise CompileError(f"run {run}: finetune trains the base model's weights, which the runs would share",
                            code="C020", help="serve a fine-tuned run on its own model (load_run)")
+    if att.method == "prompt":
+        raise CompileError(f"run {run}: {att.instance} is a soft prompt, which shifts every position of its "
+                           "examples; routing several runs on one base cannot serve it exactly", code="C045",
+                           help="serve this run on its own model (load_run)")
     if att.method == "prefix" and fam.causal and att.gate.kind == "sigmoid":
         raise CompileError(f"run {run}: a prefix behind a sigmoid gate on a causal model gates per token, "
                            "which routing several runs does not do", code="C020",
@@ -113,7 +117,7 @@ def check_attachment(att: AttachmentNode, fam: Family, model: nn.Module) -> None
     if att.gate.kind == "sigmoid" and att.layer is None:
         raise CompileError(f"{att.instance}: a sigmoid gate needs a layer value, '{att.point}' is global",
                            code="C007", span=span_of(att), help="use `gate scalar` or `gate const(<value>)`")
-    if att.method not in ("adapter", "lora", "bitfit", "prefix", "ia3", "loreft", "finetune"):
+    if att.method not in ("adapter", "lora", "bitfit", "prefix", "prompt", "ia3", "loreft", "finetune"):
         raise CompileError(f"{att.instance}: the torch back end has no method {att.method!r}", code="C021")
 
 

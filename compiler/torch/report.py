@@ -167,6 +167,7 @@ def _ranges(ls: list[int]) -> str:
 def build_report(model: nn.Module) -> Report:
     """A `Report` of a compiled model's current state."""
     from peltc.compiler.torch.prefix import Prefix
+    from peltc.compiler.torch.prompt import Prompt
     from peltc.compiler.torch.compiled import compiled
 
     c = compiled(model)
@@ -198,6 +199,9 @@ def build_report(model: nn.Module) -> Report:
         for inst, pre in (m._modules.get("pelt_prefix") or {}).items():
             if isinstance(pre, Prefix):
                 folded_size[inst] = folded_size.get(inst, 0) + 2 * pre.length * pre.hidden
+        for inst, prompt in (m._modules.get("pelt_prompt") or {}).items():
+            if isinstance(prompt, Prompt):       # P-tuning: its encoder folds into the n vectors
+                folded_size[inst] = prompt.length * prompt.dim
     instances = []
     for inst, atts in c.attachments.items():
         a0 = atts[0]
@@ -205,7 +209,7 @@ def build_report(model: nn.Module) -> Report:
         if a0.method == "finetune":
             trainable = base
         saved = trainable
-        if a0.method == "prefix":
+        if a0.method in ("prefix", "prompt"):
             saved = folded_size.get(inst, 0) + gates.get(inst, 0)
         planned = [a.trainable for a in atts]
         instances.append(InstanceReport(

@@ -79,6 +79,8 @@ def targets(fam: Family, prefix: str, method: str, layer: int | None, point: str
         return []
     if method == "bitfit":
         return bitfit_targets(fam, prefix, layer, point, n_layers)
+    if method == "prompt":      # the base model, whose forward gets the prompt prepended to its embeddings
+        return [Target(prefix[:-1], None, point)]
     if layer is None:
         raise ValueError(f"{method} cannot attach at the global point {point!r}")
     return [Target(point_path(fam, prefix, layer, point), layer, point)]

@@ -45,7 +45,7 @@ def param_doc(name: str, p: schema.ParamSpec, owner: str) -> str:
         lines.append(f"- values: {', '.join(f'`{c}`' for c in p.choices)}")
     else:
         kind = {"int": "a whole number", "float": "a number", "int_or_none": "a whole number or `none`",
-                "bool": "`true` or `false`"}.get(p.type, p.type)
+                "bool": "`true` or `false`", "str": "a quoted text"}.get(p.type, p.type)
         if p.below_hidden:
             kind += ", or relative to the model: `hidden/D` (⌊hidden / D⌋, D > 1)"
         lines.append(f"- type: {kind}")

@@ -63,7 +63,9 @@ def instance_hover(a: Analysis, name: str, method: str | None = None) -> str:
                  f" {_model_note(a)}")
     if inst.shared_trainable:
         lines.append(f"- also trains a {count_text(inst.shared_trainable)}-parameter reparameterisation MLP "
-                     "(folded into the prefixes after training)")
+                     "(folded into the prefixes after training)" if inst.method == "prefix" else
+                     f"- trains a {count_text(inst.shared_trainable)}-parameter P-tuning encoder "
+                     "(folded into the prompt vectors after training)")
     mods = trained_modules(ir, atts)
     if mods:
         lines.append("- → " + "<br>".join(f"`{p}`" for p in mods))

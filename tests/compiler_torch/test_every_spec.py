@@ -1,5 +1,5 @@
 """Every spec in specs/ on a tiny random model of every family (sizes scaled down to fit hidden 32):
-identical to the base model at init (prefixes disabled, every gate forced to 0 too), and after a
+identical to the base model at init (prefixes and prompts disabled, every gate forced to 0 too), and after a
 few AdamW steps every base parameter bit-identical and every PELT parameter moved."""
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def test_spec_is_identity_at_init_and_trains_only_pelt(family, spec, scaled_spec
     compile_model(scaled_specs / spec, model)
     batch = tiny_batch()
     for name in compiled(model).attachments:
-        if any(a.method == "prefix" for a in compiled(model).attachments[name]):
+        if any(a.method in ("prefix", "prompt") for a in compiled(model).attachments[name]):
             disable(model, name)
     torch.testing.assert_close(logits(model, batch), logits(base, batch), rtol=0, atol=1e-6)
     force_gates(model, 0.0)
@@ -127,6 +127,6 @@ def test_spec_as_shipped_compiles_on_the_default_model(spec, minilm_shaped):
     assert report.saved_total == sum(a.saved for a in planned.attachments())
     batch = tiny_batch()
     for name in compiled(model).attachments:
-        if any(a.method == "prefix" for a in compiled(model).attachments[name]):
+        if any(a.method in ("prefix", "prompt") for a in compiled(model).attachments[name]):
             disable(model, name)
     torch.testing.assert_close(logits(model, batch), logits(base, batch), rtol=0, atol=1e-5)

@@ -3,12 +3,15 @@ memory, no init cost), classifier head excluded — the numbers of DESIGN.md / p
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from peltc.api import compile_model
 from peltc.compiler.torch import fold_prefix
 
+SPECS = Path(__file__).resolve().parents[2] / "specs"
 A = "adapter a { at layers[*].ffn.output size 48 gate sigmoid(ffn.output) }"
 P = "prefix p { at layers[*].attention length 10 mlp 512 gate sigmoid(layer.input) }"
 L = "lora l { at layers[*].attention.{query, value} rank 8 alpha 16 gate sigmoid(layer.input) }"
@@ -20,6 +23,8 @@ COUNTS = {
     "bitfit": ("bitfit b { at all }", 102_912),
     "unipelt-ap": (A + "\n" + P, 1_097_304),
     "unipelt-apl": (A + "\n" + P + "\n" + L, 1_410_672),
+    "prompt": ((SPECS / "prompt.pelt").read_text(), 15_360),        # README's spec table
+    "ptuning": ((SPECS / "ptuning.pelt").read_text(), 15_360),
 }
 
 
@@ -57,6 +62,16 @@ def test_prefix_mlp_counts_before_folding():
     assert report.instance("p").trainable == mlp       # the per-layer prefixes are the MLP's output
     assert report.instance("p").saved == 184_320
     assert report.pelt_trainable == mlp
+
+
+def test_p_tuning_encoder_counts_before_folding():
+    model = _bert_base()
+    report = compile_model(COUNTS["ptuning"][0], model)
+    mlp = 20 * 768 + 3 * (768 * 768 + 768)
+    assert report.instance("soft").trainable == report.pelt_trainable == mlp == 1_787_136
+    lstm = compile_model("prompt s { length 20 encoder lstm encoder_hidden 64 }", _bert_base())
+    cell = 2 * (4 * 64 * (768 + 64) + 8 * 64) + 2 * (4 * 64 * (128 + 64) + 8 * 64)
+    assert lstm.pelt_trainable == 20 * 768 + cell + (128 * 128 + 128) + (128 * 768 + 768)
 
 
 def test_gate_parameter_count_is_hidden_plus_one():

@@ -13,6 +13,7 @@ from peltc.compiler.torch.gate import Gate
 from peltc.compiler.torch.lora import LoraLinear
 from peltc.compiler.torch.plan import inner_module, static_gate_value
 from peltc.compiler.torch.prefix import Prefix
+from peltc.compiler.torch import prompt as soft_prompt
 from peltc.compiler.torch.rewrite.attach import set_module
 from peltc.errors import CompileError
 
@@ -20,15 +21,17 @@ from peltc.errors import CompileError
 # --- after training ------------------------------------------------------------------------------------
 
 def fold_prefix(model: nn.Module) -> list[str]:
-    """Replace every prefix MLP by its output as plain per-layer parameters; returns the instances folded.
+    """Replace every reparameterisation by its output: prefix MLPs by plain per-layer parameters, P-tuning
+    encoders by plain prompt vectors (`fold_prompt`); returns the instances folded.
 
     Outputs are identical (the folded values are what the MLP computes in every forward).
     """
     c = compiled(model)
     base = model.get_submodule(c.prefix[:-1]) if c.prefix else model
+    prompts = fold_prompt(model)
     encs = base._modules.get("pelt_prefix_encoders")
     if not encs:
-        return []
+        return prompts
     folded = []
     with torch.no_grad():
         outs = {name: enc() for name, enc in encs.items()}
@@ -45,6 +48,17 @@ def fold_prefix(model: nn.Module) -> list[str]:
     del base.pelt_prefix_encoders
     c.state.encoders.clear()
     c.state.prefix_kv.clear()
+    c.folded += folded
+    return prompts + folded
+
+
+def fold_prompt(model: nn.Module) -> list[str]:
+    """Replace every P-tuning encoder by its output as the prompt's plain vectors (`prompt.fold`); returns
+    the instances folded."""
+    c = compiled(model)
+    base = model.get_submodule(c.prefix[:-1]) if c.prefix else model
+    host = base._modules.get("pelt_prompt")
+    folded = [name for name, p in (host.items() if host is not None else ()) if soft_prompt.fold(p)]
     c.folded += folded
     return folded
 
@@ -142,7 +156,7 @@ def _merge_ia3(name: str, lin: nn.Module) -> list[str]:
 
 def _instance_modules(model: nn.Module, instance: str):
     for m in model.modules():
-        for key in ("pelt_adapters", "pelt_lora", "pelt_bitfit", "pelt_prefix", "pelt_ia3", "pelt_reft"):
+        for key in ("pelt_adapters", "pelt_lora", "pelt_bitfit", "pelt_prefix", "pelt_prompt", "pelt_ia3", "pelt_reft"):
             d = m._modules.get(key)
             if d is not None and instance in d._modules:
                 yield d[instance]

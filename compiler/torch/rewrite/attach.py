@@ -20,6 +20,7 @@ from peltc.compiler.torch.gate import Gate
 from peltc.compiler.torch.lora import LoRA, LoraLinear, principal_init
 from peltc.compiler.torch.plan import inner_module, kv_width, span_of, where_of
 from peltc.compiler.torch.prefix import Prefix, PrefixEncoder, token_ids
+from peltc.compiler.torch import prompt as soft_prompt
 from peltc.compiler.torch.state import PeltState
 from peltc.errors import CompileError
 
@@ -229,9 +230,50 @@ def attach_one(model, fam, att, tgts, state, hidden, encoders, atts, prefix, tok
         _attach_ia3(model, att, tgts[0], state, hidden)
     elif att.method == "loreft":
         _attach_loreft(model, att, tgts[0], state, hidden)
+    elif att.method == "prompt":
+        _attach_prompt(model, att, tgts[0], state, hidden)
     elif att.method == "prefix":
         _attach_prefix(model, att, tgts[0], state, hidden, encoders, atts, prefix, token_kv,
                        width=kv_width(model, fam, hidden))
+
+
+def _attach_prompt(model, att, t, state, hidden) -> None:
+    """A soft prompt on the base model (``pelt_prompt[instance]``); its vectors start as ``init`` says.
+    The hooks that prepend it are installed by ``inject`` (`prompt.prepend_hook`)."""
+    base = model.get_submodule(t.path)
+    words = base.get_input_embeddings()
+    where = where_of(words)
+    p = att.args
+    length = int(p.length)
+    host = base._modules.get("pelt_prompt")
+    if host is None:
+        host = base.pelt_prompt = nn.ModuleDict()
+    prompt = soft_prompt.build(length, words.embedding_dim, _gate(att, state, hidden, where), p.encoder,
+                               int(p.encoder_hidden), **where)
+    host[att.instance] = prompt
+    ids = soft_prompt.init_ids(p.init, length, words.num_embeddings,
+                               _text_ids(model, att, p.text) if p.init == "text" else None)
+    if ids is not None:
+        with torch.no_grad():
+            prompt.start_at(words(torch.tensor(ids, device=words.weight.device)).float())
+
+
+def _text_ids(model, att: AttachmentNode, text: str) -> list[int]:
+    """The token ids of ``text`` by the model's own tokenizer (loaded from its name or folder; special
+    tokens included, as peft's TEXT init)."""
+    from transformers import AutoTokenizer
+    name = getattr(model.config, "_name_or_path", "") or ""
+    try:
+        ids = AutoTokenizer.from_pretrained(name)(text)["input_ids"] if name else []
+    except (OSError, ValueError) as e:
+        raise CompileError(f"{att.instance}: `init text` needs the tokenizer of the model ({name or 'no name'}), "
+                           f"which cannot be loaded: {e}", code="C047", span=span_of(att),
+                           help="load the model from a folder holding its tokenizer, or write `init vocab`") from None
+    if not ids:
+        raise CompileError(f"{att.instance}: `init text` found no tokens (model {name or 'without a name'})",
+                           code="C047", span=span_of(att), help="load the model from a folder holding its tokenizer, "
+                           "or write `init vocab`")
+    return list(ids)
 
 
 def _attach_prefix(model, att, t, state, hidden, encoders, atts, prefix, token_kv=None, width=None) -> None:

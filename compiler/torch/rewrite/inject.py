@@ -21,6 +21,7 @@ from peltc.compiler.torch.plan import (Plan, attn_implementation, check_prefix_u
 from peltc.compiler.torch.pooling import bypass_pooler_hook, mean_pool_all_hook, mean_pool_hook
 from peltc.compiler.torch.prefix import (IMPLEMENTATIONS, MIN_TRANSFORMERS, PrefixEncoder, calls_prefix_attention,
                                          register_attention)
+from peltc.compiler.torch import prompt as prompt_hooks
 from peltc.compiler.torch.report import Report, build_report
 from peltc.compiler.torch.rewrite.after import fold_prefix
 from peltc.compiler.torch.rewrite.attach import attach_one, init_encoders, record_token_kv, set_module
@@ -84,6 +85,7 @@ def apply(ir: IR, model: nn.Module) -> Report:
         c.state.attn_implementation = IMPLEMENTATIONS[impl]
     if (ir.settings.head or {}).get("pool") == "mean":
         _pool_hooks(model, c, None)
+    _prompt_hooks(model, c)
 
     model.__dict__["_pelt"] = c
     return build_report(model)
@@ -136,6 +138,20 @@ def _state_hooks(model: nn.Module, c: Compiled) -> None:
         else:
             mod = model.get_submodule(tg.point_path(fam, prefix, layer, point))
             c.hooks.append(mod.register_forward_hook(value_hook(state, layer, point)))
+
+
+def _prompt_hooks(model: nn.Module, c: Compiled) -> None:
+    """Soft prompts: prepend them before every other hook of the base model runs (so `PeltState` records
+    the extended mask), and on a decoder cut their positions from the base model's output, after the
+    pooling hooks (`prompt`)."""
+    base = model.get_submodule(c.prefix[:-1]) if c.prefix else model
+    host = base._modules.get("pelt_prompt")
+    if host is None:
+        return
+    c.hooks.append(base.register_forward_pre_hook(prompt_hooks.prepend_hook(host, base.forward), with_kwargs=True,
+                                                  prepend=True))
+    if c.family.causal:
+        c.hooks.append(base.register_forward_hook(prompt_hooks.slice_hook(host), with_kwargs=True))
 
 
 def _pool_hooks(model: nn.Module, c: Compiled, runs: frozenset[int] | None) -> None:
