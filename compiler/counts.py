@@ -35,9 +35,10 @@ def adapter_params(size: int, d: dict[str, int]) -> int:
     return h * size + size + size * h + h
 
 
-def lora_params(rank: int, point: str, d: dict[str, int]) -> int:
+def lora_params(rank: int, point: str, d: dict[str, int], dora: bool = False) -> int:
+    """A (rank × in) and B (out × rank); DoRA adds its magnitude vector (out)."""
     fin, fout = linear_dims(point, d)
-    return rank * fin + fout * rank
+    return rank * fin + fout * rank + (fout if dora else 0)
 
 
 def ia3_params(point: str, d: dict[str, int]) -> int:

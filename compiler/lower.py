@@ -319,12 +319,13 @@ def _warn_replaced_by_gate(d: _Draft, diags: Diagnostics) -> None:
     ungated = [ov.gate is not None and ov.gate.kind == "none" for ov in d.overrides]
 
     def warn(name: str, at: Span, g: GateSpec) -> None:
-        diags.warning("W202", f"{d.name}: '{name}' has no effect: the gate {g.text()} replaces "
-                              f"{name} / rank", at,
-                      f"remove `{name}`, or write `gate none` to scale by {name} / rank")
+        scale = "alpha / √rank" if d.params.get("scaling") == "rs" else "alpha / rank"
+        diags.warning("W202", f"{d.name}: '{name}' has no effect: the gate {g.text()} replaces the scale "
+                              f"{scale}", at,
+                      f"remove `{name}`, or write `gate none` to scale by {scale}")
 
-    for name, p in method.params.items():
-        if not p.gate_replaces:
+    for name in method.params:
+        if not schema.gate_replaces(d.method, name, d.params):
             continue
         if name in d.params and name in d.params_at and gate.kind != "none" and not any(ungated):
             warn(name, d.params_at[name], gate)
@@ -350,6 +351,24 @@ def _check_prefix_init(d: _Draft, params: dict[str, Any], diags: Diagnostics) ->
                     at.to_span() if at else d.span,
                     f"the reparameterisation is set to reproduce {longest} token activations exactly, which "
                     f"needs at least {longest} hidden units: write `mlp {longest}` or more, or `mlp none`")
+
+
+def _check_lora_init(d: _Draft, params: dict[str, Any], diags: Diagnostics) -> None:
+    """E145: `init pissa` / `init olora` under a learned gate. The base keeps W − s·B₀A₀ with the fixed
+    scale s that the LoRA multiplies by: alpha / rank (`gate none`) or c (`gate const(c)`); a scalar or
+    sigmoid gate's value moves, so no base weight keeps the model unchanged at init."""
+    inits = [params.get("init")] + [ov.params["init"] for ov in d.overrides if "init" in ov.params]
+    if not any(i in ("pissa", "olora") for i in inits):
+        return
+    gates = [d.gate or GateSpec()] + [ov.gate for ov in d.overrides if ov.gate is not None]
+    bad = next((g for g in gates if g.kind in ("scalar", "sigmoid")), None)
+    if bad is not None:
+        at = d.spans.get("init") or d.spans.get("gate")
+        init = next(i for i in inits if i in ("pissa", "olora"))
+        diags.error("E145", f"{d.name}: `init {init}` under the learned gate {bad.text()}",
+                    at.to_span() if at else d.span,
+                    f"init {init} subtracts s·B A from the base weight with a fixed scale s; write `gate none` "
+                    "(s = alpha / rank) or `gate const(c)` (s = c), or `init default`")
 
 
 def _check_prompt_init(d: _Draft, params: dict[str, Any], diags: Diagnostics) -> None:
@@ -380,6 +399,7 @@ def _finish(st: _State, diags: Diagnostics) -> IR:
         # a parameter whose default is None (`lr`: the run's) is in the IR only when written
         params = {k: p.default for k, p in method.params.items() if p.default is not None} | d.params
         _check_prefix_init(d, params, diags)
+        _check_lora_init(d, params, diags)
         _check_prompt_init(d, params, diags)
         targets = d.targets
         if targets is None:

@@ -77,6 +77,7 @@ E128|error|the model family cannot support it|docs/language.md lists what each f
 E129|error|a section name missing (method instance) or not allowed (settings section)|write `lora my_lora { ... }` or `train { ... }`
 E130|error|a gate on a method that cannot be gated|remove the gate line
 E131|error|a method instance without `at`|say where it attaches, e.g. `at layers[*].attention.query`
+E145|error|LoRA `init pissa` / `init olora` under a learned (scalar or sigmoid) gate|write `gate none` or `gate const(c)`, or `init default`
 E150|error|(IA)³ on a linear that LoRA or BitFit also changes|keep one method on that projection (the order of scaling and adding would be ambiguous)
 E151|error|a LoReFT instance with no positions (`first 0` and `last 0`)|intervene at some tokens: `first 3`, `last 1`
 E155|error|a prompt's `init text` without a (non-empty) text|write `init text` and `text "…"` together
@@ -105,7 +106,7 @@ A013|ArtifactError|a checkpoint's training state does not match the resumed run|
 A014|ArtifactError|a checkpoint file is damaged|delete the damaged checkpoint-* folder and resume
 A015|ArtifactError|the artifact's gates were trained under other gate semantics|train the run again with this peltc
 A020|ArtifactError|not a readable peft LoRA adapter|name a folder that peft's save_pretrained wrote
-A021|ArtifactError|a peft adapter with what a peltc spec or this model cannot hold|import adapters on canonical points, without DoRA or biases
+A021|ArtifactError|a peft adapter with what a peltc spec or this model cannot hold|import adapters on canonical points, without biases
 A022|ArtifactError|a peft adapter lacking or mis-shaping what the model trains|import it onto the base model and task it was trained for
 A023|ArtifactError|runs trained on different base models|load runs that share one base model
 C001|CompileError|the model is already compiled|load a fresh base model

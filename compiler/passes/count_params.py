@@ -16,7 +16,7 @@ def count_params(ir: IR) -> None:
         if att.method == "adapter":
             own = counts.adapter_params(p["size"], d)
         elif att.method == "lora":
-            own = counts.lora_params(p["rank"], att.point, d)
+            own = counts.lora_params(p["rank"], att.point, d, bool(p.get("dora")))
         elif att.method == "prefix":
             own = counts.prefix_params(p["length"], d)
         elif att.method == "prompt":

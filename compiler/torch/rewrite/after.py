@@ -64,7 +64,7 @@ def fold_prompt(model: nn.Module) -> list[str]:
 
 
 def merge(model: nn.Module, *, skip_gated: bool = False) -> list[str]:
-    """Fold LoRA, BitFit and (IA)³ into the base weights for zero-overhead inference.
+    """Fold LoRA (DoRA too), BitFit and (IA)³ into the base weights for zero-overhead inference.
 
     Returns what was merged, as ``"<instance>@<module path>"``. Input-dependent (sigmoid) gates
     cannot be folded into a weight: by default that raises `CompileError` before anything changes;
@@ -94,16 +94,18 @@ def merge(model: nn.Module, *, skip_gated: bool = False) -> list[str]:
     with torch.no_grad():
         for n, m in loras:
             lin = inner_module(m)
+            w0 = lin.weight.detach().to(torch.float32)      # each LoRA's change is against the unmerged base
+            add = torch.zeros_like(w0)
             for i in list(m.pelt_lora):
                 lora = m.pelt_lora[i]
                 g = static_gate_value(lora.gate)
                 if g is None:
                     continue
-                s = lora.scaling if lora.gate is None else g
                 if lora.enabled:
-                    lin.weight += (s * lora.delta_weight().to(torch.float32)).to(lin.weight.dtype)
+                    add += lora.merged_delta(w0, g)
                 del m.pelt_lora[i]
                 merged.append(f"{i}@{n}")
+            lin.weight.copy_((w0 + add).to(lin.weight.dtype))
             if len(m.pelt_lora) == 0:
                 set_module(model, n, m.base_layer)
         for n, m in biases:

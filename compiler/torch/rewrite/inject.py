@@ -229,7 +229,8 @@ def attach_runs(irs: list[IR], model: nn.Module, head_shapes: list[dict[str, tup
     hidden = hidden_size(model, fam, irs[0])
 
     # 3. attach each run under its own names (its weights come from its artifact: no `init tokens`
-    # forward), and mark its modules with the run
+    # forward, no principal init changing the shared base), and mark its modules with the run
+    state.routed = True
     for plan in plans:
         _inject(model, c, plan, hidden, {})
     for m in list(model.modules()):
