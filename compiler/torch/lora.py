@@ -4,7 +4,8 @@
 the LoRAs of that linear in ``pelt_lora`` (keyed by instance); several LoRAs on one linear sum.
 ``A`` is initialised like peft (``kaiming_uniform_(a=sqrt(5))``), ``B`` is zero so the model is
 unchanged at init. Scale: ``s = alpha / rank`` without a gate; with a gate ``s = g`` (the gate
-replaces alpha / rank, as in UniPELT) — one gate per adapted matrix.
+replaces alpha / rank, as in UniPELT) — one gate per adapted matrix. Without autograd (serving) the
+LoRAs of one attention block share one down-projection matmul (`served.lora_add`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from peltc.compiler.torch.gate import Gate, scale
+from peltc.compiler.torch.served import lora_add, serving
 from peltc.compiler.torch.state import route_absent, route_rows
 
 
@@ -52,6 +54,11 @@ class LoRA(nn.Module):
     def add_to(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``y + s · B A x``, the up-projection and the add fused into one ``addmm``. On a model routing
         several runs, only for this run's examples (the gate computed on the whole batch: fused, pooled)."""
+        state = self.__dict__.get("_pelt_state")
+        if serving(state, self):
+            out = lora_add(state, self, y, x)
+            if out is not None:
+                return out
         rows = route_rows(self, y)
         if rows is not None:
             a = self.A(self.dropout(x.index_select(0, rows)))
