@@ -39,6 +39,10 @@ def serving(state: PeltState | None, module: nn.Module) -> bool:
             and not state.routed)
 
 
+def _as(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return w if w.dtype == x.dtype else w.to(x.dtype)
+
+
 def _fusable_gate(g: Gate | None) -> bool:
     return g is not None and g.kind == "sigmoid" and g.forced is None
 
@@ -59,7 +63,7 @@ def lora_down(state: PeltState, lora, x: torch.Tensor) -> torch.Tensor | None:
                    lambda: torch.cat([*(g.proj.weight for g in gates), *(m.A.weight for m in group)]))
         b = state.pack(("lora_Ab", gkey, len(gates)), tensors,
                    lambda: torch.cat([*(g.proj.bias for g in gates), group[0].A.weight.new_zeros(rows)]))
-        out = F.linear(x, w.to(x.dtype), b.to(x.dtype))
+        out = F.linear(x, _as(w, x), _as(b, x))
         if gates:
             gate_key(out[..., :len(gates)])
         offsets, at = {}, len(gates)
@@ -105,7 +109,7 @@ def adapter_add(state: PeltState, adapter, z: torch.Tensor, x: torch.Tensor, own
         ts = [down.weight, down.bias, g.proj.weight, g.proj.bias]
         w = state.pack(("adapter_down", id(adapter)), ts, lambda: torch.cat([down.weight, g.proj.weight]))
         b = state.pack(("adapter_down_b", id(adapter)), ts, lambda: torch.cat([down.bias, g.proj.bias]))
-        t = F.linear(x, w.to(x.dtype), b.to(x.dtype))                   # (..., size + 1): [down, gate logit]
+        t = F.linear(x, _as(w, x), _as(b, x))                   # (..., size + 1): [down, gate logit]
     else:
         t = F.linear(x, down.weight, down.bias)
         t = torch.cat([t, t.new_ones((*t.shape[:-1], 1))], dim=-1)
@@ -125,7 +129,7 @@ def adapter_add(state: PeltState, adapter, z: torch.Tensor, x: torch.Tensor, own
     w_up = state.pack(("adapter_up", id(adapter)), [up.weight, up.bias],
                   lambda: torch.cat([up.weight, up.bias.unsqueeze(1)], dim=1))
     z2 = z.view(-1, z.shape[-1]) if z.is_contiguous() else z.reshape(-1, z.shape[-1])
-    out = z2.addmm_(t.reshape(-1, size + 1), w_up.to(t.dtype).t())
+    out = z2.addmm_(t.reshape(-1, size + 1), _as(w_up, t).t())
     return out.view(z.shape)
 
 
