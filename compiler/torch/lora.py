@@ -17,7 +17,8 @@ norm per output row (``linalg.norm(·, dim=1)``), computed without gradient (the
 ``m`` (``magnitude``, one per output feature) learned, initialised to the row norms of ``W + s·BA``
 (identity at init). The output it adds to the base is peft's ``(m/n − 1)·(W x) + (m/n)·s·B A x``
 (the base bias untouched). Under a gate ``g`` that change is scaled by ``g``: ``y = base + g·(DoRA −
-base)`` (s stays alpha / rank inside DoRA).
+base)`` (s stays alpha / rank inside DoRA). Without autograd (serving) the plain LoRAs of one attention block share one
+down-projection matmul (`served.lora_add`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from peltc.compiler.torch.gate import Gate, scale
+from peltc.compiler.torch.served import lora_add, serving
 from peltc.compiler.torch.state import route_absent, route_rows
 
 
@@ -124,6 +126,11 @@ class LoRA(nn.Module):
         DoRA's change of the base output). On a model routing several runs, only for this run's examples
         (the gate computed on the whole batch: fused, pooled). ``y0``: the base output (DoRA reuses it as
         W x when no dropout is active, as peft)."""
+        state = self.__dict__.get("_pelt_state")
+        if not self.dora and self.in_base and serving(state, self):
+            out = lora_add(state, self, y, x)
+            if out is not None:
+                return out
         rows = route_rows(self, y)
         if self.dora or not self.in_base:
             if rows is None:

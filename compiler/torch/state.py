@@ -62,6 +62,14 @@ class PeltState:
         self.routed = False
         self.route: torch.Tensor | None = None
         self.present: frozenset[int] = frozenset()
+        # serving (no-grad forwards, `served`): one matmul for the LoRAs of an attention block that read the
+        # same input (and the sigmoid gates reading it), an adapter's gate inside its down-projection, sums
+        # added in place. ``fuse`` switches them off (``rewrite.serve_fused``: the before / after benchmark);
+        # ``lora_groups`` (rewrite fills it) lists the LoRAs of one attention block; ``packs`` holds the
+        # stacked weights, rebuilt when a parameter changes (its version or storage)
+        self.fuse = True
+        self.lora_groups: dict[Any, list] = {}
+        self.packs: dict[Any, tuple[Any, torch.Tensor]] = {}
 
     # --- lifecycle ---------------------------------------------------------------------------
     def begin(self, mask: torch.Tensor | None, continuing: bool = False, carry: dict | None = None,
@@ -134,6 +142,16 @@ class PeltState:
         if out is None:
             out = self.cache[key] = (self.route == run).nonzero().squeeze(1).to(device)
         return out
+
+    def pack(self, key, tensors: list[torch.Tensor], build: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``build()`` (stacked weights), kept in ``packs[key]`` until one of ``tensors`` changes (its version
+        counter, storage or dtype: an optimizer step, ``load_state_dict``, ``.to()``). No-grad forwards only."""
+        stamp = tuple((t._version, t.data_ptr(), t.dtype) for t in tensors)
+        hit = self.packs.get(key)
+        if hit is None or hit[0] != stamp:
+            with torch.no_grad():
+                hit = self.packs[key] = (stamp, build())
+        return hit[1]
 
     def token_count(self, x: torch.Tensor) -> torch.Tensor:
         """Tokens per example, (batch, 1), at least 1 (call only when `token_mask` is not None)."""

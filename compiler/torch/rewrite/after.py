@@ -1,5 +1,6 @@
 """After training and for experiments: fold prefix MLPs, merge LoRA / BitFit / (IA)³ into base weights,
-switch an instance off, pin gates. (LoReFT does not merge: it stays, as adapters and prefixes do.)"""
+switch an instance off, pin gates, switch the serving fast paths. (LoReFT does not merge: it stays, as
+adapters and prefixes do.)"""
 
 from __future__ import annotations
 
@@ -128,6 +129,10 @@ def merge(model: nn.Module, *, skip_gated: bool = False) -> list[str]:
     live = {id(g) for g in model.modules() if isinstance(g, Gate)}
     for groups in c.state.groups.values():     # drop merged gates from fused groups
         groups[:] = [g for g in groups if id(g) in live]
+    live = {id(m) for m in model.modules()}
+    for group in c.state.lora_groups.values():   # and merged LoRAs from the served down-projections
+        group[:] = [m for m in group if id(m) in live]
+    c.state.packs.clear()
     c.state.cache.clear()
     c.merged += merged
     return merged
@@ -153,6 +158,16 @@ def _merge_ia3(name: str, lin: nn.Module) -> list[str]:
 
 
 # --- switches (tests, ablations) ------------------------------------------------------------------------
+
+def serve_fused(model: nn.Module, on: bool = True) -> bool:
+    """Switch the serving fast paths (``compiler/torch/served.py``: fused matmuls in no-grad forwards) on or
+    off; returns the previous setting. Off, a forward runs exactly the training path (benchmarks: before /
+    after)."""
+    state = compiled(model).state
+    before, state.fuse = state.fuse, bool(on)
+    state.packs.clear()
+    return before
+
 
 def _instance_modules(model: nn.Module, instance: str):
     for m in model.modules():
