@@ -183,6 +183,8 @@ U136|UsageError|a folder that is not a readable run folder (no run.json / metric
 U137|UsageError|an optional extra that a command needs is not installed|pip install 'peltc[EXTRA]' (the error names it)
 U160|UsageError|--report-to naming a logger whose package is not installed|pip install the package, or leave --report-to out
 U161|UsageError|peltc merge of a run whose parts do not merge into the base weights|merge runs of LoRA / BitFit with head { pool pooler } (specs/lora_peft.pelt)
+U196|UsageError|a --device that is not a device, or a CUDA device that is not there|--device auto (the best available), cpu, cuda or cuda:N
+U197|UsageError|a --precision the device cannot run (fp16 on a CPU, bf16 on a GPU without it)|--precision bf16 or fp32 on a CPU; fp16 or fp32 on an older GPU
 """
 
 REGISTRY: dict[str, ErrorCode] = {

@@ -39,8 +39,10 @@ def config_hash(config: Mapping[str, Any]) -> str:
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Every parameter that trains: PELT parameters and the task head (finetune: everything)."""
-    return {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    """Every parameter that trains: PELT parameters and the task head (finetune: everything), on the CPU and in
+    fp32 whatever the training precision (a floating-point parameter cast to bf16 / fp16 is saved as fp32)."""
+    return {n: (p.detach().float() if p.is_floating_point() else p.detach()).to("cpu").contiguous()
+            for n, p in model.named_parameters() if p.requires_grad}
 
 
 def _sha256(path: Path) -> str:
