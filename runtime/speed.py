@@ -27,6 +27,7 @@ from typing import Any
 from peltc.errors import UsageError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+COMPILE_BACKEND = "inductor"     # torch.compile's backend, training and serving (tests use aot_eager: time)
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
@@ -95,6 +96,7 @@ def training_arguments(speed: Speed) -> dict[str, Any]:
     fp32), the device (``use_cpu``) and ``torch.compile`` (inductor)."""
     return {"use_cpu": speed.device == "cpu", "bf16": speed.precision == "bf16",
             "fp16": speed.precision == "fp16", "torch_compile": speed.torch_compile,
+            **({"torch_compile_backend": COMPILE_BACKEND} if speed.torch_compile else {}),
             "bf16_full_eval": False, "fp16_full_eval": False}
 
 
@@ -176,7 +178,7 @@ def serving(model, speed: Speed | None):
     to_device_model(model, speed)
     if speed is not None and speed.torch_compile:
         from peltc.compiler.torch.rewrite import compile_forward
-        compile_forward(model, dynamic=True)
+        compile_forward(model, dynamic=True, backend=COMPILE_BACKEND)
     return model
 
 

@@ -235,6 +235,9 @@ def train(model, tokenizer, splits, task, settings: TrainSettings, output_dir: s
                               **{**S.training_arguments(speed), **argument_overrides})
     compute, preprocess = task.trainer_metrics()
     collate = task.collator(tokenizer)
+    if speed.torch_compile and not task.causal_lm and getattr(model.config, "problem_type", "") is None:
+        # what the model's first loss would set (a config change there recompiles the whole graph)
+        model.config.problem_type = "regression" if model.config.num_labels == 1 else "single_label_classification"
     trainer = PeltTrainer(
         model=model,
         args=args,

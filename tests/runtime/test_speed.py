@@ -123,3 +123,28 @@ def test_speed_flags_for_grid_runs():
     assert flags(Speed()) == []
     assert flags(Speed(device="cpu", precision="bf16", torch_compile=True)) == [
         "--device", "cpu", "--precision", "bf16", "--torch-compile"]
+
+
+@pytest.mark.slow
+def test_bf16_compiled_training_end_to_end(tiny_dir, small_glue, tmp_path, capsys, monkeypatch):
+    """`--precision bf16 --torch-compile` through the Trainer (its torch_compile, batches marked dynamic), the
+    artifact fp32, `peltc eval --torch-compile` scoring it as recorded. The backend is aot_eager here (the
+    same capture and autograd as inductor, without inductor's minutes of C++ code generation on a shared CPU)."""
+    import torch
+
+    from peltc.runtime import speed
+    monkeypatch.setattr(speed, "COMPILE_BACKEND", "aot_eager")
+    torch._dynamo.reset()
+    out = tmp_path / "lora-bf16-compiled"
+    rc = main(["compile", str(ROOT / "specs" / "lora.pelt"), "--train", "glue/rte", "--model", str(tiny_dir),
+               "--data-dir", str(small_glue), "--out", str(out), "--precision", "bf16", "--torch-compile",
+               "--device", "cpu", *FAST])
+    assert rc == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["speed"] == {"device": "cpu", "precision": "bf16", "torch_compile": True}
+    manifest = json.loads((out / "adapter" / "manifest.json").read_text())
+    assert {t["dtype"] for t in manifest["tensors"].values()} == {"float32"}
+    capsys.readouterr()
+    assert main(["eval", str(out), "--data-dir", str(small_glue), "--torch-compile"]) == 0
+    printed = capsys.readouterr()
+    assert json.loads(printed.out.split("\nwarning")[0]) == json.loads((out / "metrics.json").read_text())["test"]
