@@ -27,11 +27,21 @@ SCALE = [(r"size \d+", "size 8"), (r"rank \d+", "rank 4"), (r"length \d+", "leng
 TOL = 1e-6
 
 
-def _spec(name: str) -> str:
-    text = (SPECS / name).read_text()
-    for pat, rep in SCALE:
-        text = re.sub(pat, rep, text)
-    return text
+_SCALED: dict[str, Path] = {}
+
+
+def _spec(name: str) -> Path:
+    """The shipped spec scaled to the tiny models' sizes, written beside the others it imports."""
+    if not _SCALED:
+        import tempfile
+        d = Path(tempfile.mkdtemp(prefix="pelt-compile-specs-"))
+        for p in SPECS.glob("*.pelt"):
+            text = p.read_text()
+            for pat, rep in SCALE:
+                text = re.sub(pat, rep, text)
+            (d / p.name).write_text(text)
+            _SCALED[p.name] = d / p.name
+    return _SCALED[name]
 
 
 def _model(arch: str, spec: str):
@@ -73,7 +83,13 @@ SHIPPED = sorted(p.name for p in SPECS.glob("*.pelt"))
 @pytest.mark.parametrize("arch", ["bert", "llama"])
 @pytest.mark.parametrize("spec", SHIPPED)
 def test_shipped_spec_is_graph_break_free_and_equal_to_eager(spec, arch):
-    model = _model(arch, spec)
+    from peltc.errors import SpecError
+    try:
+        model = _model(arch, spec)
+    except SpecError as e:
+        if arch == "llama" and e.diagnostics[0].code == "E128":
+            pytest.skip("Llama has no biases: the spec's BitFit is refused (E128)")
+        raise
     batch, labels = tiny_batch(), torch.tensor([0, 1, 1])
     model.train()
     torch.manual_seed(0)
