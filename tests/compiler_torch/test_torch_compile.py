@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch._dynamo.testing import CompileCounter
-from torch_models import tiny_batch, tiny_decoder, tiny_model
+from torch_models import tiny_batch, tiny_decoder
 
 from peltc.api import compile_model
 from peltc.compiler.torch.rewrite import fold_prefix, merge
@@ -45,18 +45,16 @@ def _spec(name: str) -> Path:
 
 
 def _model(arch: str, spec: str):
+    layers = 4 if "top_layers" in spec else 2      # lora_top_layers.pelt selects layers[-3..]
     if arch == "bert":
-        m = tiny_model("bert")
-        m.config.num_hidden_layers = 4 if "top_layers" in spec else m.config.num_hidden_layers
-    else:
-        m = tiny_decoder("llama")
-    if "top_layers" in spec and arch == "bert":      # lora_top_layers.pelt selects layers[-3..]
         from transformers import AutoModelForSequenceClassification
         from torch_models import tiny_config
         cfg = tiny_config("bert")
-        cfg.num_hidden_layers = 4
+        cfg.num_hidden_layers = layers
         torch.manual_seed(0)
         m = AutoModelForSequenceClassification.from_config(cfg).eval()
+    else:
+        m = tiny_decoder("llama", num_hidden_layers=layers)
     compile_model(_spec(spec), m)
     return m
 
