@@ -53,6 +53,8 @@ def configurations(shape: str, args, log) -> tuple[dict, dict, dict]:
     b, s = batch_seq(shape, args)
     batch = make_batch(cfg, b, s)
     template = build_model(shape, args.attn)
+    # what the first loss would set on the config: set now, or every compiled train step recompiles once, timed
+    template.config.problem_type = "single_label_classification"
     device = "cuda" if torch.cuda.is_available() and getattr(args, "device", "cpu") != "cpu" else "cpu"
     batch = {k: v.to(device) for k, v in batch.items()}
     modes = ("eager", "compiled") if args.compile else ("eager",)
