@@ -133,7 +133,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "another run, other shapes) into one, recompute peltc vs the anchors, print the tables")
     p.add_argument("--out", type=Path, default=RESULTS, help="directory for the JSON result")
     p.add_argument("--rss-child", help=argparse.SUPPRESS)
+    p.add_argument("--compile", action="store_true",
+                   help="the compile × precision phase: each method eager and torch.compile'd (dynamic shapes), "
+                        "peltc beside peft LoRA, interleaved (benchlib/speed_axes.py; replaces the other phases)")
+    p.add_argument("--precision", default=None, help="comma list of fp32, bf16, fp16 (autocast): the precision axis "
+                                                    "of that phase (default fp32)")
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend (default %(default)s)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="compile × precision phase: the device")
     a = p.parse_args(argv)
+    if a.precision is not None or a.compile:
+        a.precision = [x.strip() for x in (a.precision or "fp32").split(",") if x.strip()]
+        if any(x not in ("fp32", "bf16", "fp16") for x in a.precision):
+            p.error(f"--precision {','.join(a.precision)}: fp32, bf16, fp16")
+        if "fp32" not in a.precision:
+            a.precision.insert(0, "fp32")          # the reference of every ratio
     a.shapes = [s.strip() for s in a.shapes.split(",") if s.strip()]
     for s in a.shapes:
         if s not in SHAPES:
@@ -208,6 +221,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
+    if args.precision is not None:               # --compile / --precision: the compile × precision phase
+        from benchlib.speed_axes import speed_main
+        return speed_main(args, log)
 
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)

@@ -206,6 +206,8 @@ U187|UsageError|--sampler grid over a continuous dimension|use --sampler tpe or 
 U188|UsageError|joining a study with settings other than those it was started with|run the study's own command (same space, task, K, seed, settings), or name a new --study
 U189|UsageError|a peltc search option out of range or missing|peltc search SPACE --train TASK --trials N --study NAME (N, --jobs, --heartbeat ≥ 1)
 U190|UsageError|a study with no complete trial to emit, or a trial whose run recorded no dev metric|run trials first; --emit writes the best complete trial
+U196|UsageError|a --device that is not a device, or a CUDA device that is not there|--device auto (the best available), cpu, cuda or cuda:N
+U197|UsageError|a --precision the device cannot run (fp16 on a CPU, bf16 on a GPU without it)|--precision bf16 or fp32 on a CPU; fp16 or fp32 on an older GPU
 """
 
 REGISTRY: dict[str, ErrorCode] = {

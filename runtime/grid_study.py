@@ -35,7 +35,7 @@ def run_grid_study(specs: list[str], *, tasks: list[str], ks: list[str], seeds: 
                    study: str | None = None, out: str = "runs/grid", jobs: int = 1, model: str | None = None,
                    data_dir: str | None = None, overrides: dict[str, Any] | None = None, dev_size: int = 1000,
                    record: str | None = None, own: dict[str, Any] | None = None,
-                   heartbeat: int = HEARTBEAT_S, grace: int | None = None) -> dict[str, Any]:
+                   heartbeat: int = HEARTBEAT_S, grace: int | None = None, speed=None) -> dict[str, Any]:
     import optuna
 
     refs = G.resolve_tasks(tasks, own)
@@ -64,7 +64,7 @@ def run_grid_study(specs: list[str], *, tasks: list[str], ks: list[str], seeds: 
         trial.set_user_attr("run_dir", str(d))
         t0 = time.time()
         with open(d.parent / f"{d.name}.log", "a", encoding="utf-8") as log:
-            rc = subprocess.call(G._command(*c, d, model, data_dir, overrides or {}, dev_size, refs[c[1]], own),
+            rc = subprocess.call(G._command(*c, d, model, data_dir, overrides or {}, dev_size, refs[c[1]], own, speed),
                                  stdout=log, stderr=subprocess.STDOUT, env=env)
         m = G._finished(d) if rc == 0 else None
         where = f"{Path(c[0]).stem} {c[1]} K={c[2]} seed={c[3]}"

@@ -196,7 +196,7 @@ def training_arguments(settings: TrainSettings, task, output_dir: str | Path,
         report_to="none",
         disable_tqdm=not progress,
         dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available(),
+        dataloader_pin_memory=torch.cuda.is_available() and not overrides.get("use_cpu"),
     )
     kwargs.update(overrides)
     return TrainingArguments(**kwargs)
@@ -236,7 +236,7 @@ def lr_ratios(model) -> dict[str, float]:
 def train(model, tokenizer, splits, task, settings: TrainSettings, output_dir: str | Path, *,
           resume: bool | str = False, progress: bool = True, keep_checkpoints: bool = False,
           callbacks: Iterable = (), evaluate_test: bool = True,
-          instance_lr: Mapping[str, float] | None = None, **argument_overrides) -> dict[str, Any]:
+          instance_lr: Mapping[str, float] | None = None, speed=None, **argument_overrides) -> dict[str, Any]:
     """Train ``model`` on ``splits["train"]``, select on ``splits["dev"]``, report on ``splits["test"]``.
 
     ``splits``: tokenised (``task.encode``). ``output_dir``: where checkpoints go.
@@ -246,7 +246,9 @@ def train(model, tokenizer, splits, task, settings: TrainSettings, output_dir: s
     ``evaluate_test=False`` leaves the test set to the caller (`peltc compile` scores it once, on
     the saved artifact, reading the gates in the same pass). ``instance_lr``: a learning rate per
     PELT instance, each instance's parameters in their own optimiser group (default: the ``lr``
-    each instance of the compiled model's spec sets, `instance_lrs`).
+    each instance of the compiled model's spec sets, `instance_lrs`). ``speed``: the device, the autocast
+    precision and ``torch_compile`` (`runtime.speed.Speed`, resolved here; default the best device, fp32, eager),
+    handed to the Trainer as its arguments; compiled, every batch's shapes are marked dynamic.
 
     Returns a JSON-ready dict: ``dev.history`` (one entry per evaluation: epoch, step, metrics),
     ``dev.best`` (the restored checkpoint's dev metrics), ``test``, ``train`` (steps, epochs, loss,
@@ -260,15 +262,22 @@ def train(model, tokenizer, splits, task, settings: TrainSettings, output_dir: s
     lrs, base_instance = instance_lrs(model)
     if instance_lr is not None:
         lrs = dict(instance_lr)
-    args = training_arguments(settings, task, output_dir, progress=progress, **argument_overrides)
+    from peltc.runtime import speed as S
+    speed = S.resolve(speed)
+    args = training_arguments(settings, task, output_dir, progress=progress,
+                              **{**S.training_arguments(speed), **argument_overrides})
     compute, preprocess = task.trainer_metrics()
+    collate = task.collator(tokenizer)
+    if speed.torch_compile and not task.causal_lm and getattr(model.config, "problem_type", "") is None:
+        # what the model's first loss would set (a config change there recompiles the whole graph)
+        model.config.problem_type = "regression" if model.config.num_labels == 1 else "single_label_classification"
     trainer = PeltTrainer(
         model=model,
         args=args,
         train_dataset=splits["train"],
         eval_dataset=splits["dev"],
         processing_class=tokenizer,
-        data_collator=task.collator(tokenizer),
+        data_collator=S.DynamicCollator(collate) if speed.torch_compile else collate,
         compute_metrics=compute,
         preprocess_logits_for_metrics=preprocess,
         callbacks=[EarlyStopping(settings.patience, min_steps=settings.min_steps), *callbacks],
@@ -328,6 +337,7 @@ def train(model, tokenizer, splits, task, settings: TrainSettings, output_dir: s
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "dev": {"history": history, "best": dev},
         **({"test": test} if evaluate_test else {}),
+        "speed": speed.to_dict(),
         "train": {
             "steps": trainer.state.global_step,
             "epochs": trainer.state.epoch,

@@ -74,6 +74,21 @@ def served_block(results: Path) -> str:
     return served_table(shapes) + "\n\nData: " + "; ".join(notes) + ".\n"
 
 
+def speed_section(folder: Path) -> str:
+    """The compile × precision tables (bench/overhead.py --compile --precision) of the newest committed
+    ``overhead-speed-*.json``, or a line saying none is committed."""
+    files = sorted(folder.glob("overhead-speed-*.json"))
+    if not files:
+        return "(not measured yet: no docs/results/overhead-speed-*.json is committed)\n"
+    sys.path.insert(0, str(ROOT / "bench"))
+    from benchlib.speed_axes import speed_table
+    data = json.loads(files[-1].read_text(encoding="utf-8"))
+    m = data.get("machine", {})
+    head = (f"From `docs/results/{files[-1].name}` (torch {data.get('torch')}, {m.get('cpu_count')} CPUs, "
+            f"{m.get('threads')} threads, load average {m.get('loadavg_start')} at the start).\n\n")
+    return head + "\n".join(speed_table(shape, r) for shape, r in data["shapes"].items())
+
+
 def main() -> int:
     sys.path.insert(0, str(ROOT / "bench" / "reports"))
     sys.path.insert(0, str(ROOT / "bench" / "experiments"))
@@ -101,6 +116,7 @@ def main() -> int:
     stab = ROOT / "docs" / "results" / "prefix-stability.json"
     text = _replace(text, "prefix-stability", stability_table(json.loads(stab.read_text(encoding="utf-8"))))
     text = _replace(text, "served", served_block(ROOT / "docs" / "results"))
+    text = _replace(text, "speed", speed_section(ROOT / "docs" / "results"))
     path.write_text(text, encoding="utf-8")
     print(f"updated {path}")
     return 0

@@ -46,8 +46,9 @@ def kept_buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Every parameter that trains: PELT parameters and the task head (finetune: everything), and the
-    `kept_buffers`."""
-    return {n: p.detach().to("cpu").contiguous() for n, p in
+    `kept_buffers`; on the CPU and in fp32 whatever the training precision (a floating-point parameter cast to
+    bf16 / fp16 is saved as fp32)."""
+    return {n: (p.detach().float() if p.is_floating_point() else p.detach()).to("cpu").contiguous() for n, p in
             [*((n, p) for n, p in model.named_parameters() if p.requires_grad), *kept_buffers(model).items()]}
 
 

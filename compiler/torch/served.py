@@ -37,9 +37,9 @@ _IN_PLACE = {nn.ReLU: torch.relu_, nn.Tanh: torch.tanh_, nn.SiLU: lambda t: F.si
 
 
 def serving(state: PeltState | None, module: nn.Module) -> bool:
-    """Whether this forward may take the fast paths."""
+    """Whether this forward may take the fast paths (not under autocast: their in-place sums need one dtype)."""
     return (state is not None and state.fuse and not torch.is_grad_enabled() and not module.training
-            and not state.routed)
+            and not state.routed and not torch.is_autocast_enabled("cpu") and not torch.is_autocast_enabled("cuda"))
 
 
 def _as(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,7 @@ switch the attention implementation; install the state and pooling hooks), ``att
 modules at its targets, by method), ``after`` (fold, merge, switch off, pin gates, serving fusions).
 """
 
-from peltc.compiler.torch.rewrite.after import disable, fold_prefix, force_gates, merge, serve_fused
+from peltc.compiler.torch.rewrite.after import compile_forward, disable, fold_prefix, force_gates, merge, serve_fused
 from peltc.compiler.torch.rewrite.inject import apply, attach_runs
 
 __all__ = ["apply", "attach_runs", "fold_prefix", "merge", "disable", "force_gates", "serve_fused"]

@@ -202,3 +202,12 @@ def force_gates(model: nn.Module, value: float | None, instance: str | None = No
         if g is not None and (instance is None or g.key[0] == instance):
             g.forced = None if value is None else float(value)
     return n
+
+
+def compile_forward(model: nn.Module, *, fullgraph: bool = False, dynamic: bool | None = True,
+                    backend: str = "inductor") -> nn.Module:
+    """``torch.compile`` the model's forward in place (``nn.Module.compile``): the module, its parameters,
+    its state and every ``model(...)`` call — ``generate``'s steps included — stay as they are, only compiled.
+    ``dynamic=True`` traces batch and sequence lengths as symbols, so new shapes reuse the graph."""
+    model.compile(fullgraph=fullgraph, dynamic=dynamic, backend=backend)
+    return model
