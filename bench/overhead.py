@@ -11,7 +11,8 @@ compiled by `peltc.api.compile_model` on a fresh copy of one randomly initialise
   parameters, model in train mode (dropout on);
 - inference: eval mode, ``torch.no_grad()``, forward to logits — of what is *served*: the compiled
   model after `fold_prefix` (a no-op without prefixes); also unfolded (prefix MLP still running) for
-  the prefix methods, and with ``--merged`` after `merge` where it applies (BitFit, ungated LoRA);
+  the prefix methods, with ``--merged`` after `merge` where it applies (BitFit, ungated LoRA), and with
+  ``--unfused`` served with the serving fusions off (``compiler/torch/served.py``: the before / after);
 - the base model (plain, uncompiled) for inference; full fine-tuning for training.
 
 Measurements are interleaved: every round visits every configuration once (the start rotated each
@@ -70,7 +71,7 @@ from benchlib.machine import git_state, machine_info  # noqa: E402
 from benchlib.methods import METHODS, SPEC_FILES  # noqa: E402
 from benchlib.shapes import SHAPES, is_decoder  # noqa: E402
 from benchlib.table4 import PHASES, SHAPE_PHASES, STARTUP_CHECK, measure_startup, rss_child, run_shape  # noqa: E402
-from benchlib.tables import anchors_table, startup_line, table  # noqa: E402
+from benchlib.tables import anchors_table, served_table, startup_line, table  # noqa: E402
 from benchlib.timing import MAX_AUTO_ROUNDS, MIN_AUTO_ROUNDS  # noqa: E402
 from benchlib.vs_anchors import combine_anchor_results, run_anchors  # noqa: E402
 
@@ -106,6 +107,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="--rss subprocess: fresh processes per configuration; peak RSS is their median (default 3)")
     p.add_argument("--merged", action="store_true",
                    help="also time BitFit and LoRA after merge() (folded into the base weights)")
+    p.add_argument("--clock", default="wall", choices=("wall", "cpu"),
+                   help="train / inference timer: wall time (default), or this thread's CPU time (time.thread_time; "
+                        "with --threads 1 a forward's ops all run on it, and waiting for a core on a loaded, shared "
+                        "machine is not counted; other processes still share caches and memory bandwidth)")
+    p.add_argument("--unfused", action="store_true",
+                   help="also time every served model with the serving fusions off (compiler/torch/served.py; "
+                        "rewrite.serve_fused(model, False)): before / after in one interleaved run")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 rounds, 1 warmup (decoders: generation "
                                                           "batch 2 × prompt 4 + 3 tokens)")
     p.add_argument("--anchors", default=None,
@@ -125,7 +133,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "another run, other shapes) into one, recompute peltc vs the anchors, print the tables")
     p.add_argument("--out", type=Path, default=RESULTS, help="directory for the JSON result")
     p.add_argument("--rss-child", help=argparse.SUPPRESS)
+    p.add_argument("--compile", action="store_true",
+                   help="the compile × precision phase: each method eager and torch.compile'd (dynamic shapes), "
+                        "peltc beside peft LoRA, interleaved (benchlib/speed_axes.py; replaces the other phases)")
+    p.add_argument("--precision", default=None, help="comma list of fp32, bf16, fp16 (autocast): the precision axis "
+                                                    "of that phase (default fp32)")
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend (default %(default)s)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="compile × precision phase: the device")
     a = p.parse_args(argv)
+    if a.precision is not None or a.compile:
+        a.precision = [x.strip() for x in (a.precision or "fp32").split(",") if x.strip()]
+        if any(x not in ("fp32", "bf16", "fp16") for x in a.precision):
+            p.error(f"--precision {','.join(a.precision)}: fp32, bf16, fp16")
+        if "fp32" not in a.precision:
+            a.precision.insert(0, "fp32")          # the reference of every ratio
     a.shapes = [s.strip() for s in a.shapes.split(",") if s.strip()]
     for s in a.shapes:
         if s not in SHAPES:
@@ -145,6 +166,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if a.rounds is not None and a.rounds < 1:
         p.error("--rounds must be at least 1")
+    if a.clock == "cpu" and a.threads != 1:
+        p.error("--clock cpu: only with --threads 1 (torch's other threads' CPU time would not be counted)")
     if a.rss_from and not (a.anchors or a.anchor_python):
         p.error("--rss-from: only with --anchors")
     if a.anchors is None and a.anchor_python:
@@ -198,6 +221,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
+    if args.precision is not None:               # --compile / --precision: the compile × precision phase
+        from benchlib.speed_axes import speed_main
+        return speed_main(args, log)
 
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
@@ -213,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict:
                      "gen_tokens": args.gen_tokens, "phases": args.phases,
                      "rounds": args.rounds if args.rounds is not None else "auto", "budget_s": args.budget,
                      "warmup": args.warmup, "threads": args.threads, "attn": args.attn, "rss": args.rss,
-                     "merged": args.merged, "quick": args.quick,
+                     "merged": args.merged, "unfused": args.unfused, "clock": args.clock, "quick": args.quick,
                      **({"anchors": [f"{x}@{e}" if e else x for x, e in args.anchors],
                          "anchor_python": args.anchor_python, "rss_from": args.rss_from} if args.anchors else {})},
             "method": ("interleaved round-robin; times: median over rounds; ratios: median of per-round ratios "
@@ -251,6 +277,8 @@ def main(argv: list[str] | None = None) -> dict:
                 continue
             result["shapes"][shape] = run_shape(shape, args, log)
             print(table(shape, result["shapes"][shape]) + "\n", flush=True)
+            if args.unfused or args.merged:
+                print(served_table({shape: result["shapes"][shape]}) + "\n", flush=True)
         if "startup" in args.phases:
             result["startup"] = measure_startup(args.startup_runs, log)
             print(startup_line(result["startup"]) + "\n", flush=True)

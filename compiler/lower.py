@@ -55,6 +55,22 @@ class _State:
 
 
 # --- sections -------------------------------------------------------------------------------
+def _is_space(m, diags: Diagnostics) -> bool:
+    """E160: a choice or an `optional` where one spec is lowered (a space is read by compiler/space.py:
+    `peltc check` checks every point, `peltc search` searches it; a file it extends or imports must
+    be one spec)."""
+    sp = getattr(m, "space", None) or getattr(m, "choice", None)
+    if isinstance(m, ast.Section):
+        sp = m.optional
+    if sp is None:
+        return False
+    what = "`optional`" if isinstance(sp, Span) else f"`{sp.kind if isinstance(sp, ast.Range) else 'choice'}(...)`"
+    diags.error("E160", f"{what} makes this a search space, not one spec", sp if isinstance(sp, Span) else sp.span,
+                "check a space with `peltc check`, search it with `peltc search`; a file that a spec extends "
+                "or imports cannot hold choices, and `compile` takes one point (`peltc search --emit`)")
+    return True
+
+
 def _name_span(p: ast.Param) -> Span:
     return Span(p.span.file, p.span.line, p.span.col, p.span.line, p.span.col + len(p.name))
 
@@ -69,6 +85,9 @@ def _lower_members(members, method: schema.MethodSpec, draft: _Draft, diags: Dia
     gate: GateSpec | None = None
     targets: list[TargetSpec] | None = None
     for m in members:
+        if _is_space(m, diags):
+            targets = [] if isinstance(m, ast.At) else targets   # E160 says it all (not also E131)
+            continue
         if isinstance(m, ast.Param):
             if m.name in seen:
                 diags.error("E106", f"parameter '{m.name}' given twice", _name_span(m),
@@ -129,6 +148,8 @@ def _lower_members(members, method: schema.MethodSpec, draft: _Draft, diags: Dia
 def _settings(section: ast.Section, table: dict[str, schema.ParamSpec], into: dict[str, Any], diags: Diagnostics):
     seen: set[str] = set()
     for m in section.members:
+        if _is_space(m, diags):
+            continue
         if not isinstance(m, ast.Param):
             diags.error("E117", f"only parameters may appear in `{section.keyword}`", m.span,
                         did_you_mean("", table, f"{section.keyword} settings"))
@@ -269,6 +290,7 @@ class _Lowerer:
 
     def lower_section(self, sec: ast.Section, st: _State, declared_here: dict[str, Span]) -> None:
         diags = self.diags
+        _is_space(sec, diags)
         if sec.name is None:
             if sec.keyword == "head":
                 _settings(sec, schema.HEAD_PARAMS, st.head, diags)
@@ -327,12 +349,13 @@ def _warn_replaced_by_gate(d: _Draft, diags: Diagnostics) -> None:
     ungated = [ov.gate is not None and ov.gate.kind == "none" for ov in d.overrides]
 
     def warn(name: str, at: Span, g: GateSpec) -> None:
-        diags.warning("W202", f"{d.name}: '{name}' has no effect: the gate {g.text()} replaces "
-                              f"{name} / rank", at,
-                      f"remove `{name}`, or write `gate none` to scale by {name} / rank")
+        scale = "alpha / √rank" if d.params.get("scaling") == "rs" else "alpha / rank"
+        diags.warning("W202", f"{d.name}: '{name}' has no effect: the gate {g.text()} replaces the scale "
+                              f"{scale}", at,
+                      f"remove `{name}`, or write `gate none` to scale by {scale}")
 
-    for name, p in method.params.items():
-        if not p.gate_replaces:
+    for name in method.params:
+        if not schema.gate_replaces(d.method, name, d.params):
             continue
         if name in d.params and name in d.params_at and gate.kind != "none" and not any(ungated):
             warn(name, d.params_at[name], gate)
@@ -358,6 +381,24 @@ def _check_prefix_init(d: _Draft, params: dict[str, Any], diags: Diagnostics) ->
                     at.to_span() if at else d.span,
                     f"the reparameterisation is set to reproduce {longest} token activations exactly, which "
                     f"needs at least {longest} hidden units: write `mlp {longest}` or more, or `mlp none`")
+
+
+def _check_lora_init(d: _Draft, params: dict[str, Any], diags: Diagnostics) -> None:
+    """E145: `init pissa` / `init olora` under a learned gate. The base keeps W − s·B₀A₀ with the fixed
+    scale s that the LoRA multiplies by: alpha / rank (`gate none`) or c (`gate const(c)`); a scalar or
+    sigmoid gate's value moves, so no base weight keeps the model unchanged at init."""
+    inits = [params.get("init")] + [ov.params["init"] for ov in d.overrides if "init" in ov.params]
+    if not any(i in ("pissa", "olora") for i in inits):
+        return
+    gates = [d.gate or GateSpec()] + [ov.gate for ov in d.overrides if ov.gate is not None]
+    bad = next((g for g in gates if g.kind in ("scalar", "sigmoid")), None)
+    if bad is not None:
+        at = d.spans.get("init") or d.spans.get("gate")
+        init = next(i for i in inits if i in ("pissa", "olora"))
+        diags.error("E145", f"{d.name}: `init {init}` under the learned gate {bad.text()}",
+                    at.to_span() if at else d.span,
+                    f"init {init} subtracts s·B A from the base weight with a fixed scale s; write `gate none` "
+                    "(s = alpha / rank) or `gate const(c)` (s = c), or `init default`")
 
 
 def _check_prompt_init(d: _Draft, params: dict[str, Any], diags: Diagnostics) -> None:
@@ -388,6 +429,7 @@ def _finish(st: _State, diags: Diagnostics) -> IR:
         # a parameter whose default is None (`lr`: the run's) is in the IR only when written
         params = {k: p.default for k, p in method.params.items() if p.default is not None} | d.params
         _check_prefix_init(d, params, diags)
+        _check_lora_init(d, params, diags)
         _check_prompt_init(d, params, diags)
         targets = d.targets
         if targets is None:

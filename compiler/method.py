@@ -24,6 +24,7 @@ class ParamSpec:
     gate_replaces: bool = False  # has no effect under a gate (other than `none`): warning W202
     min_exclusive: bool = False  # ``min`` itself is out of range (e.g. a learning rate of 0)
     instance_only: bool = False  # set for the whole instance only, never in a per-layer override (E116)
+    quiet_default: bool = False  # left out of `peltc check` / `show` when at its default (an option)
 
     def out_of_range(self, v: float) -> str | None:
         """None when ``v`` is within range, else what the range is ("must be > 0, ≤ 1")."""

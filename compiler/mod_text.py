@@ -33,7 +33,11 @@ def method_text(m: Mod, fam: Family | None = None, d: dict[str, int] | None = No
         enc = "" if p.encoder == "none" else f" · {p.encoder} encoder {p.encoder_hidden} (folded)"
         return f"{p.length} vectors before the tokens · init {p.init}{enc}"
     if m.method == "lora":
-        bits = [f"r {size_text(m, 'rank')}", f"α {p.alpha:g}" if m.gate.kind == "none" else "gate replaces α/r"]
+        rs = p.scaling == "rs"
+        scale = (f"α {p.alpha:g}" + " / √r" * rs) if m.gate.kind == "none" or p.dora else \
+            f"gate replaces α/{'√' * rs}r"
+        bits = ["DoRA"] * bool(p.dora) + [f"r {size_text(m, 'rank')}", scale]
+        bits += [f"init {p.init}"] * (p.init != "default") + [f"B lr × {p.lr_ratio:g}"] * (p.lr_ratio != 1)
         return " · ".join(bits + [f"dropout {p.dropout:g}"] * bool(p.dropout))
     if m.method == "bitfit":
         whole = {"all": "every bias (embeddings, layers, pooler)", "layer": "every bias of the layer",

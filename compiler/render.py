@@ -33,13 +33,14 @@ from typing import TYPE_CHECKING
 
 from peltc.compiler import schema
 from peltc.compiler.archs import FAMILIES
-from peltc.compiler.diagram import (ENCODER_LAYOUT, LayerGroup, Mod, bias_modules, global_mods,
+from peltc.compiler.diagram import (LayerGroup, Mod, bias_modules, global_mods,
                                     layer_groups, layer_layout, path_pattern)
 from peltc.compiler.glyphs import ascii_labels, font_has_glyphs
 from peltc.compiler.ir import IR, GateSpec
 from peltc.compiler.mod_text import param_text
 from peltc.compiler.passes.resolve_paths import module_path
-from peltc.compiler.method_style import METHOD_COLOURS, NodeStyle, legend_always, mod_edge
+from peltc.compiler.render_style import (BASE_FILL, BASE_LINE, BASE_TEXT, EDGE_STYLE, FLOW, GATE_LINE,
+                                          METHOD_COLOURS, NODE_STYLE, legend_always, mod_edge)
 from peltc.errors import UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,39 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
 FORMATS = {"svg": "svg", "png": "png", "pdf": "pdf", "dot": "dot", "gv": "dot"}   # suffix → dot -T
 FONT = "DejaVu Sans"
 
-# --- the style table --------------------------------------------------------------------------
-BASE_FILL, BASE_LINE, BASE_TEXT = "#ececec", "#9a9a9a", "#444444"
-GATE_FILL, GATE_LINE = "#fff5c0", "#a67c00"
-FLOW = "#707070"
-
-_BASE = {"style": "filled", "fillcolor": BASE_FILL, "color": BASE_LINE, "fontcolor": BASE_TEXT, "shape": "box"}
-NODE_STYLE: dict[tuple[str, str | None], dict[str, str]] = NodeStyle({   # (node kind, point kind | method)
-    ("point", "value"): {**_BASE, "style": "rounded,filled"},
-    ("point", "linear"): {**_BASE, "fontsize": "9"},
-    ("point", "block"): {**_BASE, "fillcolor": "#e0e0e0"},
-    ("point", "global"): {**_BASE, "style": "rounded,filled,bold"},
-    ("point", "layers"): {**_BASE, "shape": "box3d"},
-    ("point", "norm"): {**_BASE, "fontsize": "9", "fillcolor": "#f5f5f5"},
-    ("point", "op"): {**_BASE, "shape": "ellipse", "fillcolor": "#ffffff", "fontsize": "9", "height": "0.25",
-                      "margin": "0.04,0.01"},
-    ("point", "add"): {**_BASE, "shape": "circle", "fillcolor": "#ffffff", "fontsize": "12", "width": "0.28",
-                       "fixedsize": "true"},
-    ("gate", None): {"shape": "diamond", "style": "filled", "fillcolor": GATE_FILL, "color": GATE_LINE,
-                     "fontsize": "8", "margin": "0.02", "height": "0.3"},
-    **{("attachment", m): {"shape": "box", "style": "rounded,filled,bold", "fillcolor": f, "color": c,
-                           "fontsize": "9", "margin": "0.08,0.03"} for m, (f, c) in METHOD_COLOURS.items()},
-})
-EDGE_STYLE: dict[str, dict[str, str]] = {   # edge role → attributes (module edges take its colour)
-    "flow": {"color": FLOW},
-    "sequential": {"penwidth": "1.6"},
-    "parallel": {"style": "dashed", "penwidth": "1.4"},
-    "prefix": {"penwidth": "1.4", "label": "K,V", "fontsize": "8"},
-    "prompt": {"penwidth": "1.4", "label": "prepended", "fontsize": "8"},
-    "bias": {"style": "dotted", "penwidth": "1.4", "arrowhead": "none", "constraint": "false"},
-    "source": {"style": "dotted", "color": GATE_LINE, "arrowsize": "0.6"},
-    "scales": {"style": "dotted", "color": GATE_LINE, "arrowhead": "dot", "arrowsize": "0.6"},
-    "residual": {"color": "#a8a8a8", "penwidth": "1.2", "style": "bold"},
-}
+# --- the style table: compiler/render_style.py
 
 
 # --- labels -------------------------------------------------------------------------------------
@@ -152,9 +121,9 @@ class _Drawer:
     belongs to the cluster that declares it. Modules drawn beside a point share its rank and are
     ordered by invisible edges; such flat edges carry no label (dot then drops the row's order)."""
 
-    def __init__(self, ir: IR, expand: bool, title: str | None):
+    def __init__(self, ir: IR, expand: bool, title: str | None, marks: dict | None = None):
         import graphviz
-        self.ir, self.name = ir, title
+        self.ir, self.name, self.marks = ir, title, marks or {}
         s = ir.settings
         self.fam = FAMILIES[s.family] if s.family is not None else None
         self.layout = layer_layout(self.fam)
@@ -168,8 +137,8 @@ class _Drawer:
             edge_attr={"fontname": FONT, "fontsize": "8", "arrowsize": "0.7", "color": FLOW})
 
     # primitives
-    def node(self, g, nid: str, label: str, kind: str, sub: str | None, tooltip: str | None = None) -> None:
-        g.node(nid, label, **NODE_STYLE[kind, sub], **({"tooltip": tooltip} if tooltip else {}))
+    def node(self, g, nid: str, label: str, kind: str, sub: str | None, tooltip: str | None = None, **extra) -> None:
+        g.node(nid, label, **{**NODE_STYLE[kind, sub], **extra}, **({"tooltip": tooltip} if tooltip else {}))
 
     def edge(self, a: str, b: str, role: str, colour: str | None = None, **extra: str) -> None:
         self.edges.append((a, b, {**EDGE_STYLE[role], **({"color": colour} if colour else {}), **extra}))
@@ -209,7 +178,8 @@ class _Drawer:
             small = [] if m.point == "all" else _braced([_rel(x, group.path) for x in mods])
         lines = [param_text(m, self.fam, self.ir.settings.dims)] + _count_lines(m, max(1, len(group.layers))) + \
             m.notes + (["prepended to K, V after RoPE"] if m.method == "prefix" and self.fam and self.fam.drawing.rotary else [])
-        self.node(g, nid, _html(f"{m.method} {m.instance}", lines, small), "attachment", m.method, tip)
+        attrs, more = self.marks.get(m.instance, ({}, []))   # a search space's (space_summary.marks)
+        self.node(g, nid, _html(f"{m.method} {m.instance}", lines + more, small), "attachment", m.method, tip, **attrs)
 
     def gate(self, g, m: Mod, nid: str, source: str | None, side: str | None = None) -> str | None:
         """Draw ``m``'s gate, if any, with its edges; returns its node id. With ``side`` the gate
@@ -435,15 +405,15 @@ class _Drawer:
 
 
 # --- public entry points ------------------------------------------------------------------------
-def to_dot(ir: IR, expand: bool = False, *, title: str | None = None) -> "graphviz.Digraph":
+def to_dot(ir: IR, expand: bool = False, *, title: str | None = None, marks: dict | None = None) -> "graphviz.Digraph":
     """The diagram as a ``graphviz.Digraph`` (nothing runs; ``.source`` is the DOT text).
-    ``title`` (e.g. the spec's file name) opens the diagram's title."""
+    ``title`` (e.g. the spec's file name) opens the diagram's title; ``marks``: instance → (node attributes, label lines)."""
     try:
         import graphviz  # noqa: F401
     except ModuleNotFoundError:
         raise UsageError("drawing needs the 'graphviz' Python package", code="U014",
                          help="pip install graphviz (and Graphviz's `dot`: apt-get install graphviz)") from None
-    return _Drawer(ir, expand, title).draw()
+    return _Drawer(ir, expand, title, marks).draw()
 
 
 def _pipe(dg: "graphviz.Digraph", fmt: str) -> bytes:
@@ -467,7 +437,7 @@ def to_svg(ir: IR, expand: bool = False, *, title: str | None = None) -> str:
 
 
 def render(ir: IR, out: str | Path, *, expand: bool = False, fmt: str | None = None,
-           title: str | None = None) -> Path:
+           title: str | None = None, marks: dict | None = None) -> Path:
     """Write the diagram to ``out``; the format comes from ``fmt`` or the suffix: svg, png, pdf, or
     dot/gv for DOT source (which needs no `dot` program). Returns the path written."""
     out = Path(out)
@@ -475,7 +445,7 @@ def render(ir: IR, out: str | Path, *, expand: bool = False, fmt: str | None = N
     if fmt not in FORMATS:
         raise UsageError(f"unknown diagram format '{fmt}'" if fmt else f"cannot tell the diagram format of '{out}'",
                          code="U015", help=f"name the output with one of: {', '.join('.' + f for f in FORMATS)}")
-    dg = to_dot(ir, expand, title=title)
+    dg = to_dot(ir, expand, title=title, marks=marks)
     if FORMATS[fmt] in ("png", "pdf") and not font_has_glyphs(FONT):
         import graphviz
         dg = graphviz.Source(ascii_labels(dg.source))
@@ -485,8 +455,7 @@ def render(ir: IR, out: str | Path, *, expand: bool = False, fmt: str | None = N
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
+        os.umask(umask := os.umask(0))   # read the umask (setting it back)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, out)
     except BaseException:

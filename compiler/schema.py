@@ -69,6 +69,8 @@ _LINEARS = frozenset(k for k, v in LAYER_POINTS.items() if v == "linear")
 LR = ParamSpec("float", None, "learning rate of this instance's parameters (default: the run's lr)",
                min=0.0, min_exclusive=True, instance_only=True)
 PREFIX_INITS = ("random", "tokens")
+LORA_SCALINGS = ("standard", "rs")
+LORA_INITS = ("default", "pissa", "olora")
 PROMPT_INITS = ("random", "text", "vocab")
 PROMPT_ENCODERS = ("none", "mlp", "lstm")
 
@@ -80,7 +82,8 @@ def _adapter_count(c: CountContext) -> int:
 
 
 def _lora_count(c: CountContext) -> int:
-    return int(c.params.rank) * (c.fan_in + c.fan_out)
+    """A (rank × in) and B (out × rank); DoRA adds its magnitude vector (out)."""
+    return int(c.params.rank) * (c.fan_in + c.fan_out) + (c.fan_out if c.params.dora else 0)
 
 
 def _prefix_count(c: CountContext) -> int:
@@ -189,6 +192,16 @@ METHODS: dict[str, method_mod.Method] = {
             "alpha": ParamSpec("float", 16.0, "scaling alpha (s = alpha / rank when ungated; a gate replaces it)",
                                min=0.0, max_exclusive=False, gate_replaces=True),
             "dropout": ParamSpec("float", 0.0, "dropout on the LoRA input", min=0.0, max=1.0, max_exclusive=True),
+            "scaling": ParamSpec("choice", "standard",
+                                 "scale s: standard (alpha / rank) or rs (rsLoRA, alpha / √rank)",
+                                 choices=LORA_SCALINGS, gate_replaces=True, quiet_default=True),
+            "init": ParamSpec("choice", "default", "initial A and B: default (A random, B = 0), pissa (the base "
+                              "weight's top-rank singular triplets) or olora (QR); with pissa / olora the base "
+                              "keeps W − s·B A", choices=LORA_INITS, quiet_default=True),
+            "dora": ParamSpec("bool", False, "DoRA: W' = m ⊙ (W + s·B A) / ‖W + s·B A‖ per output row, the "
+                              "norm detached, m learned (initialised to the row norms)", quiet_default=True),
+            "lr_ratio": ParamSpec("float", 1.0, "LoRA+: B's learning rate is lr_ratio × A's", min=0.0,
+                                  min_exclusive=True, instance_only=True, quiet_default=True),
             "lr": LR,
         },
         _LINEARS, host="linear", count=_lora_count, attach=_ATTACH + "attach_lora", merges=True,
@@ -275,6 +288,20 @@ def method_params(method: str, params: dict[str, Any]) -> Any:
 def is_default(method: str, name: str, value: Any) -> bool:
     """Whether ``value`` is parameter ``name``'s default for ``method`` (what a summary leaves out)."""
     return value == METHODS[method].params[name].default
+
+
+def shown(method: str, name: str, value: Any) -> bool:
+    """Whether a summary lists parameter ``name`` at ``value`` (an option at its default is left out)."""
+    p = METHODS[method].params.get(name)
+    return p is None or not (p.quiet_default and value == p.default)
+
+
+def gate_replaces(method: str, name: str, params: dict[str, Any]) -> bool:
+    """Whether a gate (other than ``none``) replaces parameter ``name`` of an instance with ``params``:
+    LoRA's ``alpha`` and ``scaling`` (the gate is the scale), except under ``dora true``, where the gate
+    scales DoRA's change of the output and alpha / rank stays the LoRA's scale inside it."""
+    p = METHODS[method].params.get(name)
+    return p is not None and p.gate_replaces and not params.get("dora")
 
 
 def placement_of(params: dict[str, Any]) -> str:

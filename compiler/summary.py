@@ -122,9 +122,9 @@ def params_text(method: str, atts: list[AttachmentNode]) -> str:
     for name, p in schema.METHODS[method].params.items():
         by_value: dict[str, list[int | None]] = {}
         for a in atts:
-            if p.gate_replaces and a.gate.kind != "none":
+            if schema.gate_replaces(method, name, a.params) and a.gate.kind != "none":
                 continue
-            if name not in a.params:
+            if name not in a.params or not schema.shown(method, name, a.params[name]):
                 continue
             text = value_text(a.params[name]) + (f" ({a.relative[name]})" if name in a.relative else "")
             by_value.setdefault(text, []).append(a.layer)
@@ -240,7 +240,8 @@ def check_table(ir: IR, spec_name: str) -> CheckTable:
                               for t in inst.targets)
             rows.append([inst.name, inst.method, where, inst.gate.text()])
             written = [f"{k} {value_text(v)}" for k, v in inst.params.items()
-                       if not (schema.METHODS[inst.method].params[k].gate_replaces and inst.gate.kind != "none")]
+                       if not (schema.gate_replaces(inst.method, k, inst.params) and inst.gate.kind != "none")
+                       and schema.shown(inst.method, k, v)]
             below.append([" · ".join(written)] if written else [])
         return CheckTable(["instance", "method", "at", "gate"], rows, below, set(),
                           f"{spec_name}: ok (no model: layer ranges, sizes and counts not checked)")
@@ -393,7 +394,8 @@ def _instance_items(ir: IR, inst) -> list[tuple[str, list]]:
     method = schema.METHODS[inst.method]
     items: list[tuple[str, list]] = []
     written = {k: v for k, v in inst.params.items()
-               if not (method.params[k].gate_replaces and inst.gate.kind != "none")}
+               if not (schema.gate_replaces(inst.method, k, inst.params) and inst.gate.kind != "none")
+               and schema.shown(inst.method, k, v)}
     if written:
         items.append((f"params: {_kv(written)}", []))
     if method.gated:

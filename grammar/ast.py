@@ -23,10 +23,34 @@ class Value:
 
 
 @dataclass(frozen=True)
+class Choice:
+    """`choice(a, b, ...)` in a search space: ``options`` are Values, GateExprs or Targets (``kind``
+    "value" | "gate" | "at"), each printed canonically by grammar.fmt."""
+
+    kind: str
+    options: tuple
+    span: Span
+
+
+@dataclass(frozen=True)
+class Range:
+    """`uniform(a, b)`, `loguniform(a, b)` (floats) or `intrange(a, b)` (integers, both ends included)."""
+
+    kind: str  # "uniform" | "loguniform" | "intrange"
+    low: Value
+    high: Value
+    span: Span
+
+
+@dataclass(frozen=True)
 class Param:
+    """``space`` is set when the value is a search dimension; ``value`` is then its first option
+    (or its low end), so tools that read values keep working on a space."""
+
     name: str
     value: Value
     span: Span
+    space: Choice | Range | None = None
 
 
 @dataclass(frozen=True)
@@ -80,14 +104,20 @@ class GateExpr:
 
 @dataclass(frozen=True)
 class At:
+    """``choice`` is set for `at choice(t1, t2)`: ``targets`` are then the alternatives, not a union."""
+
     targets: tuple[Target, ...]
     span: Span
+    choice: Choice | None = None
 
 
 @dataclass(frozen=True)
 class Gate:
+    """``choice`` is set for `gate choice(g1, g2)`: ``expr`` is then its first option."""
+
     expr: GateExpr
     span: Span
+    choice: Choice | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +140,7 @@ class Section:
     span: Span
     keyword_span: Span
     name_span: Span | None
+    optional: Span | None = None   # where `optional` is written (a search space's instance)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ from peltc.grammar import ast
 from peltc.grammar.parser import parse
 
 INDENT = "  "
-_KEYWORDS = frozenset({"model", "extends", "import", "from", "remove", "at", "gate", "layers", "by"})
+_KEYWORDS = frozenset({"model", "extends", "import", "from", "remove", "at", "gate", "layers", "by", "choice",
+                       "optional"})
 _MODEL_REF = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\/:@+-]*")   # a model name that needs no quotes
 _Out = tuple[str, "str | None"]   # an output line: code, end-of-line comment
 _BLANK: _Out = ("", None)
@@ -259,6 +260,7 @@ def _place_comments(src: _Source, anchors: list[_Anchor]) -> None:
 def _statement(s: ast.Statement, src: _Source):
     if isinstance(s, ast.Section):
         head = s.keyword if s.name is None else f"{s.keyword} {s.name}"
+        head = f"optional {head}" if s.optional else head
         after = s.name_span or s.keyword_span
         return _block(head, s.span, after.end_line or after.line, after.end_col or after.col, s.members, 0, src)
     a = _Anchor(s.span.line, s.span.end_line or s.span.line)
@@ -292,11 +294,27 @@ def _member(m: ast.Member, level: int, src: _Source):
         return sec
     a = _Anchor(m.span.line, m.span.end_line or m.span.line)
     if isinstance(m, ast.At):
-        return _Line("at " + ", ".join(target(t) for t in m.targets), a)
+        return _Line("at " + (space(m.choice) if m.choice else ", ".join(target(t) for t in m.targets)), a)
     if isinstance(m, ast.Gate):
-        return _Line("gate " + gate(m.expr), a)
+        return _Line("gate " + (space(m.choice) if m.choice else gate(m.expr)), a)
     assert isinstance(m, ast.Param), m
-    return _Line(f"{m.name} {m.value.text}", a)
+    return _Line(f"{m.name} {space(m.space) if m.space else m.value.text}", a)
+
+
+def option(o) -> str:
+    """One option of a choice, as canonical text."""
+    if isinstance(o, ast.Target):
+        return target(o)
+    if isinstance(o, ast.GateExpr):
+        return gate(o)
+    return o.text
+
+
+def space(s: "ast.Choice | ast.Range") -> str:
+    """`choice(4, 8)`, `loguniform(1e-4, 1e-2)`, `uniform(0, 1)`, `intrange(4, 64)`."""
+    if isinstance(s, ast.Choice):
+        return f"choice({', '.join(option(o) for o in s.options)})"
+    return f"{s.kind}({s.low.text}, {s.high.text})"
 
 
 def selector(sel: ast.Selector) -> str:

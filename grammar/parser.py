@@ -79,12 +79,14 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def section(self, meta, items):
-        names = [t for t in items if isinstance(t, Token)]
+        opt = items[0] if isinstance(items[0], Token) and items[0].type == "OPTIONAL" else None
+        names = [t for t in items if isinstance(t, Token) and t is not opt]
         members = tuple(i for i in items if not isinstance(i, Token))
         kw = names[0]
         name = names[1] if len(names) > 1 else None
         return ast.Section(str(kw), str(name) if name is not None else None, members,
-                           self._s(meta), self._s(kw), self._s(name) if name is not None else None)
+                           self._s(meta), self._s(kw), self._s(name) if name is not None else None,
+                           self._s(opt) if opt is not None else None)
 
     # --- members ----------------------------------------------------------------------------
     @v_args(meta=True)
@@ -103,6 +105,48 @@ class _ToAst(Transformer):
     def param(self, meta, items):
         name, value = items
         return ast.Param(str(name), value, self._s(meta))
+
+    @v_args(meta=True)
+    def at_choice(self, meta, items):
+        kw, *opts = items
+        return ast.At(tuple(opts), self._s(meta), ast.Choice("at", tuple(opts), self._from(kw, meta)))
+
+    @v_args(meta=True)
+    def gate_choice(self, meta, items):
+        kw, *opts = items
+        return ast.Gate(opts[0], self._s(meta), ast.Choice("gate", tuple(opts), self._from(kw, meta)))
+
+    @v_args(meta=True)
+    def param_space(self, meta, items):
+        name, space = items
+        first = space.options[0] if isinstance(space, ast.Choice) else space.low
+        return ast.Param(str(name), first, self._s(meta), space)
+
+    def _from(self, tok: Token, meta) -> Span:
+        """From token ``tok`` to the end of ``meta``: `choice(...)` without the member's keyword."""
+        end = self._s(meta)
+        return Span(self.file, tok.line, tok.column, end.end_line, end.end_col)
+
+    # --- search spaces ----------------------------------------------------------------------
+    @v_args(meta=True)
+    def choice_value(self, meta, items):
+        return ast.Choice("value", tuple(items[1:]), self._s(meta))
+
+    def _range(self, kind, meta, items):
+        lo, hi = (self.number([t]) for t in items)
+        return ast.Range(kind, lo, hi, self._s(meta))
+
+    @v_args(meta=True)
+    def loguniform(self, meta, items):
+        return self._range("loguniform", meta, items)
+
+    @v_args(meta=True)
+    def uniform(self, meta, items):
+        return self._range("uniform", meta, items)
+
+    @v_args(meta=True)
+    def intrange(self, meta, items):
+        return self._range("intrange", meta, items)
 
     # --- targets ----------------------------------------------------------------------------
     @v_args(meta=True)

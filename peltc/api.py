@@ -224,7 +224,7 @@ class Runs:
         state = compiled(self.model).state
         if "labels" in inputs:
             raise UsageError("a routed model takes no labels (each run's loss is its own)", code="U128")
-        state.route = route
+        state.route = route.to(next(self.model.parameters()).device)
         try:
             return self.model(**inputs)
         finally:
@@ -265,3 +265,37 @@ def load_runs(run_dirs: list[Union[str, Path]], model: "nn.Module", names: list[
     if len(names) != len(arts):
         raise UsageError(f"{len(names)} names for {len(arts)} runs", code="U135")
     return Runs(model, [Path(d).resolve() for d in run_dirs], names, [m for m, _ in loaded])
+
+
+# --- device, precision, torch.compile (runtime/speed.py) ---------------------------------------------
+
+def speed(device: str = "auto", precision: str = "fp32", torch_compile: bool = False):
+    """A checked `runtime.speed.Speed`: ``device`` auto (CUDA when present, else the CPU) | cpu | cuda[:N],
+    ``precision`` fp32 | bf16 | fp16 (autocast; parameters stay fp32), ``torch_compile``. A device that is not
+    there (U196) or a precision it cannot run (U197: fp16 on a CPU, bf16 on a GPU without it) is refused.
+
+        s = peltc.api.speed(precision="bf16", torch_compile=True)
+        TrainingArguments(..., **peltc.api.trainer_arguments(s))    # training: the Trainer autocasts
+        peltc.api.prepare(model, s)                                 # serving: on the device, compiled
+        with peltc.api.autocast(s), torch.no_grad(): model(**batch)
+    """
+    from peltc.runtime.speed import Speed, resolve
+    return resolve(Speed(device=device, precision=precision, torch_compile=torch_compile))
+
+
+def trainer_arguments(s) -> dict[str, Any]:
+    """The ``TrainingArguments`` keywords of a `speed` (``use_cpu``, ``bf16``, ``fp16``, ``torch_compile``)."""
+    from peltc.runtime.speed import training_arguments
+    return training_arguments(s)
+
+
+def prepare(model: "nn.Module", s) -> "nn.Module":
+    """``model`` on the device of a `speed`, its forward compiled (dynamic shapes) when it says so."""
+    from peltc.runtime.speed import serving
+    return serving(model, s)
+
+
+def autocast(s):
+    """The autocast context of a `speed` (none in fp32)."""
+    from peltc.runtime.speed import autocast as _autocast
+    return _autocast(s)

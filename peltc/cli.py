@@ -38,8 +38,25 @@ def _check(a):
     return check_file(a.spec, model=a.model, default_model=DEFAULT_MODEL)
 
 
+def _space(a):
+    """The spec, checked at every point when it is a search space (it has choices); else None."""
+    from peltc.compiler.space import load_space
+    space = load_space(Path(a.spec))   # a spec that does not read or parse fails here as in check_file
+    if not space.dimensions:
+        return None
+    from peltc.compiler.archs import DEFAULT_MODEL
+    from peltc.compiler.space_check import check_space
+    return check_space(space, model=a.model, default_model=DEFAULT_MODEL)
+
+
 def cmd_check(a) -> int:
     from peltc.compiler.summary import summary
+    sc = _space(a)
+    if sc is not None:
+        from peltc.compiler import space_summary
+        _warn(sc)
+        print(space_summary.summary(sc, a.spec))
+        return EXIT_OK
     r = _check(a)
     _warn(r)
     print(summary(r.ir, a.spec))
@@ -53,18 +70,34 @@ def cmd_check(a) -> int:
 
 
 def cmd_show(a) -> int:
-    r = _check(a)
-    _warn(r)
-    if a.json:
+    sc = _space(a)
+    r = _check(a) if sc is None else sc.result
+    _warn(sc or r)
+    if a.json and sc is not None:   # a space: its dimensions, then the IR of the point it was drawn at
+        import json
+        from peltc.compiler.space_summary import to_dict
+        print(json.dumps({"space": to_dict(sc), **r.ir.to_dict()}, indent=2))
+    elif a.json:
         print(r.ir.to_json())
     else:
         from peltc.compiler.summary import outline
+        if sc is not None:
+            from peltc.compiler.space_summary import size_text
+            print(f"{a.spec}: a search space of {size_text(sc.space)}; its first point:")
         print(outline(r.ir, a.spec))
     return EXIT_OK
 
 
 def cmd_render(a) -> int:
     from peltc.compiler.render import render
+    sc = _space(a)
+    if sc is not None:
+        from peltc.compiler import space_summary
+        _warn(sc)
+        out = render(sc.result.ir, a.output, expand=a.expand, title=space_summary.title(sc, Path(a.spec).name),
+                     marks=space_summary.marks(sc.space))
+        print(f"wrote {out}")
+        return EXIT_OK
     r = _check(a)
     _warn(r)
     out = render(r.ir, a.output, expand=a.expand, title=Path(a.spec).name)

@@ -81,12 +81,19 @@ E140|error|a plug-in file a spec imports (`import "x.py"`) that cannot be read|c
 E141|error|a plug-in a spec imports or names (an entry point) that raises an error when loaded|fix the plug-in (run it with python to see the traceback)
 E142|error|a plug-in a spec imports that defines no valid method (or imported by name)|docs/extending.md lists what a Method needs
 E143|error|a plug-in a spec imports whose method's name is taken (a built-in's or another plug-in's)|rename the plug-in method
+E145|error|LoRA `init pissa` / `init olora` under a learned (scalar or sigmoid) gate|write `gate none` or `gate const(c)`, or `init default`
 E150|error|(IA)³ on a linear that LoRA or BitFit also changes|keep one method on that projection (the order of scaling and adding would be ambiguous)
 E151|error|a LoReFT instance with no positions (`first 0` and `last 0`)|intervene at some tokens: `first 3`, `last 1`
 E155|error|a prompt's `init text` without a (non-empty) text|write `init text` and `text "…"` together
 E156|error|a prompt's `text` that its `init` does not read|write `init text`, or remove the `text` line
+E160|error|a search-space choice or `optional` where one spec is needed (compile, a file extended or imported)|check the space with `peltc check`, search it with `peltc search`, compile one point of it
+E161|error|`optional` on a section that is not a method instance|only an instance may be optional: `optional lora my_lora { ... }`
+E162|error|an empty or reversed range, or a loguniform range that reaches 0|write uniform(LOW, HIGH) with LOW < HIGH (loguniform: LOW > 0), intrange(LOW, HIGH) with LOW ≤ HIGH
+E163|error|a choice's option given twice|keep one of them
+E164|error|a search space too large to check every point|narrow some choices or ranges, or split the space
 W201|warning|an instance covers its points unevenly|check the layer selectors and overrides
 W202|warning|a parameter that the gate replaces has no effect (LoRA `alpha` under a gate)|remove it, or write `gate none`
+W220|warning|a choice of one value (no choice)|write the value itself
 A001|ArtifactError|nothing to save: no trainable parameters|compile a spec onto the model before saving
 A002|ArtifactError|a folder without an artifact (no adapter/manifest.json)|name a finished run folder or an adapter folder
 A003|ArtifactError|a manifest that is corrupt or not peltc's|save the artifact again
@@ -103,7 +110,7 @@ A013|ArtifactError|a checkpoint's training state does not match the resumed run|
 A014|ArtifactError|a checkpoint file is damaged|delete the damaged checkpoint-* folder and resume
 A015|ArtifactError|the artifact's gates were trained under other gate semantics|train the run again with this peltc
 A020|ArtifactError|not a readable peft LoRA adapter|name a folder that peft's save_pretrained wrote
-A021|ArtifactError|a peft adapter with what a peltc spec or this model cannot hold|import adapters on canonical points, without DoRA or biases
+A021|ArtifactError|a peft adapter with what a peltc spec or this model cannot hold|import adapters on canonical points, without biases
 A022|ArtifactError|a peft adapter lacking or mis-shaping what the model trains|import it onto the base model and task it was trained for
 A023|ArtifactError|runs trained on different base models|load runs that share one base model
 A030|ArtifactError|an artifact that needs a plug-in method which is not loaded|pass --plugin FILE, or install the package providing the method
@@ -200,6 +207,17 @@ U170|UsageError|a plug-in file (--plugin) that cannot be read|check the path
 U171|UsageError|a plug-in given to a command (--plugin, an entry point) that raises an error when loaded|fix the plug-in (run it with python to see the traceback)
 U172|UsageError|a plug-in given to a command that defines no valid method|docs/extending.md lists what a Method needs
 U173|UsageError|a plug-in given to a command whose method's name is taken|rename the plug-in method
+U182|UsageError|a study storage that is not a journal file, postgresql:// or sqlite:/// URL|a file path (the embedded journal, one machine) or postgresql://USER@HOST[:PORT]/DB (many machines)
+U183|UsageError|a study storage that cannot be reached or opened|start the database server, or check the URL's host, port, user and database (a file: a writable path)
+U184|UsageError|a study (or study file) that does not exist|check --study and --storage; `peltc search SPACE --study NAME …` creates it
+U185|UsageError|peltc search of a spec without choices|make a value a choice(…) / uniform(…) / loguniform(…) or an instance optional; train a plain spec with peltc compile --train
+U186|UsageError|--emit naming a file that exists|name a new file: an emitted spec never overwrites one
+U187|UsageError|--sampler grid over a continuous dimension|use --sampler tpe or random, or write the range as choice(…)
+U188|UsageError|joining a study with settings other than those it was started with|run the study's own command (same space, task, K, seed, settings), or name a new --study
+U189|UsageError|a peltc search option out of range or missing|peltc search SPACE --train TASK --trials N --study NAME (N, --jobs, --heartbeat ≥ 1)
+U190|UsageError|a study with no complete trial to emit, or a trial whose run recorded no dev metric|run trials first; --emit writes the best complete trial
+U196|UsageError|a --device that is not a device, or a CUDA device that is not there|--device auto (the best available), cpu, cuda or cuda:N
+U197|UsageError|a --precision the device cannot run (fp16 on a CPU, bf16 on a GPU without it)|--precision bf16 or fp32 on a CPU; fp16 or fp32 on an older GPU
 """
 
 REGISTRY: dict[str, ErrorCode] = {

@@ -191,7 +191,8 @@ def predict_with_gates(model, dataset, tokenizer, batch_size: int = 256):
             rows = dataset[i:i + batch_size]
             feats = [{c: rows[c][j] for c in cols} for j in range(len(rows[cols[0]]))]
             batch = collate(feats)
-            out = model(**{k: v for k, v in batch.items() if k in cols})
+            dev = next(model.parameters()).device
+            out = model(**{k: v.to(dev) for k, v in batch.items() if k in cols})
             logits.append(out.logits.float().cpu().numpy())
             for key, g in read_gates(model).items():
                 sums[key] = sums.get(key, 0.0) + float(g.float().sum())

@@ -1,4 +1,4 @@
-"""The runtime's commands for the `peltc` CLI: compile, eval, predict, generate, grid.
+"""The runtime's commands for the `peltc` CLI: compile, eval, predict, generate, grid (search: cli_search.py).
 
 Imported by peltc/cli.py when the parser is built, so it must stay light: torch and
 transformers are imported inside the command functions only.
@@ -10,6 +10,7 @@ import argparse
 import json
 
 from peltc.errors import EXIT_OK
+from peltc.runtime.speed import add_flags, from_args
 
 # command-line flags → train settings (None = not given; the spec's `train { }` or the recipe decide)
 _SETTING_FLAGS = {
@@ -75,7 +76,8 @@ def cmd_compile(a) -> int:
                       render=not a.no_render, validation=a.validation, test=a.test, test_size=a.test_size,
                       text_column=a.text_column,
                       text_pair_column=a.text_pair_column, label_column=a.label_column, task_type=a.task_type,
-                      report_to=a.report_to)
+                      report_to=a.report_to, device=a.device, precision=a.precision,
+                      torch_compile=a.torch_compile)
     m = train_run(opts)
     if "run_dir" not in m:      # a non-zero rank under torchrun
         return EXIT_OK
@@ -104,7 +106,7 @@ def _compile_only(a) -> int:
 def cmd_eval(a) -> int:
     from peltc.runtime.serve import eval_run
     import sys
-    out = eval_run(a.run_dir, a.data_dir, train=a.train, test=a.test)
+    out = eval_run(a.run_dir, a.data_dir, train=a.train, test=a.test, speed=from_args(a, None))
     print(json.dumps(out["test"], indent=2))
     if out["warning"]:
         print(f"warning: {out['warning']}")
@@ -144,7 +146,7 @@ def cmd_predict(a) -> int:
         if a.batch_size < 1:
             raise UsageError(f"--batch-size {a.batch_size} is out of range", code="U106", help="--batch-size must be ≥ 1")
         r = predict_file(a.run_dir, a.file, a.out, batch_size=a.batch_size, progress=progress_bars(a.quiet),
-                         probs=a.probs)
+                         probs=a.probs, speed=from_args(a, None))
         for k in r["renamed"]:
             print(f"note: the input's '{k}' field is kept as 'input_{k}'", file=sys.stderr)
         if a.out is not None:
@@ -152,7 +154,7 @@ def cmd_predict(a) -> int:
         return EXIT_OK
     if a.out is not None:
         raise UsageError("--out goes with --file", code="U009", help="with --text the prediction is printed")
-    out = predict_text(a.run_dir, a.text, a.text_pair, probs=a.probs)
+    out = predict_text(a.run_dir, a.text, a.text_pair, probs=a.probs, speed=from_args(a, None))
     if "label" in out:
         print(f"{out['label']}  (p = {out['probability']:.3f})")
         for label, p in (out.get("probabilities") or {}).items():
@@ -175,7 +177,7 @@ def _predict_runs(a) -> int:
     if a.batch_size < 1:
         raise UsageError(f"--batch-size {a.batch_size} is out of range", code="U106", help="--batch-size must be ≥ 1")
     r = predict_runs_file(a.run_dir, a.file, a.out, batch_size=a.batch_size, progress=progress_bars(a.quiet),
-                          probs=a.probs)
+                          probs=a.probs, speed=from_args(a))
     for k in r["renamed"]:
         print(f"note: the input's '{k}' field is kept as 'input_{k}'", file=sys.stderr)
     if a.out is not None:
@@ -211,11 +213,20 @@ def cmd_grid(a) -> int:
         seeds = [int(s) for s in a.seeds.split(",")]
     except ValueError:
         raise UsageError(f"bad --seeds {a.seeds!r}", code="U106", help="a comma list of integers, e.g. 1,2,3") from None
-    run_grid(a.specs, tasks=a.tasks.split(","), ks=a.k.split(","), seeds=seeds,
-             out=a.out, jobs=a.jobs, model=a.model, data_dir=a.data_dir, overrides=_overrides(a),
-             dev_size=a.dev_size, record=a.record,
-             own={k: getattr(a, k) for k in OWN_FLAGS})
+    common = dict(tasks=a.tasks.split(","), ks=a.k.split(","), seeds=seeds, out=a.out, jobs=a.jobs, model=a.model,
+                  data_dir=a.data_dir, overrides=_overrides(a), dev_size=a.dev_size, record=a.record,
+                  own={k: getattr(a, k) for k in OWN_FLAGS}, speed=from_args(a))
+    if a.storage:       # the grid as a study (runtime/grid_study.py): many processes and machines share it
+        from peltc.runtime.grid_study import run_grid_study
+        run_grid_study(a.specs, storage=a.storage, study=a.study, **common)
+    else:
+        run_grid(a.specs, **common)
     return EXIT_OK
+
+
+def cmd_search(a) -> int:
+    from peltc.runtime.cli_search import cmd_search as run
+    return run(a, _overrides(a), progress_bars)
 
 
 def cmd_export(a) -> int:
@@ -291,7 +302,8 @@ def cmd_generate(a) -> int:
     if a.temperature < 0:
         raise UsageError(f"--temperature {a.temperature:g} is out of range", code="U106",
                          help="--temperature: 0 decodes greedily, > 0 samples")
-    print(generate_text(a.run_dir, a.prompt, a.max_new_tokens, temperature=a.temperature, seed=a.seed))
+    print(generate_text(a.run_dir, a.prompt, a.max_new_tokens, temperature=a.temperature, seed=a.seed,
+                        speed=from_args(a, None)))
     return EXIT_OK
 
 
@@ -345,6 +357,7 @@ def _add_generate(sub) -> None:
                         "completion; 6 for gen:arith); generation also stops at the end-of-sequence token")
     n.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy; > 0: sample at this temperature")
     n.add_argument("--seed", type=int, default=None, help="with --temperature: the sampling seed")
+    add_flags(n, training=False)
     n.set_defaults(func=cmd_generate)
 
 
@@ -391,6 +404,7 @@ def add_commands(sub) -> None:
                    help="also send the Trainer's logs to tensorboard (event files in RUN_DIR/tensorboard; needs "
                         "the tensorboard package); the learning curves are in RUN_DIR/curves.png either way")
     _train_flags(c)
+    add_flags(c, training=True)
     c.set_defaults(func=cmd_compile)
 
     e = sub.add_parser("eval", help="reload a run's adapter on a fresh base model and score the test set")
@@ -400,6 +414,7 @@ def add_commands(sub) -> None:
                                                    "new place, when it moved (a held-out test set is rebuilt from it)")
     e.add_argument("--test", metavar="DATA", help="your own data: the run's test file at its new place, or another "
                                                   "labelled file of the run's format and columns to score")
+    add_flags(e, training=False)
     e.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="label a text, or a file of them, with a trained run (or several runs on one "
@@ -417,6 +432,7 @@ def add_commands(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="with --file: no progress bar")
     p.add_argument("--probs", action="store_true", help="every label's probability too (--text: one line each; "
                                                         "--file: a 'probabilities' field, label → p)")
+    add_flags(p, training=False)
     p.set_defaults(func=cmd_predict)
 
     _add_generate(sub)
@@ -438,6 +454,10 @@ def add_commands(sub) -> None:
                    help="training examples held out for checkpoint selection (default 1000, as the paper)")
     g.add_argument("--out", default="runs/grid", help="grid folder: one run folder per combination, finished ones "
                                                       "skipped (default %(default)s)")
+    g.add_argument("--storage", help="run the grid as a study in this storage (a journal file, or "
+                                     "postgresql://USER@HOST[:PORT]/DB): every process and machine running the same "
+                                     "command shares it; --record is written from it (docs/search.md)")
+    g.add_argument("--study", help="with --storage: the study's name (default grid-<the --out folder's name>)")
     g.add_argument("--model", help="model name or dir (default: each spec's, else the packaged MiniLM)")
     g.add_argument("--data-dir", help=_DATA_DIR_HELP)
     o = g.add_argument_group("your own data (--tasks csv:… | json:… | disk:… | hub:…; every such task gets these)")
@@ -447,7 +467,11 @@ def add_commands(sub) -> None:
                                                   "fifth of the training rows)")
     _own_columns(o)
     _train_flags(g)
+    add_flags(g, training=True)
     g.set_defaults(func=cmd_grid)
+
+    from peltc.runtime.cli_search import add_search
+    add_search(sub, _train_flags, _DATA_DIR_HELP, cmd_search)
 
     x = sub.add_parser("export", help="write a run's LoRA and task head as a peft LoRA adapter")
     x.add_argument("run_dir", help="a run folder (or an artifact folder holding manifest.json)")

@@ -53,7 +53,8 @@ def greedy_completions(model, tokenizer, prompts: list[list[int]], max_new_token
             n = max(len(prompts[i]) for i in chunk)
             ids = torch.tensor([[pad] * (n - len(prompts[i])) + list(prompts[i]) for i in chunk], dtype=torch.long)
             mask = torch.tensor([[0] * (n - len(prompts[i])) + [1] * len(prompts[i]) for i in chunk], dtype=torch.long)
-            gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
+            dev = next(model.parameters()).device
+            gen = model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), do_sample=False,
                                  max_new_tokens=max_new_tokens, use_cache=True, pad_token_id=pad, eos_token_id=eos)
             for i, row in zip(chunk, gen[:, n:].tolist()):
                 if eos is not None and eos in row:

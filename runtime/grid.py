@@ -119,7 +119,7 @@ def resolve_tasks(tasks: list[str], own: dict[str, Any] | None = None) -> dict[s
 
 
 def _command(spec, task, k, seed, d: Path, model, data_dir, overrides, dev_size, ref: str | None = None,
-             own: dict[str, Any] | None = None) -> list[str]:
+             own: dict[str, Any] | None = None, speed=None) -> list[str]:
     ref = ref or f"glue/{task}"
     cmd = [sys.executable, "-m", "peltc", "compile", spec, "--train", ref, "--k", str(k),
            "--seed", str(seed), "--out", str(d), "--quiet", "--no-render", "--dev-size", str(dev_size)]
@@ -137,6 +137,8 @@ def _command(spec, task, k, seed, d: Path, model, data_dir, overrides, dev_size,
     from peltc.compiler.methods import plugin_files
     for f in plugin_files():       # the plug-ins this grid was given (--plugin, a spec's import re-reads its own)
         cmd += ["--plugin", f]
+    from peltc.runtime.speed import flags
+    cmd += flags(speed)
     if (d / "run.json").exists():
         cmd.append("--resume")
     return cmd
@@ -145,9 +147,10 @@ def _command(spec, task, k, seed, d: Path, model, data_dir, overrides, dev_size,
 def run_grid(specs: list[str], *, tasks: list[str], ks: list[str], seeds: list[int], out: str = "runs/grid",
              jobs: int = 1, model: str | None = None, data_dir: str | None = None,
              overrides: dict[str, Any] | None = None, dev_size: int = 1000,
-             record: str | None = None, own: dict[str, Any] | None = None) -> dict[str, Any]:
+             record: str | None = None, own: dict[str, Any] | None = None, speed=None) -> dict[str, Any]:
     """``tasks``: GLUE names and / or your own data (``csv:PATH`` …, read with ``own``'s options:
-    :func:`resolve_tasks`)."""
+    :func:`resolve_tasks`). ``speed``: each run's device, precision and --torch-compile (`runtime.speed.Speed`;
+    a bf16 run is another run than an fp32 one: give it its own ``out``)."""
     import threading
 
     refs = resolve_tasks(tasks, own)
@@ -175,7 +178,7 @@ def run_grid(specs: list[str], *, tasks: list[str], ks: list[str], seeds: list[i
         d.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
         with open(d.parent / f"{d.name}.log", "a", encoding="utf-8") as log:
-            rc = subprocess.call(_command(*c, d, model, data_dir, overrides or {}, dev_size, refs[c[1]], own),
+            rc = subprocess.call(_command(*c, d, model, data_dir, overrides or {}, dev_size, refs[c[1]], own, speed),
                                  stdout=log, stderr=subprocess.STDOUT, env=env)
         m = _finished(d) if rc == 0 else None
         status = "ok" if m else f"FAILED (exit {rc}; see {d.parent / (d.name + '.log')})"
@@ -188,7 +191,13 @@ def run_grid(specs: list[str], *, tasks: list[str], ks: list[str], seeds: list[i
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         list(pool.map(one, todo))
-    table = tabulate(specs, tasks, ks, seeds, out, records=list(records.values()) if record else None)
+    return write_tables(specs, tasks, ks, seeds, out, list(records.values()) if record else None)
+
+
+def write_tables(specs, tasks, ks, seeds, out, records: list[dict] | None) -> dict[str, Any]:
+    """``OUT/grid.json`` and ``OUT/grid.md`` (Table 1 per K, Table 2), printed too; from ``records`` when
+    given, else from the finished run folders."""
+    table = tabulate(specs, tasks, ks, seeds, out, records=records)
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "grid.json").write_text(json.dumps(table, indent=2))
     md = to_markdown(table) + "\n" + table2_markdown(table)

@@ -31,10 +31,11 @@ def _max_length(run_dir: Path) -> int:
 
 
 def predict_runs_file(run_dirs: list[str | Path], path: str | Path, out: str | Path | None = None, *,
-                      batch_size: int = 64, progress: bool = True, probs: bool = False) -> dict[str, Any]:
+                      batch_size: int = 64, progress: bool = True, probs: bool = False,
+                      speed=None) -> dict[str, Any]:
     """Label every row of ``path`` with the run its ``run`` field names (see the module's doc). Writes JSON
     Lines to ``out`` (stdout when None; written whole or not at all). Returns ``{"rows", "renamed", "out",
-    "per_run"}`` (per_run: rows per run name)."""
+    "per_run"}`` (per_run: rows per run name). ``speed``: a `runtime.speed.Speed` (default: the best device, fp32)."""
     import torch
 
     from peltc.api import artifact_dir, check_same_base, load_runs, resolve_run, run_name
@@ -70,8 +71,11 @@ def predict_runs_file(run_dirs: list[str | Path], path: str | Path, out: str | P
         texts.append(row_texts(row, i, tasks[r], where, f"run '{names[r]}'"))
 
     mc = load_config(manifests[0]["base_model"]["name"])
+    from peltc.runtime.speed import autocast, resolve, serving, to_device
+    speed = resolve(speed)
     tokenizer, model = load_base(mc, tasks[0].num_labels)
     runs = load_runs(dirs, model, names)
+    serving(model, speed)
     renamed = sorted({k for r in rows for k in PREDICTION_FIELDS if k in r})
 
     from tqdm.auto import tqdm
@@ -79,12 +83,12 @@ def predict_runs_file(run_dirs: list[str | Path], path: str | Path, out: str | P
     from peltc.runtime.serve import jsonl_sink, prediction_fields
 
     per_run = dict.fromkeys(names, 0)
-    with jsonl_sink(out) as sink, torch.no_grad():
+    with jsonl_sink(out) as sink, torch.no_grad(), autocast(speed):
         bar = tqdm(total=len(rows), desc="predicting", unit="row", disable=not progress, file=sys.stderr)
         for start in range(0, len(rows), batch_size):
             stop = min(start + batch_size, len(rows))
             feats = [tokenizer(*texts[j], truncation=True, max_length=lengths[route[j]]) for j in range(start, stop)]
-            enc = tokenizer.pad(feats, return_tensors="pt")
+            enc = to_device(tokenizer.pad(feats, return_tensors="pt"), model)
             logits = runs(route[start:stop], **enc).logits.float().cpu().numpy()
             for j, lg in zip(range(start, stop), logits):
                 r = route[j]

@@ -72,8 +72,10 @@ def prepare(opts: RunOptions):
     from peltc.runtime.settings import check_option, check_report_to, resolve_settings
     from peltc.runtime.task import resolve as resolve_task
 
+    from peltc.runtime.speed import check_syntax
     for name, value in opts.overrides.items():     # flags first: no torch imported yet
         check_option(name, value)
+    check_syntax(opts.speed)
     check_report_to(opts.report_to)
     task, raw, data_identity = resolve_task(opts, _say)
     opts.k = D.parse_k(opts.k)
@@ -88,7 +90,8 @@ def prepare(opts: RunOptions):
     settings = resolve_settings(ir.settings.train, {**opts.overrides, "seed": opts.seed}, finetune=finetune)
     settings = _decoder_settings(settings, ir, mc, opts)
     identity = run_identity(spec_hash=ir.settings.spec_hash, task=task.name, k=opts.k, seed=opts.seed,
-                            dev_size=opts.dev_size, model=mc.ref, settings=settings.to_dict(), data=data_identity)
+                            dev_size=opts.dev_size, model=mc.ref, settings=settings.to_dict(), data=data_identity,
+                            precision=opts.precision)
     plan = shared_plan(opts, task.name, identity)
     return task, text, ir, mc, settings, identity, plan, raw
 
@@ -110,13 +113,14 @@ def _decoder_settings(settings, ir: IR, mc: ModelConfig, opts: RunOptions):
     return settings
 
 
-def train_run(opts: RunOptions) -> dict[str, Any]:
+def train_run(opts: RunOptions, callbacks: tuple = ()) -> dict[str, Any]:
     """Compile, train, evaluate and save one run; returns what ``metrics.json`` holds (with
     ``already_finished`` when ``--resume`` found the run done). SIGINT / SIGTERM end it with
-    `Interrupted` (exit 130 / 143) whose message says what was kept."""
+    `Interrupted` (exit 130 / 143) whose message says what was kept. ``callbacks``: more Trainer
+    callbacks (`peltc search` reports each dev evaluation to its trial through one)."""
     with signals.interruptible():
         try:
-            return _train_run(opts)
+            return _train_run(opts, callbacks)
         except Interrupted as e:
             if e.explained:
                 raise
@@ -124,7 +128,7 @@ def train_run(opts: RunOptions) -> dict[str, Any]:
             raise Interrupted(e.signum, f"interrupted ({e.signame}) before training began: {where}") from None
 
 
-def _train_run(opts: RunOptions) -> dict[str, Any]:
+def _train_run(opts: RunOptions, callbacks: tuple = ()) -> dict[str, Any]:
     t0 = time.time()
     task, text, ir, mc, settings, identity, plan, raw = prepare(opts)   # no torch imported yet
     run_dir, main = plan.path, is_main()
@@ -134,6 +138,8 @@ def _train_run(opts: RunOptions) -> dict[str, Any]:
     if plan.note:
         _say(plan.note)
     weights_source(mc)                       # a Hub name that cannot load fails now, not after the data
+    from peltc.runtime.speed import resolve as resolve_speed
+    speed = resolve_speed(opts.speed)        # a device or precision that is not there fails now
 
     from transformers import set_seed
 
@@ -178,13 +184,13 @@ def _train_run(opts: RunOptions) -> dict[str, Any]:
         (run_dir / "spec.pelt").write_text(text, encoding="utf-8")
         write_json(run_dir / "ir.json", ir.to_dict())
         write_json(run_dir / "run.json", {**asdict(opts), "model_ref": mc.ref, "task_name": task.name,
-                                           **task.run_record(),
+                                           **task.run_record(), "speed": speed.to_dict(),
                                            "identity": identity, "identity_hash": identity_hash(identity)})
         if opts.render:
             _render(ir, run_dir / "architecture.svg")
     try:
         return _train_and_score(opts, task, text, ir, mc, settings, sched, model, tokenizer, enc, run_dir,
-                                checkpoint, scoring, t0)
+                                checkpoint, scoring, t0, speed, callbacks)
     except BaseException as e:
         kept = resumable(run_dir)
         if main and created and not kept:
@@ -208,11 +214,12 @@ def _checkpoint_line(checkpoint: Path, metric: str) -> str:
 
 
 def _train_and_score(opts, task, text, ir, mc, settings, sched, model, tokenizer, enc, run_dir: Path, checkpoint,
-                     scoring: bool, t0: float) -> dict[str, Any]:
+                     scoring: bool, t0: float, speed, callbacks: tuple = ()) -> dict[str, Any]:
     from peltc.compiler.torch.artifact import load_into, load_tensors, save_artifact
     from peltc.compiler.torch.rewrite import fold_prefix
     from peltc.runtime.curves import plot_curves
     from peltc.runtime.diagnostics import Diagnostics, gates_table, plot_gates
+    from peltc.runtime.speed import autocast, to_device_model
     from peltc.runtime.train import train
 
     main = is_main()
@@ -226,8 +233,8 @@ def _train_and_score(opts, task, text, ir, mc, settings, sched, model, tokenizer
         diag = (Diagnostics(model, enc["dev"], tokenizer, task, path=run_dir / "diagnostics.json")
                 if opts.diagnostics else None)
         result = train(model, tokenizer, enc, task, settings, trainer_dir, resume=checkpoint or False,
-                       progress=opts.progress, evaluate_test=False, keep_checkpoints=True,
-                       callbacks=[*([diag] if diag else []), *_reporting(opts, run_dir)])
+                       progress=opts.progress, evaluate_test=False, keep_checkpoints=True, speed=speed,
+                       callbacks=[*([diag] if diag else []), *_reporting(opts, run_dir), *callbacks])
         if not main:
             return result
         if diag is not None:
@@ -245,7 +252,9 @@ def _train_and_score(opts, task, text, ir, mc, settings, sched, model, tokenizer
         plot(records, run_dir / "diagnostics.png", f"{Path(opts.spec).stem} on {task.name}, K={opts.k}, "
                                                     f"seed {settings.seed}")
     t_eval = time.time()
-    test, gates, warn = task.score(model, tokenizer, enc["test"])
+    to_device_model(model, speed)            # scored as `peltc eval` scores it: the run's device and precision
+    with autocast(speed):
+        test, gates, warn = task.score(model, tokenizer, enc["test"])
     eval_s = time.time() - t_eval
     table = gates_table(gates)
     with signals.deferred():

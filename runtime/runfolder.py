@@ -52,15 +52,30 @@ class RunOptions:
     text_pair_column: str | None = None
     label_column: str | None = None     # default: label
     task_type: str | None = None        # classification | regression (default: decided from the labels)
+    # how it computes (runtime/speed.py): the precision is part of the run's identity (fp32 adds nothing)
+    device: str = "auto"                # auto | cpu | cuda | cuda:N
+    precision: str = "fp32"             # fp32 | bf16 | fp16 (autocast; parameters and the artifact stay fp32)
+    torch_compile: bool = False
+
+    @property
+    def speed(self):
+        from peltc.runtime.speed import Speed
+        return Speed(device=self.device, precision=self.precision, torch_compile=self.torch_compile)
 
 
 def run_identity(*, spec_hash: str | None, task: str, k, seed: int, dev_size: int, model: str,
-                 settings: dict[str, Any], data: dict[str, Any] | None = None) -> dict[str, Any]:
+                 settings: dict[str, Any], data: dict[str, Any] | None = None,
+                 precision: str = "fp32") -> dict[str, Any]:
     """What a run folder belongs to. Two runs with the same identity compute the same thing.
     ``data`` (your own data only): ``{"source": the resolved data spec, "hashes": per split, its
-    files' sha256}`` — a GLUE run's identity has no such key."""
+    files' sha256}`` — a GLUE run's identity has no such key. ``precision``: a bf16 / fp16 run computes
+    something else than an fp32 one (its rounding changes the trained weights), so it is part of the
+    identity; fp32 adds no key, so every fp32 run keeps the hash it had. The device and --torch-compile
+    are not: the same run resumes on another device or compiled (run.json records them)."""
     out = {"spec_hash": spec_hash, "task": task, "k": k, "seed": seed, "dev_size": dev_size, "model": model,
            "settings": settings}
+    if precision != "fp32":
+        out["precision"] = precision
     if data is not None:
         out["data"] = data
     return out

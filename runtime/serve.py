@@ -17,9 +17,10 @@ from peltc.compiler.schema import METHODS
 from peltc.errors import UsageError
 from peltc.runtime.runfolder import run_max_length
 
-def load_run(run_dir: str | Path):
+def load_run(run_dir: str | Path, speed=None):
     """A fresh base model with the run's artifact loaded: (model, tokenizer, task, manifest, ir). The
-    task is the one the manifest records (`task.from_record`)."""
+    task is the one the manifest records (`task.from_record`). ``speed`` (`runtime.speed.Speed`, resolved):
+    the model goes to its device, compiled with its ``torch_compile`` (CPU, eager when None)."""
     from peltc.api import compile_model
     from peltc.compiler.archs import load_config
     from peltc.compiler.torch.artifact import load_into, read_artifact
@@ -37,20 +38,41 @@ def load_run(run_dir: str | Path):
     compile_model(ir, model)
     fold_prefix(model)
     load_into(model, manifest, tensors, spec_hash=ir.settings.spec_hash)
+    from peltc.runtime.speed import serving
+    serving(model, speed)
     return model, tokenizer, task, manifest, ir
 
 
+def run_speed(run_dir: Path, speed=None):
+    """The resolved `Speed` a command serves ``run_dir`` with: ``speed`` as given, its precision (None) the
+    one the run was trained and scored in (run.json), so that `peltc eval` reproduces the record."""
+    from dataclasses import replace
+
+    from peltc.runtime.speed import DEFAULT, recorded, resolve
+    speed = speed or replace(DEFAULT, precision=None)
+    if speed.precision is None:
+        try:
+            run = json.loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            run = {}
+        speed = replace(speed, precision=recorded(run if isinstance(run, dict) else {}))
+    return resolve(speed)
+
+
 def eval_run(run_dir: str | Path, data_dir: str | None = None, *, train: str | None = None,
-             test: str | None = None) -> dict[str, Any]:
+             test: str | None = None, speed=None) -> dict[str, Any]:
     """Re-score a run's test set on a freshly loaded artifact. Your own data is read again from where
     the run found it, or from ``train`` / ``test`` when it moved (``warning`` says when a file changed
     since); a file not there is a DataError before weights load."""
     run_dir = Path(run_dir)
     task = _eval_task(run_dir, train, test)
-    model, tokenizer, _, manifest, ir = load_run(run_dir)
+    from peltc.runtime.speed import autocast
+    speed = run_speed(run_dir, speed)
+    model, tokenizer, _, manifest, ir = load_run(run_dir, speed)
     opts = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
     test, notes = task.eval_split(run_dir, opts, data_dir, tokenizer, run_max_length(run_dir))
-    metrics, _, warn = task.score(model, tokenizer, test, gates=False)
+    with autocast(speed):
+        metrics, _, warn = task.score(model, tokenizer, test, gates=False)
     warning = "; ".join(w for w in (*notes, warn) if w) or None
     return {"test": metrics, "warning": warning, **compare_recorded(run_dir, metrics)}
 
@@ -95,20 +117,23 @@ def compare_recorded(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
     return {"recorded": recorded, "agree": not diffs, "differences": diffs}
 
 
-def predict_text(run_dir: str | Path, text: str, pair: str | None = None, *, probs: bool = False) -> dict[str, Any]:
+def predict_text(run_dir: str | Path, text: str, pair: str | None = None, *, probs: bool = False,
+                 speed=None) -> dict[str, Any]:
     """``label`` + ``probability`` (and with ``probs`` every label's, ``probabilities``), or ``score``."""
     import torch
 
+    from peltc.runtime.speed import autocast, to_device
     run_dir = Path(run_dir)
-    model, tokenizer, task, manifest, ir = load_run(run_dir)
+    speed = run_speed(run_dir, speed)
+    model, tokenizer, task, manifest, ir = load_run(run_dir, speed)
     task.check_serves("predict", run_dir)
     if task.is_pair and pair is None:
         raise UsageError(f"{task.name} takes a text pair", code="U013", help="add --text-pair \"…\"")
     enc = tokenizer(text, pair, truncation=True, max_length=run_max_length(run_dir), return_tensors="pt")
     model.eval()
-    with torch.no_grad():
-        logits = model(**enc).logits[0]
-    return prediction_fields(task, logits.float().numpy(), probs=probs)
+    with torch.no_grad(), autocast(speed):
+        logits = model(**to_device(enc, model)).logits[0]
+    return prediction_fields(task, logits.float().cpu().numpy(), probs=probs)
 
 
 PREDICTION_FIELDS = ("label", "probability", "probabilities", "score")
@@ -149,7 +174,7 @@ def jsonl_sink(out: str | Path | None):
 
 
 def predict_file(run_dir: str | Path, path: str | Path, out: str | Path | None = None, *,
-                 batch_size: int = 64, progress: bool = True, probs: bool = False) -> dict[str, Any]:
+                 batch_size: int = 64, progress: bool = True, probs: bool = False, speed=None) -> dict[str, Any]:
     """Label every row of ``path`` (JSON Lines or a JSON array — ``-`` or a pipe: standard input — or a
     .csv; each row's text(s) under the run's column names or ``text`` / ``text_pair``, row by row: see
     `inputs`). Writes JSON Lines to ``out`` (stdout when None), one row per input row in input order, the
@@ -170,16 +195,18 @@ def predict_file(run_dir: str | Path, path: str | Path, out: str | Path | None =
     task.check_serves("predict", run_dir)
     texts = [row_texts(row, i, task, where, "the run") for i, row in enumerate(rows)]
     renamed = sorted({k for r in rows for k in PREDICTION_FIELDS if k in r})
-    model, tokenizer, task, manifest, ir = load_run(run_dir)
+    from peltc.runtime.speed import autocast, to_device
+    speed = run_speed(run_dir, speed)
+    model, tokenizer, task, manifest, ir = load_run(run_dir, speed)
     max_length = run_max_length(run_dir)
     from tqdm.auto import tqdm
 
     model.eval()
-    with jsonl_sink(out) as sink, torch.no_grad():
+    with jsonl_sink(out) as sink, torch.no_grad(), autocast(speed):
         bar = tqdm(total=len(rows), desc="predicting", unit="row", disable=not progress, file=sys.stderr)
         for start in range(0, len(rows), batch_size):
             feats = [tokenizer(*t, truncation=True, max_length=max_length) for t in texts[start:start + batch_size]]
-            logits = model(**tokenizer.pad(feats, return_tensors="pt")).logits.float().cpu().numpy()
+            logits = model(**to_device(tokenizer.pad(feats, return_tensors="pt"), model)).logits.float().cpu().numpy()
             for j, lg in enumerate(logits):
                 row = {(f"input_{k}" if k in PREDICTION_FIELDS else k): v for k, v in rows[start + j].items()}
                 row.update(prediction_fields(task, lg, probs=probs))
@@ -190,23 +217,25 @@ def predict_file(run_dir: str | Path, path: str | Path, out: str | Path | None =
 
 
 def generate_text(run_dir: str | Path, prompt: str, max_new_tokens: int | None = None, *,
-                  temperature: float = 0.0, seed: int | None = None) -> str:
+                  temperature: float = 0.0, seed: int | None = None, speed=None) -> str:
     """Complete ``prompt`` with a generation run's artifact on a fresh base model: greedy (``temperature``
     0), else sampled at that temperature (``seed`` for repeatability); KV cache on. Returns the new text."""
     import torch
 
+    from peltc.runtime.speed import autocast
     from peltc.runtime.task_gen import encode_gen
 
     run_dir = Path(run_dir)
-    model, tokenizer, task, manifest, ir = load_run(run_dir)
+    speed = run_speed(run_dir, speed)
+    model, tokenizer, task, manifest, ir = load_run(run_dir, speed)
     task.check_serves("generate", run_dir)
     ids, _ = encode_gen(tokenizer, prompt)
-    x = torch.tensor([ids], dtype=torch.long)
+    x = torch.tensor([ids], dtype=torch.long, device=next(model.parameters()).device)
     sample = temperature > 0
     if sample and seed is not None:
         torch.manual_seed(seed)
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), autocast(speed):
         out = model.generate(input_ids=x, attention_mask=torch.ones_like(x), do_sample=sample,
                              **({"temperature": temperature, "top_k": 0, "top_p": 1.0} if sample else {}),
                              max_new_tokens=max_new_tokens or task.max_new_tokens, use_cache=True,

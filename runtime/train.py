@@ -75,11 +75,14 @@ class PeltTrainer(Trainer):
     (its parameters are those below ``pelt_<kind>.<instance>.``; with ``base_instance``, the name of
     a ``finetune`` instance, that instance owns every other trainable base weight), and the rest at
     the run's ``learning_rate``. ``param_group_owners`` names each group's owner (None: the rest),
-    in the optimiser's order. The schedule (``LambdaLR``) scales every group from its own lr."""
+    in the optimiser's order. LoRA+ (``lr_ratios``, a LoRA instance's ``lr_ratio`` λ): that instance's
+    B matrices (and DoRA magnitudes: peft's ``create_loraplus_optimizer`` puts every 1-d parameter with B)
+    form their own groups at λ × the instance's lr (``param_group_ratios``: each group's λ, 1 for the
+    rest). The schedule (``LambdaLR``) scales every group from its own lr."""
 
     def __init__(self, *args, head_lr: float | None = None, head_prefixes: tuple[str, ...] = (),
                  instance_lrs: Mapping[str, float] | None = None, base_instance: str | None = None,
-                 select_from: int = 0, **kwargs):
+                 select_from: int = 0, lr_ratios: Mapping[str, float] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.select_from = select_from
         self.head_lr = head_lr
@@ -87,6 +90,8 @@ class PeltTrainer(Trainer):
         self.instance_lrs = dict(instance_lrs or {})
         self.base_instance = base_instance
         self.param_group_owners: list[str | None] = []
+        self.lr_ratios = dict(lr_ratios or {})
+        self.param_group_ratios: list[float] = []
 
     def param_owner(self, name: str) -> str | None:
         """Whose learning rate a trainable parameter takes: ``"head"``, an instance of
@@ -99,6 +104,17 @@ class PeltTrainer(Trainer):
             return None
         inst = _instance_of(name) if "pelt_" in name else self.base_instance
         return inst if inst in self.instance_lrs else None
+
+    def param_ratio(self, name: str) -> float:
+        """LoRA+'s λ for a trainable parameter: its LoRA instance's ``lr_ratio`` for a B matrix or a DoRA
+        magnitude (``…pelt_lora.<instance>.B.weight`` / ``.magnitude``), else 1."""
+        from peltc.compiler.torch.report import _instance_of
+
+        if ".pelt_lora." not in name:
+            return 1.0
+        inst = _instance_of(name)
+        ratio = self.lr_ratios.get(inst or "")
+        return ratio if ratio is not None and name.endswith((f".{inst}.B.weight", f".{inst}.magnitude")) else 1.0
 
     def _determine_best_metric(self, metrics, trial):
         """The stock best-checkpoint bookkeeping, but an evaluation before ``select_from`` steps (the
@@ -128,20 +144,22 @@ class PeltTrainer(Trainer):
 
     def create_optimizer(self, model=None):
         head = self.head_lr is not None and bool(self.head_prefixes)
-        if self.optimizer is not None or not (head or self.instance_lrs):
+        if self.optimizer is not None or not (head or self.instance_lrs or self.lr_ratios):
             return super().create_optimizer(model)
         opt_model = self.model if model is None else model
         decay = set(self.get_decay_parameter_names(opt_model))
-        groups: dict[tuple[str | None, bool], list] = {}
+        groups: dict[tuple[str | None, float, bool], list] = {}
         for name, p in opt_model.named_parameters():
             if p.requires_grad:
-                groups.setdefault((self.param_owner(name), name in decay), []).append(p)
+                groups.setdefault((self.param_owner(name), self.param_ratio(name), name in decay), []).append(p)
         lrs = {"head": self.head_lr, **self.instance_lrs}
         param_groups = [
             {"params": ps, "weight_decay": self.args.weight_decay if d else 0.0,
-             **({"lr": lrs[owner]} if owner is not None else {})}
-            for (owner, d), ps in groups.items()]
-        self.param_group_owners = [owner for owner, _ in groups]
+             **({"lr": (self.args.learning_rate if owner is None else lrs[owner]) * ratio}
+                if owner is not None or ratio != 1.0 else {})}
+            for (owner, ratio, d), ps in groups.items()]
+        self.param_group_owners = [owner for owner, _, _ in groups]
+        self.param_group_ratios = [ratio for _, ratio, _ in groups]
         cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         self.optimizer = cls(param_groups, **kwargs)
         return self.optimizer
@@ -178,7 +196,7 @@ def training_arguments(settings: TrainSettings, task, output_dir: str | Path,
         report_to="none",
         disable_tqdm=not progress,
         dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available(),
+        dataloader_pin_memory=torch.cuda.is_available() and not overrides.get("use_cpu"),
     )
     kwargs.update(overrides)
     return TrainingArguments(**kwargs)
@@ -206,10 +224,20 @@ def instance_lrs(model) -> tuple[dict[str, float], str | None]:
     return lrs, next((i.name for i in insts if host_of(i.method) == "model"), None)
 
 
+def lr_ratios(model) -> dict[str, float]:
+    """LoRA+: each LoRA instance's ``lr_ratio`` other than 1, from the compiled model's IR ({} for a model
+    that peltc did not compile)."""
+    c = model.__dict__.get("_pelt")
+    if c is None:
+        return {}
+    return {i.name: float(i.params["lr_ratio"]) for i in c.ir.instances()
+            if i.method == "lora" and float(i.params.get("lr_ratio", 1.0)) != 1.0}
+
+
 def train(model, tokenizer, splits, task, settings: TrainSettings, output_dir: str | Path, *,
           resume: bool | str = False, progress: bool = True, keep_checkpoints: bool = False,
           callbacks: Iterable = (), evaluate_test: bool = True,
-          instance_lr: Mapping[str, float] | None = None, **argument_overrides) -> dict[str, Any]:
+          instance_lr: Mapping[str, float] | None = None, speed=None, **argument_overrides) -> dict[str, Any]:
     """Train ``model`` on ``splits["train"]``, select on ``splits["dev"]``, report on ``splits["test"]``.
 
     ``splits``: tokenised (``task.encode``). ``output_dir``: where checkpoints go.
@@ -219,7 +247,9 @@ def train(model, tokenizer, splits, task, settings: TrainSettings, output_dir: s
     ``evaluate_test=False`` leaves the test set to the caller (`peltc compile` scores it once, on
     the saved artifact, reading the gates in the same pass). ``instance_lr``: a learning rate per
     PELT instance, each instance's parameters in their own optimiser group (default: the ``lr``
-    each instance of the compiled model's spec sets, `instance_lrs`).
+    each instance of the compiled model's spec sets, `instance_lrs`). ``speed``: the device, the autocast
+    precision and ``torch_compile`` (`runtime.speed.Speed`, resolved here; default the best device, fp32, eager),
+    handed to the Trainer as its arguments; compiled, every batch's shapes are marked dynamic.
 
     Returns a JSON-ready dict: ``dev.history`` (one entry per evaluation: epoch, step, metrics),
     ``dev.best`` (the restored checkpoint's dev metrics), ``test``, ``train`` (steps, epochs, loss,
@@ -233,15 +263,22 @@ def train(model, tokenizer, splits, task, settings: TrainSettings, output_dir: s
     lrs, base_instance = instance_lrs(model)
     if instance_lr is not None:
         lrs = dict(instance_lr)
-    args = training_arguments(settings, task, output_dir, progress=progress, **argument_overrides)
+    from peltc.runtime import speed as S
+    speed = S.resolve(speed)
+    args = training_arguments(settings, task, output_dir, progress=progress,
+                              **{**S.training_arguments(speed), **argument_overrides})
     compute, preprocess = task.trainer_metrics()
+    collate = task.collator(tokenizer)
+    if speed.torch_compile and not task.causal_lm and getattr(model.config, "problem_type", "") is None:
+        # what the model's first loss would set (a config change there recompiles the whole graph)
+        model.config.problem_type = "regression" if model.config.num_labels == 1 else "single_label_classification"
     trainer = PeltTrainer(
         model=model,
         args=args,
         train_dataset=splits["train"],
         eval_dataset=splits["dev"],
         processing_class=tokenizer,
-        data_collator=task.collator(tokenizer),
+        data_collator=S.DynamicCollator(collate) if speed.torch_compile else collate,
         compute_metrics=compute,
         preprocess_logits_for_metrics=preprocess,
         callbacks=[EarlyStopping(settings.patience, min_steps=settings.min_steps), *callbacks],
@@ -250,6 +287,7 @@ def train(model, tokenizer, splits, task, settings: TrainSettings, output_dir: s
         instance_lrs=lrs,
         base_instance=base_instance,
         select_from=settings.min_steps,
+        lr_ratios=lr_ratios(model),
     )
 
     task.init_head(model, settings, splits["train"])      # a causal LM has no task head
@@ -300,6 +338,7 @@ def train(model, tokenizer, splits, task, settings: TrainSettings, output_dir: s
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "dev": {"history": history, "best": dev},
         **({"test": test} if evaluate_test else {}),
+        "speed": speed.to_dict(),
         "train": {
             "steps": trainer.state.global_step,
             "epochs": trainer.state.epoch,

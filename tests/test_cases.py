@@ -20,13 +20,14 @@ from pathlib import Path
 import pytest
 
 from peltc.compiler.pipeline import build_ir
+from peltc.compiler.space_check import check_spec
 from peltc.errors import SpecError
 from peltc.grammar.fmt import format_source
 
 HERE = Path(__file__).resolve().parent
 CASES_DIR = HERE / "cases"
 CASES = sorted(CASES_DIR.glob("*.pelt"))
-SPECS = sorted((HERE.parent / "specs").glob("*.pelt"))
+SPECS = sorted((HERE.parent / "specs").glob("*.pelt")) + sorted((HERE.parent / "specs" / "spaces").glob("*.pelt"))
 SOURCE_DIRS = [HERE.parent / d for d in ("grammar", "compiler", "peltc")]
 
 _EXPECT = re.compile(r"# expect:\s+([A-Z]\d{3})\s+(?:(\S+):)?(\d+):(\d+)\s*$")
@@ -49,10 +50,11 @@ def read_header(path: Path) -> tuple[set[tuple[str, Path, int, int]], str | None
 
 
 def run_case(path: Path) -> SpecError:
+    """The case checked as `peltc check` checks it (a search space at every point)."""
     text = path.read_text(encoding="utf-8")
     _, model = read_header(path)
     with pytest.raises(SpecError) as info:
-        build_ir(text, str(path), model=model)
+        check_spec(text, str(path), model=model)
     return info.value
 
 
@@ -136,7 +138,8 @@ def test_end_of_file_position(text, pos):
 # --- the valid specs in specs/ ------------------------------------------------------------------
 @pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
 def test_spec_checks_clean(path: Path):
-    result = build_ir(path.read_text(encoding="utf-8"), str(path), model="bert-base-uncased")
+    """(A search space at every point.)"""
+    result = check_spec(path.read_text(encoding="utf-8"), str(path), model="bert-base-uncased")
     assert not result.diagnostics.errors
 
 

@@ -317,6 +317,10 @@ VALID_VALUES = {  # parameter → values its type and range accept (on a bert-ba
     "length": ["1", "10", "512"], "mlp": ["none", "off", "1", "512"],
     "rank": ["1", "8", "16"], "alpha": ["0", "16", "32.5"], "dropout": ["0", "0.1", ".5"],
     "init": ["random", "tokens"], "lr": ["1e-4", "0.5", "3"],
+    # LoRA's options (`init pissa` / `olora` is E145 under the learned gates drawn here: default only)
+    "lora.init": ["default"], "scaling": ["standard", "rs"], "dora": ["true", "false"], "lr_ratio": ["1", "16", "0.5"],
+    "tied": ["true", "false"], "prompt.init": ["random", "vocab"], "encoder": ["none", "mlp", "lstm"],
+    "encoder_hidden": ["1", "128"],
 }
 WILD_VALUES = ["-3", "0", "768", "1000", "007", "1e3", "1e400", "0.5", "-0.1", "2E2", "relu", "swish", "none",
                "true", '"10"', "parallel", "pooler", "mean"]
@@ -365,6 +369,8 @@ def _params(draw, spec: schema.MethodSpec, wild: bool, override: bool = False) -
     names = sorted(spec.params)
     if override and not wild:   # `lr`, prefix `init`: set for the whole instance only
         names = [n for n in names if not spec.params[n].instance_only]
+    if not wild:                # a prompt's `text` goes with `init text` only (E155 / E156)
+        names = [n for n in names if n != "text"]
     if wild:
         names += ["sizee", "rank", "lr", "size"]
     if not names:
@@ -372,7 +378,7 @@ def _params(draw, spec: schema.MethodSpec, wild: bool, override: bool = False) -
     chosen = _some(draw, names, 0, 3, unique=not wild)
     out = []
     for name in chosen:
-        pool = VALID_VALUES.get(name, ["1"])
+        pool = VALID_VALUES.get(f"{spec.name}.{name}", VALID_VALUES.get(name, ["1"]))
         if wild and _int(draw, 0, 1):
             pool = WILD_VALUES
         out.append(f"{name} {_pick(draw, pool)}")
@@ -424,8 +430,10 @@ def generated(draw):
         if "finetune" in methods:
             methods = ["finetune"]
         methods = [m for k, m in enumerate(methods) if m not in ("prefix", "bitfit") or m not in methods[:k]]
+        if any(m in ("lora", "bitfit") for m in methods):   # (IA)³ and LoRA / BitFit on one linear: E150
+            methods = [m for m in methods if m != "ia3"]
         if parts and parts[0].startswith("extends"):   # base.pelt: adapter a, lora l
-            methods = [m for m in methods if m not in ("finetune", "bitfit", "prefix")] or ["adapter"]
+            methods = [m for m in methods if m not in ("finetune", "bitfit", "prefix", "ia3")] or ["adapter"]
     names = _some(draw, ["n1", "n2", "n3", "x-1", "_p", "a"], len(methods), len(methods), unique=not wild)
     if not wild:
         names = [n if n != "a" else "n4" for n in names]

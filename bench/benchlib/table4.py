@@ -28,7 +28,7 @@ TARGET_STARTUP_S = 0.30
 
 
 def run_shape(shape: str, args, log: Callable[[str], None]) -> dict:
-    from peltc.compiler.torch.rewrite import fold_prefix, merge
+    from peltc.compiler.torch.rewrite import fold_prefix, merge, serve_fused
     from peltc.errors import SpecError
 
     t_shape = time.perf_counter()
@@ -89,7 +89,8 @@ def run_shape(shape: str, args, log: Callable[[str], None]) -> dict:
     out["rounds"] = {ph: 0 for ph in phases}
     if "train" in args.phases:
         log(f"[{shape}] train phase: {', '.join(train_items)}")
-        samples, records = interleave(train_items, args.warmup, args.rounds, phase_budget, log, "train")
+        samples, records = interleave(train_items, args.warmup, args.rounds, phase_budget, log, "train",
+                                      getattr(args, "clock", "wall"))
         out["rounds"]["train"] = len(records)
         for k in methods:
             res[k]["train_ms"] = summary(samples[k])
@@ -116,6 +117,13 @@ def run_shape(shape: str, args, log: Callable[[str], None]) -> dict:
             res[k]["served_report"] = {"pelt_trainable": sum(p.numel() for p in trainable(served)), "folded": folded}
         infer_items[k] = infer_fn(served, batch)
         variants[k] = k
+        if getattr(args, "unfused", False):                 # the same served model, serving fusions off
+            m = copy_model(template, share_frozen=True)
+            compile_method(m, k)
+            fold_prefix(m)
+            serve_fused(m, False)
+            infer_items[k + "@unfused"] = infer_fn(m, batch)
+            variants[k + "@unfused"] = k
         if k in prefix_models:
             infer_items[k + "@unfolded"] = infer_fn(prefix_models[k], batch)
             variants[k + "@unfolded"] = k
@@ -128,14 +136,15 @@ def run_shape(shape: str, args, log: Callable[[str], None]) -> dict:
     if "inference" in args.phases:
         log(f"[{shape}] inference phase: {', '.join(infer_items)}")
         r0 = rss_mb()
-        samples, records = interleave(infer_items, args.warmup, args.rounds, phase_budget, log, "inference")
+        samples, records = interleave(infer_items, args.warmup, args.rounds, phase_budget, log, "inference",
+                                      getattr(args, "clock", "wall"))
         out["rounds"]["inference"] = len(records)
         if rss_delta:
             res[BASE]["rss"] = {"mode": "delta", "delta_mb": round(rss_mb() - r0, 1)}
         res[BASE]["infer_ms"] = summary(samples[BASE])
         res[BASE]["infer_ratio_vs_base"] = {"median": 1.0, "n": len(records)}
         for item, k in variants.items():
-            suffix = item[len(k):].replace("@", "_")          # "", "_unfolded", "_merged"
+            suffix = item[len(k):].replace("@", "_")          # "", "_unfused", "_unfolded", "_merged"
             res[k][f"infer{suffix}_ms"] = summary(samples[item])
             res[k][f"infer{suffix}_ratio_vs_base"] = paired_ratio(records, item, BASE)
         del samples, records

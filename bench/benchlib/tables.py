@@ -16,6 +16,28 @@ def fmt_count(n: int | None) -> str:
     return str(n)
 
 
+def served_table(shapes: dict[str, dict]) -> str:
+    """Served inference vs the base model, one row per method and form, one column per shape: median of the
+    per-round ratios, best / best, and the per-round spread (min–max)."""
+    forms = (("", "served"), ("_unfused", "served, fusions off"), ("_merged", "merged"), ("_unfolded", "prefix unfolded"))
+    names = list(shapes)
+    head = "| method | form | " + " | ".join(f"{n} × base (best/best) [spread]" for n in names) + " |"
+    lines = [head, "|---|---|" + "---:|" * len(names)]
+    methods = [k for k in next(iter(shapes.values()))["methods"] if k not in (BASE, "finetune")]
+    for k in methods:
+        for suffix, form in forms:
+            cells = []
+            for n in names:
+                d = shapes[n]["methods"].get(k, {}).get(f"infer{suffix}_ratio_vs_base")
+                cells.append("—" if not d else f"{d['median']:.3f}× ({d['best']:.3f}) [{d['min']:.2f}–{d['max']:.2f}]")
+            if any(c != "—" for c in cells):
+                label = shapes[names[0]]["methods"][k].get("label", k)
+                lines.append(f"| {label} | {form} | " + " | ".join(cells) + " |")
+    rounds = "; ".join(f"{n}: {s['rounds'].get('inference', '?')} rounds, base {s['methods'][BASE]['infer_ms']['median']:.0f} ms"
+                       for n, s in shapes.items() if "infer_ms" in s["methods"].get(BASE, {}))
+    return "\n".join(lines) + f"\n\n({rounds})"
+
+
 def table(shape: str, s: dict) -> str:
     """The shape's results as a markdown table (Table 4 of the paper, plus memory)."""
     base_params = s["base_params"]

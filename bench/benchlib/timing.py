@@ -10,25 +10,30 @@ from typing import Callable
 
 # rounds chosen automatically: as many as fit ``--budget`` seconds per phase, within these bounds
 MIN_AUTO_ROUNDS, MAX_AUTO_ROUNDS = 3, 25
+# ``--clock``: wall time, or this thread's CPU time — with one torch thread every op of a forward runs on the
+# calling thread, and the time spent waiting for a core on a shared, loaded machine is not counted
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
 
 
 def interleave(items: dict[str, Callable[[], None]], warmup: int, rounds: int | None, budget_s: float,
-               log: Callable[[str], None], phase: str) -> tuple[dict[str, list[float]], list[dict[str, float]]]:
+               log: Callable[[str], None], phase: str, clock: str = "wall"
+               ) -> tuple[dict[str, list[float]], list[dict[str, float]]]:
     """Round-robin timing. Returns per-item samples (seconds) and the per-round records.
 
     ``rounds=None``: as many rounds as fit ``budget_s`` (estimated from the last warmup round),
-    between MIN_AUTO_ROUNDS and MAX_AUTO_ROUNDS."""
+    between MIN_AUTO_ROUNDS and MAX_AUTO_ROUNDS. ``clock``: a key of `CLOCKS`."""
     keys = list(items)
+    now = CLOCKS[clock]
 
     def visit(order: list[str]) -> dict[str, float]:
         rec = {}
         for k in order:                 # no garbage collection inside a timed call
             gc.disable()
             try:
-                t0 = time.perf_counter()
+                t0 = now()
                 got = items[k]()
                 # an item timed elsewhere (a worker process, --anchors) returns its own time
-                rec[k] = got if isinstance(got, float) else time.perf_counter() - t0
+                rec[k] = got if isinstance(got, float) else now() - t0
             finally:
                 gc.enable()
             gc.collect()                # cheap: the heap built so far is frozen

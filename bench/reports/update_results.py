@@ -12,6 +12,9 @@
   UniPELT's gates (``bench/reports/grid_dynamics.py --table``) from ``docs/results/grid-k100-dynamics.json``;
 - between ``<!-- selection:begin -->`` and ``<!-- selection:end -->``: the grid under the old checkpoint
   selection (any evaluation) against the recipe's (from ``min_steps`` on), ``bench/reports/selection_rule.py``;
+- between ``<!-- served:begin -->`` and ``<!-- served:end -->``: served inference vs the base model (UniPELT APL
+  with and without the serving fusions, LoRA / BitFit merged), ``bench/overhead.py --unfused --merged``, one
+  column per shape from ``docs/results/served-*/served-*.json`` (the newest folder);
 - between ``<!-- prefix-stability:begin -->`` and ``<!-- prefix-stability:end -->``: prefix-tuning alone on
   STS-B beyond the grid's seeds, on seed 3's sample under other initialisations, and each sample's linear
   signal (``bench/experiments/prefix_stability.py --table``) from ``docs/results/prefix-stability.json``.
@@ -54,6 +57,38 @@ def control_table(path: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def served_block(results: Path) -> str:
+    """The served-overhead table from the newest ``served-<date>/`` folder's ``overhead.py`` JSONs (one per shape)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from benchlib.tables import served_table
+    folder = max(p for p in results.glob("served-*") if p.is_dir())
+    shapes, notes = {}, []
+    for f in sorted(folder.glob("served-*.json")):
+        r = json.loads(f.read_text(encoding="utf-8"))
+        m = r["machine"]
+        for name, s in r["shapes"].items():
+            shapes[name] = s
+            load = ", ".join(f"{x:.1f}" for x in (m["loadavg_start"][0], m["loadavg_end"][0]))
+            notes.append(f"{name}: {f.relative_to(ROOT).as_posix()} ({r['args']['clock']} clock, "
+                         f"{r['args']['threads']} thread, load average {load} at start / end)")
+    return served_table(shapes) + "\n\nData: " + "; ".join(notes) + ".\n"
+
+
+def speed_section(folder: Path) -> str:
+    """The compile × precision tables (bench/overhead.py --compile --precision) of the newest committed
+    ``overhead-speed-*.json``, or a line saying none is committed."""
+    files = sorted(folder.glob("overhead-speed-*.json"))
+    if not files:
+        return "(not measured yet: no docs/results/overhead-speed-*.json is committed)\n"
+    sys.path.insert(0, str(ROOT / "bench"))
+    from benchlib.speed_axes import speed_table
+    data = json.loads(files[-1].read_text(encoding="utf-8"))
+    m = data.get("machine", {})
+    head = (f"From `docs/results/{files[-1].name}` (torch {data.get('torch')}, {m.get('cpu_count')} CPUs, "
+            f"{m.get('threads')} threads, load average {m.get('loadavg_start')} at the start).\n\n")
+    return head + "\n".join(speed_table(shape, r) for shape, r in data["shapes"].items())
+
+
 def main() -> int:
     sys.path.insert(0, str(ROOT / "bench" / "reports"))
     sys.path.insert(0, str(ROOT / "bench" / "experiments"))
@@ -80,6 +115,8 @@ def main() -> int:
     text = _replace(text, "selection", buf.getvalue())
     stab = ROOT / "docs" / "results" / "prefix-stability.json"
     text = _replace(text, "prefix-stability", stability_table(json.loads(stab.read_text(encoding="utf-8"))))
+    text = _replace(text, "served", served_block(ROOT / "docs" / "results"))
+    text = _replace(text, "speed", speed_section(ROOT / "docs" / "results"))
     path.write_text(text, encoding="utf-8")
     print(f"updated {path}")
     return 0

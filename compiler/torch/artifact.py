@@ -39,9 +39,18 @@ def config_hash(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(core, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def kept_buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The buffers an artifact keeps: a principal-init LoRA's starting A₀, B₀ (``…pelt_lora.<name>.A0``),
+    from which loading restores the base weight's residual W − s·B₀A₀ exactly."""
+    return {n: b for n, b in model.named_buffers() if ".pelt_lora." in n and n.rsplit(".", 1)[1] in ("A0", "B0")}
+
+
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Every parameter that trains: PELT parameters and the task head (finetune: everything)."""
-    return {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    """Every parameter that trains: PELT parameters and the task head (finetune: everything), and the
+    `kept_buffers`; on the CPU and in fp32 whatever the training precision (a floating-point parameter cast to
+    bf16 / fp16 is saved as fp32)."""
+    return {n: (p.detach().float() if p.is_floating_point() else p.detach()).to("cpu").contiguous() for n, p in
+            [*((n, p) for n, p in model.named_parameters() if p.requires_grad), *kept_buffers(model).items()]}
 
 
 def _sha256(path: Path) -> str:
@@ -304,7 +313,10 @@ def load_into(model: torch.nn.Module, manifest: dict[str, Any], tensors: dict[st
     if spec_hash is not None and spec_hash != manifest["spec_hash"]:
         raise ArtifactError(f"spec mismatch: artifact spec hash {manifest['spec_hash'][:12]}…, "
                             f"given spec {spec_hash[:12]}…", code="A009")
-    _copy_strict({n: p for n, p in model.named_parameters() if p.requires_grad}, tensors)
+    from peltc.compiler.torch.rewrite.attach import restore_residuals
+
+    _copy_strict({n: p for n, p in model.named_parameters() if p.requires_grad} | kept_buffers(model), tensors)
+    restore_residuals(model)
 
 
 def load_run_into(model: torch.nn.Module, index: int, manifest: dict[str, Any],
@@ -328,7 +340,8 @@ def load_run_into(model: torch.nn.Module, index: int, manifest: dict[str, Any],
             raise ArtifactError(f"artifact tensor '{n}' is neither a PELT parameter nor the task head (a base "
                                 "weight, as full fine-tuning trains): it cannot share the base model", code="A010")
         renamed[canonical(r)] = t
-    _copy_strict({canonical(n): p for n, p in model.named_parameters() if run_of(n) == index}, renamed)
+    _copy_strict({canonical(n): p for n, p in [*model.named_parameters(), *kept_buffers(model).items()]
+                  if run_of(n) == index}, renamed)
 
 
 def _copy_strict(params: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]) -> None:

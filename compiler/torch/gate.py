@@ -70,10 +70,20 @@ class Gate(nn.Module):
             g = torch.sigmoid(self.weight).to(like.dtype).expand(batch)
         else:
             g = torch.full((batch,), self.const, device=like.device, dtype=like.dtype)
+        return self._keep(g)
+
+    def _keep(self, g: torch.Tensor) -> torch.Tensor:
         # plain attribute; skips nn.Module.__setattr__. A per-token (causal) gate keeps its value at the last
         # position: the pooled value over the whole sequence, as an encoder's gate.
-        self.__dict__["last"] = (g[:, -1] if g.dim() == 2 else g).detach()
+        last = g[:, -1] if g.dim() == 2 else g
+        self.__dict__["last"] = last.detach() if last.requires_grad else last
         return g
+
+    def from_logits(self, logits: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+        """The values of a sigmoid gate reading its module's own input ``own``, from its logits (…, 1)
+        computed elsewhere (`served.adapter_add`: inside the down-projection)."""
+        state: PeltState = self.__dict__["_state"]
+        return self._keep(pool_logits(logits, own, self.pool, state, ("own", id(self)))[..., 0])
 
     # --- sigmoid ---------------------------------------------------------------------------------
     def _sigmoid(self, own: torch.Tensor | None) -> torch.Tensor:
@@ -84,17 +94,30 @@ class Gate(nn.Module):
             return pooled_sigmoid(own, self.proj.weight, self.proj.bias, self.pool, state,
                                   ("own", id(self)))[..., 0]
         x = state.value(self.layer, self.source)
-        group = state.groups.get((self.layer, self.source, self.pool)) or [self]
-        if not any(g is self for g in group):
-            group = [self]
-        ck = ("gate", self.layer, self.source, self.pool) if len(group) > 1 else ("gate", id(self))
+        group, ck = group_of(self, state)
         hit = state.cache.get(ck)          # one computation per forward and source tensor
         if hit is None or hit[0] is not x:
-            w = group[0].proj.weight if len(group) == 1 else torch.cat([g.proj.weight for g in group])
-            b = group[0].proj.bias if len(group) == 1 else torch.cat([g.proj.bias for g in group])
+            if len(group) == 1:
+                w, b = group[0].proj.weight, group[0].proj.bias
+            elif torch.is_grad_enabled() or not state.fuse:
+                w, b = torch.cat([g.proj.weight for g in group]), torch.cat([g.proj.bias for g in group])
+            else:                          # stacked once, not per forward
+                ts = [t for g in group for t in (g.proj.weight, g.proj.bias)]
+                w = state.pack(("gate_w", ck), ts, lambda: torch.cat([g.proj.weight for g in group]))
+                b = state.pack(("gate_b", ck), ts, lambda: torch.cat([g.proj.bias for g in group]))
             hit = (x, pooled_sigmoid(x, w, b, self.pool, state, ck), {id(g): i for i, g in enumerate(group)})
             state.cache[ck] = hit
         return hit[1][..., hit[2][id(self)]]
+
+
+def group_of(gate: Gate, state: PeltState) -> tuple[list[Gate], tuple]:
+    """The fused group a sigmoid gate belongs to (itself alone when none) and the key of its per-forward
+    result in ``state.cache``."""
+    group = state.groups.get((gate.layer, gate.source, gate.pool)) or [gate]
+    if not any(g is gate for g in group):
+        group = [gate]
+    ck = ("gate", gate.layer, gate.source, gate.pool) if len(group) > 1 else ("gate", id(gate))
+    return group, ck
 
 
 def pooled_sigmoid(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pool: str,
@@ -106,13 +129,20 @@ def pooled_sigmoid(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, po
         weight, bias = weight.to(x.dtype), bias.to(x.dtype)
     if getattr(state, "gate_norm", False):
         x = rms_normalised(x)
-    if x.dim() == 2:
-        return torch.sigmoid(F.linear(x, weight, bias))
-    if getattr(state, "causal", False):
-        return causal_pooled(torch.sigmoid(F.linear(x, weight, bias)), pool, state, key)
-    if pool == "first":
+    if x.dim() == 3 and pool == "first" and not getattr(state, "causal", False):
         return torch.sigmoid(F.linear(x[:, 0], weight, bias))
-    s = torch.sigmoid(F.linear(x, weight, bias))                         # (batch, seq, n)
+    return pool_logits(F.linear(x, weight, bias), x, pool, state, key)
+
+
+def pool_logits(logits: torch.Tensor, x: torch.Tensor, pool: str, state: PeltState, key=None) -> torch.Tensor:
+    """`pooled_sigmoid` from the logits ``x W^T + b`` (batch, seq, n) or (batch, n) of the source ``x``."""
+    if x.dim() == 2:
+        return torch.sigmoid(logits)
+    if getattr(state, "causal", False):
+        return causal_pooled(torch.sigmoid(logits), pool, state, key)
+    if pool == "first":
+        return torch.sigmoid(logits[:, 0])
+    s = torch.sigmoid(logits)                                            # (batch, seq, n)
     if pool == "masked_mean":
         m = state.token_mask(x)
         if m is not None:

@@ -9,8 +9,13 @@
                                      base_model.model.<head module>.<param> (modules_to_save)
 
 peft computes ``W x + (alpha / r) · B A x`` per module; peltc ``W x + s · B A x`` with ``s`` = alpha / rank
-(gate ``none``), the constant (``const(c)``) or σ(w) of the learned scalar (``scalar``); so each
-module is written with ``lora_alpha = s · r`` (per module in ``alpha_pattern`` where they differ).
+(gate ``none``; ``scaling rs``: alpha / √rank), the constant (``const(c)``) or σ(w) of the learned scalar
+(``scalar``); so each module is written with ``lora_alpha = s · r`` (per module in ``alpha_pattern`` where
+they differ) — or, when every exported LoRA is an ungated ``scaling rs`` one, ``use_rslora`` with
+``lora_alpha = s · √r``. DoRA (``dora true``, ungated) is peft's ``use_dora``, its magnitude vector
+``<module>.lora_magnitude_vector``. A principal init (``init pissa`` / ``olora``), whose base keeps
+W − s·B₀A₀, exports as a plain delta on the original base, as peft's conversion
+(``path_initial_model_for_weight_conversion``): A' = [A; A₀], B' = [B, −B₀], rank 2r, the same s.
 Several LoRAs on one linear become one of rank Σ r_k (A stacked, each B scaled by its s_k, alpha = rank).
 A sigmoid gate depends on each input, so no alpha reproduces it; adapters, prefixes, BitFit deltas,
 full fine-tuning and the ``pool mean`` head (the classifier reads the masked token mean, past the
@@ -23,6 +28,7 @@ The file names and key prefix are `peft_io`'s (the format); import is there too.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -62,11 +68,12 @@ def _artifact_dir(src: str | Path) -> Path:
 
 
 def _scale(att: AttachmentNode, lora: str, tensors: dict[str, torch.Tensor]) -> float:
-    """peltc's effective scale of one LoRA attachment (compiler/torch/lora.py: alpha / rank without a
-    gate, the gate's value with one)."""
+    """peltc's effective scale of one LoRA attachment (compiler/torch/lora.py: alpha / rank — alpha / √rank
+    with ``scaling rs`` — without a gate, the gate's value with one)."""
     g = att.gate
     if g.kind == "none":
-        return float(att.args.alpha) / int(att.args.rank)
+        r = int(att.args.rank)
+        return float(att.args.alpha) / (math.sqrt(r) if att.args.scaling == "rs" else r)
     if g.kind == "const":
         return float(g.value) if g.value is not None else 1.0
     if g.kind == "scalar":
@@ -84,6 +91,28 @@ def _at(att: AttachmentNode) -> str:
 def _left_out(ir: IR) -> tuple[list[str], set[str]]:
     """What peft's LoRA format cannot hold (one line per instance or gated attachment), and the ids of
     the LoRA attachments that can go."""
+    lines, ok = _left_out_methods(ir)
+    dora = {a.instance for a in ir.attachments() if a.id in ok and a.params.get("dora")}
+    plain = {a.instance for a in ir.attachments() if a.id in ok and not a.params.get("dora")}
+    for inst in sorted(dora):
+        atts = ir.attachments(inst)
+        why = None
+        if any(a.gate.kind != "none" for a in atts):
+            why = "DoRA under a gate (peft's DoRA has none)"
+        elif any(a.params.get("init", "default") != "default" for a in atts):
+            why = "DoRA on a principal init (peft converts PiSSA / OLoRA to a plain LoRA only)"
+        elif plain:
+            why = f"DoRA beside plain LoRA ({', '.join(sorted(plain))}): peft's use_dora is one setting per adapter"
+        elif len(dora) > 1 and {(a.layer, a.point) for a in atts} & {
+                (a.layer, a.point) for a in ir.attachments() if a.instance in dora - {inst}}:
+            why = "two DoRAs on one linear (peft holds one magnitude per module)"
+        if why:
+            lines.append(f"{inst} (lora, dora true): {why}")
+            ok -= {a.id for a in atts}
+    return lines, ok
+
+
+def _left_out_methods(ir: IR) -> tuple[list[str], set[str]]:
     lines: list[str] = []
     ok: set[str] = set()
     why = {
@@ -135,6 +164,7 @@ def export_peft(src: str | Path, out_dir: str | Path, *, partial: bool = False) 
                               "LoRA with gate none, const or scalar and head { pool pooler }: the shipped "
                               "specs/lora_peft.pelt is one")
     prefix = fam.base + "."
+    out: dict[str, torch.Tensor] = {}
     per_module: dict[str, list[tuple[torch.Tensor, torch.Tensor, float, AttachmentNode]]] = {}
     for att in ir.attachments():
         if att.id not in ok:
@@ -146,21 +176,27 @@ def export_peft(src: str | Path, out_dir: str | Path, *, partial: bool = False) 
         except KeyError as e:
             raise ArtifactError(f"the artifact lacks tensor {e.args[0]!r} of {att.instance} at {_at(att)}",
                                 code="A007") from None
+        if att.params.get("init", "default") != "default":     # the plain delta: s·(B A − B₀A₀)
+            a0, b0 = tensors[f"{lora}.A0"], tensors[f"{lora}.B0"]
+            a, b = torch.cat([a, a0.to(a.dtype)]), torch.cat([b, -b0.to(b.dtype)], dim=1)
         per_module.setdefault(path, []).append((a, b, _scale(att, lora, tensors), att))
+        if att.params.get("dora"):
+            out[f"{PREFIX}{path}.lora_magnitude_vector"] = tensors[f"{lora}.magnitude"].contiguous()
     if not per_module:
         raise UsageError("nothing to export to peft: the run has no LoRA that peft's format can hold"
                          + (" (left out: " + "; ".join(left) + ")" if left else ""), code="U121",
                          help="peft's LoRA format holds LoRA with gate none, const(c) or scalar")
 
-    out: dict[str, torch.Tensor] = {}
     ranks: dict[str, int] = {}
     alphas: dict[str, float] = {}
     notes: list[str] = []
+    rs = all(len(v) == 1 and v[0][3].params.get("scaling") == "rs" and v[0][3].gate.kind == "none"
+             for v in per_module.values())
     for path, loras in per_module.items():
         if len(loras) == 1:
             a, b, s, _ = loras[0]
             r = a.shape[0]
-            alpha = s * r
+            alpha = s * (math.sqrt(r) if rs else r)
         else:       # Σ s_k B_k A_k = [s_1 B_1, …] [A_1; …] · (alpha / r) with alpha = r
             a = torch.cat([x[0] for x in loras])
             b = torch.cat([(x[1].float() * x[2]).to(x[1].dtype) for x in loras], dim=1)
@@ -192,6 +228,8 @@ def export_peft(src: str | Path, out_dir: str | Path, *, partial: bool = False) 
         "fan_in_fan_out": False,
         "modules_to_save": heads or None,
         "inference_mode": True,
+        "use_rslora": rs,
+        "use_dora": any(x[3].params.get("dora") for v in per_module.values() for x in v),
     }
     rank_pattern = {p: r for p, r in sorted(ranks.items()) if r != r0}
     alpha_pattern = {p: _json_number(a) for p, a in sorted(alphas.items()) if a != a0}

@@ -105,6 +105,7 @@ def _pattern_value(patterns: dict[str, Any], name: str, default: Any) -> Any:
     return default
 
 
+_MAGNITUDE_KEY = re.compile(r"^(?P<module>.+)\.lora_magnitude_vector(?:\.[A-Za-z0-9_-]+)?(?:\.weight)?$")
 _LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.(?P<adapter>[A-Za-z0-9_-]+))?\.weight$")
 
 
@@ -122,8 +123,10 @@ def _linear_paths(fam: Family, n_layers: int) -> dict[str, tuple[int, str]]:
 
 def read_peft(peft_dir: str | Path, model_config: dict[str, Any]) -> PeftAdapter:
     """Read a peft LoRA adapter (SEQ_CLS) and map it onto the canonical points of ``model_config``'s
-    family. Raises `ArtifactError` A020 / A021 for what is not a peft LoRA adapter or what a peltc spec
-    cannot hold (DoRA, LoRA biases, bias training, LoRA on a module that is no canonical point, …)."""
+    family (``use_rslora`` → ``scaling rs``, ``use_dora`` → ``dora true`` with its magnitude vectors).
+    Raises `ArtifactError` A020 / A021 for what is not a peft LoRA adapter or what a peltc spec cannot hold
+    (LoRA biases, bias training, LoRA on a module that is no canonical point, a PiSSA / OLoRA adapter saved
+    without conversion, …)."""
     config, raw = read_peft_dir(peft_dir)
     where = f"'{Path(peft_dir) / CONFIG}'"
     if config.get("peft_type") in peft_prompt.PROMPT_TYPES:
@@ -139,8 +142,10 @@ def read_peft(peft_dir: str | Path, model_config: dict[str, Any]) -> PeftAdapter
         raise ArtifactError(f"{where} has task_type {config.get('task_type')!r}; peltc imports sequence-"
                             "classification adapters (SEQ_CLS)", code="A021")
     refused = []
-    if config.get("use_dora"):
-        refused.append("use_dora (DoRA's magnitude vectors)")
+    init = config.get("init_lora_weights")
+    if isinstance(init, str) and init.lower().startswith(("pissa", "olora", "corda", "loftq")):
+        refused.append(f"init_lora_weights {init!r} saved without conversion (its A, B need the base weight "
+                       "that init changed; save with peft's path_initial_model_for_weight_conversion)")
     if config.get("bias", "none") != "none":
         refused.append(f"bias {config.get('bias')!r} (trained base biases)")
     if config.get("lora_bias"):
@@ -157,6 +162,7 @@ def read_peft(peft_dir: str | Path, model_config: dict[str, Any]) -> PeftAdapter
     linears = _linear_paths(fam, n_layers)
     modules_to_save = config.get("modules_to_save") or []
     rslora = bool(config.get("use_rslora"))
+    dora = bool(config.get("use_dora"))
 
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     head: dict[str, torch.Tensor] = {}
@@ -165,6 +171,10 @@ def read_peft(peft_dir: str | Path, model_config: dict[str, Any]) -> PeftAdapter
         m = _LORA_KEY.match(key[len(PREFIX):] if key.startswith(PREFIX) else key)
         if m:
             pairs.setdefault(m["module"], {})[m["ab"]] = t
+            continue
+        m = _MAGNITUDE_KEY.match(key[len(PREFIX):] if key.startswith(PREFIX) else key)
+        if m and dora:
+            pairs.setdefault(m["module"], {})["m"] = t
             continue
         name = _strip(key)
         module = name.rsplit(".", 1)[0]
@@ -188,16 +198,18 @@ def read_peft(peft_dir: str | Path, model_config: dict[str, Any]) -> PeftAdapter
                                               f"e.g. '{next(iter(linears))}'")
     groups: dict[tuple[int, float], list[tuple[int, str, str]]] = {}
     for module, ab in sorted(pairs.items(), key=lambda kv: linears[kv[0]]):
-        if set(ab) != {"A", "B"}:
-            raise ArtifactError(f"{where}: '{module}' has lora_{next(iter(ab))} but no "
-                                f"lora_{'B' if 'A' in ab else 'A'}", code="A020")
+        if set(ab) != {"A", "B"} | ({"m"} if dora else set()):
+            have = ", ".join(sorted(ab))
+            raise ArtifactError(f"{where}: '{module}' has {have} of lora_A, lora_B"
+                                + (", lora_magnitude_vector (use_dora)" if dora else "") + ", not all",
+                                code="A020")
         r = int(ab["A"].shape[0])
         if ab["B"].dim() != 2 or int(ab["B"].shape[1]) != r:
             raise ArtifactError(f"{where}: '{module}' has lora_A {tuple(ab['A'].shape)} and lora_B "
                                 f"{tuple(ab['B'].shape)}, not (r, in) and (out, r)", code="A020")
         alpha_p = float(_pattern_value(config.get("alpha_pattern"), module, config.get("lora_alpha", 8)))
         scale = alpha_p / (math.sqrt(r) if rslora else r)
-        alpha = scale * r
+        alpha = alpha_p if rslora else scale * r     # rsLoRA stays `scaling rs` with peft's alpha
         if not math.isfinite(alpha) or alpha < 0:
             raise ArtifactError(f"{where}: '{module}' has scale {scale:g}; peltc's alpha is ≥ 0", code="A021")
         groups.setdefault((r, alpha), []).append((*linears[module], module))
@@ -211,10 +223,12 @@ def read_peft(peft_dir: str | Path, model_config: dict[str, Any]) -> PeftAdapter
             k += 1
             name = f"lora_r{r}_{k}"
         names.append(name)
-        out_groups.append({"name": name, "rank": r, "alpha": alpha, "modules": mods})
+        out_groups.append({"name": name, "rank": r, "alpha": alpha, "modules": mods, "rs": rslora, "dora": dora})
         for _, _, module in mods:
             tensors[f"{module}.pelt_lora.{name}.A.weight"] = pairs[module]["A"]
             tensors[f"{module}.pelt_lora.{name}.B.weight"] = pairs[module]["B"]
+            if dora:
+                tensors[f"{module}.pelt_lora.{name}.magnitude"] = pairs[module]["m"].reshape(-1)
     tensors.update(head)
     return PeftAdapter(Path(peft_dir), config, fam, n_layers, out_groups, tensors, _num_labels(fam, head),
                        sorted({n.rsplit(".", 1)[0] for n in head}))
@@ -280,6 +294,10 @@ def spec_text(adapter: PeftAdapter, model_ref: str | None) -> str:
         lines.append(f"  at {', '.join(_targets(g['modules'], adapter.n_layers))}")
         lines.append(f"  rank {g['rank']}")
         lines.append(f"  alpha {_num(g['alpha'])}")
+        if g.get("rs"):
+            lines.append("  scaling rs")
+        if g.get("dora"):
+            lines.append("  dora true")
         if dropout > 0:
             lines.append(f"  dropout {_num(dropout)}")
         lines.append("}")

@@ -314,10 +314,11 @@ KEY_MULTIPLE = {("sdpa", "cpu"): 16}
 
 def key_padding(base: str, mask: torch.Tensor | None, query: torch.Tensor, keys: int) -> int:
     """How many never-attended keys to add after a prefix so ``keys`` reaches the kernel's preferred multiple
-    (0 without a mask: adding one would change the kernel's path, and for other implementations/devices)."""
+    (0 without a mask: adding one would change the kernel's path, and for other implementations/devices; 0 under
+    torch.compile, whose graph serves every length)."""
     multiple = KEY_MULTIPLE.get((base, query.device.type))
-    if multiple is None or mask is None or not query.dtype.is_floating_point:
-        return 0
+    if multiple is None or mask is None or not query.dtype.is_floating_point or torch.compiler.is_compiling():
+        return 0       # compiled (dynamic shapes): a pad that depends on the length would specialise on it
     return -keys % multiple
 
 

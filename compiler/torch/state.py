@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import inspect
 from functools import partial
-from types import MethodType
 from typing import Any, Callable
 
 import torch
@@ -45,7 +44,6 @@ class PeltState:
         self.encoders: list = []                            # prefix reparameterisations, run at `begin`
         self.attn_implementation: str | None = None         # required while prefixes are attached
         self.prefix_kv: dict[int, torch.Tensor] = {}        # id(encoder) → its output for this forward
-        self.forwards = 0
         self.observer = None                                # diagnostics: sees prefix attention inputs
         # decoders: causal gates pool over the tokens so far; one generation step (a forward continuing
         # a KV cache) adds to the running sums of the cache's tokens, ``carry`` — held by the cache itself
@@ -62,6 +60,14 @@ class PeltState:
         self.routed = False
         self.route: torch.Tensor | None = None
         self.present: frozenset[int] = frozenset()
+        # serving (no-grad forwards, `served`): one matmul for the LoRAs of an attention block that read the
+        # same input (and the sigmoid gates reading it), an adapter's gate inside its down-projection, sums
+        # added in place. ``fuse`` switches them off (``rewrite.serve_fused``: the before / after benchmark);
+        # ``lora_groups`` (rewrite fills it) lists the LoRAs of one attention block; ``packs`` holds the
+        # stacked weights, rebuilt when a parameter changes (its version or storage)
+        self.fuse = True
+        self.lora_groups: dict[Any, list] = {}
+        self.packs: dict[Any, tuple[Any, torch.Tensor]] = {}
 
     # --- lifecycle ---------------------------------------------------------------------------
     def begin(self, mask: torch.Tensor | None, continuing: bool = False, carry: dict | None = None,
@@ -79,7 +85,6 @@ class PeltState:
         # Prefix MLPs run once per forward, before any layer: outside gradient-checkpointed layers,
         # so a layer recomputed during backward reads the same tensor (kept until the next begin).
         self.prefix_kv = {id(e): e() for e in self.encoders}
-        self.forwards += 1
 
     def end(self) -> None:
         self.values.clear()
@@ -134,6 +139,16 @@ class PeltState:
         if out is None:
             out = self.cache[key] = (self.route == run).nonzero().squeeze(1).to(device)
         return out
+
+    def pack(self, key, tensors: list[torch.Tensor], build: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``build()`` (stacked weights), kept in ``packs[key]`` until one of ``tensors`` changes (its version
+        counter, storage or dtype: an optimizer step, ``load_state_dict``, ``.to()``). No-grad forwards only."""
+        stamp = tuple((t._version, t.data_ptr(), t.dtype) for t in tensors)
+        hit = self.packs.get(key)
+        if hit is None or hit[0] != stamp:
+            with torch.no_grad():
+                hit = self.packs[key] = (stamp, build())
+        return hit[1]
 
     def token_count(self, x: torch.Tensor) -> torch.Tensor:
         """Tokens per example, (batch, 1), at least 1 (call only when `token_mask` is not None)."""
@@ -256,8 +271,8 @@ _BATCH_OPS = {
 def _output_cache(output):
     """The KV cache a base model's forward returned (``cache``, ``past_key_values`` before transformers
     5.2x; in a tuple output, the element that is one), or None."""
-    items = output.values() if hasattr(output, "values") and callable(output.values) else \
-        output if isinstance(output, tuple) else ()
+    # (a dict's values — a ModelOutput is an OrderedDict — tested by type, which torch.compile traces)
+    items = output.values() if isinstance(output, dict) else output if isinstance(output, tuple) else ()
     return next((o for o in items if hasattr(o, "get_seq_length") and hasattr(o, "reorder_cache")), None)
 
 
@@ -266,7 +281,7 @@ def attach_carry(cache, carry: dict) -> None:
     cache.__dict__[CARRY] = carry
     for name in _BATCH_OPS:
         if hasattr(type(cache), name) and name not in cache.__dict__:
-            cache.__dict__[name] = MethodType(partial(_reordered, name), cache)
+            cache.__dict__[name] = partial(_reordered, name, cache)   # (a partial: torch.compile traces it)
 
 
 def _reordered(name: str, cache, arg) -> Any:

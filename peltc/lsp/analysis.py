@@ -20,6 +20,8 @@ from lsprotocol import types as lsp
 
 from peltc.compiler.ir import IR
 from peltc.compiler.pipeline import build_ir
+from peltc.compiler.space import Space, load_space
+from peltc.compiler.space_check import check_space
 from peltc.errors import Diagnostic, PeltError, Span, SpecError
 from peltc.grammar import ast
 from peltc.grammar.parser import parse
@@ -103,6 +105,7 @@ class Analysis:
     hover_ir: IR | None = None      # the same with a model bound (DEFAULT_HOVER_MODEL when none)
     hover_model: str | None = None
     hover_model_defaulted: bool = False
+    space: Space | None = None      # a search space (compiler/space.py): the IRs above are its first point
 
 
 def make_loader(open_docs: dict[str, str] | None = None) -> Loader:
@@ -126,7 +129,14 @@ def analyse(text: str, path: str, *, model: str | None = None, loader: Loader | 
     except SpecError:
         a.tree = None
     try:
-        r = build_ir(text, path, model=model, loader=loader)
+        space = load_space(text, path=path) if a.tree is not None else None
+        if space is not None and space.dimensions:   # a search space: every point, as `peltc check` does
+            sc = check_space(space, model=model, loader=loader)
+            r, warnings, a.space = sc.result, sc.warnings, space
+            text = space.layout_text(space.first())   # hover: the first point, at the space's positions
+        else:
+            r = build_ir(text, path, model=model, loader=loader)
+            warnings = r.warnings
     except SpecError as e:
         a.diagnostics = list(e.diagnostics)
         a.sources = dict(e.sources)
@@ -134,8 +144,8 @@ def analyse(text: str, path: str, *, model: str | None = None, loader: Loader | 
     except PeltError as e:   # a bad `model` setting: a usage error, as `peltc check --model X` reports it
         a.diagnostics = [e.diagnostic]
         return a
-    a.diagnostics = list(r.warnings)
-    a.sources = dict(r.diagnostics.sources)
+    a.diagnostics = list(warnings)
+    a.sources = dict(r.diagnostics.sources) | {path: a.text}
     a.ir = r.ir
     if not hover:
         return a

@@ -92,6 +92,17 @@ def point_hover(a: Analysis, inst_name: str | None, target: ast.Target) -> str:
     return "\n".join(lines)
 
 
+def _dimension_note(a: Analysis, member, text: str | None) -> str | None:
+    """A search space's choice under the cursor: its dimension (what is resolved above is the first point)."""
+    sp = getattr(member, "space", None) or getattr(member, "choice", None)
+    d = next((d for d in a.space.dimensions if d.span == sp.span), None) if sp is not None and a.space else None
+    if d is None:
+        return text
+    from peltc.compiler.space_summary import domain_text
+    return (text or "") + f"\n\nsearch dimension `{d.name}` ({d.kind}): {domain_text(d)}; resolved above at " \
+                          "the space's first point"
+
+
 def hover(a: Analysis, line0: int, char0: int) -> lsp.Hover | None:
     tree = a.tree
     if tree is None:
@@ -161,6 +172,7 @@ def hover(a: Analysis, line0: int, char0: int) -> lsp.Hover | None:
         elif isinstance(f.member, ast.LayerOverride):
             text = "**layers[…] { }**: a per-layer override of parameters and the gate"
             rng = f.member.span
+    text = _dimension_note(a, f.member, text)
     if not text:
         return None
     return lsp.Hover(contents=lsp.MarkupContent(kind=lsp.MarkupKind.Markdown, value=text),

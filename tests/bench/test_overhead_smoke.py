@@ -115,3 +115,22 @@ def test_quick_decoder_run_generation(tmp_path, capsys, bench_lib):
     assert methods["prefix_lora"]["spec"] == "specs/prefix.pelt + specs/lora.pelt"
     out = capsys.readouterr().out
     assert "| BitFit | n/a (no biases) |" in out and "| Prefix + LoRA |" in out and "no cache: ms/token" in out
+
+
+def test_unfused_and_cpu_clock_time_the_served_model_both_ways(tmp_path, capsys):
+    """--unfused: every served model again with the serving fusions off, in the same interleaved rounds;
+    --clock cpu (one thread): thread CPU time; the served table lists both forms."""
+    bench = _load()
+    result = bench.main(["--shapes", "tiny", "--batch", "2", "--seq", "16", "--quick", "--threads", "1", "--phases",
+                         "inference", "--methods", "unipelt_apl,lora", "--unfused", "--merged", "--clock", "cpu",
+                         "--rss", "none", "--out", str(tmp_path)])
+    assert result["args"]["unfused"] and result["args"]["clock"] == "cpu"
+    methods = result["shapes"]["tiny"]["methods"]
+    for k in ("unipelt_apl", "lora"):
+        for form in ("infer", "infer_unfused"):
+            assert methods[k][f"{form}_ratio_vs_base"]["n"] == 2 and methods[k][f"{form}_ms"]["median"] > 0
+    assert methods["lora"]["infer_merged_ratio_vs_base"]["n"] == 2
+    out = capsys.readouterr().out
+    assert "| UniPELT (APL) | served, fusions off |" in out and "| LoRA | merged |" in out
+    with pytest.raises(SystemExit):
+        bench.main(["--shapes", "tiny", "--clock", "cpu", "--threads", "2"])   # other threads' time is not counted

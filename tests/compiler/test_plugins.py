@@ -101,3 +101,35 @@ def test_two_sources_cannot_share_a_name(vera, tmp_path):
     with pytest.raises(UsageError) as e:
         load_plugin(other)
     assert e.value.diagnostic.code == "U173" and str(VERA.resolve()) in str(e.value)
+
+
+def test_a_space_over_a_plugin_method_checks_every_point(tmp_path):
+    """A search space over the VeRA plug-in's rank, the plug-in read by the space's own `import "vera.py"`:
+    every point is checked like a built-in's (a rank out of range is E104 at the choice, naming its value),
+    and a point's spec saved elsewhere (a search trial's folder) still finds the plug-in (`relocate`)."""
+    from peltc.compiler.space import load_space, relocate
+    from peltc.compiler.space_check import check_space
+    shutil.copy(VERA, tmp_path / "vera.py")
+    good = tmp_path / "space.pelt"
+    good.write_text('import "vera.py"\nmodel bert-base-uncased\n'
+                    'vera v { at layers[*].attention.value rank choice(4, 8) }\n', encoding="utf-8")
+    try:
+        sc = check_space(load_space(good))
+        assert sc.space.size() == 2 and sc.exhaustive and sc.checked == 2
+        # per layer: rank + out (768), 12 layers
+        assert sc.counts == (12 * (4 + 768), 12 * (8 + 768))
+        bad = tmp_path / "bad.pelt"
+        bad.write_text(good.read_text().replace("choice(4, 8)", "choice(0, 4)"), encoding="utf-8")
+        with pytest.raises(SpecError) as e:
+            check_space(load_space(bad))
+        d = e.value.diagnostics[0]
+        assert d.code == "E104" and "v.rank = 0" in d.message and d.span.line == 3
+        s = load_space(good)
+        text = relocate(s.concrete({"v.rank": 8}), s.file, tmp_path / "runs" / "study")
+        assert text.startswith('import "../../vera.py"\n')
+        (tmp_path / "runs" / "study").mkdir(parents=True)
+        (tmp_path / "runs" / "study" / "t0000.pelt").write_text(text, encoding="utf-8")
+        r = build_ir(text, str(tmp_path / "runs" / "study" / "t0000.pelt"), model="bert-base-uncased")
+        assert [(i.method, i.params["rank"]) for i in r.ir.instances()] == [("vera", 8)]
+    finally:
+        unregister("vera")

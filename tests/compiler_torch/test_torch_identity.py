@@ -34,6 +34,11 @@ CASES = {
     "lora-const": "lora l { at layers[*].attention.out rank 4 gate const(2) }",
     "lora-two": ("lora l { at layers[*].attention.query rank 4 }\n"
                  "lora m { at layers[*].attention.query rank 2 gate sigmoid(layer.input) }"),
+    "lora-rs": f"lora l {{ at {LINEARS} rank 4 scaling rs }}",
+    "lora-dora": f"lora l {{ at {LINEARS} rank 4 dora true }}",
+    "lora-dora-sigmoid": "lora l { at layers[*].attention.{query, value} rank 4 dora true gate sigmoid(layer.input) }",
+    "lora-pissa": f"lora l {{ at {LINEARS} rank 4 init pissa }}",
+    "lora-olora-const": "lora l { at layers[*].ffn.{up, down} rank 4 init olora gate const(0.5) }",
     "bitfit-all": "bitfit b { at all }",
     "bitfit-layer-sigmoid": "bitfit b { at layers[*] gate sigmoid(layer.input) }",
     "bitfit-ffn-sigmoid": "bitfit b { at layers[1].ffn gate sigmoid(attention.output) }",

@@ -269,7 +269,7 @@ def test_import_a_peft_adapter_into_a_run_folder(tmp_path, tiny_dir, kwargs, cap
         assert groups == {(4, 8.0), (2, 8.0), (4, 5.0)}
         assert "at layers[*].attention.query, layers[0].attention.value" in text
     else:
-        assert groups == {(4, 6 / 2 * 4)}                        # rsLoRA: s = alpha / sqrt(r)
+        assert groups == {(4, 6.0)} and "scaling rs" in text     # rsLoRA stays rsLoRA: s = alpha / sqrt(r)
     batch = _batch(pm.config.vocab_size)
     model, _, task, manifest, _ = load_run(run)
     assert task.name == "rte"

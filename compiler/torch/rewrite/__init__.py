@@ -5,6 +5,7 @@
     merge(model)                    # ungated LoRA / BitFit → base weights (zero-overhead inference)
     disable(model, "kv")            # switch one instance off (ablations, tests)
     force_gates(model, 0.0)         # pin every gate (or one instance's) to a value
+    serve_fused(model, False)       # no-grad forwards without the serving fusions (compiler/torch/served.py)
     attach_runs([ir0, ir1], model, head_shapes)   # several runs on one base, each example routed (`routing`)
 
 What ``apply`` does, in order (nothing is touched before every target resolved):
@@ -30,10 +31,10 @@ function (C015 otherwise, with the model put back as it was).
 
 Modules: ``inject`` (``apply`` and ``attach_runs``: plan each run with `plan.plan_run`, then inject it;
 switch the attention implementation; install the state and pooling hooks), ``attach`` (one attachment's
-modules at its targets, by method), ``after`` (fold, merge, switch off, pin gates).
+modules at its targets, by method), ``after`` (fold, merge, switch off, pin gates, serving fusions).
 """
 
-from peltc.compiler.torch.rewrite.after import disable, fold_prefix, force_gates, merge
+from peltc.compiler.torch.rewrite.after import compile_forward, disable, fold_prefix, force_gates, merge, serve_fused
 from peltc.compiler.torch.rewrite.inject import apply, attach_runs
 
-__all__ = ["apply", "attach_runs", "fold_prefix", "merge", "disable", "force_gates"]
+__all__ = ["apply", "attach_runs", "fold_prefix", "merge", "disable", "force_gates", "serve_fused"]

@@ -1,5 +1,6 @@
 """After training and for experiments: fold prefix MLPs, merge LoRA / BitFit / (IA)³ into base weights,
-switch an instance off, pin gates. (LoReFT does not merge: it stays, as adapters and prefixes do.)"""
+switch an instance off, pin gates, switch the serving fast paths. (LoReFT does not merge: it stays, as
+adapters and prefixes do.)"""
 
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ def fold_prompt(model: nn.Module) -> list[str]:
 
 
 def merge(model: nn.Module, *, skip_gated: bool = False) -> list[str]:
-    """Fold LoRA, BitFit and (IA)³ into the base weights for zero-overhead inference.
+    """Fold LoRA (DoRA too), BitFit and (IA)³ into the base weights for zero-overhead inference.
 
     Returns what was merged, as ``"<instance>@<module path>"``. Input-dependent (sigmoid) gates
     cannot be folded into a weight: by default that raises `CompileError` before anything changes;
@@ -98,16 +99,18 @@ def merge(model: nn.Module, *, skip_gated: bool = False) -> list[str]:
     with torch.no_grad():
         for n, m in loras:
             lin = inner_module(m)
+            w0 = lin.weight.detach().to(torch.float32)      # each LoRA's change is against the unmerged base
+            add = torch.zeros_like(w0)
             for i in list(m.pelt_lora):
                 lora = m.pelt_lora[i]
                 g = static_gate_value(lora.gate)
                 if g is None:
                     continue
-                s = lora.scaling if lora.gate is None else g
                 if lora.enabled:
-                    lin.weight += (s * lora.delta_weight().to(torch.float32)).to(lin.weight.dtype)
+                    add += lora.merged_delta(w0, g)
                 del m.pelt_lora[i]
                 merged.append(f"{i}@{n}")
+            lin.weight.copy_((w0 + add).to(lin.weight.dtype))
             if len(m.pelt_lora) == 0:
                 set_module(model, n, m.base_layer)
         for n, m in biases:
@@ -132,6 +135,10 @@ def merge(model: nn.Module, *, skip_gated: bool = False) -> list[str]:
     live = {id(g) for g in model.modules() if isinstance(g, Gate)}
     for groups in c.state.groups.values():     # drop merged gates from fused groups
         groups[:] = [g for g in groups if id(g) in live]
+    live = {id(m) for m in model.modules()}
+    for group in c.state.lora_groups.values():   # and merged LoRAs from the served down-projections
+        group[:] = [m for m in group if id(m) in live]
+    c.state.packs.clear()
     c.state.cache.clear()
     c.merged += merged
     return merged
@@ -175,6 +182,16 @@ def _merge_ia3(name: str, lin: nn.Module) -> list[str]:
 
 # --- switches (tests, ablations) ------------------------------------------------------------------------
 
+def serve_fused(model: nn.Module, on: bool = True) -> bool:
+    """Switch the serving fast paths (``compiler/torch/served.py``: fused matmuls in no-grad forwards) on or
+    off; returns the previous setting. Off, a forward runs exactly the training path (benchmarks: before /
+    after)."""
+    state = compiled(model).state
+    before, state.fuse = state.fuse, bool(on)
+    state.packs.clear()
+    return before
+
+
 def _instance_modules(model: nn.Module, instance: str):
     for m in model.modules():
         for key in ("pelt_adapters", "pelt_lora", "pelt_bitfit", "pelt_prefix", "pelt_prompt", "pelt_ia3", "pelt_reft",
@@ -209,3 +226,12 @@ def force_gates(model: nn.Module, value: float | None, instance: str | None = No
         if g is not None and (instance is None or g.key[0] == instance):
             g.forced = None if value is None else float(value)
     return n
+
+
+def compile_forward(model: nn.Module, *, fullgraph: bool = False, dynamic: bool | None = True,
+                    backend: str = "inductor") -> nn.Module:
+    """``torch.compile`` the model's forward in place (``nn.Module.compile``): the module, its parameters,
+    its state and every ``model(...)`` call — ``generate``'s steps included — stay as they are, only compiled.
+    ``dynamic=True`` traces batch and sequence lengths as symbols, so new shapes reuse the graph."""
+    model.compile(fullgraph=fullgraph, dynamic=dynamic, backend=backend)
+    return model

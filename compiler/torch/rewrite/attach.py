@@ -25,7 +25,7 @@ from peltc.compiler.torch.bitfit import FOLDED, BiasDelta, bias_size, bitfit_hoo
 from peltc.compiler.torch import ia3, reft
 from peltc.compiler.torch.delta import Delta, DeltaLinear
 from peltc.compiler.torch.gate import Gate
-from peltc.compiler.torch.lora import LoRA, LoraLinear
+from peltc.compiler.torch.lora import LoRA, LoraLinear, principal_init
 from peltc.compiler.torch.plan import inner_module, kv_width, span_of, where_of
 from peltc.compiler.torch.prefix import Prefix, PrefixEncoder, token_ids
 from peltc.compiler.torch import prompt as soft_prompt
@@ -197,9 +197,40 @@ def _attach_lora(model, att, t, state, hidden) -> None:
     lin = inner_module(host)
     where = where_of(lin)
     p = att.args
-    host.pelt_lora[att.instance] = LoRA(lin.in_features, lin.out_features, int(p.rank), float(p.alpha),
-                                        float(p.dropout),
-                                        _gate(att, state, hidden, where), **where)
+    lora = host.pelt_lora[att.instance] = LoRA(
+        lin.in_features, lin.out_features, int(p.rank), float(p.alpha), float(p.dropout),
+        _gate(att, state, hidden, where), rs=p.scaling == "rs", dora=bool(p.dora), init=p.init, **where)
+    if state.routed:      # a shared base is never changed (s·B₀A₀ x is subtracted in the run's rows instead);
+        lora.__dict__["in_base"] = p.init == "default"      # the weights come from the artifact
+        return
+    if p.init != "default":
+        lora.set_principal(*principal_init(lin.weight, int(p.rank), lora.init_scale, p.init))
+        set_residual(host)
+    if lora.dora:
+        lora.init_magnitude(lin.weight)
+
+
+def set_residual(host: LoraLinear) -> None:
+    """The base weight of a linear whose LoRAs start from a principal init (``init pissa`` / ``olora``):
+    W − Σ_k s_k·B₀ₖA₀ₖ, computed in float32 from the original weight W, which is kept (by reference,
+    ``host._pelt_original_weight``; the caller's tensor is never written: the base gets a new one) so
+    that loading an artifact's A₀, B₀ (`restore_residuals`) gives exactly the weight training had."""
+    lin = inner_module(host)
+    orig = host.__dict__.setdefault("_pelt_original_weight", lin.weight.data)
+    kept = [lo for lo in host.pelt_lora.values() if lo.init != "default" and lo.in_base]
+    w = orig.to(device=lin.weight.device, dtype=torch.float32)    # the model may have moved since
+    for lo in kept:
+        w = w - lo.init_scale * (lo.B0 @ lo.A0).to(w.device)
+    lin.weight.data = w.to(orig.dtype)
+
+
+def restore_residuals(model: nn.Module) -> int:
+    """After an artifact's tensors (A₀, B₀ included) were copied in: every principal-init linear's base
+    weight recomputed from its original (`set_residual`). Returns the linears set."""
+    hosts = [m for m in model.modules() if isinstance(m, LoraLinear) and "_pelt_original_weight" in m.__dict__]
+    for h in hosts:
+        set_residual(h)
+    return len(hosts)
 
 
 def _attach_bitfit(model, att, tgts, state, hidden) -> None:

@@ -17,6 +17,7 @@ from peltc.compiler.schema import host_of
 from peltc.compiler.torch.adapter import PARALLEL_INPUT, AdapterPoint
 from peltc.compiler.torch.compiled import Compiled
 from peltc.compiler.torch.gate import Gate
+from peltc.compiler.torch.lora import LoraLinear
 from peltc.compiler.torch.plan import (Plan, attn_implementation, check_prefix_uniform, family_for, get_module,
                                        has_module, hidden_size, plan_run, span_of, where_of)
 from peltc.compiler.torch.pooling import bypass_pooler_hook, mean_pool_all_hook, mean_pool_hook
@@ -131,6 +132,7 @@ def _state_hooks(model: nn.Module, c: Compiled) -> None:
             state.groups.setdefault((m.layer, m.source, m.pool), []).append(m)
         if isinstance(m, AdapterPoint) and any(a.placement == "parallel" for a in m.pelt_adapters.values()):
             needs.add((m.layer, PARALLEL_INPUT[m.point]))
+    lora_groups(model, c)
     for layer, point in sorted(needs):
         if point == "input":
             mod = model.get_submodule(tg.point_path(fam, prefix, layer, "attention") if fam.layer_input is None
@@ -153,6 +155,22 @@ def _prompt_hooks(model: nn.Module, c: Compiled) -> None:
                                                   prepend=True))
     if c.family.causal:
         c.hooks.append(base.register_forward_hook(prompt_hooks.slice_hook(host), with_kwargs=True))
+
+
+def lora_groups(model: nn.Module, c: Compiled) -> None:
+    """Group the LoRAs of one block's linears (siblings: an attention block's query / key / value) for the
+    served down-projection (`served.lora_down`; whether they read the same tensor is checked per forward)."""
+    state = c.state
+    state.lora_groups.clear()
+    for name, m in model.named_modules():
+        if isinstance(m, LoraLinear):
+            key = (tg.layer_of(c.family, name), name.rpartition(".")[0])
+            for lora in m.pelt_lora.values():
+                if lora.dora:        # DoRA rescales the base output: not a plain down-projection
+                    continue
+                lora.__dict__["_pelt_state"] = state
+                lora.__dict__["_pelt_group"] = key
+                state.lora_groups.setdefault(key, []).append(lora)
 
 
 def _pool_hooks(model: nn.Module, c: Compiled, runs: frozenset[int] | None) -> None:
@@ -230,7 +248,8 @@ def attach_runs(irs: list[IR], model: nn.Module, head_shapes: list[dict[str, tup
     hidden = hidden_size(model, fam, irs[0])
 
     # 3. attach each run under its own names (its weights come from its artifact: no `init tokens`
-    # forward), and mark its modules with the run
+    # forward, no principal init changing the shared base), and mark its modules with the run
+    state.routed = True
     for plan in plans:
         _inject(model, c, plan, hidden, {})
     for m in list(model.modules()):
