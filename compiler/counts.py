@@ -30,69 +30,6 @@ def gate_params(kind: str, d: dict[str, int]) -> int:
     return {"sigmoid": d["hidden"] + 1, "scalar": 1}.get(kind, 0)
 
 
-def adapter_params(size: int, d: dict[str, int]) -> int:
-    h = d["hidden"]
-    return h * size + size + size * h + h
-
-
-def lora_params(rank: int, point: str, d: dict[str, int], dora: bool = False) -> int:
-    """A (rank × in) and B (out × rank); DoRA adds its magnitude vector (out)."""
-    fin, fout = linear_dims(point, d)
-    return rank * fin + fout * rank + (fout if dora else 0)
-
-
-def ia3_params(point: str, d: dict[str, int]) -> int:
-    """One vector: a key / value projection's outputs (num_key_value_heads × head_dim on decoders), or the
-    down projection's inputs (the intermediate size)."""
-    fin, fout = linear_dims(point, d)
-    return fin if point == "ffn.down" else fout
-
-
-def loreft_units(first: int, last: int, tied: bool) -> int:
-    """Interventions per layer: one for the first and one for the last positions (one when tied); a side
-    with no positions has none."""
-    sides = int(first > 0) + int(last > 0)
-    return min(sides, 1) if tied else sides
-
-
-def loreft_params(rank: int, first: int, last: int, tied: bool, d: dict[str, int]) -> int:
-    """Per layer, each intervention: R (r × d, orthogonal rows), W (r × d) and b (r)."""
-    h = d["hidden"]
-    return loreft_units(first, last, tied) * (2 * rank * h + rank)
-
-
-def prefix_params(length: int, d: dict[str, int]) -> int:
-    """Per layer, after folding: keys and values (each num_key_value_heads × head_dim wide on decoders)."""
-    return 2 * length * kv_width(d)
-
-
-def prefix_mlp_params(length: int, mlp: int | None, n_layers: int, d: dict[str, int]) -> int:
-    """The reparameterisation trained with the prefix and folded away after training."""
-    if mlp is None:
-        return 0
-    h = d["hidden"]
-    out = 2 * n_layers * kv_width(d)
-    return length * h + (h * mlp + mlp) + (mlp * out + out)
-
-
-def prompt_params(length: int, d: dict[str, int]) -> int:
-    """A soft prompt after folding: n vectors of the word embeddings' width E."""
-    return length * d["embedding"]
-
-
-def prompt_encoder_params(length: int, encoder: str, hidden: int, d: dict[str, int]) -> int:
-    """P-tuning's encoder, trained and folded away (0 for ``encoder none``), its input embedding included
-    (peft's ``PromptEncoder``): ``mlp`` nE + (EH + H) + (H² + H) + (HE + E); ``lstm`` nE + a bidirectional
-    2-layer LSTM (per direction 4H(in + H) + 8H, in = E then 2H) + (4H² + 2H) + (2HE + E)."""
-    e, h = d["embedding"], hidden
-    if encoder == "mlp":
-        return length * e + (e * h + h) + (h * h + h) + (h * e + e)
-    if encoder == "lstm":
-        lstm = 2 * (4 * h * (e + h) + 8 * h) + 2 * (4 * h * (2 * h + h) + 8 * h)
-        return length * e + lstm + (4 * h * h + 2 * h) + (2 * h * e + e)
-    return 0
-
-
 def bias_size(point: str, d: dict[str, int]) -> int:
     """Bias terms held by the module at a single point (a linear's out features, a LayerNorm's width)."""
     if point in ("attention.output", "ffn.output"):

@@ -23,7 +23,7 @@ from peltc.compiler.archs import BLOCKS, FAMILIES, Family, blocks, has_bias
 from peltc.compiler.ir import IR, AttachmentNode, GateSpec
 from peltc.compiler.layerset import compact_layers as _compact
 from peltc.compiler.passes.resolve_paths import module_path
-from peltc.compiler.schema import method_params, placement_of
+from peltc.compiler.schema import METHODS, method_params, placement_of
 
 
 # --- what is drawn ------------------------------------------------------------------------------
@@ -60,7 +60,8 @@ class Mod:
     @property
     def beside(self) -> bool:
         """Drawn beside the module it changes (adapters sit in the data path instead)."""
-        return self.method in ("lora", "prefix", "bitfit", "ia3", "prompt")
+        m = METHODS.get(self.method)
+        return m is not None and m.drawing.edge is not None and m.host != "model"
 
 
 @dataclass
@@ -98,7 +99,7 @@ def path_pattern(paths: list[str], layers: list[int]) -> str:
 
 def _bound_mod(ir: IR, att: AttachmentNode, same: list[AttachmentNode]) -> Mod:
     inputs = ir.predecessors(att.id, "input")
-    shared = ir.instance(att.instance).shared_trainable if att.method in ("prefix", "prompt") else None
+    shared = ir.instance(att.instance).shared_trainable
     gate = att.start_gate   # as it starts on the model (the family's resolved gate_init)
     return Mod(att.instance, att.method, att.point, dict(att.params), gate, att.placement, att.order,
                inputs[0].point if inputs else att.point, att.trainable, att.saved, att.gate_params, shared,
@@ -150,7 +151,7 @@ def _symbolic_mods(ir: IR) -> tuple[list[Mod], list[Mod]]:
                  for ov in inst.overrides]
         for t in inst.targets:
             inp = t.point
-            if inst.method == "adapter" and placement == "parallel":   # as resolve_layers wires it
+            if METHODS[inst.method].placement and placement == "parallel":   # as resolve_layers wires it
                 inp = "attention.output" if t.point == "ffn.output" else "input"
             where = t.point if t.selector is None else f"layers[{t.selector}]"
             m = Mod(inst.name, inst.method, t.point, dict(inst.params), inst.gate, placement, inst.order, inp,
@@ -316,8 +317,8 @@ def diagram_module_nodes(ir: IR) -> set[str]:
         return set()
     out: set[str] = set()
     for a in ir.attachments():
-        if a.method == "bitfit":
+        if METHODS[a.method].host == "biases":
             out.update(bias_modules(FAMILIES[s.family], a.layer, a.point, s.dims["layers"], s.dims))
-        elif a.method != "finetune" and a.module_path is not None:
+        elif METHODS[a.method].host != "model" and a.module_path is not None:
             out.add(a.module_path)
     return out

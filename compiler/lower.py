@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from peltc.compiler import schema
+from peltc.compiler import methods, schema
 from peltc.compiler.diagnostics import Diagnostics
 from peltc.compiler.ir import IR, GateSpec, InstanceNode, OverrideSpec, SettingsNode, SpanModel, TargetSpec
 from peltc.compiler.lower_terms import a_an, coerce, lower_gate, lower_target, selector_items, selector_text
@@ -195,6 +195,32 @@ class _Lowerer:
         finally:
             self.stack.pop()
 
+    def load_plugin(self, path: str, stmt: ast.Import) -> None:
+        """`import "my_methods.py"`: register the plug-in file's methods (`compiler.methods`)."""
+        if stmt.names is not None:
+            self.diags.error("E142", f"'{stmt.path}' is a plug-in: it is imported whole", stmt.span,
+                             f"write `import \"{stmt.path}\"`")
+            return
+        try:
+            methods.load_file(path)
+        except methods.PluginProblem as e:
+            if e.kind == "missing":
+                self.diags.error("E140", e.message, stmt.span, e.help)
+            elif e.kind == "raises":
+                self.diags.error("E141", e.message, stmt.span, e.help)
+            elif e.kind == "clash":
+                self.diags.error("E143", e.message, stmt.span, e.help)
+            else:
+                self.diags.error("E142", e.message, stmt.span, e.help)
+
+    def find_method(self, name: str, span: Span) -> bool:
+        """Whether method ``name`` is known (loading an installed entry point of that name, E141 if it fails)."""
+        try:
+            return methods.find_method(name) is not None
+        except methods.PluginProblem as e:
+            self.diags.error("E141", e.message, span, e.help)
+            return True   # said; no E101 on top
+
     def lower_text(self, text: str, file: str) -> _State | None:
         self.diags.sources[file] = text
         try:
@@ -225,6 +251,8 @@ class _Lowerer:
                 if base is not None:
                     base.sources = base.sources + st.sources
                     st = base
+            elif isinstance(stmt, ast.Import) and stmt.path.endswith(".py"):
+                self.load_plugin(self._resolve(stmt.path, tree), stmt)
             elif isinstance(stmt, ast.Import):
                 other = self.load_file(self._resolve(stmt.path, tree), stmt.span)
                 if other is None:
@@ -279,9 +307,11 @@ class _Lowerer:
             diags.error("E129", f"the `{sec.keyword}` section takes no name", sec.name_span,
                         f"write `{sec.keyword} {{ ... }}`")
             return
-        if sec.keyword not in schema.METHODS:
+        if not self.find_method(sec.keyword, sec.keyword_span):
             diags.error("E101", f"unknown method '{sec.keyword}'", sec.keyword_span,
-                        did_you_mean(sec.keyword, schema.METHODS, "methods"))
+                        did_you_mean(sec.keyword, [*schema.METHODS, *methods.entry_point_names()], "methods"))
+            return
+        if sec.keyword not in schema.METHODS:
             return
         method = schema.METHODS[sec.keyword]
         if sec.name in declared_here:

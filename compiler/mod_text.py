@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from peltc.compiler.archs import Family
 from peltc.compiler.diagram import Mod, bias_points, layer_layout
-from peltc.compiler.schema import is_default
+from peltc.compiler.schema import METHODS, is_default
 
 
 def size_text(m: Mod, name: str) -> str:
@@ -56,4 +56,9 @@ def method_text(m: Mod, fam: Family | None = None, d: dict[str, int] | None = No
     if m.method == "loreft":
         return (f"r {size_text(m, 'rank')} · first {p.first} · last {p.last}" + " · tied" * bool(p.tied)
                 + " · h + Rᵀ(Wh + b − Rh)")
-    return "every base weight"
+    if m.method == "finetune":
+        return "every base weight"
+    own = METHODS[m.method].text     # a plug-in's own line, else its parameters as written
+    if own is not None:
+        return own(p)
+    return " · ".join(f"{k} {v}" for k, v in m.params.items() if k != "lr" and v is not None) or m.method

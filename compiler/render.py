@@ -39,8 +39,8 @@ from peltc.compiler.glyphs import ascii_labels, font_has_glyphs
 from peltc.compiler.ir import IR, GateSpec
 from peltc.compiler.mod_text import param_text
 from peltc.compiler.passes.resolve_paths import module_path
-from peltc.compiler.render_style import (_MOD_EDGE, BASE_FILL, BASE_LINE, BASE_TEXT, EDGE_STYLE, FLOW,
-                                          GATE_LINE, LEGEND_IF_DRAWN, METHOD_COLOURS, NODE_STYLE)
+from peltc.compiler.render_style import (BASE_FILL, BASE_LINE, BASE_TEXT, EDGE_STYLE, FLOW, GATE_LINE,
+                                          METHOD_COLOURS, NODE_STYLE, legend_always, mod_edge)
 from peltc.errors import UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -212,8 +212,8 @@ class _Drawer:
             for m in mods:
                 nid = f"{anchor}+{m.key}"
                 self.mod_node(g, group, m, nid)
-                self.flat_edge(nid, anchor, left, _MOD_EDGE[m.method], METHOD_COLOURS[m.method][1],
-                               **{"lora": {"label": "+"}, "ia3": {"label": "⊙"}}.get(m.method, {}))
+                role, extra = mod_edge(m.method)
+                self.flat_edge(nid, anchor, left, role, METHOD_COLOURS[m.method][1], **extra)
                 src = P(m.gate.source) if P and m.gate.kind == "sigmoid" and m.gate.source else None
                 gid = self.gate(g, m, nid, src, "left" if left else "right")
                 gates = [gid] if gid else []
@@ -376,7 +376,7 @@ class _Drawer:
             return f'<TD><FONT COLOR="{colour}">{text}</FONT></TD>'
 
         used = {i.method for i in self.ir.instances()}      # the newer methods only where drawn
-        rows = [(swatch(f, c), m) for m, (f, c) in METHOD_COLOURS.items() if m not in LEGEND_IF_DRAWN or m in used]
+        rows = [(swatch(f, c), m) for m, (f, c) in METHOD_COLOURS.items() if legend_always(m) or m in used]
         rows += [(swatch(BASE_FILL, BASE_LINE, False), "base module (frozen)"),
                  (glyph("◆", GATE_LINE), "gate: σ(point) per example, scalar, const"),
                  (glyph("━━▶", "#444444"), "sequential: inline in the data path"),

@@ -1,21 +1,55 @@
 """The diagram's look as data: one style table keyed by node kind and method (as torch.fx's
-``graph_drawer``), each method's colours, and which edge role draws a module beside its point.
-`render.py` draws with it; a new method is a row here."""
+``graph_drawer``), and each method's colours and edge read from the method registry (each `Method.drawing`:
+built-ins and plug-ins alike). `render.py` draws with it; a new method's look is its `Drawing`."""
 
 from __future__ import annotations
 
-METHOD_COLOURS: dict[str, tuple[str, str]] = {   # method → (fill, line)
-    "adapter": ("#cfe0fb", "#1f5fbf"), "prefix": ("#ffe2b8", "#c96a00"), "lora": ("#d3efd6", "#2e7d32"),
-    "prompt": ("#e6dcf7", "#5b3fa8"), "bitfit": ("#f1d5ee", "#8e2f88"), "finetune": ("#ffd3d0", "#c0392b"),
-    "ia3": ("#d6eef2", "#00838f"), "loreft": ("#f3e2cf", "#8d5524"),
-}
-LEGEND_IF_DRAWN = frozenset({"ia3", "loreft", "prompt"})   # in the legend only when drawn (the five before: always, as the goldens)
+from peltc.compiler.schema import METHODS
+
+
+class _Colours(dict):
+    """method → (fill, line), from each method's `Drawing` in the registry (plug-ins included)."""
+
+    def __missing__(self, method: str) -> tuple[str, str]:
+        d = METHODS[method].drawing
+        return (d.fill, d.line)
+
+    def items(self):
+        return [(m, self[m]) for m in METHODS]
+
+
+METHOD_COLOURS: dict[str, tuple[str, str]] = _Colours()   # method → (fill, line)
+
+
+class NodeStyle(dict):
+    """(node kind, point kind | method) → attributes; a method's box (plug-ins included) from its `Drawing`."""
+
+    def __missing__(self, key: tuple[str, str | None]) -> dict[str, str]:
+        if key[0] != "attachment":
+            raise KeyError(key)
+        f, c = METHOD_COLOURS[key[1]]
+        return {"shape": "box", "style": "rounded,filled,bold", "fillcolor": f, "color": c, "fontsize": "9",
+                "margin": "0.08,0.03"}
+
+
+def mod_edge(method: str) -> tuple[str, dict[str, str]]:
+    """How a module drawn beside its point joins it (its method's `Drawing.edge`), and the edge's label."""
+    d = METHODS[method].drawing
+    return d.edge or "parallel", ({"label": d.label} if d.edge == "parallel" and d.label else {})
+
+
+def legend_always(method: str) -> bool:
+    """Whether the legend lists ``method`` even where it is not drawn (the first five built-ins, as the golden
+    diagrams have them); other methods, plug-ins included, only where drawn."""
+    return METHODS[method].drawing.legend
+
+
 BASE_FILL, BASE_LINE, BASE_TEXT = "#ececec", "#9a9a9a", "#444444"
 GATE_FILL, GATE_LINE = "#fff5c0", "#a67c00"
 FLOW = "#707070"
 
 _BASE = {"style": "filled", "fillcolor": BASE_FILL, "color": BASE_LINE, "fontcolor": BASE_TEXT, "shape": "box"}
-NODE_STYLE: dict[tuple[str, str | None], dict[str, str]] = {   # (node kind, point kind | method)
+NODE_STYLE: dict[tuple[str, str | None], dict[str, str]] = NodeStyle({   # (node kind, point kind | method)
     ("point", "value"): {**_BASE, "style": "rounded,filled"},
     ("point", "linear"): {**_BASE, "fontsize": "9"},
     ("point", "block"): {**_BASE, "fillcolor": "#e0e0e0"},
@@ -28,9 +62,7 @@ NODE_STYLE: dict[tuple[str, str | None], dict[str, str]] = {   # (node kind, poi
                        "fixedsize": "true"},
     ("gate", None): {"shape": "diamond", "style": "filled", "fillcolor": GATE_FILL, "color": GATE_LINE,
                      "fontsize": "8", "margin": "0.02", "height": "0.3"},
-    **{("attachment", m): {"shape": "box", "style": "rounded,filled,bold", "fillcolor": f, "color": c,
-                           "fontsize": "9", "margin": "0.08,0.03"} for m, (f, c) in METHOD_COLOURS.items()},
-}
+})   # ("attachment", method): NodeStyle.__missing__, from the registry
 EDGE_STYLE: dict[str, dict[str, str]] = {   # edge role → attributes (module edges take its colour)
     "flow": {"color": FLOW},
     "sequential": {"penwidth": "1.6"},
@@ -42,4 +74,3 @@ EDGE_STYLE: dict[str, dict[str, str]] = {   # edge role → attributes (module e
     "scales": {"style": "dotted", "color": GATE_LINE, "arrowhead": "dot", "arrowsize": "0.6"},
     "residual": {"color": "#a8a8a8", "penwidth": "1.2", "style": "bold"},
 }
-_MOD_EDGE = {"prefix": "prefix", "prompt": "prompt", "lora": "parallel", "ia3": "parallel", "bitfit": "bias", "finetune": "bias"}

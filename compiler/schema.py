@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
+
+from peltc.compiler import method as method_mod
+from peltc.compiler.method import CountContext, Drawing
 
 # --- canonical insertion points ---------------------------------------------------------------
 # Per-layer points, in data-flow order inside one transformer layer. The order decides whether a
@@ -56,46 +58,8 @@ POOLS = ("masked_mean", "mean_unmasked", "first")
 PLACEMENTS = ("sequential", "parallel")
 
 
-@dataclass(frozen=True)
-class ParamSpec:
-    type: str                 # "int" | "float" | "choice" | "int_or_none" | "bool" | "str"
-    default: Any
-    doc: str
-    min: float | None = None  # inclusive
-    max: float | None = None  # exclusive when ``max_exclusive``
-    max_exclusive: bool = False
-    choices: tuple[str, ...] = ()
-    below_hidden: bool = False  # must be < the model's hidden size (checked with a model)
-    gate_replaces: bool = False  # has no effect under a gate (other than `none`): warning W202
-    min_exclusive: bool = False  # ``min`` itself is out of range (e.g. a learning rate of 0)
-    instance_only: bool = False  # set for the whole instance only, never in a per-layer override (E116)
-    quiet_default: bool = False  # left out of `peltc check` / `show` when at its default (an option)
-
-    def out_of_range(self, v: float) -> str | None:
-        """None when ``v`` is within range, else what the range is ("must be > 0, ≤ 1")."""
-        lo, hi = self.min, self.max
-        low_bad = lo is not None and (v <= lo if self.min_exclusive else v < lo)
-        high_bad = hi is not None and (v >= hi if self.max_exclusive else v > hi)
-        if not (low_bad or high_bad):
-            return None
-        parts = []
-        if lo is not None:
-            parts.append(f"{'>' if self.min_exclusive else '≥'} {lo:g}")
-        if hi is not None:
-            parts.append(f"{'<' if self.max_exclusive else '≤'} {hi:g}")
-        return ", ".join(parts)
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    name: str
-    doc: str
-    params: dict[str, ParamSpec]
-    points: frozenset[str]        # where it may attach (LAYER_POINTS keys, GLOBAL_POINTS keys, "layer")
-    default_at: tuple[str, ...] = ()   # used when `at` is omitted
-    gated: bool = True
-    placement: bool = False        # accepts `placement sequential|parallel`
-    check_note: str | None = None  # a note `peltc check` prints under each instance of the method
+ParamSpec = method_mod.ParamSpec
+MethodSpec = method_mod.Method   # the old name of a method's row
 
 
 _LINEARS = frozenset(k for k, v in LAYER_POINTS.items() if v == "linear")
@@ -110,8 +74,68 @@ LORA_INITS = ("default", "pissa", "olora")
 PROMPT_INITS = ("random", "text", "vocab")
 PROMPT_ENCODERS = ("none", "mlp", "lstm")
 
-METHODS: dict[str, MethodSpec] = {
-    "adapter": MethodSpec(
+_ATTACH = "peltc.compiler.torch.rewrite.attach:"   # the torch steps of the built-ins (called by rewrite only)
+
+
+def _adapter_count(c: CountContext) -> int:
+    return 2 * c.hidden * int(c.params.size) + int(c.params.size) + c.hidden
+
+
+def _lora_count(c: CountContext) -> int:
+    """A (rank × in) and B (out × rank); DoRA adds its magnitude vector (out)."""
+    return int(c.params.rank) * (c.fan_in + c.fan_out) + (c.fan_out if c.params.dora else 0)
+
+
+def _prefix_count(c: CountContext) -> int:
+    """Per layer, after folding: keys and values (each num_key_value_heads × head_dim wide on decoders);
+    the reparameterisation MLP is counted once per instance (`_prefix_shared`)."""
+    return 2 * int(c.params.length) * c.kv_width
+
+
+def _prefix_shared(c: CountContext) -> int:
+    """The reparameterisation MLP trained with the prefix and folded away after training (0 without one):
+    an embedding of the longest length, then hidden → mlp → keys and values of every covered layer."""
+    if c.params.mlp is None:
+        return 0
+    h, mlp, out = c.hidden, int(c.params.mlp), 2 * len(c.covered) * c.kv_width
+    length = max((int(p.length) for p in c.covered), default=int(c.params.length))
+    return length * h + (h * mlp + mlp) + (mlp * out + out)
+
+
+def loreft_units(first: int, last: int, tied: bool) -> int:
+    """LoReFT's interventions per layer: one for the first and one for the last positions (one when tied);
+    a side with no positions has none."""
+    sides = int(first > 0) + int(last > 0)
+    return min(sides, 1) if tied else sides
+
+
+def _loreft_count(c: CountContext) -> int:
+    """Per layer, each intervention: R (r × d, orthogonal rows), W (r × d) and b (r)."""
+    p = c.params
+    return loreft_units(int(p.first), int(p.last), bool(p.tied)) * (2 * int(p.rank) * c.hidden + int(p.rank))
+
+
+def _prompt_shared(c: CountContext) -> int | None:
+    """P-tuning's encoder, trained and folded away (None for ``encoder none``), its input embedding included
+    (peft's ``PromptEncoder``): ``mlp`` nE + (EH + H) + (H² + H) + (HE + E); ``lstm`` nE + a bidirectional
+    2-layer LSTM (per direction 4H(in + H) + 8H, in = E then 2H) + (4H² + 2H) + (2HE + E)."""
+    p, e = c.params, c.dims["embedding"]
+    n, h = int(p.length), int(p.encoder_hidden)
+    if p.encoder == "mlp":
+        return n * e + (e * h + h) + (h * h + h) + (h * e + e)
+    if p.encoder == "lstm":
+        lstm = 2 * (4 * h * (e + h) + 8 * h) + 2 * (4 * h * (2 * h + h) + 8 * h)
+        return n * e + lstm + (4 * h * h + 2 * h) + (2 * h * e + e)
+    return None
+
+
+_LOREFT_NO_MERGE = ("does not merge into the base weights: it edits the hidden states at chosen token positions, "
+                    "which no weight change reproduces")
+
+# The registry of methods: the built-ins below, and plug-ins added by `compiler.methods.register` (one
+# table: every reader looks a method up here, built-in or not).
+METHODS: dict[str, method_mod.Method] = {
+    "adapter": method_mod.Method(
         "adapter", "bottleneck adapter: down → act → up, zero-initialised up",
         {
             "size": ParamSpec("int", 48, "bottleneck width", min=1, below_hidden=True),
@@ -120,9 +144,12 @@ METHODS: dict[str, MethodSpec] = {
             "scale": ParamSpec("float", 1.0, "constant multiplier on the adapter output", min=0.0),
             "lr": LR,
         },
-        frozenset({"attention.output", "ffn.output"}), placement=True,
+        frozenset({"attention.output", "ffn.output"}), placement=True, host="value", count=_adapter_count,
+        attach=_ATTACH + "attach_adapter", reads_own_gate=True,
+        no_merge="an adapter is a module of its own, not a change of a base weight",
+        drawing=Drawing("#cfe0fb", "#1f5fbf", edge=None, legend=True),
     ),
-    "prefix": MethodSpec(
+    "prefix": method_mod.Method(
         "prefix", "prefix-tuning: trainable keys/values prepended in self-attention",
         {
             "length": ParamSpec("int", 10, "prefix length L", min=1, max=512),
@@ -132,9 +159,12 @@ METHODS: dict[str, MethodSpec] = {
                               instance_only=True),
             "lr": LR,
         },
-        frozenset({"attention"}),
+        frozenset({"attention"}), host="attention", count=_prefix_count, shared_count=_prefix_shared,
+        attach=_ATTACH + "attach_prefix",
+        no_merge="prefix-tuning adds keys and values to the attention, not a change of a base weight",
+        drawing=Drawing("#ffe2b8", "#c96a00", edge="prefix", label="K,V", legend=True),
     ),
-    "prompt": MethodSpec(
+    "prompt": method_mod.Method(
         "prompt", "prompt tuning: n learned vectors prepended to the input embeddings (P-tuning with an encoder)",
         {
             "length": ParamSpec("int", 20, "number of prompt vectors n", min=1, max=512, instance_only=True),
@@ -149,9 +179,13 @@ METHODS: dict[str, MethodSpec] = {
             "encoder_hidden": ParamSpec("int", 128, "the encoder's hidden width H", min=1, instance_only=True),
             "lr": LR,
         },
-        frozenset({"embeddings"}), default_at=("embeddings",),
+        frozenset({"embeddings"}), default_at=("embeddings",), host="input",
+        count=lambda c: int(c.params.length) * c.dims["embedding"], shared_count=_prompt_shared,
+        attach=_ATTACH + "attach_prompt",
+        no_merge="a soft prompt adds positions before the tokens, not a change of a base weight",
+        drawing=Drawing("#e6dcf7", "#5b3fa8", edge="prompt"),
     ),
-    "lora": MethodSpec(
+    "lora": method_mod.Method(
         "lora", "low-rank update W x + s · B A x on a linear",
         {
             "rank": ParamSpec("int", 8, "rank r", min=1, below_hidden=True),
@@ -170,21 +204,25 @@ METHODS: dict[str, MethodSpec] = {
                                   min_exclusive=True, instance_only=True, quiet_default=True),
             "lr": LR,
         },
-        _LINEARS,
+        _LINEARS, host="linear", count=_lora_count, attach=_ATTACH + "attach_lora", merges=True,
+        drawing=Drawing("#d3efd6", "#2e7d32", edge="parallel", label="+", legend=True),
     ),
-    "bitfit": MethodSpec(
+    "bitfit": method_mod.Method(
         "bitfit", "train bias terms (as a zero-initialised delta; base biases stay frozen)",
         {"lr": LR},
         frozenset(set(LAYER_POINTS) - {"input", "output"}) | {"embeddings", "head", "all", WHOLE_LAYER},
-        default_at=("all",),
+        default_at=("all",), host="biases", count=lambda c: c.biases, attach=_ATTACH + "attach_bitfit",
+        merges=True, drawing=Drawing("#f1d5ee", "#8e2f88", edge="bias", legend=True),
     ),
-    "ia3": MethodSpec(
+    "ia3": method_mod.Method(
         "ia3", "(IA)³: learned vectors, initialised to 1, scaling keys and values (their projections' outputs) "
         "and the FFN's intermediate activation (the down projection's input)",
         {"lr": LR},
-        frozenset({"attention.key", "attention.value", "ffn.down"}),
+        frozenset({"attention.key", "attention.value", "ffn.down"}), host="linear",
+        count=lambda c: c.fan_in if c.point == "ffn.down" else c.fan_out, attach=_ATTACH + "attach_ia3",
+        merges=True, drawing=Drawing("#d6eef2", "#00838f", edge="parallel", label="⊙"),
     ),
-    "loreft": MethodSpec(
+    "loreft": method_mod.Method(
         "loreft", "LoReFT: h + Rᵀ(W h + b − R h) on the layer output at the first / last real tokens, "
         "R with orthonormal rows",
         {
@@ -195,17 +233,27 @@ METHODS: dict[str, MethodSpec] = {
                               "each, as AdapterHub's tied_weights)"),
             "lr": LR,
         },
-        frozenset({"output"}),
-        check_note="does not merge into the base weights: it edits the hidden states at chosen token "
-                   "positions, which no weight change reproduces",
+        frozenset({"output"}), host="layer", count=_loreft_count, attach=_ATTACH + "attach_loreft",
+        no_merge="LoReFT " + _LOREFT_NO_MERGE, check_note=_LOREFT_NO_MERGE,
+        drawing=Drawing("#f3e2cf", "#8d5524", edge=None),
     ),
-    "finetune": MethodSpec(
+    "finetune": method_mod.Method(
         "finetune", "train base-model weights directly (full fine-tuning when at all)",
         {"lr": LR},
         frozenset({"all"}),
-        default_at=("all",), gated=False,
+        default_at=("all",), gated=False, host="model", count=lambda c: c.base_params,
+        attach=_ATTACH + "attach_finetune",
+        no_merge="full fine-tuning is no delta to merge (its artifact holds the trained weights)",
+        drawing=Drawing("#ffd3d0", "#c0392b", edge="bias", legend=True),
     ),
 }
+
+
+def host_of(method: str) -> str:
+    """What ``method`` changes at its point (`method.HOSTS`): what the checks, counts and the torch back end
+    branch on instead of the method's name."""
+    return METHODS[method].host
+
 
 # --- typed parameters ------------------------------------------------------------------------------
 # One pydantic model per method, built from the ParamSpec table above (the defaults live there and only

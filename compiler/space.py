@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -218,6 +219,25 @@ def _section_range(space: Space, name: str) -> tuple[int, int] | None:
     return None
 
 
+def relocate(text: str, file: str, folder: str | Path) -> str:
+    """A point's spec ``text`` (written from the space ``file``) to be saved in ``folder`` (a search
+    trial's): each relative `extends` / `import` path (a spec, a plug-in's .py) rewritten relative to
+    ``folder``, so that it names the same file from there. A space given as text keeps its paths."""
+    if file.startswith("<"):
+        return text
+    tree, starts = parse(text, file), line_starts(text)
+    edits = []
+    for s in tree.statements:
+        if isinstance(s, (ast.Extends, ast.Import)) and not Path(s.path).is_absolute():
+            start, end = offsets(starts, s.span, s.span)
+            at = text.rindex(f'"{s.path}"', start, end)
+            new = os.path.relpath(Path(file).resolve().parent / s.path, Path(folder).resolve())
+            edits.append((at, at + len(s.path) + 2, '"' + Path(new).as_posix() + '"'))
+    for a, b, new in sorted(edits, reverse=True):
+        text = text[:a] + new + text[b:]
+    return text
+
+
 def load_space(source: str | Path, *, path: str | None = None) -> Space:
     """Read a space from .pelt text, or from a file when ``source`` is a Path (or a str naming an
     existing .pelt file). Syntax errors and malformed choices raise `SpecError`."""
@@ -239,4 +259,4 @@ def load_space(source: str | Path, *, path: str | None = None) -> Space:
     return Space(file, text, tree, dims, diags.warnings, sites)
 
 
-__all__ = ["Dimension", "Space", "load_space"]
+__all__ = ["Dimension", "Space", "load_space", "relocate"]

@@ -147,9 +147,9 @@ def trained_modules(ir: IR, atts: list[AttachmentNode]) -> list[str]:
     paths: list[str] = []
     order = point_order(s.family)
     for a in sorted(atts, key=lambda a: order(a.point)[:2]):   # data-flow order (stable across layers)
-        if a.method == "bitfit":
+        if schema.host_of(a.method) == "biases":
             paths += bias_modules(FAMILIES[s.family], a.layer, a.point, s.dims["layers"], s.dims)
-        elif a.method == "finetune":
+        elif schema.host_of(a.method) == "model":
             return ["every base weight"]
         elif a.module_path:
             paths.append(a.module_path)
@@ -374,10 +374,10 @@ def _attachment_groups(ir: IR, atts: list[AttachmentNode]) -> list[tuple[str, li
         layers = sorted(a.layer for a in same if a.layer is not None)
         where = f"layers[{compact_layers(layers)}]" + ("" if point == schema.WHOLE_LAYER else f".{point}") \
             if layers else point
-        if same[0].method == "bitfit":
+        if schema.host_of(same[0].method) == "biases":
             paths = [m for a in same for m in bias_modules(FAMILIES[s.family], a.layer, a.point, s.dims["layers"],
                                                            s.dims)]
-        elif same[0].method == "finetune":
+        elif schema.host_of(same[0].method) == "model":
             paths = ["every base weight"]
         else:
             paths = [a.module_path for a in same if a.module_path]

@@ -185,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
         add_commands = None
     if add_commands is not None:
         add_commands(sub)
+    for name, cmd in sub.choices.items():     # every command that reads a spec or a run takes plug-ins
+        if name not in ("fmt", "lsp"):
+            cmd.add_argument("--plugin", action="append", default=[], metavar="FILE",
+                             help="a Python file defining methods (docs/extending.md); repeatable")
     return p
 
 
@@ -202,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
     try:
+        if getattr(a, "plugin", None):
+            from peltc.methods import load_plugin
+            for f in a.plugin:
+                load_plugin(f)
         rc = a.func(a)
         sys.stdout.flush()   # a closed pipe shows here, not in the interpreter's final flush
         return rc

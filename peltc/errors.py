@@ -77,6 +77,10 @@ E128|error|the model family cannot support it|docs/language.md lists what each f
 E129|error|a section name missing (method instance) or not allowed (settings section)|write `lora my_lora { ... }` or `train { ... }`
 E130|error|a gate on a method that cannot be gated|remove the gate line
 E131|error|a method instance without `at`|say where it attaches, e.g. `at layers[*].attention.query`
+E140|error|a plug-in file a spec imports (`import "x.py"`) that cannot be read|check the path (relative to the spec)
+E141|error|a plug-in a spec imports or names (an entry point) that raises an error when loaded|fix the plug-in (run it with python to see the traceback)
+E142|error|a plug-in a spec imports that defines no valid method (or imported by name)|docs/extending.md lists what a Method needs
+E143|error|a plug-in a spec imports whose method's name is taken (a built-in's or another plug-in's)|rename the plug-in method
 E145|error|LoRA `init pissa` / `init olora` under a learned (scalar or sigmoid) gate|write `gate none` or `gate const(c)`, or `init default`
 E150|error|(IA)³ on a linear that LoRA or BitFit also changes|keep one method on that projection (the order of scaling and adding would be ambiguous)
 E151|error|a LoReFT instance with no positions (`first 0` and `last 0`)|intervene at some tokens: `first 3`, `last 1`
@@ -109,6 +113,7 @@ A020|ArtifactError|not a readable peft LoRA adapter|name a folder that peft's sa
 A021|ArtifactError|a peft adapter with what a peltc spec or this model cannot hold|import adapters on canonical points, without biases
 A022|ArtifactError|a peft adapter lacking or mis-shaping what the model trains|import it onto the base model and task it was trained for
 A023|ArtifactError|runs trained on different base models|load runs that share one base model
+A030|ArtifactError|an artifact that needs a plug-in method which is not loaded|pass --plugin FILE, or install the package providing the method
 C001|CompileError|the model is already compiled|load a fresh base model
 C002|CompileError|the spec was resolved for another model family|compile the spec for this model (`model` line or --model)
 C003|CompileError|a module path not found in the model|check that the model matches the spec's family
@@ -137,6 +142,7 @@ C022|CompileError|a route whose length differs from the batch|give one run per e
 C023|CompileError|no runs to attach|give at least one run
 C024|CompileError|several runs on a model without its task head|load the base as a task model (with its head)
 C025|CompileError|a run's task head tensor missing or of another shape|load runs trained for the same task on the same base
+C030|CompileError|a plug-in method whose torch part fails to build its module|fix the plug-in's build function
 D101|DataError|a data file or folder not found|check the path
 D102|DataError|a row with the wrong number of columns|give every row the header's columns (a field holding the delimiter in double quotes)
 D103|DataError|a bad label (missing, not a number, unknown)|fix the row's label
@@ -197,6 +203,10 @@ U136|UsageError|a folder that is not a readable run folder (no run.json / metric
 U137|UsageError|an optional extra that a command needs is not installed|pip install 'peltc[EXTRA]' (the error names it)
 U160|UsageError|--report-to naming a logger whose package is not installed|pip install the package, or leave --report-to out
 U161|UsageError|peltc merge of a run whose parts do not merge into the base weights|merge runs of LoRA / BitFit with head { pool pooler } (specs/lora_peft.pelt)
+U170|UsageError|a plug-in file (--plugin) that cannot be read|check the path
+U171|UsageError|a plug-in given to a command (--plugin, an entry point) that raises an error when loaded|fix the plug-in (run it with python to see the traceback)
+U172|UsageError|a plug-in given to a command that defines no valid method|docs/extending.md lists what a Method needs
+U173|UsageError|a plug-in given to a command whose method's name is taken|rename the plug-in method
 U182|UsageError|a study storage that is not a journal file, postgresql:// or sqlite:/// URL|a file path (the embedded journal, one machine) or postgresql://USER@HOST[:PORT]/DB (many machines)
 U183|UsageError|a study storage that cannot be reached or opened|start the database server, or check the URL's host, port, user and database (a file: a writable path)
 U184|UsageError|a study (or study file) that does not exist|check --study and --storage; `peltc search SPACE --study NAME …` creates it

@@ -134,6 +134,9 @@ def _command(spec, task, k, seed, d: Path, model, data_dir, overrides, dev_size,
                 cmd += [flag, str(own[key])]
     for key, v in overrides.items():
         cmd += [f"--{key.replace('_', '-')}", str(v)]
+    from peltc.compiler.methods import plugin_files
+    for f in plugin_files():       # the plug-ins this grid was given (--plugin, a spec's import re-reads its own)
+        cmd += ["--plugin", f]
     from peltc.runtime.speed import flags
     cmd += flags(speed)
     if (d / "run.json").exists():

@@ -31,6 +31,7 @@ from typing import Any
 
 from peltc.compiler.archs import ModelConfig
 from peltc.compiler.ir import IR
+from peltc.compiler.schema import host_of
 from peltc.errors import Interrupted, UsageError
 from peltc.runtime import signals
 from peltc.runtime.models import load_base, resolve_model, weights_source
@@ -85,7 +86,7 @@ def prepare(opts: RunOptions):
         raise UsageError(f"--seed {opts.seed} is out of range", code="U106", help="--seed must be ≥ 0")
     text, ir, mc = resolve_spec(opts.spec, opts.model)
     ir = task.prepare_ir(ir, mc, opts.task)
-    finetune = any(a.method == "finetune" for a in ir.attachments())
+    finetune = any(host_of(a.method) == "model" for a in ir.attachments())   # trains base weights
     settings = resolve_settings(ir.settings.train, {**opts.overrides, "seed": opts.seed}, finetune=finetune)
     settings = _decoder_settings(settings, ir, mc, opts)
     identity = run_identity(spec_hash=ir.settings.spec_hash, task=task.name, k=opts.k, seed=opts.seed,

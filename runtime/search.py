@@ -351,9 +351,11 @@ def trial_parts(o: SearchOptions, space):
     ``OUT/STUDY/tNNNN`` and ``OUT/STUDY/tNNNN.pelt``."""
     base = Path(o.out) / o.study
 
-    def point_of(trial):
+    from peltc.compiler.space import relocate
+
+    def point_of(trial):       # the spec is saved in OUT/STUDY: its extends / import paths rebased there
         point = suggest(trial, space)
-        return space.concrete(point), point
+        return relocate(space.concrete(point), space.file, base), point
 
     def folder_of(trial):
         return base / f"t{trial.number:04d}", base / f"t{trial.number:04d}.pelt"
@@ -420,7 +422,10 @@ def emit(study, path: str) -> str:
             f"# run folder: {best.user_attrs.get('run_dir')}",
             "# reproduce: " + " ".join(compile_command(Path(path).name, settings)),
             "# point: " + json.dumps(best.params, sort_keys=True)]
+    from peltc.compiler.space import relocate
+    run_dir = best.user_attrs.get("run_dir")     # the trial's spec was saved beside its run folder
+    trial_spec = Path(run_dir).with_suffix(".pelt") if run_dir else "<trial>"
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "x", encoding="utf-8") as f:
-        f.write("\n".join(head) + "\n" + best.user_attrs["spec"])
+        f.write("\n".join(head) + "\n" + relocate(best.user_attrs["spec"], str(trial_spec), Path(path).parent))
     return path

@@ -247,15 +247,10 @@ def generate_text(run_dir: str | Path, prompt: str, max_new_tokens: int | None =
 
 def merge_refusals(ir) -> list[str]:
     """What keeps a run from merging into its base model's weights, one line each (none: it merges)."""
-    why = {"adapter": "an adapter is a module of its own, not a change of a base weight",
-           "prefix": "prefix-tuning adds keys and values to the attention, not a change of a base weight",
-           "prompt": "a soft prompt adds positions before the tokens, not a change of a base weight",
-           "finetune": "full fine-tuning is no delta to merge (its artifact holds the trained weights)",
-           "loreft": "LoReFT " + (METHODS["loreft"].check_note or "")}
-    merges = ("lora", "bitfit", "ia3")
-    out = [f"{i.name} ({i.method}): {why.get(i.method, 'not LoRA, BitFit or (IA)³')}"
-           for i in ir.instances() if i.method not in merges]
-    gated = sorted({a.instance for a in ir.attachments() if a.method in merges and a.gate.kind == "sigmoid"})
+    # the registry: each method says whether it merges, and why not
+    out = [f"{i.name} ({i.method}): {METHODS[i.method].no_merge or 'it does not merge into base weights'}"
+           for i in ir.instances() if not METHODS[i.method].merges]
+    gated = sorted({a.instance for a in ir.attachments() if METHODS[a.method].merges and a.gate.kind == "sigmoid"})
     out += [f"{n}: a sigmoid gate depends on each input, so no single weight reproduces it" for n in gated]
     pool = (ir.settings.head or {}).get("pool")
     if pool not in (None, "pooler"):

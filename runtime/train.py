@@ -220,7 +220,8 @@ def instance_lrs(model) -> tuple[dict[str, float], str | None]:
         return {}, None
     insts = c.ir.instances()
     lrs = {i.name: float(i.params["lr"]) for i in insts if i.params.get("lr") is not None}
-    return lrs, next((i.name for i in insts if i.method == "finetune"), None)
+    from peltc.compiler.schema import host_of
+    return lrs, next((i.name for i in insts if host_of(i.method) == "model"), None)
 
 
 def lr_ratios(model) -> dict[str, float]:

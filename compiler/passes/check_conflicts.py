@@ -5,6 +5,7 @@ they compose in declaration order (sequential) or side by side (parallel)."""
 
 from __future__ import annotations
 
+from peltc.compiler import schema
 from peltc.compiler.archs import BLOCKS, FAMILIES, blocks
 from peltc.compiler.diagnostics import Diagnostics
 from peltc.compiler.ir import IR
@@ -21,16 +22,17 @@ def check_conflicts(ir: IR, diags: Diagnostics) -> None:
     n = ir.settings.dims["layers"]
     prefixes: dict[int, str] = {}
     biases: dict[tuple, str] = {}
-    finetune = [a for a in ir.attachments() if a.method == "finetune"]
+    host = {m: schema.METHODS[m].host for m in {a.method for a in ir.attachments()}}
+    finetune = [a for a in ir.attachments() if host[a.method] == "model"]
     clashes: dict[tuple[str, str], tuple[list[int], object]] = {}   # one error per pair, not per layer
     reported: set[tuple[str, str]] = set()
     for att in ir.attachments():
         span = att.span.to_span() if att.span else None
-        if att.method == "prefix":
+        if host[att.method] == "attention":
             other = prefixes.setdefault(att.layer, att.instance)
             if other != att.instance:
                 clashes.setdefault((att.instance, other), ([], span))[0].append(att.layer)
-        elif att.method == "bitfit":
+        elif host[att.method] == "biases":
             if finetune:
                 diags.error("E115", f"bitfit '{att.instance}' trains biases that finetune '{finetune[0].instance}' "
                                     "already trains", span, "drop one of the two")
@@ -43,7 +45,7 @@ def check_conflicts(ir: IR, diags: Diagnostics) -> None:
                     diags.error("E115", f"bitfit '{att.instance}' and '{other}' both train the bias at {where}", span,
                                 "each bias may be trained by one bitfit instance")
                     break
-        elif att.method == "finetune" and finetune[0].instance != att.instance:
+        elif host[att.method] == "model" and finetune[0].instance != att.instance:
             diags.error("E115", f"finetune '{att.instance}' repeats finetune '{finetune[0].instance}'", span,
                         "one finetune instance trains the whole model")
     _check_ia3(ir, diags, n)

@@ -28,7 +28,7 @@ def check_family(ir: IR, diags: Diagnostics) -> None:
             diags.error("E128", f"{att.instance}: the {fam.name} family has no point '{att.point}'", span,
                         f"{schema.LAYER_POINTS[att.point]} points of {fam.name}: {', '.join(have)}")
             continue
-        if att.method == "bitfit" and (att.point != "head" or fam.pooler) \
+        if schema.host_of(att.method) == "biases" and (att.point != "head" or fam.pooler) \
                 and counts.bitfit_params(att.point, fam, d, d["layers"]) == 0:
             seen.add((att.instance, att.point))
             what = "any of its modules" if att.point == "all" else f"'{att.point}'"
@@ -36,11 +36,11 @@ def check_family(ir: IR, diags: Diagnostics) -> None:
                                 f"bitfit would train nothing there", span,
                         _biased_help(fam, d))
             continue
-        if att.method == "prefix" and not fam.attention_interface:
+        if schema.host_of(att.method) == "attention" and not fam.attention_interface:
             diags.error("E128", f"{att.instance}: the {fam.name} family does not route attention through "
                                 f"transformers' AttentionInterface, so prefix-tuning cannot attach at attention",
                         span, "use adapter or lora on this family, or a BERT/RoBERTa/ELECTRA/DistilBERT model")
-        if att.method == "bitfit" and att.point == "head" and not fam.pooler:
+        if schema.host_of(att.method) == "biases" and att.point == "head" and not fam.pooler:
             diags.error("E128", f"{att.instance}: the {fam.name} family has no frozen pretrained pooler; "
                                 f"its head ({', '.join(fam.head)}) is trained anyway", span,
                         "drop `head` from this bitfit's targets")

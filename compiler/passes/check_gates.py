@@ -19,7 +19,7 @@ def available_sources(point: str, method: str) -> list[str]:
         return ["input"]
     order = schema.POINT_ORDER[point]
     out = [s for s in schema.GATE_SOURCES.values() if schema.POINT_ORDER[s] < order]
-    if method == "adapter" and point in schema.GATE_SOURCES.values():
+    if schema.METHODS[method].reads_own_gate and point in schema.GATE_SOURCES.values():
         out.append(point)   # an adapter's gate may read its own input
     return out
 

@@ -1,44 +1,34 @@
-"""Pass: exact trainable / saved parameter counts per attachment (and shared prefix MLPs per instance)."""
+"""Pass: exact trainable / saved parameter counts per attachment (and shared prefix MLPs per instance).
+
+Each attachment's own count is its method's `Method.count` over a `CountContext` (the model's dimensions at
+its point); the gate's parameters are added here, the same for every method. What an instance trains once
+for all its layers (the prefix's MLP) is its method's `Method.shared_count`."""
 
 from __future__ import annotations
 
-from peltc.compiler import counts
+from peltc.compiler import counts, schema
 from peltc.compiler.archs import FAMILIES
 from peltc.compiler.ir import IR
+from peltc.compiler.method import CountContext
 
 
 def count_params(ir: IR) -> None:
     s = ir.settings
     d, fam = s.dims, FAMILIES[s.family]
     for att in ir.attachments():
-        p = att.params
         g = counts.gate_params(att.gate.kind, d)
-        if att.method == "adapter":
-            own = counts.adapter_params(p["size"], d)
-        elif att.method == "lora":
-            own = counts.lora_params(p["rank"], att.point, d, bool(p.get("dora")))
-        elif att.method == "prefix":
-            own = counts.prefix_params(p["length"], d)
-        elif att.method == "prompt":
-            own = counts.prompt_params(p["length"], d)
-        elif att.method == "bitfit":
-            own = counts.bitfit_params(att.point, fam, d, d["layers"])
-        elif att.method == "ia3":
-            own = counts.ia3_params(att.point, d)
-        elif att.method == "loreft":
-            own = counts.loreft_params(p["rank"], p["first"], p["last"], p["tied"], d)
-        else:  # finetune
-            own = s.base_params
-        total = None if own is None else own + g
+        fan_in, fan_out = counts.linear_dims(att.point, d)
+        ctx = CountContext(params=att.args, point=att.point, layer=att.layer, dims=d, fan_in=fan_in,
+                           fan_out=fan_out, kv_width=counts.kv_width(d), base_params=s.base_params,
+                           bias_terms=lambda p=att.point: counts.bitfit_params(p, fam, d, d["layers"]))
+        own = schema.METHODS[att.method].count(ctx)
+        total = None if own is None else int(own) + g
         ir.replace(att.model_copy(update={"trainable": total, "saved": total, "gate_params": g}))
     for inst in ir.instances():
-        if inst.method == "prefix":
+        shared = schema.METHODS[inst.method].shared_count
+        if shared is not None:
             atts = ir.attachments(inst.name)
-            n_cov = len(atts)
-            length = max((a.params["length"] for a in atts), default=inst.params["length"])
-            mlp = counts.prefix_mlp_params(length, inst.params.get("mlp"), n_cov, d)
-            ir.replace(inst.model_copy(update={"shared_trainable": mlp}))
-        elif inst.method == "prompt" and inst.params.get("encoder", "none") != "none":
-            p = inst.params
-            enc = counts.prompt_encoder_params(p["length"], p["encoder"], p.get("encoder_hidden", 128), d)
-            ir.replace(inst.model_copy(update={"shared_trainable": enc}))
+            ctx = CountContext(params=inst.args, point=atts[0].point if atts else "", layer=None, dims=d,
+                               fan_in=d["hidden"], fan_out=d["hidden"], kv_width=counts.kv_width(d),
+                               base_params=s.base_params, covered=tuple(a.args for a in atts))
+            ir.replace(inst.model_copy(update={"shared_trainable": shared(ctx)}))

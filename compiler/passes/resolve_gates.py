@@ -12,6 +12,7 @@ artifact's, recorded beside its IR before the IR carried it).
 
 from __future__ import annotations
 
+from peltc.compiler import schema
 from peltc.compiler.archs import FAMILIES
 from peltc.compiler.ir import IR, GateBehaviour
 
@@ -28,7 +29,7 @@ def resolve_gates(ir: IR, behaviour: GateBehaviour | None = None) -> IR:
     b = family_behaviour(ir.settings.family) if behaviour is None else behaviour
     ir.replace(ir.settings.model_copy(update={"gate_behaviour": b}))
     for att in ir.attachments():
-        init = b.prefix_gate_init if b is not None and att.method == "prefix" else None
+        init = b.prefix_gate_init if b is not None and schema.host_of(att.method) == "attention" else None
         if att.gate_init != init:
             ir.replace(att.model_copy(update={"gate_init": init}))
     return ir

@@ -101,7 +101,7 @@ def resolve_layers(ir: IR, diags: Diagnostics) -> None:
                 ir.add(att)
                 ir.connect(inst.id, att.id, "instance")
                 src_in = pid
-                if inst.method == "adapter" and placement == "parallel":
+                if schema.METHODS[inst.method].placement and placement == "parallel":
                     src_in = point_id(layer, "attention.output" if t.point == "ffn.output" else "input")
                 ir.connect(src_in, att.id, "input")
                 ir.connect(att.id, pid, "output")

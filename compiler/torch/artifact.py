@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 import torch
 
+from peltc.compiler.methods import PluginProblem, find_method, plugin_record
 from peltc.errors import ArtifactError
 
 MANIFEST = "manifest.json"
@@ -122,6 +123,9 @@ def save_artifact(model: torch.nn.Module, out_dir: str | Path, *, ir_dict: dict[
         "gate_semantics": gate_semantics(model),
         **(extra or {}),
     }
+    used = plugin_record(n.get("method") for n in ir_dict.get("nodes", []) if n.get("kind") == "instance")
+    if used:    # which plug-in methods loading it needs (built-in-only manifests stay as they were)
+        manifest["plugins"] = used
     fd, tmpm = tempfile.mkstemp(prefix=".manifest-", suffix=".tmp", dir=out)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=2)
@@ -193,11 +197,32 @@ def read_ir(manifest: dict[str, Any], where: str | Path | None = None):
     """The one manifest → IR reader: the resolved IR an artifact's manifest records. An IR that does not
     parse (not ours, or damaged) is ArtifactError A012; ``where`` names the artifact in the message."""
     from peltc.compiler.ir import IR
+    need_plugins(manifest, where)
     try:
         return IR.from_dict(manifest["ir"])
     except Exception as e:  # pydantic / key errors: the manifest's IR is not ours
         what = f"the IR of '{where}'" if where is not None else "the artifact's IR"
         raise ArtifactError(f"{what} cannot be read: {e}", code="A012") from None
+
+
+def need_plugins(manifest: dict[str, Any], where: str | Path | None = None) -> None:
+    """A030 unless every method the manifest's IR uses is registered (an installed entry point of that
+    name is loaded here); the message names the plug-in the run was saved with."""
+    nodes = (manifest.get("ir") or {}).get("nodes", []) if isinstance(manifest.get("ir"), dict) else []
+    recorded = {r.get("method"): r for r in manifest.get("plugins") or [] if isinstance(r, dict)}
+    for name in sorted({n.get("method") for n in nodes if isinstance(n, dict) and n.get("kind") == "instance"}):
+        try:
+            known = find_method(name) is not None
+        except PluginProblem as e:
+            raise ArtifactError(f"the run needs plug-in method '{name}': {e.message}", code="A030",
+                                help=e.help) from None
+        if not known:
+            origin = recorded.get(name, {}).get("origin", "a plug-in")
+            what = f" '{where}'" if where is not None else ""
+            raise ArtifactError(f"the run{what} needs the plug-in method '{name}' (saved with {origin}), which is "
+                                "not loaded", code="A030",
+                                help=f"pass --plugin {Path(origin).name if origin.endswith('.py') else 'FILE'} "
+                                     "(peltc.methods.load_plugin in Python), or install the package providing it")
 
 
 def read_task_record(manifest: dict[str, Any], key: str, build):

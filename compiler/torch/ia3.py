@@ -61,7 +61,7 @@ def build(fan_in: int, fan_out: int, point: str, gate: Gate | None, **where) -> 
 
 
 def count(fan_in: int, fan_out: int, point: str) -> int:
-    """Trainable entries of `build`'s vector (`compiler.counts.ia3_params` computes it from dims)."""
+    """Trainable entries of `build`'s vector (the ia3 row of `compiler.schema.METHODS` counts it from dims)."""
     return fan_in if point in FEEDFORWARD else fan_out
 
 

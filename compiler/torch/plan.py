@@ -17,8 +17,10 @@ from torch import nn
 import peltc.compiler.torch.targets as tg
 from peltc.compiler.archs import FAMILIES, MODEL_TYPES, Family
 from peltc.compiler.ir import IR, AttachmentNode
+from peltc.compiler import schema
 from peltc.compiler.torch.adapter import AdapterPoint
 from peltc.compiler.torch.bitfit import bias_size
+from peltc.compiler.torch.delta import DeltaLinear
 from peltc.compiler.torch.gate import Gate
 from peltc.compiler.torch.lora import LoraLinear
 from peltc.compiler.torch.prefix import IMPLEMENTATIONS
@@ -41,8 +43,8 @@ def plan_run(ir: IR, model: nn.Module, fam: Family, prefix: str, n_layers: int, 
         if run is not None:
             check_routable(att, fam, run)
         check_attachment(att, fam, model)
-        tgts = tg.targets(fam, prefix, att.method, att.layer, att.point, n_layers)
-        if att.method == "bitfit" and not tgts:
+        tgts = tg.targets(fam, prefix, host_of(att), att.layer, att.point, n_layers)
+        if host_of(att) == "biases" and not tgts:
             raise CompileError(f"{att.instance}: bitfit at '{att.point}', but the {fam.name} family has no pooler",
                                code="C006", span=span_of(att), help="the task head itself is always trained")
         for t in tgts:
@@ -53,17 +55,22 @@ def plan_run(ir: IR, model: nn.Module, fam: Family, prefix: str, n_layers: int, 
 
 def check_routable(att: AttachmentNode, fam: Family, run: int) -> None:
     """What one model routing several runs cannot serve (C020)."""
-    if att.method == "finetune":
-        raise CompileError(f"run {run}: finetune trains the base model's weights, which the runs would share",
+    if host_of(att) == "model":
+        raise CompileError(f"run {run}: {att.method} trains the base model's weights, which the runs would share",
                            code="C020", help="serve a fine-tuned run on its own model (load_run)")
-    if att.method == "prompt":
+    if host_of(att) == "input":
         raise CompileError(f"run {run}: {att.instance} is a soft prompt, which shifts every position of its "
                            "examples; routing several runs on one base cannot serve it exactly", code="C045",
                            help="serve this run on its own model (load_run)")
-    if att.method == "prefix" and fam.causal and att.gate.kind == "sigmoid":
+    if host_of(att) == "attention" and fam.causal and att.gate.kind == "sigmoid":
         raise CompileError(f"run {run}: a prefix behind a sigmoid gate on a causal model gates per token, "
                            "which routing several runs does not do", code="C020",
                            help="serve this run on its own model (load_run)")
+
+
+def host_of(att: AttachmentNode) -> str:
+    """What the attachment's method changes at its point (`method.HOSTS`), from the method registry."""
+    return schema.METHODS[att.method].host
 
 
 def span_of(att: AttachmentNode):
@@ -109,7 +116,10 @@ def get_module(model: nn.Module, path: str, att: AttachmentNode | None) -> nn.Mo
 
 
 def check_attachment(att: AttachmentNode, fam: Family, model: nn.Module) -> None:
-    if att.method == "prefix" and not fam.attention_interface:
+    if att.method not in schema.METHODS:
+        raise CompileError(f"{att.instance}: the torch back end has no method {att.method!r}", code="C021",
+                           help="load the plug-in that defines it (--plugin FILE, or its installed package)")
+    if host_of(att) == "attention" and not fam.attention_interface:
         raise CompileError(
             f"{att.instance}: prefix-tuning at layers[{att.layer}].attention is not supported for the "
             f"{fam.name} family: its attention does not go through transformers' AttentionInterface",
@@ -117,20 +127,19 @@ def check_attachment(att: AttachmentNode, fam: Family, model: nn.Module) -> None
     if att.gate.kind == "sigmoid" and att.layer is None:
         raise CompileError(f"{att.instance}: a sigmoid gate needs a layer value, '{att.point}' is global",
                            code="C007", span=span_of(att), help="use `gate scalar` or `gate const(<value>)`")
-    if att.method not in ("adapter", "lora", "bitfit", "prefix", "prompt", "ia3", "loreft", "finetune"):
-        raise CompileError(f"{att.instance}: the torch back end has no method {att.method!r}", code="C021")
 
 
 def check_module(att: AttachmentNode, t: tg.Target, mod: nn.Module, fam: Family | None = None) -> None:
     inner = inner_module(mod)
-    if att.method in ("lora", "ia3") and not isinstance(inner, nn.Linear):
+    host = host_of(att)
+    if host == "linear" and not isinstance(inner, nn.Linear):
         raise CompileError(f"{att.instance}: {att.method} needs an nn.Linear at '{t.path}', found {type(inner).__name__}",
                            code="C008", span=span_of(att))
-    if att.method == "bitfit" and bias_size(inner) is None and len(tg.BLOCKS.get(att.point, ())) == 0 \
+    if host == "biases" and bias_size(inner) is None and len(tg.BLOCKS.get(att.point, ())) == 0 \
             and att.point != "all":
         raise CompileError(f"{att.instance}: bitfit at '{t.path}', but {type(inner).__name__} has no bias",
                            code="C006", span=span_of(att))
-    if att.method == "adapter" and not (isinstance(inner, nn.LayerNorm) or hasattr(inner, "normalized_shape")) \
+    if host == "value" and not (isinstance(inner, nn.LayerNorm) or hasattr(inner, "normalized_shape")) \
             and not (fam is not None and fam.pre_norm):      # pre-norm: a hook on the sub-layer module
         raise CompileError(f"{att.instance}: an adapter at {att.point} wraps the LayerNorm producing it; "
                            f"'{t.path}' is a {type(inner).__name__}", code="C008", span=span_of(att))
@@ -162,7 +171,7 @@ def check_prefix_uniform(atts: list[AttachmentNode]) -> None:
 
 
 def inner_module(mod: nn.Module) -> nn.Module:
-    while isinstance(mod, (LoraLinear, AdapterPoint)):
+    while isinstance(mod, (LoraLinear, AdapterPoint, DeltaLinear)):
         mod = mod.base_layer
     return mod
 

@@ -106,7 +106,7 @@ def build(hidden: int, rank: int, first: int, last: int, tied: bool, gate: Gate 
 
 
 def count(hidden: int, rank: int, first: int, last: int, tied: bool) -> int:
-    """Trainable entries per layer (`compiler.counts.loreft_params` computes it from dims)."""
+    """Trainable entries per layer (the loreft row of `compiler.schema.METHODS` counts it from dims)."""
     return count_units(first, last, tied) * (2 * rank * hidden + rank)
 
 

@@ -19,6 +19,8 @@ from typing import Any
 
 from torch import nn
 
+from peltc.compiler.schema import METHODS, host_of
+
 
 @dataclass
 class InstanceReport:
@@ -206,10 +208,10 @@ def build_report(model: nn.Module) -> Report:
     for inst, atts in c.attachments.items():
         a0 = atts[0]
         trainable = per.get(inst, 0)
-        if a0.method == "finetune":
+        if host_of(a0.method) == "model":
             trainable = base
         saved = trainable
-        if a0.method in ("prefix", "prompt"):
+        if METHODS[a0.method].shared_count is not None:   # trains more than it keeps (folded)
             saved = folded_size.get(inst, 0) + gates.get(inst, 0)
         planned = [a.trainable for a in atts]
         instances.append(InstanceReport(
@@ -221,7 +223,7 @@ def build_report(model: nn.Module) -> Report:
         attn_implementation=c.attn_implementation, pooling=_pooling(c),
         instances=instances, pelt_trainable=pelt, head_trainable=head, base_trainable=base,
         trainable_total=pelt + head + base,
-        saved_total=sum(i.saved for i in instances if i.method != "finetune"),
+        saved_total=sum(i.saved for i in instances if host_of(i.method) != "model"),
         frozen=frozen, head_paths=list(c.head_paths), merged=list(c.merged), folded=list(c.folded))
 
 

@@ -27,7 +27,8 @@ from torch import nn
 from peltc.compiler.torch.state import PeltState
 
 PAD = float("-inf")
-KINDS = ("pelt_adapters", "pelt_lora", "pelt_bitfit", "pelt_prefix", "pelt_ia3", "pelt_reft", "pelt_prefix_encoders")
+KINDS = ("pelt_adapters", "pelt_lora", "pelt_bitfit", "pelt_prefix", "pelt_ia3", "pelt_reft", "pelt_prefix_encoders",
+         "pelt_delta")
 _KIND_RE = re.compile(r"(^|\.)(" + "|".join(KINDS) + r")\.([^.]+)\.")
 
 

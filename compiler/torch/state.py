@@ -143,6 +143,8 @@ class PeltState:
     def pack(self, key, tensors: list[torch.Tensor], build: Callable[[], torch.Tensor]) -> torch.Tensor:
         """``build()`` (stacked weights), kept in ``packs[key]`` until one of ``tensors`` changes (its version
         counter, storage or dtype: an optimizer step, ``load_state_dict``, ``.to()``). No-grad forwards only."""
+        if torch.compiler.is_compiling():   # dynamo cannot compare data pointers: the stack is traced into the graph
+            return build()
         stamp = tuple((t._version, t.data_ptr(), t.dtype) for t in tensors)
         hit = self.packs.get(key)
         if hit is None or hit[0] != stamp:

@@ -73,14 +73,16 @@ def bitfit_targets(fam: Family, prefix: str, layer: int | None, point: str, n_la
     raise ValueError(f"bitfit cannot attach at {point!r}")
 
 
-def targets(fam: Family, prefix: str, method: str, layer: int | None, point: str, n_layers: int) -> list[Target]:
-    """Every module an attachment touches (finetune: none — it touches the whole model)."""
-    if method == "finetune":
+def targets(fam: Family, prefix: str, host: str, layer: int | None, point: str, n_layers: int) -> list[Target]:
+    """Every module an attachment touches, by its method's host (`method.HOSTS`): ``model`` (finetune) none —
+    it touches the whole model; ``biases`` every bias-holding module of the point; ``input`` the base model itself; else the point's
+    module."""
+    if host == "model":
         return []
-    if method == "bitfit":
+    if host == "biases":
         return bitfit_targets(fam, prefix, layer, point, n_layers)
-    if method == "prompt":      # the base model, whose forward gets the prompt prepended to its embeddings
+    if host == "input":         # the base model, whose forward gets the prompt prepended to its embeddings
         return [Target(prefix[:-1], None, point)]
     if layer is None:
-        raise ValueError(f"{method} cannot attach at the global point {point!r}")
+        raise ValueError(f"a {host} method cannot attach at the global point {point!r}")
     return [Target(point_path(fam, prefix, layer, point), layer, point)]

@@ -229,3 +229,29 @@ def test_ctrl_c_fails_the_trial_and_queues_its_point_again(tmp_path, tiny_dir):
     assert trials[running.number].state.name == "FAIL"
     waiting = [t for t in trials if t.state.name == "WAITING"]
     assert len(waiting) == 1 and waiting[0].params == running.params
+
+
+def test_a_search_over_a_plugin_method(tmp_path, tiny_dir, capsys):
+    """`peltc search` over the VeRA plug-in's rank (the space imports "vera.py" beside it): every grid point is
+    trained from its spec saved under --out (its import rebased there), and --emit writes a spec that checks
+    where it is written."""
+    import shutil
+
+    from peltc.methods import unregister
+    spaces, out, emitted = tmp_path / "spaces", tmp_path / "out", tmp_path / "emit" / "best.pelt"
+    spaces.mkdir()
+    shutil.copy(ROOT / "tests" / "plugins" / "vera.py", spaces / "vera.py")
+    space = H.write_space(spaces, 'import "vera.py"\nvera v {\n  at layers[*].attention.value\n  rank choice(2, 4)\n}\n')
+    cmd = ["search", str(space), "--train", f"csv:{H.write_data(tmp_path)}", "--trials", "2", "--study", "vera",
+           "--out", str(out), "--model", str(tiny_dir), "--sampler", "grid", "--pruner", "none", *H.FAST]
+    try:
+        assert main([*cmd, "--emit", str(emitted)]) == 0, capsys.readouterr().err
+        st = H.study(str(out / "studies.journal"), "vera")
+        done = [t for t in st.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+        assert sorted(int(t.params["v.rank"]) for t in done) == [2, 4]
+        assert all((out / "vera" / f"t{t.number:04d}.pelt").read_text().startswith('import "../../spaces/vera.py"')
+                   for t in done)
+        assert 'import "../spaces/vera.py"' in emitted.read_text()
+        assert main(["check", str(emitted), "--model", str(tiny_dir)]) == 0
+    finally:
+        unregister("vera")

@@ -10,6 +10,7 @@ from torch import nn
 from peltc.compiler.torch import ia3
 from peltc.compiler.torch.bitfit import UNFOLDED, BiasDelta
 from peltc.compiler.torch.compiled import compiled
+from peltc.compiler.torch.delta import DeltaLinear
 from peltc.compiler.torch.gate import Gate
 from peltc.compiler.torch.lora import LoraLinear
 from peltc.compiler.torch.plan import inner_module, static_gate_value
@@ -79,10 +80,13 @@ def merge(model: nn.Module, *, skip_gated: bool = False) -> list[str]:
                            help="merge a single run's own model (peltc.runtime.serve.load_run), not a routed one")
     loras = [(n, m) for n, m in model.named_modules() if isinstance(m, LoraLinear)]
     biases = [(n, m) for n, m in model.named_modules() if "pelt_bitfit" in m._modules]
+    deltas = [(n, m) for n, m in model.named_modules() if isinstance(m, DeltaLinear)]
     refused = [f"{i}@{n} (lora)" for n, m in loras for i, l in m.pelt_lora.items()
                if static_gate_value(l.gate) is None]
     refused += [f"{i}@{n} (bitfit)" for n, m in biases for i, d in m.pelt_bitfit.items()
                 if static_gate_value(d.the_gate) is None]
+    refused += [f"{i}@{n}" for n, m in deltas for i, d in m.pelt_delta.items()
+                if d.merges and static_gate_value(d.gate) is None]
     scaled = [(n, m) for n, m in model.named_modules() if "pelt_ia3" in m._modules]
     refused += [f"{i}@{n} (ia3)" for n, m in scaled for i, v in m.pelt_ia3.items()
                 if static_gate_value(v.gate) is None]
@@ -124,6 +128,8 @@ def merge(model: nn.Module, *, skip_gated: bool = False) -> list[str]:
                 if type(m) in UNFOLDED:
                     m.__class__ = UNFOLDED[type(m)]           # the plain module again
                 del m.pelt_bitfit
+        for n, m in deltas:         # plug-in methods on linears whose module has delta_weight()
+            merged += _merge_deltas(model, n, m)
         for n, m in scaled:
             merged += _merge_ia3(n, m)
     live = {id(g) for g in model.modules() if isinstance(g, Gate)}
@@ -136,6 +142,23 @@ def merge(model: nn.Module, *, skip_gated: bool = False) -> list[str]:
     c.state.cache.clear()
     c.merged += merged
     return merged
+
+
+def _merge_deltas(model: nn.Module, path: str, host: DeltaLinear) -> list[str]:
+    """Add each mergeable plug-in delta (``g · delta_weight()``) to the base weight (in no_grad)."""
+    lin, out = inner_module(host), []
+    for i in list(host.pelt_delta):
+        d = host.pelt_delta[i]
+        g = static_gate_value(d.gate)
+        if not d.merges or g is None:
+            continue
+        if d.enabled:
+            lin.weight += (g * d.fn.delta_weight().to(torch.float32)).to(lin.weight.dtype)
+        del host.pelt_delta[i]
+        out.append(f"{i}@{path}")
+    if len(host.pelt_delta) == 0:
+        set_module(model, path, host.base_layer)
+    return out
 
 
 def _merge_ia3(name: str, lin: nn.Module) -> list[str]:
@@ -171,7 +194,8 @@ def serve_fused(model: nn.Module, on: bool = True) -> bool:
 
 def _instance_modules(model: nn.Module, instance: str):
     for m in model.modules():
-        for key in ("pelt_adapters", "pelt_lora", "pelt_bitfit", "pelt_prefix", "pelt_prompt", "pelt_ia3", "pelt_reft"):
+        for key in ("pelt_adapters", "pelt_lora", "pelt_bitfit", "pelt_prefix", "pelt_prompt", "pelt_ia3", "pelt_reft",
+                    "pelt_delta"):
             d = m._modules.get(key)
             if d is not None and instance in d._modules:
                 yield d[instance]

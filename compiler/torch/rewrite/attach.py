@@ -1,4 +1,6 @@
-"""One attachment's modules at its resolved targets, by method and by the family's block form: adapters
+"""One attachment's modules at its resolved targets: `attach_one` looks its method up in the registry
+(`schema.METHODS`) and calls the method's torch step with an `AttachContext` — the built-ins' steps below,
+a plug-in's own ``attach``, or for a plug-in's ``build`` the generic `attach_delta`. Built-ins: adapters
 wrap the LayerNorm of their value point (`AdapterPoint`) or hook a pre-norm sub-layer, LoRA wraps its
 linear (`LoraLinear`), BitFit adds a delta + forward hook on its bias-holding modules, (IA)³ a vector +
 a forward (pre-)hook on its linear, LoReFT its interventions + a forward hook on the layer, prefixes
@@ -7,15 +9,21 @@ live on the attention modules (their MLP on the base model). Also: recording the
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
 import torch
 from torch import nn
 
 import peltc.compiler.torch.targets as tg
+from peltc.compiler import schema
 from peltc.compiler.archs import Family
 from peltc.compiler.ir import AttachmentNode
 from peltc.compiler.torch.adapter import Adapter, AdapterPoint, attach_prenorm
 from peltc.compiler.torch.bitfit import FOLDED, BiasDelta, bias_size, bitfit_hook
 from peltc.compiler.torch import ia3, reft
+from peltc.compiler.torch.delta import Delta, DeltaLinear
 from peltc.compiler.torch.gate import Gate
 from peltc.compiler.torch.lora import LoRA, LoraLinear, principal_init
 from peltc.compiler.torch.plan import inner_module, kv_width, span_of, where_of
@@ -37,6 +45,124 @@ def _gate(att: AttachmentNode, state: PeltState, hidden: int, where: dict, reads
         return None
     return Gate(att.start_gate, hidden, (att.instance, att.layer, att.point), state,
                 reads_own=reads_own, **where)
+
+
+@dataclass
+class AttachContext:
+    """What a method's torch step gets for one attachment: the model, the attachment (its parameters as
+    ``args``), its resolved targets, the per-forward state, the hidden size; `gate` builds its gate."""
+
+    model: nn.Module
+    fam: Family
+    att: AttachmentNode
+    targets: list[tg.Target]
+    state: PeltState
+    hidden: int
+    encoders: dict = field(default_factory=dict)
+    atts: list[AttachmentNode] = field(default_factory=list)
+    prefix: str = ""
+    token_kv: dict | None = None
+
+    @property
+    def args(self) -> Any:
+        return self.att.args
+
+    @property
+    def module(self) -> nn.Module:
+        """The (first) target module, unwrapped from peltc's own wrappers: the base linear of a linear point."""
+        return inner_module(self.model.get_submodule(self.targets[0].path))
+
+    @property
+    def fan_in(self) -> int:
+        return int(self.module.in_features)
+
+    @property
+    def fan_out(self) -> int:
+        return int(self.module.out_features)
+
+    @property
+    def where(self) -> dict:
+        """``device`` and ``dtype`` of the target module's parameters (build new parameters with them)."""
+        return where_of(self.module)
+
+    def gate(self, reads_own: bool = False) -> Gate | None:
+        """The attachment's gate module (None for ``gate none``): multiply the method's output by it."""
+        return _gate(self.att, self.state, self.hidden, self.where, reads_own)
+
+
+_STEPS: dict[str, Callable[[AttachContext], None]] = {}
+
+
+def step_of(method: str) -> Callable[[AttachContext], None]:
+    """The torch step of ``method`` (registry): its ``attach`` (a callable, or "module:function" imported
+    on first use), else `attach_delta` for a ``build`` plug-in."""
+    m = schema.METHODS[method]
+    if callable(m.attach):
+        return m.attach
+    if m.attach is None:
+        return attach_delta
+    if m.attach not in _STEPS:
+        mod, _, fn = m.attach.partition(":")
+        _STEPS[m.attach] = getattr(importlib.import_module(mod), fn)
+    return _STEPS[m.attach]
+
+
+def attach_delta(ctx: AttachContext) -> None:
+    """A plug-in's ``build(ctx)`` module, added to the output of the linear at its point (`DeltaLinear`)."""
+    m = schema.METHODS[ctx.att.method]
+    where = ctx.where
+    try:
+        fn = m.build(ctx)
+    except Exception as e:    # the plug-in's own code
+        raise CompileError(f"{ctx.att.instance}: the plug-in method '{m.name}' ({m.origin}) failed to build its "
+                           f"module at {ctx.targets[0].path}: {type(e).__name__}: {e}", code="C030",
+                           span=span_of(ctx.att), help="fix the plug-in's build function") from None
+    if not isinstance(fn, nn.Module):
+        raise CompileError(f"{ctx.att.instance}: the plug-in method '{m.name}' built {type(fn).__name__}, not an "
+                           "nn.Module", code="C030", span=span_of(ctx.att), help="build must return an nn.Module")
+    host = ctx.model.get_submodule(ctx.targets[0].path)
+    if not isinstance(host, DeltaLinear):
+        host = DeltaLinear(host)
+        set_module(ctx.model, ctx.targets[0].path, host)
+    fn.to(**where)
+    host.pelt_delta[ctx.att.instance] = Delta(fn, ctx.gate(), m.merges)
+
+
+def attach_finetune(ctx: AttachContext) -> None:
+    """Nothing to attach: `inject.apply` leaves every base weight trainable (host ``model``)."""
+
+
+def attach_adapter(ctx: AttachContext) -> None:
+    """Post-norm: wrap the LayerNorm of the value point; pre-norm (decoders): hook the sub-layer."""
+    if ctx.fam.pre_norm:
+        _attach_prenorm_adapter(ctx.model, ctx.att, ctx.targets[0], ctx.state, ctx.hidden)
+    else:
+        _attach_adapter(ctx.model, ctx.att, ctx.targets[0], ctx.state, ctx.hidden)
+
+
+def attach_lora(ctx: AttachContext) -> None:
+    _attach_lora(ctx.model, ctx.att, ctx.targets[0], ctx.state, ctx.hidden)
+
+
+def attach_bitfit(ctx: AttachContext) -> None:
+    _attach_bitfit(ctx.model, ctx.att, ctx.targets, ctx.state, ctx.hidden)
+
+
+def attach_ia3(ctx: AttachContext) -> None:
+    _attach_ia3(ctx.model, ctx.att, ctx.targets[0], ctx.state, ctx.hidden)
+
+
+def attach_loreft(ctx: AttachContext) -> None:
+    _attach_loreft(ctx.model, ctx.att, ctx.targets[0], ctx.state, ctx.hidden)
+
+
+def attach_prompt(ctx: AttachContext) -> None:
+    _attach_prompt(ctx.model, ctx.att, ctx.targets[0], ctx.state, ctx.hidden)
+
+
+def attach_prefix(ctx: AttachContext) -> None:
+    _attach_prefix(ctx.model, ctx.att, ctx.targets[0], ctx.state, ctx.hidden, ctx.encoders, ctx.atts, ctx.prefix,
+                   ctx.token_kv, width=kv_width(ctx.model, ctx.fam, ctx.hidden))
 
 
 def _attach_adapter(model, att, t, state, hidden) -> None:
@@ -217,24 +343,8 @@ def init_encoders(encoders: dict[str, PrefixEncoder], atts: list[AttachmentNode]
 
 
 def attach_one(model, fam, att, tgts, state, hidden, encoders, atts, prefix, token_kv=None) -> None:
-    """Attach one attachment's module(s) at its resolved targets, by method (and the family's block form)."""
-    if att.method == "adapter" and fam.pre_norm:
-        _attach_prenorm_adapter(model, att, tgts[0], state, hidden)
-    elif att.method == "adapter":
-        _attach_adapter(model, att, tgts[0], state, hidden)
-    elif att.method == "lora":
-        _attach_lora(model, att, tgts[0], state, hidden)
-    elif att.method == "bitfit":
-        _attach_bitfit(model, att, tgts, state, hidden)
-    elif att.method == "ia3":
-        _attach_ia3(model, att, tgts[0], state, hidden)
-    elif att.method == "loreft":
-        _attach_loreft(model, att, tgts[0], state, hidden)
-    elif att.method == "prompt":
-        _attach_prompt(model, att, tgts[0], state, hidden)
-    elif att.method == "prefix":
-        _attach_prefix(model, att, tgts[0], state, hidden, encoders, atts, prefix, token_kv,
-                       width=kv_width(model, fam, hidden))
+    """Attach one attachment's module(s) at its resolved targets: its method's torch step (`step_of`)."""
+    step_of(att.method)(AttachContext(model, fam, att, list(tgts), state, hidden, encoders, atts, prefix, token_kv))
 
 
 def _attach_prompt(model, att, t, state, hidden) -> None:

@@ -13,6 +13,7 @@ import peltc.compiler.torch.targets as tg
 from peltc.compiler.archs import Family
 from peltc.compiler.ir import IR, AttachmentNode
 from peltc.compiler.passes.resolve_gates import resolved
+from peltc.compiler.schema import host_of
 from peltc.compiler.torch.adapter import PARALLEL_INPUT, AdapterPoint
 from peltc.compiler.torch.compiled import Compiled
 from peltc.compiler.torch.gate import Gate
@@ -49,8 +50,8 @@ def apply(ir: IR, model: nn.Module) -> Report:
     # 1. resolve and check everything before touching the model
     plan = plan_run(ir, model, fam, prefix, n_layers)
     atts = [a for a, _ in plan]
-    if any(a.method == "prefix" for a in atts):
-        impl = attn_implementation(model, fam, next(a for a in atts if a.method == "prefix"))
+    if any(host_of(a.method) == "attention" for a in atts):
+        impl = attn_implementation(model, fam, next(a for a in atts if host_of(a.method) == "attention"))
     else:
         impl = None
     check_prefix_uniform(atts)
@@ -61,11 +62,11 @@ def apply(ir: IR, model: nn.Module) -> Report:
                            "every position read the future", code="C017",
                            help="pool mean is for a *ForSequenceClassification model; drop `head { pool mean }`")
     if impl is not None:     # the last check, and the only change a failing check undoes
-        _switch_attention(model, impl, [(a, t[0].path) for a, t in plan if a.method == "prefix"],
+        _switch_attention(model, impl, [(a, t[0].path) for a, t in plan if host_of(a.method) == "attention"],
                           hidden_size(model, fam, ir))
 
     # 2. freeze
-    finetune = any(a.method == "finetune" for a in atts)
+    finetune = any(host_of(a.method) == "model" for a in atts)
     for p in model.parameters():
         p.requires_grad_(finetune)
     head_paths = [prefix_free for prefix_free in fam.head if prefix and has_module(model, prefix_free)]
@@ -232,10 +233,10 @@ def attach_runs(irs: list[IR], model: nn.Module, head_shapes: list[dict[str, tup
                 if len(have) != prm.dim():
                     raise CompileError(f"run {i}: the head tensor '{hp}.{n}' has shape {tuple(have)}, the model's "
                                        f"{tuple(prm.shape)}", code="C025")
-    prefixed = [a for plan in plans for a, _ in plan if a.method == "prefix"]
+    prefixed = [a for plan in plans for a, _ in plan if host_of(a.method) == "attention"]
     impl = attn_implementation(model, fam, prefixed[0]) if prefixed else None
     if impl is not None:
-        _switch_attention(model, impl, [(a, t[0].path) for plan in plans for a, t in plan if a.method == "prefix"],
+        _switch_attention(model, impl, [(a, t[0].path) for plan in plans for a, t in plan if host_of(a.method) == "attention"],
                           hidden_size(model, fam, irs[0]))
 
     # 2. freeze everything (serving)
@@ -252,7 +253,7 @@ def attach_runs(irs: list[IR], model: nn.Module, head_shapes: list[dict[str, tup
     for plan in plans:
         _inject(model, c, plan, hidden, {})
     for m in list(model.modules()):
-        for key in ("pelt_adapters", "pelt_lora", "pelt_bitfit", "pelt_prefix", "pelt_ia3", "pelt_reft"):
+        for key in ("pelt_adapters", "pelt_lora", "pelt_bitfit", "pelt_prefix", "pelt_ia3", "pelt_reft", "pelt_delta"):
             d = m._modules.get(key)
             for name, mod in (d.items() if d is not None else ()):
                 mod.__dict__["_pelt_run"] = int(name[1:name.index("_")])
