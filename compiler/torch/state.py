@@ -80,6 +80,10 @@ class PeltState:
         self.carry = carry if continuing and carry is not None else {}
         self.values.clear()
         self.cache.clear()
+        if torch.is_grad_enabled():
+            # a training forward: an optimizer step may follow that leaves the version counters alone (fused
+            # AdamW), so the serving stacks (`pack`) are rebuilt at the next no-grad forward
+            self.packs.clear()
         self.present = frozenset(int(r) for r in self.route.unique().tolist()) if self.route is not None \
             else frozenset()
         # Prefix MLPs run once per forward, before any layer: outside gradient-checkpointed layers,

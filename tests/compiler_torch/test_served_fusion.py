@@ -146,3 +146,19 @@ def test_lora_options_served_equal_unfused():
     off, on = _both(model, batch)
     torch.testing.assert_close(on, off, rtol=0, atol=1e-6)
     assert all(not lo.dora for group in compiled(model).state.lora_groups.values() for lo in group)
+
+
+def test_stacks_follow_a_fused_optimizer_step():
+    """After a training forward and an optimizer step the next no-grad forward sees the stepped weights (a
+    training forward drops the stacks; tests/runtime/test_task_gen.py's gen:jsonl run caught stale stacks in
+    its dev evaluations under the HF Trainer, which this direct step does not reproduce)."""
+    model = _served(tiny_model("bert", attn="sdpa"))
+    batch = tiny_batch()
+    logits(model, batch)                                       # the stacks built
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-1, fused=True)
+    model.train()
+    model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.pow(2).mean().backward()
+    opt.step()
+    model.eval()
+    off, on = _both(model, batch)
+    torch.testing.assert_close(on, off, rtol=0, atol=1e-6)

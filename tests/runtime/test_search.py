@@ -128,7 +128,11 @@ def test_two_workers_one_killed_mid_trial(tmp_path, tiny_dir, capsys):
         time.sleep(0.5)
         if not Path(storage).is_file():
             continue
-        for t in H.study(storage, "kill").get_trials(deepcopy=False):
+        try:
+            trials = H.study(storage, "kill").get_trials(deepcopy=False)
+        except KeyError:          # the journal file exists, the study is not in it yet
+            continue
+        for t in trials:
             if t.state.name == "RUNNING" and (Path(t.user_attrs.get("run_dir", "/nonexistent")) / "run.json").is_file():
                 victim = t
                 break
