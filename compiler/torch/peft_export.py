@@ -258,20 +258,12 @@ def _write(dest: Path, out: dict[str, torch.Tensor], config: dict[str, Any]) -> 
 
 def _export_prompt(manifest, tensors, ir: IR, fam, dest: Path) -> ExportResult:
     """A run whose one method is a prompt, as peft's prompt-tuning adapter (`peft_prompt`); U120 otherwise."""
-    from safetensors.torch import save_file
     refused = peft_prompt.refusals(ir)
     if refused:
         raise UsageError("cannot export to peft: peft's prompt-tuning format cannot hold " + "; ".join(refused),
                          code="U120", help="export a run whose only method is one prompt, with head { pool pooler }")
     out, config, inst = peft_prompt.export_prompt(ir, fam, tensors, (manifest.get("base_model") or {}).get("name"))
-    _check_out_dir(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    tmp = dest / f".{WEIGHTS}.tmp"
-    save_file(out, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, dest / WEIGHTS)
-    tmpc = dest / f".{CONFIG}.tmp"
-    tmpc.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmpc, dest / CONFIG)
+    _write(dest, out, config)
     return ExportResult(dest, [inst], [], config)
 
 
