@@ -40,7 +40,7 @@ import torch
 from peltc.compiler.archs import FAMILIES
 import peltc.compiler.torch.targets as tg
 from peltc.compiler.ir import IR, AttachmentNode
-from peltc.compiler.torch.peft_ia3 import export_tensors, has_ia3
+from peltc.compiler.torch.peft_ia3 import export_tensors, gate_value, has_ia3
 from peltc.compiler.torch import peft_prompt
 from peltc.compiler.torch.peft_io import CONFIG, PREFIX, WEIGHTS
 from peltc.errors import ArtifactError, UsageError
@@ -74,14 +74,10 @@ def _scale(att: AttachmentNode, lora: str, tensors: dict[str, torch.Tensor]) -> 
     if g.kind == "none":
         r = int(att.args.rank)
         return float(att.args.alpha) / (math.sqrt(r) if att.args.scaling == "rs" else r)
-    if g.kind == "const":
-        return float(g.value) if g.value is not None else 1.0
-    if g.kind == "scalar":
-        w = tensors.get(f"{lora}.gate.weight")
-        if w is None:
-            raise ArtifactError(f"the artifact lacks the scalar gate '{lora}.gate.weight'", code="A007")
-        return float(torch.sigmoid(w.detach().float()).reshape(-1)[0])
-    raise ValueError(g.kind)
+    v = gate_value(att, lora, tensors)      # const / scalar: the gate's value (one reader for LoRA and (IA)³)
+    if v is None:
+        raise ValueError(g.kind)
+    return v
 
 
 def _at(att: AttachmentNode) -> str:

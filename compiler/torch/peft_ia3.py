@@ -34,7 +34,7 @@ def has_ia3(ir: IR) -> bool:
     return any(i.method == "ia3" for i in ir.instances())
 
 
-def _gate_value(att, key: str, tensors: dict[str, torch.Tensor]) -> float | None:
+def gate_value(att, key: str, tensors: dict[str, torch.Tensor]) -> float | None:
     g = att.gate
     if g.kind == "none":
         return 1.0
@@ -73,7 +73,7 @@ def export_tensors(manifest: dict[str, Any], tensors: dict[str, torch.Tensor], i
         key = f"{path}.pelt_ia3.{att.instance}"
         if f"{key}.l" not in tensors:
             raise ArtifactError(f"the artifact lacks tensor '{key}.l'", code="A007")
-        f = 1 + _gate_value(att, key, tensors) * (tensors[f"{key}.l"].float() - 1)
+        f = 1 + gate_value(att, key, tensors) * (tensors[f"{key}.l"].float() - 1)
         vectors[path] = vectors[path] * f if path in vectors else f
         points[path] = att.point
     if not vectors:
