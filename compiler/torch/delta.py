@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from peltc.compiler.torch.gate import Gate, scale
+from peltc.compiler.torch.host import LinearHost
 from peltc.compiler.torch.state import route_absent, route_rows
 
 
@@ -39,29 +40,12 @@ class Delta(nn.Module):
         return y + d.to(y.dtype)
 
 
-class DeltaLinear(nn.Module):
+class DeltaLinear(LinearHost):
     """A base linear plus plug-in deltas."""
 
     def __init__(self, base_layer: nn.Module):
-        super().__init__()
-        self.base_layer = base_layer
+        super().__init__(base_layer)
         self.pelt_delta = nn.ModuleDict()
-
-    @property
-    def in_features(self) -> int:
-        return self.base_layer.in_features
-
-    @property
-    def out_features(self) -> int:
-        return self.base_layer.out_features
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.base_layer.weight
-
-    @property
-    def bias(self) -> torch.Tensor | None:
-        return self.base_layer.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base_layer(x)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from peltc.compiler.torch.gate import Gate, scale
+from peltc.compiler.torch.host import LinearHost
 from peltc.compiler.torch.served import lora_add, serving
 from peltc.compiler.torch.state import route_absent, route_rows
 
@@ -192,29 +193,12 @@ class LoRA(nn.Module):
         return g * (k[:, None] * full - w)
 
 
-class LoraLinear(nn.Module):
+class LoraLinear(LinearHost):
     """A base linear plus its LoRAs."""
 
     def __init__(self, base_layer: nn.Linear):
-        super().__init__()
-        self.base_layer = base_layer
+        super().__init__(base_layer)
         self.pelt_lora = nn.ModuleDict()
-
-    @property
-    def in_features(self) -> int:
-        return self.base_layer.in_features
-
-    @property
-    def out_features(self) -> int:
-        return self.base_layer.out_features
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.base_layer.weight
-
-    @property
-    def bias(self) -> torch.Tensor | None:
-        return self.base_layer.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = y0 = self.base_layer(x)

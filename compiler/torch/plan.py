@@ -20,9 +20,8 @@ from peltc.compiler.ir import IR, AttachmentNode
 from peltc.compiler import schema
 from peltc.compiler.torch.adapter import AdapterPoint
 from peltc.compiler.torch.bitfit import bias_size
-from peltc.compiler.torch.delta import DeltaLinear
 from peltc.compiler.torch.gate import Gate
-from peltc.compiler.torch.lora import LoraLinear
+from peltc.compiler.torch.host import LinearHost
 from peltc.compiler.torch.prefix import IMPLEMENTATIONS
 from peltc.compiler.torch.routing import run_prefix
 from peltc.errors import CompileError, nearest
@@ -171,7 +170,7 @@ def check_prefix_uniform(atts: list[AttachmentNode]) -> None:
 
 
 def inner_module(mod: nn.Module) -> nn.Module:
-    while isinstance(mod, (LoraLinear, AdapterPoint, DeltaLinear)):
+    while isinstance(mod, (LinearHost, AdapterPoint)):
         mod = mod.base_layer
     return mod
 
