@@ -351,6 +351,8 @@ TRAIN_PARAMS: dict[str, ParamSpec] = {
     "max_length": ParamSpec("int", None, "tokeniser max length", min=8),
     "head_lr": ParamSpec("float", None, "learning rate of the task head (default: lr)", min=0.0,
                          min_exclusive=True),
+    "gate_lr": ParamSpec("float", None, "learning rate of every gate's parameters (default: its instance's lr)",
+                         min=0.0, min_exclusive=True),
     "head_bias": ParamSpec("choice", None, "initial bias of the task head's output layer: zero (as "
                            "transformers), or prior (the constant predictor's optimum on the training "
                            "labels: their mean for regression, log class frequencies for classification)",

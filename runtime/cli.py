@@ -16,7 +16,7 @@ from peltc.runtime.speed import add_flags, from_args
 _SETTING_FLAGS = {
     "lr": float, "epochs": float, "batch_size": int, "warmup": float, "weight_decay": float,
     "patience": int, "min_steps": int, "eval_steps": int, "max_length": int, "head_lr": float,
-    "head_bias": str, "head_weights": str,
+    "head_bias": str, "head_weights": str, "gate_lr": float,
 }
 
 
@@ -31,6 +31,7 @@ _SETTING_HELP = {
     "eval_steps": "evaluate on dev every N steps (default 30)",
     "max_length": "truncate inputs to N tokens (default 128)",
     "head_lr": "learning rate of the task head (default 1e-3)",
+    "gate_lr": "learning rate of every gate's parameters (default: its instance's lr, else --lr)",
     "head_bias": "initial bias of the head's output: zero, or prior (the training labels' mean / log class "
                  "frequencies; default prior)",
     "head_weights": "initial weights of the head's output: random (default) or zero",

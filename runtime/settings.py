@@ -80,9 +80,16 @@ class TrainSettings:
     group_by_length: bool = False  # length-grouped training batches (less padding, less shuffling)
     head_bias: str = "zero"        # "prior": the head's output bias starts at the constant predictor's optimum
     head_weights: str = "random"   # "zero": the head's output weights start at 0
+    gate_lr: float | None = None   # learning rate of every gate's parameters (None: its instance's lr)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every setting; those added after runs were recorded (`LATER`) only when set, so an earlier run's
+        identity (`runfolder.run_identity`, hashed) stays what it was."""
+        return {k: v for k, v in asdict(self).items() if not (k in LATER and v is None)}
+
+
+# settings added after the first recorded runs: left out of `TrainSettings.to_dict` while unset
+LATER = ("gate_lr",)
 
 
 SETTING_NAMES = tuple(f.name for f in fields(TrainSettings))

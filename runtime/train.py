@@ -78,11 +78,14 @@ class PeltTrainer(Trainer):
     in the optimiser's order. LoRA+ (``lr_ratios``, a LoRA instance's ``lr_ratio`` λ): that instance's
     B matrices (and DoRA magnitudes: peft's ``create_loraplus_optimizer`` puts every 1-d parameter with B)
     form their own groups at λ × the instance's lr (``param_group_ratios``: each group's λ, 1 for the
-    rest). The schedule (``LambdaLR``) scales every group from its own lr."""
+    rest). ``gate_lr``: every gate's parameters (``….gate.…`` below a ``pelt_`` module) form their own group
+    at that lr, whoever owns them otherwise (UniPELT's gates learning faster or slower than the modules
+    they gate). The schedule (``LambdaLR``) scales every group from its own lr."""
 
     def __init__(self, *args, head_lr: float | None = None, head_prefixes: tuple[str, ...] = (),
                  instance_lrs: Mapping[str, float] | None = None, base_instance: str | None = None,
-                 select_from: int = 0, lr_ratios: Mapping[str, float] | None = None, **kwargs):
+                 select_from: int = 0, lr_ratios: Mapping[str, float] | None = None,
+                 gate_lr: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.select_from = select_from
         self.head_lr = head_lr
@@ -92,16 +95,19 @@ class PeltTrainer(Trainer):
         self.param_group_owners: list[str | None] = []
         self.lr_ratios = dict(lr_ratios or {})
         self.param_group_ratios: list[float] = []
+        self.gate_lr = gate_lr
 
     def param_owner(self, name: str) -> str | None:
         """Whose learning rate a trainable parameter takes: ``"head"``, an instance of
-        ``instance_lrs``, or None (the run's lr)."""
+        ``instance_lrs``, ``"gate"`` (with ``gate_lr``), or None (the run's lr)."""
         from peltc.compiler.torch.report import _instance_of
 
         if self.head_lr is not None and self.head_prefixes and name.startswith(self.head_prefixes):
             return "head"
         if self.head_prefixes and name.startswith(self.head_prefixes):
             return None
+        if self.gate_lr is not None and "pelt_" in name and ".gate." in name:
+            return "gate"
         inst = _instance_of(name) if "pelt_" in name else self.base_instance
         return inst if inst in self.instance_lrs else None
 
@@ -144,7 +150,8 @@ class PeltTrainer(Trainer):
 
     def create_optimizer(self, model=None):
         head = self.head_lr is not None and bool(self.head_prefixes)
-        if self.optimizer is not None or not (head or self.instance_lrs or self.lr_ratios):
+        if self.optimizer is not None or not (head or self.instance_lrs or self.lr_ratios
+                                              or self.gate_lr is not None):
             return super().create_optimizer(model)
         opt_model = self.model if model is None else model
         decay = set(self.get_decay_parameter_names(opt_model))
@@ -152,7 +159,7 @@ class PeltTrainer(Trainer):
         for name, p in opt_model.named_parameters():
             if p.requires_grad:
                 groups.setdefault((self.param_owner(name), self.param_ratio(name), name in decay), []).append(p)
-        lrs = {"head": self.head_lr, **self.instance_lrs}
+        lrs = {"head": self.head_lr, "gate": self.gate_lr, **self.instance_lrs}
         param_groups = [
             {"params": ps, "weight_decay": self.args.weight_decay if d else 0.0,
              **({"lr": (self.args.learning_rate if owner is None else lrs[owner]) * ratio}
@@ -288,6 +295,7 @@ def train(model, tokenizer, splits, task, settings: TrainSettings, output_dir: s
         base_instance=base_instance,
         select_from=settings.min_steps,
         lr_ratios=lr_ratios(model),
+        gate_lr=settings.gate_lr,
     )
 
     task.init_head(model, settings, splits["train"])      # a causal LM has no task head

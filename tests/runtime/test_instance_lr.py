@@ -170,3 +170,48 @@ def test_train_uses_the_specs_lrs(tmp_path, glue_dir, tokenizer):
     train(model2, tokenizer, enc, t, _settings(epochs=0.5), tmp_path / "two", progress=False, callbacks=[seen2],
           instance_lr={"l": 7e-3}, evaluate_test=False)
     assert seen2.initial == sorted({RUN_LR, HEAD_LR, 7e-3})
+
+
+GATED = """
+adapter a { at layers[*].ffn.output size 8 gate sigmoid(ffn.output) lr 1e-4 }
+lora l { at layers[*].attention.{query, value} rank 4 gate sigmoid(layer.input) }
+prefix p { at layers[1].attention length 3 gate scalar }
+"""
+
+
+def test_gate_lr_gives_every_gate_its_own_group(tmp_path):
+    """``gate_lr``: every gate's parameters, whichever instance holds them, at gate_lr; the modules keep
+    their own lr (here slower than their gates', the experiment of issue 19)."""
+    model = _model(GATED)
+    trainer = _trainer(model, tmp_path, gate_lr=1e-2)
+    trainer.create_optimizer()
+    groups = _groups(trainer)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    gates = {n for n in trainable if "pelt_" in n and ".gate." in n}
+    assert {_instance_of(n) for n in gates} == {"a", "l", "p"}
+    assert groups["gate"] == (1e-2, gates)
+    assert groups["a"] == (1e-4, {n for n in trainable if _instance_of(n) == "a"} - gates)
+    assert groups[None][1] == {n for n in trainable if _instance_of(n) in ("l", "p")} - gates
+    assert sum(len(names) for _, names in groups.values()) == len(trainable)
+
+
+def test_gate_lr_alone_makes_groups(tmp_path):
+    model = _model("lora l { at layers[*].attention.query rank 4 gate sigmoid(layer.input) }")
+    t = _trainer(model, tmp_path, _settings(head_lr=None), gate_lr=5e-3)
+    t.create_optimizer()
+    groups = _groups(t)
+    assert set(groups) == {"gate", None} and groups["gate"][0] == 5e-3 and groups[None][0] == RUN_LR
+
+
+def test_gate_lr_is_a_setting_that_keeps_old_identities():
+    """Unset, gate_lr adds no key to the recorded settings (every earlier run keeps its identity hash);
+    set, from the spec's train block or --gate-lr, it is recorded; out of range is U106."""
+    from peltc.errors import UsageError
+    from peltc.runtime.settings import resolve_settings
+
+    assert "gate_lr" not in resolve_settings().to_dict()
+    assert resolve_settings({"gate_lr": 1e-2}).to_dict()["gate_lr"] == 1e-2
+    assert resolve_settings(None, {"gate_lr": 3e-3}).gate_lr == 3e-3
+    with pytest.raises(UsageError) as e:
+        resolve_settings(None, {"gate_lr": -1.0})
+    assert e.value.diagnostic.code == "U106" and "--gate-lr" in str(e.value)
