@@ -45,7 +45,7 @@ def table(study) -> str:
     from peltc.runtime.search import summary
     rows = []
     for t in summary(study)["trials"]:
-        metric = (study.trials[t["number"]].user_attrs.get("main_metric"))
+        metric = t["main_metric"]
         test = (t["test"] or {}).get(metric) if metric else None
         state = t["state"] + (" (surplus)" if t["surplus"] else "") + (
             f" (retry of {t['retry_of']})" if t["retry_of"] is not None else "")
@@ -68,6 +68,12 @@ def status(a) -> int:
     from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
 
     study = _study(a)
+    if a.json:
+        import json
+
+        from peltc.runtime.search import summary
+        print(json.dumps(summary(study), indent=1, default=str))
+        return EXIT_OK
     print(table(study))
     where = Path(a.plots or Path(a.out) / a.study)
     where.mkdir(parents=True, exist_ok=True)
@@ -113,6 +119,9 @@ def add_search(sub, train_flags, data_dir_help: str, run) -> None:
     s.add_argument("--status", action="store_true", help="print the study's trials and write its plots (history.png, "
                                                          "importances.png) to --plots")
     s.add_argument("--plots", metavar="DIR", help="with --status: where the PNGs go (default OUT/STUDY)")
+    s.add_argument("--json", action="store_true", help="with --status: print the study (its settings, and every trial: "
+                                                       "state, point, dev and test metrics, steps, seconds) as JSON "
+                                                       "instead of the table, and write no plots")
     s.add_argument("--k", default="100", help="training examples per trial (default 100)")
     s.add_argument("--seed", type=int, default=1, help="every trial's seed (default 1)")
     s.add_argument("--dev-size", type=int, default=1000, help="training examples held out as dev (default 1000)")

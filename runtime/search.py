@@ -397,7 +397,9 @@ def summary(study) -> dict[str, Any]:
     rows = []
     for t in study.get_trials(deepcopy=False):
         rows.append({"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
-                     "run_dir": t.user_attrs.get("run_dir"), "test": t.user_attrs.get("test"),
+                     "run_dir": t.user_attrs.get("run_dir"), "main_metric": t.user_attrs.get("main_metric"),
+                     "dev": t.user_attrs.get("dev"), "test": t.user_attrs.get("test"),
+                     "steps": t.user_attrs.get("steps"), "wall_seconds": t.user_attrs.get("wall_seconds"),
                      "retry_of": t.system_attrs.get("failed_trial"), "surplus": bool(t.user_attrs.get("surplus")),
                      "seconds": (t.datetime_complete - t.datetime_start).total_seconds()
                      if t.datetime_complete and t.datetime_start else None})

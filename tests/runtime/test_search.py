@@ -169,6 +169,13 @@ def test_two_workers_one_killed_mid_trial(tmp_path, tiny_dir, capsys):
     table = capsys.readouterr().out
     assert f"| {victim.number} | FAIL |" in table and f"(retry of {victim.number})" in table
     assert (out / "kill" / "history.png").is_file()
+    assert main(["search", "--status", "--study", "kill", "--out", str(out), "--json"]) == 0
+    dump = json.loads(capsys.readouterr().out)
+    assert dump["study"] == "kill" and dump["settings"]["kind"] == "search"
+    rows = {r["number"]: r for r in dump["trials"]}
+    assert rows[victim.number]["state"] == "FAIL"
+    assert rows[best.number]["value"] == best.value and rows[best.number]["dev"] == best.user_attrs["dev"]
+    assert all(r["wall_seconds"] > 0 and r["steps"] >= 1 for r in rows.values() if r["state"] == "COMPLETE")
 
 
 # --- the engine's rules, without training ------------------------------------------------------------
