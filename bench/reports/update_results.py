@@ -15,6 +15,10 @@
 - between ``<!-- served:begin -->`` and ``<!-- served:end -->``: served inference vs the base model (UniPELT APL
   with and without the serving fusions, LoRA / BitFit merged), ``bench/overhead.py --unfused --merged``, one
   column per shape from ``docs/results/served-*/served-*.json`` (the newest folder);
+- between ``<!-- grid-methods:begin -->`` and ``<!-- grid-methods:end -->``: the new methods' rows of the grid
+  (issue 18) beside LoRA, from ``docs/results/grid-k100.json``;
+- between ``<!-- search:begin -->`` and ``<!-- search:end -->``: the search experiment (issue 19)
+  (``bench/reports/search_table.py``) from ``docs/results/search-k100/`` and the grid;
 - between ``<!-- prefix-stability:begin -->`` and ``<!-- prefix-stability:end -->``: prefix-tuning alone on
   STS-B beyond the grid's seeds, on seed 3's sample under other initialisations, and each sample's linear
   signal (``bench/experiments/prefix_stability.py --table``) from ``docs/results/prefix-stability.json``.
@@ -31,6 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = ["finetune", "bitfit", "adapter", "prefix", "lora", "unipelt_ap", "unipelt_apl", "unipelt_apl_nogate"]
+METHODS = ["lora", "dora", "rslora", "ia3", "prompt", "loreft"]      # issue 18's rows, LoRA as the reference
 TASKS = ["sst2", "cola", "mrpc", "rte", "stsb"]
 
 
@@ -95,6 +100,7 @@ def main() -> int:
     from diagnosis_table import main as diagnosis
     from grid_dynamics import table as dynamics_table
     from prefix_stability import table as stability_table
+    from search_table import table as search_table
     from selection_rule import main as selection
 
     from peltc.runtime.grid import report
@@ -106,6 +112,8 @@ def main() -> int:
     text = _replace(path.read_text(encoding="utf-8"), "diagnosis", buf.getvalue())
     text = _replace(text, "control", control_table(ROOT / "docs" / "results" / "control_anchors.json"))
     text = _replace(text, "grid", report(ROOT / "docs" / "results" / "grid-k100.json", SPECS, TASKS))
+    text = _replace(text, "grid-methods", report(ROOT / "docs" / "results" / "grid-k100.json", METHODS, TASKS))
+    text = _replace(text, "search", search_table())
     dyn = ROOT / "docs" / "results" / "grid-k100-dynamics.json"
     text = _replace(text, "dynamics", dynamics_table(json.loads(dyn.read_text(encoding="utf-8"))))
     buf = io.StringIO()
