@@ -114,6 +114,7 @@ A021|ArtifactError|a peft adapter with what a peltc spec or this model cannot ho
 A022|ArtifactError|a peft adapter lacking or mis-shaping what the model trains|import it onto the base model and task it was trained for
 A023|ArtifactError|runs trained on different base models|load runs that share one base model
 A030|ArtifactError|an artifact that needs a plug-in method which is not loaded|pass --plugin FILE, or install the package providing the method
+A031|ArtifactError|the plug-in file of a run's method changed since the run was saved|load the plug-in file the run was saved with
 C001|CompileError|the model is already compiled|load a fresh base model
 C002|CompileError|the spec was resolved for another model family|compile the spec for this model (`model` line or --model)
 C003|CompileError|a module path not found in the model|check that the model matches the spec's family

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 import torch
 
-from peltc.compiler.methods import PluginProblem, find_method, plugin_record
+from peltc.compiler.methods import PluginProblem, file_digest, find_method, plugin_record
 from peltc.errors import ArtifactError
 
 MANIFEST = "manifest.json"
@@ -207,12 +207,15 @@ def read_ir(manifest: dict[str, Any], where: str | Path | None = None):
 
 def need_plugins(manifest: dict[str, Any], where: str | Path | None = None) -> None:
     """A030 unless every method the manifest's IR uses is registered (an installed entry point of that
-    name is loaded here); the message names the plug-in the run was saved with."""
+    name is loaded here); the message names the plug-in the run was saved with. A031 when the method comes
+    from a plug-in file whose content differs from the one the run was saved with (the sha256 the manifest
+    records): a changed method may compute something else with the same weights."""
     nodes = (manifest.get("ir") or {}).get("nodes", []) if isinstance(manifest.get("ir"), dict) else []
     recorded = {r.get("method"): r for r in manifest.get("plugins") or [] if isinstance(r, dict)}
     for name in sorted({n.get("method") for n in nodes if isinstance(n, dict) and n.get("kind") == "instance"}):
         try:
-            known = find_method(name) is not None
+            method = find_method(name)
+            known = method is not None
         except PluginProblem as e:
             raise ArtifactError(f"the run needs plug-in method '{name}': {e.message}", code="A030",
                                 help=e.help) from None
@@ -223,6 +226,13 @@ def need_plugins(manifest: dict[str, Any], where: str | Path | None = None) -> N
                                 "not loaded", code="A030",
                                 help=f"pass --plugin {Path(origin).name if origin.endswith('.py') else 'FILE'} "
                                      "(peltc.methods.load_plugin in Python), or install the package providing it")
+        saved = recorded.get(name, {}).get("sha256")
+        if saved and not method.builtin and Path(method.origin).is_file() and file_digest(method.origin) != saved:
+            what = f" '{where}'" if where is not None else ""
+            raise ArtifactError(f"the plug-in method '{name}' is loaded from {method.origin}, whose content differs "
+                                f"from the file the run{what} was saved with (sha256 {saved[:12]}…)", code="A031",
+                                help="load the plug-in file the run was saved with; a changed method may compute "
+                                     "something else with the same weights")
 
 
 def read_task_record(manifest: dict[str, Any], key: str, build):

@@ -180,6 +180,14 @@ def test_reload_in_fresh_process_plugin_and_entry_point(vera, batch, tmp_path):
     assert torch.allclose(torch.load(tmp_path / "a.pt"), want, atol=1e-6)
     r = _fresh("-", art, tmp_path / "b.pt")                     # no plug-in: A030 naming it
     assert r.returncode != 0 and "A030" in r.stderr and "vera" in r.stderr
+    changed = tmp_path / "vera_changed.py"                        # the plug-in file edited since: A031
+    changed.write_text(VERA.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
+    r = _fresh(str(changed), art, tmp_path / "d.pt")
+    assert r.returncode != 0 and "A031" in r.stderr and str(changed) in r.stderr
+    same = tmp_path / "vera_copy.py"                               # a copy elsewhere, same content: loads
+    shutil.copy(VERA, same)
+    r = _fresh(str(same), art, tmp_path / "e.pt")
+    assert r.returncode == 0, r.stderr
     site = tmp_path / "site"                                       # an installed package with the entry point
     site.mkdir()
     shutil.copy(VERA, site / "peltc_vera_ep.py")
