@@ -24,3 +24,21 @@ def _lib(name: str):
 def bench_lib():
     """``bench_lib("methods")`` → the module bench/benchlib/methods.py."""
     return _lib
+
+
+def _script(path: str):
+    """A bench script as a module (``"reports/grid_dynamics.py"``), loaded from its file under a private name."""
+    import importlib.util
+    name = "peltc_bench_" + path.removesuffix(".py").replace("/", "_")
+    spec = importlib.util.spec_from_file_location(name, BENCH / path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture
+def bench_script():
+    """``bench_script("reports/search_table.py")`` → that script, loaded as a module."""
+    return _script
+

@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[3] / "bench"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("peltc_bench_grid_dynamics", BENCH / "reports" / "grid_dynamics.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _run_folder(root: Path, spec: str, seed: int, test: float, gates: bool) -> dict:
@@ -37,8 +26,8 @@ def _run_folder(root: Path, spec: str, seed: int, test: float, gates: bool) -> d
             "test": {"spearmanr": test}}
 
 
-def test_collect_and_table(tmp_path):
-    gd = _load()
+def test_collect_and_table(tmp_path, bench_script):
+    gd = bench_script("reports/grid_dynamics.py")
     runs = tmp_path / "runs"
     recs = [_run_folder(runs, "unipelt_ap", 1, 0.44, True), _run_folder(runs, "lora", 1, 0.5, False)]
     other = dict(recs[1], seed=2)                            # recorded, but no folder

@@ -4,24 +4,12 @@ the best by test, Δ the per-seed paired difference; with no study recorded the 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import statistics
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[3] / "bench"
 M = "matthews_correlation"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("peltc_bench_search_table", BENCH / "reports" / "search_table.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _run(spec, seed, dev, test, task="cola"):
@@ -30,8 +18,8 @@ def _run(spec, seed, dev, test, task="cola"):
 
 
 @pytest.fixture
-def tables(tmp_path):
-    mod = _load()
+def tables(tmp_path, bench_script):
+    mod = bench_script("reports/search_table.py")
     mod.RESULTS, mod.GRID = tmp_path / "search", tmp_path / "grid.json"
     mod.RESULTS.mkdir()
     grid = ([_run("adapter", s, 0.50, 0.10 + s / 100) for s in mod.SEEDS]       # best by dev
