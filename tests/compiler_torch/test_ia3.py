@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch_models import logits, perturb, tiny_batch, tiny_decoder, tiny_model
+from torch_models import logits, perturb, tiny_decoder, tiny_model
 
 from peltc.api import compile_model
 from peltc.compiler.pipeline import build_ir
@@ -22,17 +22,6 @@ PEFT_TARGETS = {
     "bert": (r".*encoder\.layer\.\d+\.(attention\.self\.(key|value)|output\.dense)", r".*encoder\.layer\.\d+\.output\.dense"),
     "llama": (["k_proj", "v_proj", "down_proj"], ["down_proj"]),
 }
-
-
-def _minilm():
-    from transformers import AutoModelForSequenceClassification
-
-    from peltc.compiler.archs import packaged_model_dir
-    d = packaged_model_dir()
-    if d is None:
-        pytest.skip("the packaged MiniLM is not installed")
-    torch.manual_seed(0)
-    return AutoModelForSequenceClassification.from_pretrained(str(d), num_labels=3).eval()
 
 
 def _pair(make, family: str, spec: str):
@@ -70,7 +59,9 @@ def _trainable(m) -> int:
     return sum(p.numel() for p in m.parameters() if p.requires_grad)
 
 
-def test_equals_peft_on_minilm():
+def test_equals_peft_on_minilm(packaged_minilm):
+    def _minilm():
+        return packaged_minilm(3)
     ours, pm = _pair(_minilm, "bert", BERT_SPEC)
     b = _padded(30000)
     assert (logits(ours, b) - logits(pm, b)).abs().max() <= 1e-5

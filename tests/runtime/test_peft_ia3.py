@@ -19,17 +19,6 @@ TARGETS = r".*encoder\.layer\.\d+\.(attention\.self\.(key|value)|output\.dense)"
 FEEDFORWARD = r".*encoder\.layer\.\d+\.output\.dense"
 
 
-def _base():
-    from transformers import AutoModelForSequenceClassification
-
-    from peltc.compiler.archs import packaged_model_dir
-    d = packaged_model_dir()
-    if d is None:
-        pytest.skip("the packaged MiniLM is not installed")
-    torch.manual_seed(0)
-    return AutoModelForSequenceClassification.from_pretrained(str(d), num_labels=2).eval()
-
-
 def _batch():
     from transformers import AutoTokenizer
 
@@ -46,7 +35,8 @@ def _randomise(model, names: str, seed: int = 0) -> None:
                 p.add_(torch.randn(p.shape, generator=g) * 0.4)
 
 
-def test_peft_ia3_adapter_imports_with_peft_logits(tmp_path, capfd):
+def test_peft_ia3_adapter_imports_with_peft_logits(tmp_path, capfd, packaged_minilm):
+    _base = packaged_minilm
     from peft import IA3Config, get_peft_model
 
     from peltc.runtime.serve import load_run
@@ -71,7 +61,8 @@ def test_peft_ia3_adapter_imports_with_peft_logits(tmp_path, capfd):
     assert (theirs - _base()(**b).logits).abs().max() > 1e-3          # the vectors matter
 
 
-def test_ia3_run_exports_and_loads_in_peft(tmp_path):
+def test_ia3_run_exports_and_loads_in_peft(tmp_path, packaged_minilm):
+    _base = packaged_minilm
     from peft import PeftModel
 
     import peltc
