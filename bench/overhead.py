@@ -67,7 +67,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # benchlib (bench is not a package)
 from benchlib import RESULTS  # noqa: E402
-from benchlib.machine import git_state, machine_info  # noqa: E402
+from benchlib.machine import git_state, machine_info, write_result  # noqa: E402
 from benchlib.methods import METHODS, SPEC_FILES  # noqa: E402
 from benchlib.shapes import SHAPES, is_decoder  # noqa: E402
 from benchlib.table4 import PHASES, SHAPE_PHASES, STARTUP_CHECK, measure_startup, rss_child, run_shape  # noqa: E402
@@ -212,10 +212,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(anchors_table(shape, s) + "\n", flush=True)
         if "startup" in result:
             print(startup_line(result["startup"]) + "\n", flush=True)
-        args.out.mkdir(parents=True, exist_ok=True)
-        path = args.out / f"overhead-anchors-combined-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}.json"
-        path.write_text(json.dumps(result, indent=2) + "\n")
-        result["path"] = str(path)
+        path = write_result(args.out, "overhead-anchors-combined", result)
         print(f"wrote {path}", flush=True)
         return result
 
@@ -284,13 +281,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(startup_line(result["startup"]) + "\n", flush=True)
         result["machine"]["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
         result["elapsed_s"] = round(time.perf_counter() - t0, 1)
-        args.out.mkdir(parents=True, exist_ok=True)
-        stem = "overhead-anchors" if args.anchors else "overhead"
-        path = args.out / f"{stem}-{started.strftime('%Y%m%d-%H%M%S')}.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        os.replace(tmp, path)
-        result["path"] = str(path)
+        path = write_result(args.out, "overhead-anchors" if args.anchors else "overhead", result, started)
         print(f"wrote {path} ({result['elapsed_s']:.0f} s)", flush=True)
         return result
     finally:

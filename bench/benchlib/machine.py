@@ -58,3 +58,20 @@ def git_state() -> dict | None:
         return {"commit": git("rev-parse", "HEAD"), "modified": git("diff", "--name-only", "HEAD").splitlines()}
     except (OSError, subprocess.CalledProcessError):
         return None
+
+
+def write_result(out: Path, stem: str, result: dict, when=None) -> Path:
+    """``result`` as ``OUT/STEM-YYYYmmdd-HHMMSS.json`` (UTC, or ``when``), written atomically (a temporary file
+    renamed); ``result["path"]`` is set to it afterwards (not in the file)."""
+    import json
+    from datetime import datetime, timezone
+
+    when = when or datetime.now(timezone.utc)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{stem}-{when.strftime('%Y%m%d-%H%M%S')}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, path)
+    result["path"] = str(path)
+    return path
+

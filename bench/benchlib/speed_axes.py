@@ -162,12 +162,9 @@ def speed_table(shape: str, r: dict) -> str:
 def speed_main(args, log) -> dict:
     """bench/overhead.py --compile / --precision: every shape, the tables on stdout, JSON in ``args.out``
     (``overhead-speed-<timestamp>.json``)."""
-    import json
-    from datetime import datetime, timezone
-
     import torch
 
-    from benchlib.machine import git_state, machine_info
+    from benchlib.machine import git_state, machine_info, write_result
     torch.set_num_threads(args.threads)
     result = {"benchmark": "compile × precision (bench/overhead.py --compile --precision)",
               "machine": machine_info(args.threads), "git": git_state(), "torch": torch.__version__,
@@ -175,9 +172,6 @@ def speed_main(args, log) -> dict:
     for shape in args.shapes:
         result["shapes"][shape] = r = run_speed_axes(shape, args, log)
         print(speed_table(shape, r), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"overhead-speed-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    result["path"] = str(path)
+    path = write_result(args.out, "overhead-speed", result)
     print(f"wrote {path}", flush=True)
     return result
