@@ -17,13 +17,16 @@ W h + b − R h = 0 (AdapterHub starts W at random: its model changes at init).
 Behind a gate ``g``: Φ(h) = h + g · Rᵀ(W h + b − R h). Not mergeable: it edits the hidden states of
 chosen positions, which no weight change reproduces.
 
-On a decoder continuing a KV cache, positions count in the whole sequence (the cache's tokens and the
-new ones): a ``first`` position is where it was at prefill, so cached generation equals uncached; a
-``last`` position moves with each generated token (uncached generation re-runs the earlier tokens with
-the new last positions, cached generation keeps their states): see docs/language.md.
+Generating on a decoder (`generate`, which ``rewrite`` puts in place of the model's own), the positions
+are the prompt's: its first and last real tokens, in every forward of the generation, and no generated
+token is intervened on (as pyreft and AdapterHub intervene on the prompt). A position counted at the end of
+the growing sequence would move with each new token, so cached and uncached generation would differ;
+counted on the prompt they agree exactly. Training a generation task does the same (`prompt_from_labels`:
+the prompt is what the labels leave out, -100), so the positions trained are the positions generated from.
 
 Entry points: `build` (one `LoReFT` per layer), `count` (its trainable size), `positions` (the
-boolean masks of the chosen tokens). The hook is a function here (`intervene`); ``rewrite`` registers it.
+boolean masks of the chosen tokens), `generate`. The hook is a function here (`intervene`); ``rewrite``
+registers it.
 """
 
 from __future__ import annotations
@@ -114,10 +117,13 @@ def positions(state: PeltState, h: torch.Tensor, first: int, last: int
               ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Boolean (batch, seq) masks of ``h``'s tokens among the first ``first`` / the last ``last`` real
     tokens of each sequence (None for a side with no positions). A forward continuing a KV cache of
-    ``state.past`` tokens counts in the whole sequence."""
+    ``state.past`` tokens counts in the whole sequence; inside `generate`, only the prompt's tokens count
+    (``state.prompt``: the tokens after it are never chosen)."""
     batch, seq = h.shape[0], h.shape[1]
     past = state.past if state.continuing else 0
-    m = state.mask
+    m = _prompt_mask(state.prompt, batch, past + seq)
+    if m is None:
+        m = state.mask
     if m is None or m.shape[0] != batch or m.shape[1] != past + seq:
         m = torch.ones(batch, past + seq, dtype=torch.long, device=h.device)
     m = m.to(h.device)
@@ -133,6 +139,60 @@ def positions(state: PeltState, h: torch.Tensor, first: int, last: int
         end = offset + length
         pl = here & (pos < end) & (pos >= end - torch.clamp(length, max=last))
     return pf, pl
+
+
+def _prompt_mask(prompt: torch.Tensor | None, batch: int, total: int) -> torch.Tensor | None:
+    """The prompt's mask over a sequence of ``total`` tokens (its tokens after the prompt: 0), one row per
+    example (beam search and ``num_return_sequences`` repeat each prompt's row); None outside `generate`."""
+    if prompt is None or prompt.dim() != 2 or batch % prompt.shape[0] != 0:
+        return None
+    p = prompt.repeat_interleave(batch // prompt.shape[0], 0) if batch != prompt.shape[0] else prompt
+    if p.shape[1] >= total:
+        return p[:, :total]
+    return torch.cat([p, p.new_zeros(batch, total - p.shape[1])], 1)
+
+
+def generate(self, *args, **kwargs):
+    """The model's own ``generate`` with the prompt's mask (``attention_mask``, else every token of
+    ``input_ids`` / ``inputs_embeds``) held in the state while it runs: LoReFT's positions are the prompt's
+    in every forward of the generation, cached or not. ``rewrite`` binds it to a compiled decoder holding
+    LoReFT (``model.generate``; a deep copy rebinds it to the copy)."""
+    from peltc.compiler.torch.compiled import compiled
+
+    state = compiled(self).state
+    mask = kwargs.get("attention_mask")
+    if mask is None:
+        like = kwargs.get("input_ids", args[0] if args else None)
+        if like is None and kwargs.get("inputs_embeds") is not None:
+            like = kwargs["inputs_embeds"][..., 0]
+        if isinstance(like, torch.Tensor):
+            mask = torch.ones(like.shape[:2], dtype=torch.long, device=like.device)
+    before, state.prompt = state.prompt, mask
+    try:
+        return type(self).generate(self, *args, **kwargs)
+    finally:
+        state.prompt = before
+
+
+def prompt_from_labels(state: PeltState, module, args, kwargs) -> None:
+    """Forward pre-hook (with_kwargs) on a compiled decoder: a forward given token-level ``labels`` (a
+    generation task's training and evaluation: -100 on the prompt) holds its prompt's mask, the real tokens
+    labelled -100, in ``state.prompt`` — LoReFT's positions are the prompt's when training as when
+    generating. Outside `generate` only; `prompt_done` clears it."""
+    labels = kwargs.get("labels")
+    if state.prompt is not None or not isinstance(labels, torch.Tensor) or labels.dim() != 2:
+        return
+    prompt = labels == -100
+    mask = kwargs.get("attention_mask")
+    if isinstance(mask, torch.Tensor) and mask.shape == labels.shape:
+        prompt &= mask != 0
+    state.prompt = prompt.long()
+    state.__dict__["_prompt_from_labels"] = True
+
+
+def prompt_done(state: PeltState, module, args, output) -> None:
+    if state.__dict__.pop("_prompt_from_labels", False):
+        state.prompt = None
 
 
 def intervene(module: nn.Module, args, output):

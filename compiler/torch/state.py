@@ -53,6 +53,9 @@ class PeltState:
         self.prefix_gate = "kv"                             # per-token prefix gate: "kv" or "kv_weight" (the IR's GateBehaviour)
         self.continuing = False
         self.past = 0                                       # tokens in the KV cache before this forward
+        # while a LoReFT model's ``generate`` runs (`reft.generate`): the prompt's mask (batch, prompt length);
+        # LoReFT's positions are then the prompt's in every forward of the generation, cached or not
+        self.prompt: torch.Tensor | None = None
         self.carry: dict[Any, Any] = {}
         # several runs on one base (``rewrite.attach_runs``): ``route`` (batch,) holds each example's run
         # index, set by the entry point (`peltc.api.Runs`) before a forward and cleared after it; every

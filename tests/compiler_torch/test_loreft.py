@@ -221,3 +221,68 @@ def test_gradients_reach_every_trained_part_and_decay_spares_r():
     decay = trainer.get_decay_parameter_names(m)
     assert any(".pelt_reft." in n and ".W.weight" in n for n in decay)
     assert not any(".parametrizations." in n for n in decay)
+
+
+@pytest.mark.parametrize("left", [False, True], ids=["right-aligned", "left-padded"])
+def test_cached_generation_equals_uncached_with_last_positions(left):
+    """`last` positions are the prompt's while generating (`reft.generate`): cached and uncached generation
+    agree token for token, with left padding, beams and a deep copy of the model too; no generated token is
+    intervened on; outside generate a forward still counts on its own mask."""
+    import copy
+    model = tiny_decoder("llama", causal_lm=True)
+    compile_model("loreft f { at layers[*].output rank 2 first 2 last 2 gate sigmoid(layer.input) }", model)
+    perturb(model, std=0.5)
+    ids = torch.tensor([[5, 17, 42, 8, 61], [9, 9, 33, 70, 2]])
+    mask = torch.ones_like(ids)
+    if left:
+        ids[1, :2], mask[1, :2] = 0, 0
+    kw = dict(max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=0, attention_mask=mask)
+    with torch.no_grad():
+        cached = model.generate(input_ids=ids, use_cache=True, **kw)
+        full = model.generate(input_ids=ids, use_cache=False, **kw)
+        assert torch.equal(cached, full)
+        beams = [model.generate(input_ids=ids, use_cache=c, num_beams=2, **kw) for c in (True, False)]
+        assert torch.equal(beams[0], beams[1])
+        twin = copy.deepcopy(model)
+        assert twin.generate.__self__ is twin
+        assert torch.equal(twin.generate(input_ids=ids, use_cache=False, **kw), cached)
+        # the prompt's positions: the sequence's next-token logits after generating equal a forward whose
+        # interventions sit on the prompt (a forward alone counts `last` at the end of what it is given)
+        state = model.__dict__["_pelt"].state
+        assert state.prompt is None                           # cleared when generate returns
+        out = model(input_ids=cached, attention_mask=torch.cat([mask, torch.ones(2, 6, dtype=mask.dtype)], 1))
+        state.prompt = mask
+        try:
+            on_prompt = model(input_ids=cached, attention_mask=torch.cat([mask, torch.ones(2, 6, dtype=mask.dtype)], 1))
+        finally:
+            state.prompt = None
+    assert not torch.allclose(out.logits, on_prompt.logits)
+    nxt = on_prompt.logits[:, -7:-1].clone()
+    nxt[..., model.generation_config.eos_token_id] = float("-inf")           # min_new_tokens holds EOS back
+    assert torch.equal(nxt.argmax(-1), cached[:, 5:11])
+
+
+def test_training_on_token_labels_intervenes_on_the_prompt():
+    """A generation task's forward (token labels, -100 on the prompt and on padding) puts the `last`
+    positions on the prompt's last real tokens, as generating does; a forward without token labels counts
+    them at the end of its mask; the state is clean after each forward."""
+    model = tiny_decoder("llama", causal_lm=True)
+    compile_model("loreft f { at layers[*].output rank 2 last 2 }", model)
+    perturb(model, std=0.5)
+    ids = torch.tensor([[5, 17, 42, 8, 61, 7, 0], [0, 9, 33, 70, 2, 11, 12]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1, 0], [0, 1, 1, 1, 1, 1, 1]])
+    labels = torch.tensor([[-100, -100, -100, 8, 61, 7, -100], [-100, -100, -100, -100, 2, 11, 12]])
+    prompt = torch.tensor([[1, 1, 1, 0, 0, 0, 0], [0, 1, 1, 1, 0, 0, 0]])
+    state = model.__dict__["_pelt"].state
+    with torch.no_grad():
+        trained = model(input_ids=ids, attention_mask=mask, labels=labels)
+        assert state.prompt is None
+        plain = model(input_ids=ids, attention_mask=mask)
+        state.prompt = prompt
+        try:
+            on_prompt = model(input_ids=ids, attention_mask=mask)
+        finally:
+            state.prompt = None
+    assert torch.equal(trained.logits, on_prompt.logits)
+    assert not torch.allclose(plain.logits, on_prompt.logits)
+    assert trained.loss is not None

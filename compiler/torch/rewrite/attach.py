@@ -10,7 +10,9 @@ live on the attention modules (their MLP on the base model). Also: recording the
 from __future__ import annotations
 
 import importlib
+import types
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable
 
 import torch
@@ -285,6 +287,12 @@ def _attach_loreft(model, att, t, state, hidden) -> None:
         layer.__dict__["_pelt_reft_hook"] = layer.register_forward_hook(reft.intervene)
     layer.pelt_reft[att.instance] = reft.build(hidden, int(p.rank), int(p.first), int(p.last), bool(p.tied),
                                                _gate(att, state, hidden, where), state, **where)
+    if state.causal and callable(getattr(type(model), "generate", None)) and "generate" not in model.__dict__:
+        # positions: the prompt's, generating (`reft.generate`) and training on token labels (reft.py)
+        model.generate = types.MethodType(reft.generate, model)
+        model.__dict__["_pelt_reft_prompt_hooks"] = [
+            model.register_forward_pre_hook(partial(reft.prompt_from_labels, state), with_kwargs=True),
+            model.register_forward_hook(partial(reft.prompt_done, state))]
 
 
 def record_token_kv(model: nn.Module, fam: Family, prefix: str, atts: list[AttachmentNode]
