@@ -341,5 +341,5 @@ def add_commands(sub) -> None:
     g.set_defaults(func=cmd_grid)
 
     from peltc.runtime.cli_search import add_search
-    add_search(sub, _train_flags, _DATA_DIR_HELP, cmd_search)
+    add_search(sub, _train_flags, _DATA_DIR_HELP, cmd_search, _own_columns)
     add_interop(sub, _own_columns)

@@ -9,6 +9,8 @@ from pathlib import Path
 from peltc.errors import EXIT_OK, UsageError
 
 STATUS_HEADER = ("trial", "state", "dev", "test", "seconds", "point", "run folder")
+# your own data's flags (compile's): kept in the study, handed to every trial
+DATA_FLAGS = ("validation", "test", "text_column", "text_pair_column", "label_column", "task_type")
 
 
 def cmd_search(a, overrides: dict, progress_bars) -> int:
@@ -26,6 +28,7 @@ def cmd_search(a, overrides: dict, progress_bars) -> int:
     o = SearchOptions(space=a.space, task=a.train, trials=a.trials, study=a.study, storage=a.storage, jobs=a.jobs,
                       sampler=a.sampler, pruner=a.pruner, emit=a.emit, out=a.out, k=a.k, seed=a.seed,
                       dev_size=a.dev_size, model=a.model, data_dir=a.data_dir, overrides=overrides,
+                      data={k: getattr(a, k) for k in DATA_FLAGS if getattr(a, k, None) is not None},
                       heartbeat=a.heartbeat, grace=a.grace)
     search(o, argv=sys.argv[1:] if a.jobs > 1 else None)
     print(table(_study(a)))
@@ -95,9 +98,9 @@ def status(a) -> int:
     return EXIT_OK
 
 
-def add_search(sub, train_flags, data_dir_help: str, run) -> None:
-    """The parser of `peltc search` (``train_flags``: compile's training-setting flags; ``run``: the
-    command, called with the parsed arguments)."""
+def add_search(sub, train_flags, data_dir_help: str, run, own_columns) -> None:
+    """The parser of `peltc search` (``train_flags``: compile's training-setting flags; ``own_columns``:
+    its column flags for your own data; ``run``: the command, called with the parsed arguments)."""
     from peltc.runtime.search import PRUNERS, SAMPLERS
     from peltc.runtime.study_storage import HEARTBEAT_S
     s = sub.add_parser("search", help="search a space of specs (choices in the spec) with Optuna: each trial an "
@@ -131,5 +134,10 @@ def add_search(sub, train_flags, data_dir_help: str, run) -> None:
                    help="seconds between a running trial's heartbeats (default %(default)s)")
     s.add_argument("--grace", type=int, help="seconds without a heartbeat before a trial counts as crashed and is "
                                              "retried (default 4 heartbeats)")
+    o = s.add_argument_group("your own data (--train csv:… | json:… | disk:… | hub:…; every trial gets these)")
+    o.add_argument("--validation", metavar="DATA", help="the dev set that selects (default: --dev-size training rows "
+                                                        "held out)")
+    o.add_argument("--test", metavar="DATA", help="the test set (default: a fixed fifth of the training rows)")
+    own_columns(o)
     train_flags(s)
     s.set_defaults(func=run)

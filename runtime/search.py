@@ -24,15 +24,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peltc.errors import Interrupted, UsageError
+from peltc.errors import Interrupted, PeltError, UsageError
 from peltc.runtime.study_storage import HEARTBEAT_S, default_storage, open_storage, retry_callback
 
 PRUNER_STARTUP = 4          # the median pruner prunes nothing before this many trials have finished
@@ -59,6 +60,9 @@ class SearchOptions:
     model: str | None = None
     data_dir: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    # your own data's flags, as compile takes them (validation, test, text_column, text_pair_column,
+    # label_column, task_type): only those given
+    data: dict[str, Any] = field(default_factory=dict)
     heartbeat: int = HEARTBEAT_S
     grace: int | None = None
 
@@ -143,6 +147,8 @@ def compile_command(spec: str, o: SearchOptions | dict) -> list[str]:
            "--dev-size", str(o["dev_size"])]
     if o.get("model"):
         cmd += ["--model", o["model"]]
+    for key, v in sorted((o.get("data") or {}).items()):
+        cmd += [f"--{key.replace('_', '-')}", str(v)]
     for key, v in sorted((o.get("overrides") or {}).items()):
         cmd += [f"--{key.replace('_', '-')}", str(v)]
     return cmd
@@ -153,6 +159,8 @@ def study_settings(o: SearchOptions, space_text: str | None = None) -> dict[str,
     out = {"kind": "search", "task": o.task, "k": str(o.k), "seed": o.seed, "dev_size": o.dev_size,
            "model": o.model, "overrides": dict(sorted(o.overrides.items())), "sampler": o.sampler,
            "pruner": o.pruner}
+    if o.data:                       # only when given: a study started before these flags keeps its settings
+        out["data"] = dict(sorted(o.data.items()))
     if space_text is not None:
         out["space_sha256"] = hashlib.sha256(space_text.encode()).hexdigest()
     return out
@@ -259,7 +267,7 @@ def objective_for(o: SearchOptions, point_of, folder_of, train_run=None):
         trial.set_user_attr("pid", os.getpid())
         opts = RunOptions(spec=str(spec), task=o.task, model=o.model, data_dir=o.data_dir, k=o.k, seed=o.seed,
                           dev_size=o.dev_size, out=str(run_dir), overrides=dict(o.overrides), progress=False,
-                          render=False)
+                          render=False, **o.data)
         cb = reporter(trial)
         m = train_run(opts, callbacks=(cb,))
         main = m["main_metric"]
@@ -288,6 +296,7 @@ def work(study, objective, total: int, *, poll: float, say=print, catch: tuple =
 
     warnings.filterwarnings("ignore", category=ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)     # one line of ours per trial instead
+    _quiet_user_errors()
     interrupted: list[tuple[BaseException, int]] = []
 
     def guarded(trial):
@@ -322,6 +331,29 @@ def work(study, objective, total: int, *, poll: float, say=print, catch: tuple =
         c = counts(study)
         say(f"{label}: {c.get('COMPLETE', 0)} complete, {c.get('PRUNED', 0)} pruned, {c.get('RUNNING', 0)} running, "
             f"{c.get('FAIL', 0)} failed of {total}" + _best_line(study))
+
+
+class _UserErrorFilter(logging.Filter):
+    """Drops Optuna's two "Trial N failed" records (the first with a traceback) when the error is a peltc
+    error — a user's mistake, which peltc reports itself as ``error: … [CODE]`` with its help line."""
+
+    def __init__(self):
+        super().__init__()
+        self.muted: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        words = record.getMessage().split(" ", 3)
+        trial = words[1] if len(words) > 2 and words[0] == "Trial" else None
+        if isinstance(record.exc_info[1] if record.exc_info else None, PeltError):
+            self.muted.add(trial)
+            return False
+        return not (trial in self.muted and words[2] == "failed")
+
+
+def _quiet_user_errors() -> None:
+    log = logging.getLogger("optuna.study._optimize")        # where Optuna logs a failed trial
+    if not any(isinstance(f, _UserErrorFilter) for f in log.filters):
+        log.addFilter(_UserErrorFilter())
 
 
 def _best_line(study) -> str:
@@ -370,6 +402,7 @@ def search(o: SearchOptions, argv: list[str] | None = None, say=print) -> dict[s
     if o.emit and Path(o.emit).exists():
         raise UsageError(f"--emit '{o.emit}' exists", code="U186", help="name a new file (it is never overwritten)")
     text, space = load(o.space)
+    check_data(o)
     grid = grid_space(space) if o.sampler == "grid" else None
     settings = study_settings(o, text)
     study = open_study(o, settings, make_sampler(o.sampler, space, grid), make_pruner(o.pruner),
@@ -391,6 +424,15 @@ def search(o: SearchOptions, argv: list[str] | None = None, say=print) -> dict[s
         out["emitted"] = emit(study, o.emit)
         say(f"search: wrote the best point to {o.emit}")
     return out
+
+
+def check_data(o: SearchOptions) -> None:
+    """The task's data read and checked as `peltc compile --train` reads it (columns, labels, splits), before
+    the study opens: a mistake there is one error, not a failed trial."""
+    from peltc.runtime.runfolder import RunOptions
+    from peltc.runtime.task import resolve
+    resolve(RunOptions(spec=o.space, task=o.task, model=o.model, data_dir=o.data_dir, k=o.k, seed=o.seed,
+                       dev_size=o.dev_size, out="", **o.data), say=lambda *_: None)
 
 
 def summary(study) -> dict[str, Any]:
