@@ -72,6 +72,8 @@ def cmd_compile(a) -> int:
     from peltc.runtime.runfolder import RunOptions
     if a.train is None:
         return _compile_only(a)
+    from peltc.runtime.signals import follow_parent
+    follow_parent()                   # a run of `peltc grid` ends with the grid, even a SIGKILLed one
     opts = RunOptions(spec=a.spec, task=a.train, model=a.model, data_dir=a.data_dir, k=a.k, seed=a.seed,
                       dev_size=a.dev_size,
                       out=a.out, overrides=_overrides(a), resume=a.resume, progress=progress_bars(a.quiet),

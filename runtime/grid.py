@@ -171,7 +171,8 @@ def run_grid(specs: list[str], *, tasks: list[str], ks: list[str], seeds: list[i
     print(f"grid: {len(combos)} runs, {len(combos) - len(todo)} already finished, {len(todo)} to run "
           f"({jobs} at a time)", flush=True)
     threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    from peltc.runtime.signals import child_env
+    env = child_env({**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
 
     def one(c):
         d = run_dir(out, *c)

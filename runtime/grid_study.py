@@ -18,6 +18,7 @@ from typing import Any
 
 from peltc.runtime import grid as G
 from peltc.runtime import search as S
+from peltc.runtime.signals import child_env
 from peltc.runtime.study_storage import HEARTBEAT_S, open_storage
 
 
@@ -52,7 +53,7 @@ def run_grid_study(specs: list[str], *, tasks: list[str], ks: list[str], seeds: 
     print(f"grid: study '{name}' in {storage}: {total} runs, {S.counts(st).get('COMPLETE', 0)} recorded there "
           f"({jobs} at a time here)", flush=True)
     threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = child_env({**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
 
     def objective(trial):
         S.claim(trial, total)

@@ -89,3 +89,32 @@ def callback():
             raise_if_interrupted()
 
     return InterruptCallback()
+
+
+PARENT_ENV = "PELTC_PARENT_PID"     # set by `peltc grid` for each run it starts (`child_env`)
+
+
+def child_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` for a run that `peltc grid` starts: it names this process, so that the run ends when this
+    process dies, even by SIGKILL (`follow_parent`), instead of training on alone beside the run retried."""
+    import os
+    return {**env, PARENT_ENV: str(os.getpid())}
+
+
+def follow_parent() -> None:
+    """In a run started by `peltc grid` (``PELTC_PARENT_PID`` set): ask Linux to send this process SIGTERM
+    when its parent dies (``prctl(PR_SET_PDEATHSIG)``; the run then ends as an interrupted run does, its
+    checkpoint kept), and end at once if the parent is already gone. Elsewhere (no variable, not Linux): nothing."""
+    import os
+    want = os.environ.get(PARENT_ENV)
+    if not want or not want.isdigit():
+        return
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        return                                   # no prctl here: the run outlives a killed grid
+    if os.getppid() != int(want):                # the parent died before the request took hold
+        os.kill(os.getpid(), signal.SIGTERM)
