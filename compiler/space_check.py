@@ -60,8 +60,10 @@ def _check_values(d: Dimension) -> list[str]:
 
 
 class _Checker:
-    def __init__(self, space: Space, model: ModelArg, default_model: str | None, loader: Loader | None = None):
+    def __init__(self, space: Space, model: ModelArg, default_model: str | None, loader: Loader | None = None,
+                 memo: dict | None = None):
         self.space, self.model, self.default_model, self.loader = space, model, default_model, loader
+        self.memo = memo
         self.checked = 0
         self.first: Result | None = None
         self.diags = Diagnostics()
@@ -72,10 +74,20 @@ class _Checker:
         """One point's front end: (result or None, its diagnostics)."""
         text = self.space.layout_text(values, drop)
         self.checked += 1
+        key = "\n".join(line.rstrip() for line in text.split("\n"))   # a dropped instance: blank, however written
+        if self.memo is not None and key in self.memo:
+            r, items = self.memo[key]
+            if r is not None and self.first is None and not drop:
+                self.first = r
+            return r, items
         try:
             r = build_ir(text, self.space.file, model=self.model, default_model=self.default_model, loader=self.loader)
         except SpecError as e:
+            if self.memo is not None:
+                self.memo[key] = (None, e.diagnostics)
             return None, e.diagnostics
+        if self.memo is not None:
+            self.memo[key] = (r, r.diagnostics.items)
         if isinstance(r.model, ModelConfig) and not isinstance(self.model, ModelConfig):
             self.model = r.model   # load the config once
         if self.first is None and not drop:
@@ -134,10 +146,15 @@ def _groups(dims: list[Dimension]) -> dict[str, list[Dimension]]:
 
 
 def check_space(space: Space, *, model: ModelArg = None, default_model: str | None = None,
-                loader: Loader | None = None, full_limit: int = FULL_LIMIT, max_checks: int = MAX_CHECKS) -> SpaceCheck:
+                loader: Loader | None = None, full_limit: int = FULL_LIMIT, max_checks: int = MAX_CHECKS,
+                memo: dict | None = None) -> SpaceCheck:
     """Check every point of ``space`` (see the module's docstring); raise `SpecError` with every
-    error found. ``loader`` reads the files it extends or imports (default: the file system)."""
-    c = _Checker(space, model, default_model, loader)
+    error found. ``loader`` reads the files it extends or imports (default: the file system). ``memo``
+    (default: one for this check; the editor keeps one between checks of a document while the model and
+    the files it reads stay the same): each built spec's outcome by its text, trailing spaces aside — the
+    checks that leave an instance out blank it, so they repeat within a check, and an edit re-checks only
+    the specs whose text it changes."""
+    c = _Checker(space, model, default_model, loader, {} if memo is None else memo)
     for w in space.warnings:
         c.diags.warning(w.code, w.message, w.span, w.help)
     first = space.first()

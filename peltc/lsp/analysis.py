@@ -121,8 +121,9 @@ def make_loader(open_docs: dict[str, str] | None = None) -> Loader:
 
 
 def analyse(text: str, path: str, *, model: str | None = None, loader: Loader | None = None,
-            hover: bool = True) -> Analysis:
-    """Check ``text`` (the spec at ``path``) as `peltc check PATH [--model MODEL]` does."""
+            hover: bool = True, memo: dict | None = None) -> Analysis:
+    """Check ``text`` (the spec at ``path``) as `peltc check PATH [--model MODEL]` does (``memo``: a search
+    space's checks kept between calls, `space_check.check_space`)."""
     a = Analysis(path, text)
     try:
         a.tree = parse(text, path)
@@ -131,7 +132,7 @@ def analyse(text: str, path: str, *, model: str | None = None, loader: Loader | 
     try:
         space = load_space(text, path=path) if a.tree is not None else None
         if space is not None and space.dimensions:   # a search space: every point, as `peltc check` does
-            sc = check_space(space, model=model, loader=loader)
+            sc = check_space(space, model=model, loader=loader, memo=memo)
             r, warnings, a.space = sc.result, sc.warnings, space
             text = space.layout_text(space.first())   # hover: the first point, at the space's positions
         else:

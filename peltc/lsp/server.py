@@ -28,6 +28,7 @@ from peltc.lsp import navigation as nav
 from peltc.lsp import outline as ol
 
 log = logging.getLogger(__name__)
+MEMO_LIMIT = 20_000      # space checks kept per document (each a built spec's outcome)
 
 
 class PeltServer(LanguageServer):
@@ -36,6 +37,8 @@ class PeltServer(LanguageServer):
         self.model: str | None = None
         self.analyses: dict[str, an.Analysis] = {}      # uri → the latest analysis
         self.good: dict[str, an.Analysis] = {}          # uri → the latest analysis with a hover IR
+        # uri → (what its space checks depend on: the model, the other open documents; the checks by text)
+        self.memos: dict[str, tuple[tuple, dict]] = {}
 
     # --- helpers -------------------------------------------------------------------------------
     def open_texts(self) -> dict[str, str]:
@@ -72,7 +75,7 @@ class PeltServer(LanguageServer):
     def check(self, uri: str, publish: bool = True) -> an.Analysis:
         doc = self.workspace.get_text_document(uri)
         loader = self.loader()
-        a = an.analyse(doc.source, an.uri_to_path(uri), model=self.model, loader=loader)
+        a = an.analyse(doc.source, an.uri_to_path(uri), model=self.model, loader=loader, memo=self.memo(uri))
         self.analyses[uri] = a
         if a.hover_ir is not None:
             self.good[uri] = a
@@ -87,6 +90,16 @@ class PeltServer(LanguageServer):
             self.text_document_publish_diagnostics(
                 lsp.PublishDiagnosticsParams(uri=uri, diagnostics=diags, version=doc.version))
         return a
+
+    def memo(self, uri: str) -> dict:
+        """The space checks kept for ``uri``: dropped when the model or another open document changes (an
+        imported file), or when it holds `MEMO_LIMIT` specs."""
+        path = an.uri_to_path(uri)
+        depends = (self.model, tuple(sorted((p, hash(t)) for p, t in self.open_texts().items() if p != path)))
+        kept = self.memos.get(uri)
+        if kept is None or kept[0] != depends or len(kept[1]) > MEMO_LIMIT:
+            kept = self.memos[uri] = (depends, {})
+        return kept[1]
 
     def check_with_dependents(self, uri: str) -> None:
         self.check(uri)
@@ -140,6 +153,7 @@ def did_close(ls: PeltServer, params: lsp.DidCloseTextDocumentParams) -> None:
     uri = params.text_document.uri
     ls.analyses.pop(uri, None)
     ls.good.pop(uri, None)
+    ls.memos.pop(uri, None)
     ls.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
 
 

@@ -181,3 +181,40 @@ def test_formatting_is_peltc_fmt():
     assert e.new_text == format_source(messy)
     assert fm.formatting(format_source(messy), "x.pelt") == []
     assert fm.formatting("lora {", "x.pelt") is None
+
+
+SPACE_WITH_ERROR = """\
+optional lora qv {
+  at choice(layers[*].attention.{query, value}, layers[-1].attention.query)
+  rank choice(4, 8)
+}
+optional adapter a {
+  at layers[*].ffn.output
+  size choice(8, 16)
+}
+prefix p {
+  at layers[*].attention
+  length choice(5, 0)
+}
+"""
+
+
+def test_space_checks_kept_between_edits_give_what_a_fresh_check_gives(monkeypatch):
+    """The editor keeps a space's checks between edits (``memo``): an edit in one instance re-builds only
+    the specs whose text changed, and the diagnostics equal a check from scratch (here the prefix's
+    length 0, an error at its span whatever the other instances hold)."""
+    import peltc.compiler.space_check as sc
+    built = []
+    real = sc.build_ir
+    monkeypatch.setattr(sc, "build_ir", lambda *a, **k: built.append(1) or real(*a, **k))
+    memo: dict = {}
+    first = an.analyse(SPACE_WITH_ERROR, "/x/space.pelt", memo=memo, model="bert-base-uncased")
+    n_first = len(built)
+    edited = SPACE_WITH_ERROR.replace("size choice(8, 16)", "size choice(8, 32)")
+    again = an.analyse(edited, "/x/space.pelt", memo=memo, model="bert-base-uncased")
+    n_again = len(built) - n_first
+    fresh = an.analyse(edited, "/x/space.pelt", model="bert-base-uncased")
+    assert 0 < n_again < n_first
+    key = [(d.code, d.message, d.span) for d in fresh.diagnostics]
+    assert [(d.code, d.message, d.span) for d in again.diagnostics] == key
+    assert any(d.code.startswith("E") for d in first.diagnostics) and key
