@@ -3,6 +3,8 @@
     .venv/bin/python bench/lsp_latency.py                      # every spec in specs/, 30 changes each
     .venv/bin/python bench/lsp_latency.py --changes 100 --model bert-base-uncased
 
+    .venv/bin/python bench/lsp_latency.py --spaces --model minilm   # search spaces: kept checks vs fresh
+
 A real client (pygls's) starts `python -m peltc lsp` over stdio and opens each spec. Each change
 edits the text in place — alternately a misspelt parameter (the server answers with E102) and the
 original text (the diagnostics clear) — and the latency is the wall time from sending
@@ -11,6 +13,11 @@ both ways included; the server runs the whole front end, the `extends` / `import
 hover model's counts). Reported per spec: median, p95 and max over the changes, after ``--warmup``
 untimed ones. A table on stdout; JSON in ``bench/results/lsp_latency-<time>.json``. The target
 (issue 20) is 50 ms for any shipped spec; this is a measurement, not a test.
+
+``--spaces``: every space in ``specs/spaces/``, in this process (`peltc.lsp.analysis.analyse`, what the server
+runs per change): each change writes a new number into the space's first `choice(…)` (typing a value), and
+is checked twice, interleaved — with the checks the editor keeps between edits (``memo``) and from scratch
+— so the ratio is measured side by side. JSON in ``bench/results/lsp_spaces-<time>.json``.
 """
 
 from __future__ import annotations
@@ -95,13 +102,61 @@ async def run(specs: list[Path], changes: int, warmup: int, model: str | None) -
     return out
 
 
+def _retype(text: str, k: int) -> str:
+    """The space with the last value of its first `choice(…)` list replaced by a number of this change's own."""
+    import re
+    m = re.search(r"choice\(([^()]*?)(\d+)\)", text)
+    if m is None:
+        raise SystemExit("no choice(…) ending in a number to edit")
+    return text[:m.start(2)] + str(100 + k) + text[m.end(2):]
+
+
+def spaces(paths: list[Path], changes: int, warmup: int, model: str | None) -> dict:
+    from peltc.lsp.analysis import analyse
+    out = {}
+    for path in paths:
+        text, memo, kept, fresh = path.read_text(encoding="utf-8"), {}, [], []
+        analyse(text, str(path), model=model, memo=memo)
+        for k in range(warmup + changes):
+            new = _retype(text, k)
+            t0 = time.perf_counter()
+            a = analyse(new, str(path), model=model, memo=memo)
+            t1 = time.perf_counter()
+            b = analyse(new, str(path), model=model)
+            t2 = time.perf_counter()
+            assert [d.message for d in a.diagnostics] == [d.message for d in b.diagnostics]
+            if k >= warmup:
+                kept.append((t1 - t0) * 1000)
+                fresh.append((t2 - t1) * 1000)
+        out[path.name] = {"kept_median_ms": statistics.median(kept), "fresh_median_ms": statistics.median(fresh),
+                          "ratio_median": statistics.median(f / k for k, f in zip(kept, fresh)),
+                          "kept_ms": kept, "fresh_ms": fresh}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--changes", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=4)
     ap.add_argument("--model", default=None, help="the server's `model` setting (default: each spec's own)")
-    ap.add_argument("specs", nargs="*", help="default: every spec in specs/")
+    ap.add_argument("--spaces", action="store_true", help="search spaces (specs/spaces/): kept checks vs fresh")
+    ap.add_argument("specs", nargs="*", help="default: every spec in specs/ (with --spaces: specs/spaces/)")
     a = ap.parse_args()
+    if a.spaces:
+        paths = [Path(s) for s in a.specs] or sorted((SPECS / "spaces").glob("*.pelt"))
+        res = spaces(paths, a.changes, a.warmup, a.model)
+        print("| space | after an edit, checks kept (ms) | from scratch (ms) | scratch / kept (median of pairs) |")
+        print("|---|---:|---:|---:|")
+        for name, r in res.items():
+            print(f"| {name} | {r['kept_median_ms']:.0f} | {r['fresh_median_ms']:.0f} | {r['ratio_median']:.1f}× |")
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        out = RESULTS / f"lsp_spaces-{stamp}.json"
+        out.write_text(json.dumps({"when": stamp, "machine": platform.platform(), "cpus": os.cpu_count(),
+                                   "python": platform.python_version(), "changes": a.changes, "warmup": a.warmup,
+                                   "model": a.model, "load_avg": os.getloadavg(), "results": res}, indent=2) + "\n")
+        print(f"wrote {out.relative_to(ROOT)}")
+        return
     specs = [Path(s) for s in a.specs] or sorted(SPECS.glob("*.pelt"))
     res = asyncio.run(run(specs, a.changes, a.warmup, a.model))
     w = max(len(s) for s in res)
