@@ -45,10 +45,15 @@ ANCHORS: dict[str, dict[str, str]] = {
     "unipelt_ap": {"adapters": "anchor"},
     "unipelt_apl": {"adapters": "anchor"},
     "mam": {"adapters": "anchor"},
+    "dora": {"peft": "main"},
+    "rslora": {"peft": "main"},
+    "ia3": {"peft": "main"},
+    "prompt": {"peft": "main"},
+    "loreft": {"adapters": "anchor"},
 }
 # where a system can run at all (peft's prefix-tuning needs transformers 4.x)
 RUNS_IN = {("torch", m): ENVS for m in ANCHORS} | {("peft", "lora"): ENVS, ("peft", "prefix"): ("anchor",)} | \
-    {("adapters", m): ("anchor",) for m in ANCHORS}
+    {("peft", m): ENVS for m in ("dora", "rslora", "ia3", "prompt")} | {("adapters", m): ("anchor",) for m in ANCHORS}
 
 ANCHOR_NOTES = {
     "bitfit": "torch: every *.bias trains in place (102,912 on bert-base, as specs/bitfit.pelt) + the head; "
@@ -66,6 +71,15 @@ ANCHOR_NOTES = {
                    "reduction hidden/48 (the default 16: 48 on bert-base, 24 on MiniLM), LoRA r 8 on q, v, alpha 2 "
                    "(the default; its gate multiplies alpha/r, peltc's gate replaces alpha/r); gates: adapters' "
                    "per-example mean of sigmoid(Linear(h, 1)) as peltc's, prefix gate shared over K and V",
+    "dora": "peft LoraConfig(r=8, lora_alpha=16, target_modules=[query, value], use_dora=True) — as specs/dora.pelt",
+    "rslora": "peft LoraConfig(r=8, lora_alpha=16, target_modules=[query, value], use_rslora=True) — as "
+              "specs/rslora.pelt",
+    "ia3": "peft IA3Config(target_modules=[key, value, output.dense of the FFN], feedforward_modules=[the FFN's "
+           "output.dense]) — as specs/ia3.pelt",
+    "prompt": "peft PromptTuningConfig(num_virtual_tokens=20, init RANDOM) — specs/prompt.pelt starts from "
+              "vocabulary rows (the init does not change a step's cost)",
+    "loreft": "adapters LoReftConfig(r=4, prefix_positions=3, suffix_positions=3, tied_weights=False) on every "
+              "layer — as specs/loreft.pelt",
     "mam": "adapters MAMConfig with sizes as specs/mam_adapter.pelt: PrefixTuningConfig(prefix_length=30, "
            "bottleneck_size=512) (MAMConfig's default bottleneck is 800) + ParBnConfig(reduction_factor=1.5, "
            "scaling 4) (default reduction 2: hidden/2)",
@@ -99,6 +113,8 @@ def _adapters_config(method: str, hidden: int):
     if method == "unipelt_ap":
         return ah.ConfigUnion(ah.PrefixTuningConfig(prefix_length=10, bottleneck_size=512, use_gating=True),
                               ah.SeqBnConfig(reduction_factor=red, use_gating=True))
+    if method == "loreft":
+        return ah.LoReftConfig(r=4, prefix_positions=3, suffix_positions=3, tied_weights=False)
     if method == "mam":
         return ah.MAMConfig(prefix_tuning=ah.PrefixTuningConfig(prefix_length=30, bottleneck_size=512),
                             adapter=ah.ParBnConfig(reduction_factor=1.5))
@@ -106,10 +122,17 @@ def _adapters_config(method: str, hidden: int):
 
 
 def _peft_config(method: str):
-    from peft import LoraConfig, PrefixTuningConfig, TaskType
-    if method == "lora":
+    from peft import IA3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig, TaskType
+    if method in ("lora", "dora", "rslora"):
         return LoraConfig(task_type=TaskType.SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.0,
-                          target_modules=["query", "value"])
+                          target_modules=["query", "value"], use_dora=method == "dora",
+                          use_rslora=method == "rslora")
+    if method == "ia3":
+        ffn = r".*layer\.\d+\.output\.dense"
+        return IA3Config(task_type=TaskType.SEQ_CLS, target_modules=rf".*\.(key|value)|{ffn}",
+                         feedforward_modules=ffn)
+    if method == "prompt":
+        return PromptTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=20)
     if method == "prefix":
         return PrefixTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=10, prefix_projection=True,
                                   encoder_hidden_size=512)

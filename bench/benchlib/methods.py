@@ -19,13 +19,20 @@ METHODS: list[tuple[str, str, str]] = [
     ("unipelt_apl", "UniPELT (APL)", "unipelt_apl.pelt"),
     ("prefix_lora", "Prefix + LoRA", "prefix.pelt+lora.pelt"),
     ("mam", "MAM adapter", "mam_adapter.pelt"),
+    # issue 18's methods (on request: --methods dora,rslora,ia3,prompt,loreft; each has an anchor)
+    ("dora", "DoRA", "dora.pelt"),
+    ("rslora", "rsLoRA", "rslora.pelt"),
+    ("ia3", "(IA)³", "ia3.pelt"),
+    ("prompt", "Prompt tuning", "prompt.pelt"),
+    ("loreft", "LoReFT", "loreft.pelt"),
 ]
+NEW_METHODS = ("dora", "rslora", "ia3", "prompt", "loreft")
 LABELS = {k: label for k, label, _ in METHODS}
 SPEC_FILES = {k: f for k, _, f in METHODS}
 BASE = "base"
 # default methods: the paper's Table 4 on encoders; decoders add prefix + LoRA (the generation question)
-DEFAULT_METHODS = {"encoder": [k for k, _, _ in METHODS if k not in ("prefix_lora", "mam")],
-                   "decoder": [k for k, _, _ in METHODS if k != "mam"],
+DEFAULT_METHODS = {"encoder": [k for k, _, _ in METHODS if k not in ("prefix_lora", "mam", *NEW_METHODS)],
+                   "decoder": [k for k, _, _ in METHODS if k not in ("mam", *NEW_METHODS)],
                    # --anchors: the methods that have an anchor (benchlib/anchor_systems.py; mam on request)
                    "anchors": ["bitfit", "prefix", "lora", "adapter", "unipelt_apl"]}
 
