@@ -97,19 +97,19 @@ class PeltTrainer(Trainer):
         self.param_group_ratios: list[float] = []
         self.gate_lr = gate_lr
 
-    def param_owner(self, name: str) -> str | None:
-        """Whose learning rate a trainable parameter takes: ``"head"``, an instance of
-        ``instance_lrs``, ``"gate"`` (with ``gate_lr``), or None (the run's lr)."""
+    def param_owner(self, name: str, gates: frozenset[int] = frozenset(), p=None) -> tuple[str, str | None]:
+        """Whose learning rate a trainable parameter takes, as (kind, label): ``("head", "head")``,
+        ``("gate", "gate")`` (a parameter of a `Gate` module, ``gates`` their ids, with ``gate_lr``),
+        ``("instance", name)`` for an instance of ``instance_lrs``, or ``("run", None)`` (the run's lr).
+        The kind keeps an instance that happens to be named ``head`` or ``gate`` apart."""
         from peltc.compiler.torch.report import _instance_of
 
-        if self.head_lr is not None and self.head_prefixes and name.startswith(self.head_prefixes):
-            return "head"
         if self.head_prefixes and name.startswith(self.head_prefixes):
-            return None
-        if self.gate_lr is not None and "pelt_" in name and ".gate." in name:
-            return "gate"
+            return ("head", "head") if self.head_lr is not None else ("run", None)
+        if self.gate_lr is not None and p is not None and id(p) in gates:
+            return ("gate", "gate")
         inst = _instance_of(name) if "pelt_" in name else self.base_instance
-        return inst if inst in self.instance_lrs else None
+        return ("instance", inst) if inst in self.instance_lrs else ("run", None)
 
     def param_ratio(self, name: str) -> float:
         """LoRA+'s λ for a trainable parameter: its LoRA instance's ``lr_ratio`` for a B matrix or a DoRA
@@ -155,17 +155,23 @@ class PeltTrainer(Trainer):
             return super().create_optimizer(model)
         opt_model = self.model if model is None else model
         decay = set(self.get_decay_parameter_names(opt_model))
-        groups: dict[tuple[str | None, float, bool], list] = {}
+        from peltc.compiler.torch.gate import Gate
+        gates = frozenset(id(p) for m in opt_model.modules() if isinstance(m, Gate) for p in m.parameters())
+        groups: dict[tuple[tuple[str, str | None], float, bool], list] = {}
         for name, p in opt_model.named_parameters():
             if p.requires_grad:
-                groups.setdefault((self.param_owner(name), self.param_ratio(name), name in decay), []).append(p)
-        lrs = {"head": self.head_lr, "gate": self.gate_lr, **self.instance_lrs}
+                groups.setdefault((self.param_owner(name, gates, p), self.param_ratio(name), name in decay),
+                                  []).append(p)
+
+        def lr_of(kind: str, label: str | None) -> float:
+            return {"head": self.head_lr, "gate": self.gate_lr, "run": self.args.learning_rate}.get(
+                kind, self.instance_lrs.get(label or ""))
+
         param_groups = [
             {"params": ps, "weight_decay": self.args.weight_decay if d else 0.0,
-             **({"lr": (self.args.learning_rate if owner is None else lrs[owner]) * ratio}
-                if owner is not None or ratio != 1.0 else {})}
+             **({"lr": lr_of(*owner) * ratio} if owner[0] != "run" or ratio != 1.0 else {})}
             for (owner, ratio, d), ps in groups.items()]
-        self.param_group_owners = [owner for owner, _, _ in groups]
+        self.param_group_owners = [owner[1] for owner, _, _ in groups]
         self.param_group_ratios = [ratio for _, ratio, _ in groups]
         cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         self.optimizer = cls(param_groups, **kwargs)

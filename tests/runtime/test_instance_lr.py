@@ -215,3 +215,24 @@ def test_gate_lr_is_a_setting_that_keeps_old_identities():
     with pytest.raises(UsageError) as e:
         resolve_settings(None, {"gate_lr": -1.0})
     assert e.value.diagnostic.code == "U106" and "--gate-lr" in str(e.value)
+
+
+def test_gate_lr_finds_gates_by_module_not_by_name(tmp_path):
+    """An instance named `gate` (its LoRA's A and B: …pelt_lora.gate.A.weight) is no gate: it keeps its own
+    lr; an instance named `head` is no task head either."""
+    model = _model("lora gate { at layers[*].attention.query rank 4 lr 5e-4 gate sigmoid(layer.input) }\n"
+                   "adapter head { at layers[*].ffn.output size 8 lr 2e-4 }")
+    trainer = _trainer(model, tmp_path, gate_lr=1e-2)
+    trainer.create_optimizer()
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    for g in trainer.optimizer.param_groups:
+        for p in g["params"]:
+            n = name_of[id(p)]
+            if "pelt_" not in n:
+                assert n.startswith("classifier.") and g["lr"] == HEAD_LR
+            elif ".pelt_lora.gate.gate." in n:
+                assert g["lr"] == 1e-2, n                              # the gate of the instance `gate`
+            elif ".pelt_lora.gate." in n:
+                assert g["lr"] == 5e-4, n
+            else:
+                assert ".pelt_adapters.head." in n and g["lr"] == 2e-4, n
