@@ -121,78 +121,77 @@ def positions(state: PeltState, h: torch.Tensor, first: int, last: int
     (``state.prompt``: the tokens after it are never chosen)."""
     batch, seq = h.shape[0], h.shape[1]
     past = state.past if state.continuing else 0
-    m = _prompt_mask(state.prompt, batch, past + seq)
-    if m is None:
-        m = state.mask
+    m = state.mask
     if m is None or m.shape[0] != batch or m.shape[1] != past + seq:
         m = torch.ones(batch, past + seq, dtype=torch.long, device=h.device)
-    m = m.to(h.device)
+    m = _prompt_mask(state, m.to(h.device))
     real = m != 0
-    offset = real.long().argmax(1, keepdim=True)             # first real token (left padding)
-    length = real.long().sum(1, keepdim=True)
-    pos = torch.arange(past, past + seq, device=h.device).unsqueeze(0)   # positions of h's tokens
-    here = real[:, past:]
-    pf = pl = None
-    if first > 0:
-        pf = here & (pos >= offset) & (pos < offset + torch.clamp(length, max=first))
-    if last > 0:
-        end = offset + length
-        pl = here & (pos < end) & (pos >= end - torch.clamp(length, max=last))
+    rank = real.long().cumsum(1)                              # 1, 2, … over each row's real tokens
+    length = rank[:, -1:]
+    here, r = real[:, past:], rank[:, past:]                  # h's tokens
+    pf = here & (r <= first) if first > 0 else None
+    pl = here & (r > length - last) if last > 0 else None
     return pf, pl
 
 
-def _prompt_mask(prompt: torch.Tensor | None, batch: int, total: int) -> torch.Tensor | None:
-    """The prompt's mask over a sequence of ``total`` tokens (its tokens after the prompt: 0), one row per
-    example (beam search and ``num_return_sequences`` repeat each prompt's row); None outside `generate`."""
-    if prompt is None or prompt.dim() != 2 or batch % prompt.shape[0] != 0:
-        return None
-    p = prompt.repeat_interleave(batch // prompt.shape[0], 0) if batch != prompt.shape[0] else prompt
+def _prompt_mask(state: PeltState, m: torch.Tensor) -> torch.Tensor:
+    """The mask positions count on: the forward's own ``m`` (batch, past + seq), or the prompt's over the
+    same columns (its tokens after the prompt: 0) while ``state.prompt_kind`` is set — inside `generate` the
+    first forward's mask is the prompt (taken here); training on token labels, the labels' prompt follows
+    the columns a soft prompt put first (taken from ``m``). Beam search and ``num_return_sequences`` repeat
+    each prompt's row."""
+    if state.prompt_kind is None:
+        return m
+    if state.prompt is None:                                   # generate's first forward
+        state.prompt = m.clone()
+        return m
+    p = state.prompt.to(m.device)
+    batch, total = m.shape
+    if batch != p.shape[0]:
+        if batch % p.shape[0]:
+            return m
+        p = p.repeat_interleave(batch // p.shape[0], 0)
+    if state.prompt_kind == "labels" and p.shape[1] < total:
+        return torch.cat([m[:, :total - p.shape[1]], p.to(m.dtype)], 1)
     if p.shape[1] >= total:
-        return p[:, :total]
-    return torch.cat([p, p.new_zeros(batch, total - p.shape[1])], 1)
+        return p[:, :total].to(m.dtype)
+    return torch.cat([p.to(m.dtype), m.new_zeros(batch, total - p.shape[1])], 1)
 
 
 def generate(self, *args, **kwargs):
-    """The model's own ``generate`` with the prompt's mask (``attention_mask``, else every token of
-    ``input_ids`` / ``inputs_embeds``) held in the state while it runs: LoReFT's positions are the prompt's
-    in every forward of the generation, cached or not. ``rewrite`` binds it to a compiled decoder holding
-    LoReFT (``model.generate``; a deep copy rebinds it to the copy)."""
+    """The model's own ``generate``, LoReFT's positions held at the prompt's while it runs (its first
+    forward's mask — the mask generate made, soft-prompt columns included), in every forward of the
+    generation, cached or not. ``rewrite`` binds it to a compiled decoder holding LoReFT (``model.generate``;
+    a deep copy rebinds it to the copy)."""
     from peltc.compiler.torch.compiled import compiled
 
     state = compiled(self).state
-    mask = kwargs.get("attention_mask")
-    if mask is None:
-        like = kwargs.get("input_ids", args[0] if args else None)
-        if like is None and kwargs.get("inputs_embeds") is not None:
-            like = kwargs["inputs_embeds"][..., 0]
-        if isinstance(like, torch.Tensor):
-            mask = torch.ones(like.shape[:2], dtype=torch.long, device=like.device)
-    before, state.prompt = state.prompt, mask
+    before = state.prompt, state.prompt_kind
+    state.prompt, state.prompt_kind = None, "generate"
     try:
         return type(self).generate(self, *args, **kwargs)
     finally:
-        state.prompt = before
+        state.prompt, state.prompt_kind = before
 
 
 def prompt_from_labels(state: PeltState, module, args, kwargs) -> None:
     """Forward pre-hook (with_kwargs) on a compiled decoder: a forward given token-level ``labels`` (a
-    generation task's training and evaluation: -100 on the prompt) holds its prompt's mask, the real tokens
+    generation task's training and evaluation: -100 on the prompt) holds its prompt, the real tokens
     labelled -100, in ``state.prompt`` — LoReFT's positions are the prompt's when training as when
-    generating. Outside `generate` only; `prompt_done` clears it."""
+    generating. Not inside `generate`; `prompt_done` (called even when the forward raises) clears it."""
     labels = kwargs.get("labels")
-    if state.prompt is not None or not isinstance(labels, torch.Tensor) or labels.dim() != 2:
+    if state.prompt_kind is not None or not isinstance(labels, torch.Tensor) or labels.dim() != 2:
         return
     prompt = labels == -100
     mask = kwargs.get("attention_mask")
     if isinstance(mask, torch.Tensor) and mask.shape == labels.shape:
         prompt &= mask != 0
-    state.prompt = prompt.long()
-    state.__dict__["_prompt_from_labels"] = True
+    state.prompt, state.prompt_kind = prompt.long(), "labels"
 
 
 def prompt_done(state: PeltState, module, args, output) -> None:
-    if state.__dict__.pop("_prompt_from_labels", False):
-        state.prompt = None
+    if state.prompt_kind == "labels":
+        state.prompt, state.prompt_kind = None, None
 
 
 def intervene(module: nn.Module, args, output):

@@ -53,9 +53,11 @@ class PeltState:
         self.prefix_gate = "kv"                             # per-token prefix gate: "kv" or "kv_weight" (the IR's GateBehaviour)
         self.continuing = False
         self.past = 0                                       # tokens in the KV cache before this forward
-        # while a LoReFT model's ``generate`` runs (`reft.generate`): the prompt's mask (batch, prompt length);
-        # LoReFT's positions are then the prompt's in every forward of the generation, cached or not
+        # LoReFT on a decoder (`reft.py`): while ``generate`` runs (``prompt_kind`` "generate": ``prompt`` is
+        # its first forward's mask, taken there) or a forward trains on token labels ("labels": ``prompt``
+        # the real tokens labelled -100), LoReFT's positions are the prompt's
         self.prompt: torch.Tensor | None = None
+        self.prompt_kind: str | None = None
         self.carry: dict[Any, Any] = {}
         # several runs on one base (``rewrite.attach_runs``): ``route`` (batch,) holds each example's run
         # index, set by the entry point (`peltc.api.Runs`) before a forward and cleared after it; every

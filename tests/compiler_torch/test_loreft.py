@@ -249,13 +249,13 @@ def test_cached_generation_equals_uncached_with_last_positions(left):
         # the prompt's positions: the sequence's next-token logits after generating equal a forward whose
         # interventions sit on the prompt (a forward alone counts `last` at the end of what it is given)
         state = model.__dict__["_pelt"].state
-        assert state.prompt is None                           # cleared when generate returns
+        assert state.prompt is None and state.prompt_kind is None   # cleared when generate returns
         out = model(input_ids=cached, attention_mask=torch.cat([mask, torch.ones(2, 6, dtype=mask.dtype)], 1))
-        state.prompt = mask
+        state.prompt, state.prompt_kind = mask, "generate"
         try:
             on_prompt = model(input_ids=cached, attention_mask=torch.cat([mask, torch.ones(2, 6, dtype=mask.dtype)], 1))
         finally:
-            state.prompt = None
+            state.prompt, state.prompt_kind = None, None
     assert not torch.allclose(out.logits, on_prompt.logits)
     nxt = on_prompt.logits[:, -7:-1].clone()
     nxt[..., model.generation_config.eos_token_id] = float("-inf")           # min_new_tokens holds EOS back
@@ -276,13 +276,85 @@ def test_training_on_token_labels_intervenes_on_the_prompt():
     state = model.__dict__["_pelt"].state
     with torch.no_grad():
         trained = model(input_ids=ids, attention_mask=mask, labels=labels)
-        assert state.prompt is None
+        assert state.prompt is None and state.prompt_kind is None
         plain = model(input_ids=ids, attention_mask=mask)
-        state.prompt = prompt
+        state.prompt, state.prompt_kind = prompt, "generate"
         try:
             on_prompt = model(input_ids=ids, attention_mask=mask)
         finally:
-            state.prompt = None
+            state.prompt, state.prompt_kind = None, None
     assert torch.equal(trained.logits, on_prompt.logits)
     assert not torch.allclose(plain.logits, on_prompt.logits)
     assert trained.loss is not None
+
+
+def test_positions_count_real_tokens_by_rank():
+    """Real tokens need not be one run: a soft prompt's columns come before a left-padded row's padding
+    (1 1 0 0 1 1 1): `first 2` are the prompt's columns, `last 1` the row's last real token."""
+    from peltc.compiler.torch.reft import positions
+    from peltc.compiler.torch.state import PeltState
+    state = PeltState()
+    state.mask = torch.tensor([[1, 1, 0, 0, 1, 1, 1], [1, 1, 1, 1, 1, 0, 0]])
+    pf, pl = positions(state, torch.zeros(2, 7, 4), 2, 1)
+    assert pf.long().tolist() == [[1, 1, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0, 0]]
+    assert pl.long().tolist() == [[0, 0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 1, 0, 0]]
+
+
+def test_a_failed_forward_leaves_no_prompt_behind():
+    """The labels' prompt is cleared even when the forward raises (the hook runs always), and generate
+    after it starts clean."""
+    model = tiny_decoder("llama", causal_lm=True)
+    compile_model("loreft f { at layers[*].output rank 2 last 2 }", model)
+    perturb(model, std=0.5)
+    state = model.__dict__["_pelt"].state
+    ids = torch.tensor([[5, 17, 42, 8]])
+    with torch.no_grad():
+        want = model(input_ids=ids).logits
+        with pytest.raises(Exception):
+            model(input_ids=ids, labels=torch.tensor([[-100, -100, 8, 1000]]))   # a label outside the vocabulary
+        assert state.prompt is None and state.prompt_kind is None
+        assert torch.equal(model(input_ids=ids).logits, want)
+
+
+@pytest.mark.parametrize("call", ["inputs", "no-mask"])
+def test_generate_takes_the_prompt_from_its_first_forward(call):
+    """Whatever generate is given (``inputs=``, no attention_mask), the prompt is what its first forward
+    saw: cached and uncached generation agree."""
+    model = tiny_decoder("llama", causal_lm=True)
+    compile_model("loreft f { at layers[*].output rank 2 first 1 last 2 }", model)
+    perturb(model, std=0.5)
+    ids = torch.tensor([[5, 17, 42, 8, 61], [9, 9, 33, 70, 3]])
+    kw = dict(max_new_tokens=5, min_new_tokens=5, do_sample=False, pad_token_id=0)
+    if call == "inputs":
+        kw["inputs"] = ids
+        kw["attention_mask"] = torch.ones_like(ids)
+    else:
+        kw["input_ids"] = ids
+    with torch.no_grad():
+        assert torch.equal(model.generate(use_cache=True, **kw), model.generate(use_cache=False, **kw))
+
+
+@pytest.mark.parametrize("left", [False, True], ids=["right-aligned", "left-padded"])
+def test_with_a_soft_prompt_cached_equals_uncached_and_labels_follow_its_columns(left):
+    """A soft prompt (2 vectors, first) and LoReFT on one decoder: generation agrees cached and uncached;
+    a forward on token labels puts the positions where a forward told the same prompt (the soft prompt's
+    columns included) does."""
+    model = tiny_decoder("llama", causal_lm=True)
+    compile_model("prompt p { length 2 init random }\nloreft f { at layers[*].output rank 2 first 1 last 1 }", model)
+    perturb(model, std=0.5)
+    ids = torch.tensor([[5, 17, 42, 8, 61, 7], [0, 0, 33, 70, 2, 11]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [0 if left else 1] * 2 + [1, 1, 1, 1]])
+    kw = dict(max_new_tokens=4, min_new_tokens=4, do_sample=False, pad_token_id=0, attention_mask=mask[:, :4])
+    state = model.__dict__["_pelt"].state
+    labels = torch.tensor([[-100, -100, -100, 8, 61, 7], [-100, -100, -100, 70, 2, 11]])
+    with torch.no_grad():
+        assert torch.equal(model.generate(input_ids=ids[:, :4], use_cache=True, **kw),
+                           model.generate(input_ids=ids[:, :4], use_cache=False, **kw))
+        trained = model(input_ids=ids, attention_mask=mask, labels=labels).logits
+        state.prompt_kind = "labels"
+        state.prompt = ((labels == -100) & (mask != 0)).long()
+        try:
+            told = model(input_ids=ids, attention_mask=mask).logits
+        finally:
+            state.prompt, state.prompt_kind = None, None
+    assert torch.equal(trained, told)

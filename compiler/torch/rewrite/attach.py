@@ -292,7 +292,7 @@ def _attach_loreft(model, att, t, state, hidden) -> None:
         model.generate = types.MethodType(reft.generate, model)
         model.__dict__["_pelt_reft_prompt_hooks"] = [
             model.register_forward_pre_hook(partial(reft.prompt_from_labels, state), with_kwargs=True),
-            model.register_forward_hook(partial(reft.prompt_done, state))]
+            model.register_forward_hook(partial(reft.prompt_done, state), always_call=True)]
 
 
 def record_token_kv(model: nn.Module, fam: Family, prefix: str, atts: list[AttachmentNode]
