@@ -109,15 +109,28 @@ class Analysis:
 
 
 def make_loader(open_docs: dict[str, str] | None = None) -> Loader:
-    """A loader for `extends` / `import`: the editor's unsaved text of an open file, else the disk."""
+    """A loader for `extends` / `import`: the editor's unsaved text of an open file, else the disk. Its
+    ``disk`` attribute maps each file it read from the disk to its modification time then (the server's
+    kept space checks are dropped when one changes)."""
     docs = {str(Path(p).resolve()): t for p, t in (open_docs or {}).items()}
+    disk: dict[str, int] = {}
 
     def load(path: str) -> str:
         key = str(Path(path).resolve())
         if key in docs:
             return docs[key]
+        disk[key] = disk_mtime(key)
         return Path(path).read_text(encoding="utf-8")
+    load.disk = disk
     return load
+
+
+def disk_mtime(path: str) -> int:
+    """A file's modification time in ns (-1: gone)."""
+    try:
+        return Path(path).stat().st_mtime_ns
+    except OSError:
+        return -1
 
 
 def analyse(text: str, path: str, *, model: str | None = None, loader: Loader | None = None,

@@ -37,8 +37,9 @@ class PeltServer(LanguageServer):
         self.model: str | None = None
         self.analyses: dict[str, an.Analysis] = {}      # uri → the latest analysis
         self.good: dict[str, an.Analysis] = {}          # uri → the latest analysis with a hover IR
-        # uri → (what its space checks depend on: the model, the other open documents; the checks by text)
-        self.memos: dict[str, tuple[tuple, dict]] = {}
+        # uri → (what its space checks depend on: the model, the other open documents; the checks by text;
+        # the files they read from the disk, with their modification times then)
+        self.memos: dict[str, tuple[tuple, dict, dict[str, int]]] = {}
 
     # --- helpers -------------------------------------------------------------------------------
     def open_texts(self) -> dict[str, str]:
@@ -75,7 +76,9 @@ class PeltServer(LanguageServer):
     def check(self, uri: str, publish: bool = True) -> an.Analysis:
         doc = self.workspace.get_text_document(uri)
         loader = self.loader()
-        a = an.analyse(doc.source, an.uri_to_path(uri), model=self.model, loader=loader, memo=self.memo(uri))
+        memo = self.memo(uri)
+        a = an.analyse(doc.source, an.uri_to_path(uri), model=self.model, loader=loader, memo=memo)
+        self.memos[uri][2].update(getattr(loader, "disk", {}))
         self.analyses[uri] = a
         if a.hover_ir is not None:
             self.good[uri] = a
@@ -92,13 +95,14 @@ class PeltServer(LanguageServer):
         return a
 
     def memo(self, uri: str) -> dict:
-        """The space checks kept for ``uri``: dropped when the model or another open document changes (an
-        imported file), or when it holds `MEMO_LIMIT` specs."""
+        """The space checks kept for ``uri``: dropped when the model, another open document (an imported
+        file) or a file they read from the disk changes, or when they hold `MEMO_LIMIT` specs."""
         path = an.uri_to_path(uri)
         depends = (self.model, tuple(sorted((p, hash(t)) for p, t in self.open_texts().items() if p != path)))
         kept = self.memos.get(uri)
-        if kept is None or kept[0] != depends or len(kept[1]) > MEMO_LIMIT:
-            kept = self.memos[uri] = (depends, {})
+        if kept is None or kept[0] != depends or len(kept[1]) > MEMO_LIMIT or any(
+                an.disk_mtime(p) != t for p, t in kept[2].items()):
+            kept = self.memos[uri] = (depends, {}, {})
         return kept[1]
 
     def check_with_dependents(self, uri: str) -> None:

@@ -130,3 +130,19 @@ async def test_error_in_extended_file_is_related_information(client: LanguageCli
     assert rel.location.uri == (tmp_path / "base.pelt").resolve().as_uri()
     assert (rel.location.range.start.line, rel.location.range.start.character) == (3, 7)
     assert "unknown gate 'sigmod'" in rel.message
+
+
+@pytest.mark.asyncio
+async def test_a_space_is_rechecked_when_a_file_it_extends_changes_on_disk(client: LanguageClient, tmp_path: Path):
+    """The server keeps a space's checks between edits; a file the space extends, changed on the disk (not
+    open in the editor), drops them: the next check sees the change."""
+    (tmp_path / "base.pelt").write_text(BASE)
+    space = 'extends "base.pelt"\n\nadapter a {\n  at layers[*].ffn.output\n  size choice(8, 16)\n}\n'
+    uri = _open(client, tmp_path / "space.pelt", space)
+    assert not await _diagnostics(client, uri)
+    (tmp_path / "base.pelt").write_text(BASE.replace("rank 8", "rank 8\n  gate sigmod(layer.input)"))
+    client.text_document_did_change(lsp.DidChangeTextDocumentParams(
+        text_document=lsp.VersionedTextDocumentIdentifier(uri=uri, version=2),
+        content_changes=[lsp.TextDocumentContentChangeWholeDocument(text=space)]))     # the same text
+    (d,) = await _diagnostics(client, uri)
+    assert d.code == "E111" and "sigmod" in d.related_information[0].message
