@@ -17,6 +17,9 @@ def cmd_search(a, overrides: dict, progress_bars) -> int:
     from peltc.runtime.search import SearchOptions, search
     if a.status:
         return status(a)
+    if a.json:
+        raise UsageError("--json goes with --status (it prints a study's trials)", code="U189",
+                         help="peltc search --status --study NAME --json")
     if not a.space or not a.train or a.trials is None:
         raise UsageError("peltc search needs a space, --train and --trials", code="U189",
                          help="peltc search SPACE.pelt --train TASK --trials N --study NAME, or "

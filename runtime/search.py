@@ -345,9 +345,10 @@ class _UserErrorFilter(logging.Filter):
         words = record.getMessage().split(" ", 3)
         trial = words[1] if len(words) > 2 and words[0] == "Trial" else None
         if isinstance(record.exc_info[1] if record.exc_info else None, PeltError):
-            self.muted.add(trial)
+            if trial is not None:
+                self.muted.add(trial)
             return False
-        return not (trial in self.muted and words[2] == "failed")
+        return not (trial is not None and trial in self.muted and words[2] == "failed")
 
 
 def _quiet_user_errors() -> None:

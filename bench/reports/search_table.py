@@ -62,8 +62,8 @@ def _parts(params: dict) -> str:
     """A trial's point in words: its parts (size / length / rank, every layer or the top 3, gated), lrs."""
     words = []
     for inst, what, size in (("ffn_adapter", "adapter", "size"), ("kv", "prefix", "length"), ("qv", "lora", "rank")):
-        if not params.get(f"{inst}.present", True) or f"{inst}.lr" not in params:
-            continue
+        if str(params.get(f"{inst}.present", "true")).lower() == "false" or f"{inst}.lr" not in params:
+            continue                                 # Optuna keeps the choice as text, "false"
         where = "top 3" if "-3.." in str(params.get(f"{inst}.at", "")) else "all"
         gated = "gated" if str(params.get(f"{inst}.gate", "none")) != "none" else "no gate"
         words.append(f"{what} {size} {params.get(f'{inst}.{size}')} ({where}, {gated}, lr {params[f'{inst}.lr']:.1e})")

@@ -291,3 +291,8 @@ def test_your_own_columns_reach_every_trial_and_the_emitted_command(tmp_path, ti
     capsys.readouterr()
     assert main([*cmd, *cols, "--task-type", "classification", "--study", "own2"]) == 2
     assert "U188" in capsys.readouterr().err
+
+
+def test_json_goes_with_status(tmp_path, capsys):
+    assert main(["search", "--study", "x", "--json", "--out", str(tmp_path)]) == 2
+    assert "[U189]" in capsys.readouterr().err

@@ -35,9 +35,10 @@ def test_nothing_recorded_says_so(tables):
 
 def test_opponent_by_dev_oracle_by_test_and_paired_delta(tables):
     trials = [{"number": 0, "state": "COMPLETE", "value": 0.6, "wall_seconds": 150.0,
-               "params": {"qv.present": True, "qv.at": "layers[-3..].attention.{query, value}", "qv.rank": 8,
-                          "qv.gate": "sigmoid(layer.input)", "qv.lr": 3e-4, "kv.present": False,
-                          "ffn_adapter.present": False, "train.gate_lr": 2e-2}},
+               "params": {"qv.present": "true", "qv.at": "layers[-3..].attention.{query, value}", "qv.rank": "8",
+                          "qv.gate": "sigmoid(layer.input)", "qv.lr": 3e-4, "kv.present": "false", "kv.lr": 1e-3,
+                          "kv.length": "10", "ffn_adapter.present": "false", "ffn_adapter.lr": 1e-3,
+                          "train.gate_lr": 2e-2}},
               {"number": 1, "state": "PRUNED", "value": 0.1, "wall_seconds": 50.0, "params": {}}]
     (tables.RESULTS / "trials-cola.json").write_text(json.dumps({"trials": trials}))
     searched = [_run("searched", s, 0.6, 0.20 + s / 50) for s in tables.SEEDS]
@@ -48,5 +49,5 @@ def test_opponent_by_dev_oracle_by_test_and_paired_delta(tables):
     assert f"{100 * statistics.fmean(diffs):.1f} ± {100 * statistics.stdev(diffs):.1f}" in row
     assert "| lora 30.0 ± 0.0 |" in row and "| 1 / 1 / 0 | 60.0 (trial 0) |" in row
     assert "lacking" not in out and "dora" in out                                  # named as left out
-    assert "lora rank 8 (top 3, gated, lr 3.0e-04); gate lr 2.0e-02" in out
+    assert "| cola | lora rank 8 (top 3, gated, lr 3.0e-04); gate lr 2.0e-02 |" in out    # absent parts: not listed
     assert "| cola | 2 | 0.06 | 0.14 | 12 | 0.33 |" in out                            # 200 s; 500 s; 12 × 100 s
