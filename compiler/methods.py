@@ -29,6 +29,7 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _RESERVED = {"model", "extends", "import", "remove", "layers", "at", "gate", "from", *schema.SECTIONS}
 _TYPES = ("int", "float", "choice", "int_or_none", "bool", "str")
 _LOADED: dict[str, list[str]] = {}      # source key (a resolved file path, "entry point NAME") → its methods
+_DIGESTS: dict[str, str] = {}           # a plug-in file loaded here → the sha256 of the bytes it ran
 
 
 class PluginProblem(Exception):
@@ -166,6 +167,15 @@ def file_digest(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def source_digest(origin: str) -> str | None:
+    """The sha256 of the plug-in file ``origin`` as this process ran it (a file edited since it was loaded
+    still answers for the code that runs), else of the file as it is; None for an origin that is no file (an
+    entry point)."""
+    if origin in _DIGESTS:
+        return _DIGESTS[origin]
+    return file_digest(origin) if Path(origin).is_file() else None
+
+
 def load_file(path: str | Path) -> list[str]:
     """Run plug-in file ``path`` and register its methods; returns their names (again: the same)."""
     p = Path(path)
@@ -189,6 +199,7 @@ def load_file(path: str | Path) -> list[str]:
         sys.modules.pop(modname, None)
         raise _raised(key, e) from None
     _LOADED[key] = _register_all(_methods_in(mod), key)
+    _DIGESTS[key] = hashlib.sha256(source).hexdigest()
     return list(_LOADED[key])
 
 
@@ -240,7 +251,8 @@ def plugin_record(method_names: Iterable[str]) -> list[dict[str, str]]:
         if m is None or m.builtin:
             continue
         rec = {"method": n, "origin": m.origin}
-        if Path(m.origin).is_file():
-            rec["sha256"] = file_digest(m.origin)
+        digest = source_digest(m.origin)
+        if digest is not None:
+            rec["sha256"] = digest
         out.append(rec)
     return out

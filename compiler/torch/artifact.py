@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 import torch
 
-from peltc.compiler.methods import PluginProblem, file_digest, find_method, plugin_record
+from peltc.compiler.methods import PluginProblem, find_method, plugin_record, source_digest
 from peltc.errors import ArtifactError
 
 MANIFEST = "manifest.json"
@@ -227,7 +227,8 @@ def need_plugins(manifest: dict[str, Any], where: str | Path | None = None) -> N
                                 help=f"pass --plugin {Path(origin).name if origin.endswith('.py') else 'FILE'} "
                                      "(peltc.methods.load_plugin in Python), or install the package providing it")
         saved = recorded.get(name, {}).get("sha256")
-        if saved and not method.builtin and Path(method.origin).is_file() and file_digest(method.origin) != saved:
+        now = None if method.builtin else source_digest(method.origin)
+        if saved and now is not None and now != saved:
             what = f" '{where}'" if where is not None else ""
             raise ArtifactError(f"the plug-in method '{name}' is loaded from {method.origin}, whose content differs "
                                 f"from the file the run{what} was saved with (sha256 {saved[:12]}…)", code="A031",
