@@ -28,12 +28,14 @@ def test_sample_is_one_run_per_spec_under_its_recipe_cheapest_task_first():
     records = _records()
     sample = rg.choose(records)
     specs = list(dict.fromkeys(r["spec"] for r in records))
-    assert [r["spec"] for r in sample] == specs and len(specs) == 8
+    assert [r["spec"] for r in sample] == specs and {"finetune", "lora", "unipelt_apl"} <= set(specs)
     assert rg.choose(records) == sample                                  # deterministic
     for r in sample:
         mine = [x for x in records if x["spec"] == r["spec"]]
         assert sum(rg._recipe(x) == rg._recipe(r) for x in mine) > len(mine) / 2    # the spec's main recipe
-    assert {r["task"] for r in sample} == {"cola"}                       # the cheapest task of this record
+    walls = {t: [x["wall_seconds"] for x in records if x["task"] == t] for t in {x["task"] for x in records}}
+    cheapest = min(walls, key=lambda t: (sum(walls[t]) / len(walls[t]), t))
+    assert {r["task"] for r in sample} == {cheapest}                     # the cheapest task of this record
     assert [r["spec"] for r in rg.choose(records, ["lora", "prefix"], per_spec=2)] == ["lora", "lora", "prefix", "prefix"]
 
 
