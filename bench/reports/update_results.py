@@ -63,19 +63,23 @@ def control_table(path: Path) -> str:
 
 
 def served_block(results: Path) -> str:
-    """The served-overhead table from the newest ``served-<date>/`` folder's ``overhead.py`` JSONs (one per shape)."""
+    """The served-overhead table: per shape, its newest measurement among the ``served-<date>/`` folders'
+    ``overhead.py`` JSONs (the Data line names each column's file)."""
     sys.path.insert(0, str(ROOT / "bench"))
     from benchlib.tables import served_table
-    folder = max(p for p in results.glob("served-*") if p.is_dir())
+    newest: dict[str, tuple[Path, dict, dict]] = {}
+    for folder in sorted(p for p in results.glob("served-*") if p.is_dir()):
+        for f in sorted(folder.glob("served-*.json")):
+            r = json.loads(f.read_text(encoding="utf-8"))
+            for name, s in r["shapes"].items():
+                newest[name] = (f, r, s)
     shapes, notes = {}, []
-    for f in sorted(folder.glob("served-*.json")):
-        r = json.loads(f.read_text(encoding="utf-8"))
+    for name, (f, r, s) in newest.items():
+        shapes[name] = s
         m = r["machine"]
-        for name, s in r["shapes"].items():
-            shapes[name] = s
-            load = ", ".join(f"{x:.1f}" for x in (m["loadavg_start"][0], m["loadavg_end"][0]))
-            notes.append(f"{name}: {f.relative_to(ROOT).as_posix()} ({r['args']['clock']} clock, "
-                         f"{r['args']['threads']} thread, load average {load} at start / end)")
+        load = ", ".join(f"{x:.1f}" for x in (m["loadavg_start"][0], m["loadavg_end"][0]))
+        notes.append(f"{name}: {f.relative_to(ROOT).as_posix()} ({r['args']['clock']} clock, "
+                     f"{r['args']['threads']} thread, load average {load} at start / end)")
     return served_table(shapes) + "\n\nData: " + "; ".join(notes) + ".\n"
 
 
