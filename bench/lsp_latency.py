@@ -134,6 +134,17 @@ def spaces(paths: list[Path], changes: int, warmup: int, model: str | None) -> d
     return out
 
 
+def _write(stem: str, a, res: dict) -> None:
+    """``bench/results/STEM-<time>.json``: the machine, the options and the results."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = RESULTS / f"{stem}-{stamp}.json"
+    out.write_text(json.dumps({"when": stamp, "machine": platform.platform(), "cpus": os.cpu_count(),
+                               "python": platform.python_version(), "changes": a.changes, "warmup": a.warmup,
+                               "model": a.model, "load_avg": os.getloadavg(), "results": res}, indent=2) + "\n")
+    print(f"wrote {out.relative_to(ROOT)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--changes", type=int, default=30)
@@ -149,13 +160,7 @@ def main() -> None:
         print("|---|---:|---:|---:|")
         for name, r in res.items():
             print(f"| {name} | {r['kept_median_ms']:.0f} | {r['fresh_median_ms']:.0f} | {r['ratio_median']:.1f}× |")
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        out = RESULTS / f"lsp_spaces-{stamp}.json"
-        out.write_text(json.dumps({"when": stamp, "machine": platform.platform(), "cpus": os.cpu_count(),
-                                   "python": platform.python_version(), "changes": a.changes, "warmup": a.warmup,
-                                   "model": a.model, "load_avg": os.getloadavg(), "results": res}, indent=2) + "\n")
-        print(f"wrote {out.relative_to(ROOT)}")
+        _write("lsp_spaces", a, res)
         return
     specs = [Path(s) for s in a.specs] or sorted(SPECS.glob("*.pelt"))
     res = asyncio.run(run(specs, a.changes, a.warmup, a.model))
@@ -166,13 +171,7 @@ def main() -> None:
     worst = max(r["p95_ms"] for r in res.values())
     print(f"worst p95: {worst:.1f} ms (target: 50 ms); {a.changes} changes per spec, model: {a.model or 'each spec s own'}"
           .replace("spec s", "spec's"))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    out = RESULTS / f"lsp_latency-{stamp}.json"
-    out.write_text(json.dumps({"when": stamp, "machine": platform.platform(), "cpus": os.cpu_count(),
-                               "python": platform.python_version(), "changes": a.changes, "warmup": a.warmup,
-                               "model": a.model, "load_avg": os.getloadavg(), "results": res}, indent=2) + "\n")
-    print(f"wrote {out.relative_to(ROOT)}")
+    _write("lsp_latency", a, res)
 
 
 if __name__ == "__main__":
