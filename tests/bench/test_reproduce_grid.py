@@ -3,28 +3,19 @@ folders made here: nothing trains)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "bench" / "reproduce_grid.py"
 RECORD = ROOT / "docs" / "results" / "grid-k100.json"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("peltc_bench_reproduce_grid", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _records() -> list[dict]:
     return json.loads(RECORD.read_text(encoding="utf-8"))["runs"]
 
 
-def test_sample_is_one_run_per_spec_under_its_recipe_cheapest_task_first():
-    rg = _load()
+def test_sample_is_one_run_per_spec_under_its_recipe_cheapest_task_first(bench_script):
+    rg = bench_script("reproduce_grid.py")
     records = _records()
     sample = rg.choose(records)
     specs = list(dict.fromkeys(r["spec"] for r in records))
@@ -48,8 +39,8 @@ def _finish(runs: Path, rec: dict, value: float) -> None:
     (d / "metrics.json").write_text(json.dumps(m), encoding="utf-8")
 
 
-def test_a_finished_run_is_compared_exactly(tmp_path, capsys):
-    rg = _load()
+def test_a_finished_run_is_compared_exactly(tmp_path, capsys, bench_script):
+    rg = bench_script("reproduce_grid.py")
     rec = rg.choose(_records(), ["bitfit"])[0]
     recorded = rec["test"][rec["main_metric"]]
     _finish(tmp_path / "same", rec, recorded)
