@@ -13,7 +13,13 @@ with the serving fusions off, ``rewrite.serve_fused``): where a served spec's ex
 and each (op, input shapes) row keeps its smallest self time over the repeats (contention only adds time);
 then one table of what the served model adds per forward, op by op and shape by shape, against the base:
 ms and % of the base's total, fused and unfused side by side, plus the op count per forward (each op
-is a dispatch: what a small forward pays in fixed cost).
+is a dispatch: what a small forward pays in fixed cost). Then the **accounting**: each model's forward timed
+without the profiler (thread CPU time, ``--timed`` interleaved rounds of ``--forwards`` forwards; min and
+median per forward), on the 16 × 128 batch and on a ``--small`` one (default 1 × 8, where compute is small
+and what a forward pays per op and per Python call shows), beside the profile's op total and the Python
+function calls per forward (``sys.setprofile``: deterministic, load-free). The profile's op self times carry
+the profiler's own per-op cost, so the timed columns, not the op table, are the ratio; the op table says
+where the compute goes, the small batch what the fixed cost per forward is. ``--json PATH`` keeps all of it.
 """
 
 from __future__ import annotations
@@ -21,7 +27,11 @@ from __future__ import annotations
 import argparse
 import collections
 import copy
+import json
+import os
+import statistics
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # benchlib (bench is not a package)
@@ -38,6 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--unfused", action="store_true", help="also the served model with the serving fusions off")
     p.add_argument("--delta", action="store_true", help="the per-op, per-shape table of what the served model adds")
     p.add_argument("--repeats", type=int, default=3, help="--delta: interleaved profiles per model (min kept)")
+    p.add_argument("--timed", type=int, default=5, help="--delta: interleaved timed rounds per model, no profiler")
+    p.add_argument("--small", default="1x8", help="--delta: the small batch, BATCHxSEQ (fixed cost per forward)")
+    p.add_argument("--json", default=None, help="--delta: also write the tables' data here")
     a = p.parse_args(argv)
     import torch
     from torch.profiler import ProfilerActivity, profile
@@ -57,11 +70,11 @@ def main(argv: list[str] | None = None) -> None:
         serve_fused(unfused, False)
         models[f"served {Path(a.spec).name}, fusions off"] = unfused
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(5, 1000, (16, 128), generator=g)
+    ids = torch.randint(5, min(1000, base.config.vocab_size), (16, 128), generator=g)
     mask = torch.ones_like(ids)
     mask[1:, 96:] = 0
 
-    def run(model, n: int) -> None:
+    def run(model, n: int, ids=ids, mask=mask) -> None:
         with torch.no_grad():
             for _ in range(n):
                 model(input_ids=ids, attention_mask=mask)
@@ -90,6 +103,36 @@ def main(argv: list[str] | None = None) -> None:
                 best[name][k] = min(v, best[name].get(k, v))
             counts[name] = n
     print(delta_table(a, best, counts))
+    sb, ss = (int(v) for v in a.small.lower().split("x"))
+    small = (ids[:sb, :ss].contiguous(), torch.ones(sb, ss, dtype=mask.dtype))
+    timed = {name: [] for name in models}
+    timed_small = {name: [] for name in models}
+    for _ in range(a.timed):
+        for name, model in models.items():
+            t0 = time.thread_time()
+            run(model, a.forwards)
+            timed[name].append((time.thread_time() - t0) / a.forwards * 1e3)
+            t0 = time.thread_time()
+            run(model, 20, *small)
+            timed_small[name].append((time.thread_time() - t0) / 20 * 1e3)
+    calls = {name: python_calls(lambda m=model: run(m, 1)) for name, model in models.items()}
+    acc = accounting(best, counts, timed, timed_small, calls)
+    print()
+    print(accounting_table(acc))
+    if a.json:
+        from benchlib.machine import git_state, machine_info
+        info = machine_info(a.threads)
+        info["loadavg_end"] = list(os.getloadavg())
+        rows = [{"op": k[0], "shapes": k[1], **{n: {"ms": best[n].get(k, 0.0), "count": counts[n].get(k, 0)}
+                                               for n in best}} for k in sorted(set().union(*best.values()))]
+        result = {"command": " ".join(["bench/served_profile.py", *(argv if argv is not None else sys.argv[1:])]),
+                  "spec": Path(a.spec).name, "shape": a.shape, "batch": list(ids.shape), "small": [sb, ss],
+                  "forwards": a.forwards, "repeats": a.repeats,
+                  "timed_rounds": a.timed, "threads": a.threads, "models": acc, "ops": rows,
+                  "machine": info, "git": git_state()}
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        print(f"\nwrote {a.json}")
 
 
 def delta_table(a, best: dict[str, dict], counts: dict[str, collections.Counter]) -> str:
@@ -111,6 +154,50 @@ def delta_table(a, best: dict[str, dict], counts: dict[str, collections.Counter]
             continue
         lines.append(f"{k[0][:44]:44s} {k[1][:74]:74s} {counts[base].get(k, 0):6d} {counts[fused].get(k, 0):6d} "
                      f"{d[k][0]:+9.2f} {100 * d[k][0] / total[base]:+7.2f} {d[k][1]:+8.2f} {100 * d[k][1] / total[base]:+7.2f}")
+    return "\n".join(lines)
+
+
+def python_calls(forward) -> int:
+    """Python function calls (``sys.setprofile`` "call" events: Python frames, not C functions) one ``forward()`` makes."""
+    n = 0
+
+    def count(frame, event, arg):
+        nonlocal n
+        n += event == "call"
+    sys.setprofile(count)
+    try:
+        forward()
+    finally:
+        sys.setprofile(None)
+    return n
+
+
+def accounting(best: dict[str, dict], counts: dict[str, collections.Counter], timed: dict[str, list[float]],
+               timed_small: dict[str, list[float]], calls: dict[str, int]) -> dict[str, dict]:
+    """Per model: forward ms timed without the profiler (min, median, the samples) on the batch and the small
+    batch, its ops' self ms under the profiler (the per-row minima, summed), ATen ops and Python calls per forward."""
+    return {n: {"timed_ms_min": min(timed[n]), "timed_ms_median": statistics.median(timed[n]), "timed_ms": timed[n],
+                "small_ms_min": min(timed_small[n]), "small_ms_median": statistics.median(timed_small[n]),
+                "small_ms": timed_small[n], "profiled_ops_ms": sum(best[n].values()),
+                "aten_ops": sum(counts[n].values()), "python_calls": calls[n]} for n in best}
+
+
+def accounting_table(acc: dict[str, dict]) -> str:
+    """Each model against the base per forward: timed (min and median over rounds) on the batch, the profile's
+    op total, and the small batch's extra ms (the fixed cost) as a share of the base's big forward."""
+    names = list(acc)
+    b = acc[names[0]]
+    lines = ["| model | forward ms min / median | × base min / median | profiled ops ms (× base) | "
+             "small batch ms min | + small ms (% of base forward) | ATen ops | Python calls |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for n in names:
+        r = acc[n]
+        d_small = r["small_ms_min"] - b["small_ms_min"]
+        lines.append(f"| {n} | {r['timed_ms_min']:.2f} / {r['timed_ms_median']:.2f} | "
+                     f"{r['timed_ms_min'] / b['timed_ms_min']:.4f} / {r['timed_ms_median'] / b['timed_ms_median']:.4f} | "
+                     f"{r['profiled_ops_ms']:.2f} ({r['profiled_ops_ms'] / b['profiled_ops_ms']:.4f}) | "
+                     f"{r['small_ms_min']:.3f} | {d_small:+.3f} ({100 * d_small / b['timed_ms_min']:+.2f}) | "
+                     f"{r['aten_ops']} | {r['python_calls']} |")
     return "\n".join(lines)
 
 
