@@ -39,7 +39,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = ROOT / "docs" / "results" / "grid-k100.json"
 RESULTS = ROOT / "bench" / "results"
-DEV_SIZE = 500            # the recorded grid's --dev-size (docs/results.md, "The grid"): the record does not keep it
+DEV_SIZE = 500            # the recorded grid's --dev-size (docs/results.md, "The grid"): its record does not keep it
+                          # (records made since keep "sizes", and a record's own dev size wins)
 
 
 def _recipe(r: dict) -> str:
@@ -81,7 +82,8 @@ def reproduce(rec: dict, args, log) -> dict[str, Any]:
 
     spec = str(ROOT / "specs" / f"{rec['spec']}.pelt")
     d = run_dir(args.runs_dir, spec, rec["task"], rec["k"], int(rec["seed"]))
-    cmd = _command(spec, rec["task"], rec["k"], int(rec["seed"]), d, None, args.data_dir, {}, args.dev_size)
+    dev_size = (rec.get("sizes") or {}).get("dev") or args.dev_size
+    cmd = _command(spec, rec["task"], rec["k"], int(rec["seed"]), d, None, args.data_dir, {}, dev_size)
     row: dict[str, Any] = {"spec": rec["spec"], "task": rec["task"], "k": rec["k"], "seed": rec["seed"],
                            "metric": rec["main_metric"], "recorded": rec["test"][rec["main_metric"]],
                            "folder": str(d), "command": " ".join(["peltc"] + cmd[3:])}
@@ -131,7 +133,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="the run folders, in the grid's layout; finished ones are reused (default runs/reproduce-grid)")
     p.add_argument("--data-dir", default=os.environ.get("PELT_GLUE_DIR") or "/work/shared/glue",
                    help="GLUE in the original TSV layout (default $PELT_GLUE_DIR, else /work/shared/glue)")
-    p.add_argument("--dev-size", type=int, default=DEV_SIZE, help=f"the grid's --dev-size (default {DEV_SIZE})")
+    p.add_argument("--dev-size", type=int, default=DEV_SIZE, help=f"the grid's --dev-size, for records that do not keep theirs (default {DEV_SIZE})")
     p.add_argument("--threads", type=int, default=1, help="CPU threads per run (default 1, as the grid ran)")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
     p.add_argument("--out", type=Path, default=None,

@@ -43,7 +43,8 @@ def run_record(m: dict, spec: str, task: str, k, seed: int) -> dict[str, Any]:
             "wall_seconds": m.get("wall_seconds"), "train_examples_per_second": tr_eps,
             "eval_examples_per_second": ev_eps, "near_constant": bool(m.get("near_constant")),
             "degenerate": any("degenerate run" in w for w in m.get("warnings", [])),
-            "warnings": m.get("warnings", []), "settings": m.get("settings"), "model": m.get("model")}
+            "warnings": m.get("warnings", []), "settings": m.get("settings"), "model": m.get("model"),
+            "sizes": m.get("sizes")}          # train / dev / test examples: the dev size a record was made with
 
 
 def load_records(path: str | Path | None) -> list[dict[str, Any]]:

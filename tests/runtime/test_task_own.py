@@ -312,6 +312,7 @@ def test_own_run_folder_records_the_task(own_run):
     m = json.loads((run / "metrics.json").read_text())
     assert m["final"] and m["main_metric"] == "accuracy" and set(m["test"]) == {"accuracy", "f1_macro"}
     assert m["sizes"] == {"train": 32, "dev": 40, "test": 30}
+    assert runs["reviews"]["sizes"] == m["sizes"]                  # the record keeps the sizes (the dev size)
     manifest = json.loads((run / "adapter" / "manifest.json").read_text())
     assert manifest["labels"] == ["neg", "pos"] and manifest["task"] == "reviews"
     assert manifest["task_type"] == "classification"
@@ -409,6 +410,7 @@ def test_grid_over_your_own_data(tiny_dir, small_glue, tmp_path, capsys):
     assert set(runs) == {"reviews", "rte"} and runs["reviews"]["main_metric"] == "accuracy"
     m = json.loads((tmp_path / "g" / "lora" / "reviews" / "k32" / "s1" / "metrics.json").read_text())
     assert m["sizes"] == {"train": 32, "dev": 40, "test": 30}
+    assert runs["reviews"]["sizes"] == m["sizes"]                  # the record keeps the sizes (the dev size)
     md = (tmp_path / "g" / "grid.md").read_text()
     assert "| spec | reviews | rte | avg |" in md and "accuracy (reviews, rte)" in md
     assert main(["grid", "--table", str(record)]) == 0
