@@ -51,7 +51,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--timed", type=int, default=5, help="--delta: interleaved timed rounds per model, no profiler")
     p.add_argument("--small", default="1x8", help="--delta: the small batch, BATCHxSEQ (fixed cost per forward)")
     p.add_argument("--json", default=None, help="--delta: also write the tables' data here")
+    p.add_argument("--table", metavar="JSON", default=None, help="print the accounting tables of a --json file and exit")
     a = p.parse_args(argv)
+    if a.table:
+        print(accounting_table(json.loads(Path(a.table).read_text(encoding="utf-8"))["models"]))
+        return
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -198,7 +202,22 @@ def accounting_table(acc: dict[str, dict]) -> str:
                      f"{r['profiled_ops_ms']:.2f} ({r['profiled_ops_ms'] / b['profiled_ops_ms']:.4f}) | "
                      f"{r['small_ms_min']:.3f} | {d_small:+.3f} ({100 * d_small / b['timed_ms_min']:+.2f}) | "
                      f"{r['aten_ops']} | {r['python_calls']} |")
+    lines += ["", "| model / base | min / min | 10th pct / 10th | 25th / 25th | median / median | paired median |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for n in names[1:]:
+        est = ratio_estimators(acc[n]["timed_ms"], b["timed_ms"])
+        lines.append(f"| {n} | " + " | ".join(f"{est[k]:.3f}" for k in ("min", "p10", "p25", "median", "paired")) + " |")
     return "\n".join(lines)
+
+
+def ratio_estimators(xs: list[float], base: list[float]) -> dict[str, float]:
+    """A model's timed forwards against the base's (interleaved rounds): the ratio of their minima, 10th and 25th
+    percentiles (nearest rank below) and medians, and the median of the per-round ratios."""
+    a, b = sorted(xs), sorted(base)
+    at = lambda v, q: v[int(q * (len(v) - 1))]            # noqa: E731
+    return {"min": a[0] / b[0], "p10": at(a, 0.1) / at(b, 0.1), "p25": at(a, 0.25) / at(b, 0.25),
+            "median": statistics.median(a) / statistics.median(b),
+            "paired": statistics.median(x / y for x, y in zip(xs, base))}
 
 
 if __name__ == "__main__":

@@ -26,3 +26,5 @@ def test_served_profile_delta_writes_its_tables_and_json(tmp_path):
     assert fused["aten_ops"] > base["aten_ops"] and fused["python_calls"] > base["python_calls"]
     assert unfused["aten_ops"] > fused["aten_ops"]                    # the fusions remove ops
     assert sum(row["base model"]["count"] for row in data["ops"]) == base["aten_ops"]
+    table = subprocess.run([sys.executable, str(SCRIPT), "--table", str(out)], capture_output=True, text=True, timeout=120)
+    assert table.returncode == 0 and "| model / base | min / min |" in table.stdout, table.stderr[-2000:]
