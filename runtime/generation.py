@@ -66,10 +66,12 @@ def greedy_completions(model, tokenizer, prompts: list[list[int]], max_new_token
 def gen_gates(model, tokenizer, dataset, batch_size: int = 32) -> dict[tuple, float]:
     """The mean gate value per (instance, layer, point) over a tokenised generation split, each example
     teacher-forced (prompt + reference completion + end token, one forward per batch) and its gate read at
-    its last token: a decoder's causal gate pooled over the whole example, as an encoder's gate is."""
+    its last token: a decoder's causal gate pooled over the whole example, as an encoder's gate is.
+    LoReFT's positions are the prompt's (the labels' -100 tokens), as in training (`reft.prompt_held`)."""
     import torch
 
     from peltc.compiler.torch.gate import read_gates
+    from peltc.compiler.torch.reft import prompt_held
 
     collate = gen_collator(tokenizer)
     lengths = dataset["length"]
@@ -80,9 +82,12 @@ def gen_gates(model, tokenizer, dataset, batch_size: int = 32) -> dict[tuple, fl
     with torch.no_grad():
         for start in range(0, len(order), batch_size):
             rows = dataset.select(order[start:start + batch_size])
-            batch = collate([{"input_ids": r["input_ids"], "attention_mask": r["attention_mask"]} for r in rows])
-            model(input_ids=batch["input_ids"].to(dev), attention_mask=batch["attention_mask"].to(dev),
-                  use_cache=False, logits_to_keep=1)      # the gates are what is read, not the logits
+            batch = collate([{"input_ids": r["input_ids"], "attention_mask": r["attention_mask"],
+                              "labels": r["labels"]} for r in rows])
+            prompt = (batch["labels"] == -100) & (batch["attention_mask"] != 0)
+            with prompt_held(model, prompt.to(dev)):     # no labels given: the gates are read, not a loss
+                model(input_ids=batch["input_ids"].to(dev), attention_mask=batch["attention_mask"].to(dev),
+                      use_cache=False, logits_to_keep=1)
             for key, g in read_gates(model).items():
                 sums[key] = sums.get(key, 0.0) + float(g.float().sum())
     return {key: v / max(len(dataset), 1) for key, v in sums.items()}

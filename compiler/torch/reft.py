@@ -22,14 +22,17 @@ are the prompt's: its first and last real tokens, in every forward of the genera
 token is intervened on (as pyreft and AdapterHub intervene on the prompt). A position counted at the end of
 the growing sequence would move with each new token, so cached and uncached generation would differ;
 counted on the prompt they agree exactly. Training a generation task does the same (`prompt_from_labels`:
-the prompt is what the labels leave out, -100), so the positions trained are the positions generated from.
+the prompt is what the labels leave out, -100), so the positions trained are the positions generated from;
+a forward that reads a teacher-forced example without its labels says its prompt with `prompt_held`.
 
 Entry points: `build` (one `LoReFT` per layer), `count` (its trainable size), `positions` (the
-boolean masks of the chosen tokens), `generate`. The hook is a function here (`intervene`); ``rewrite``
+boolean masks of the chosen tokens), `generate`, `prompt_held`. The hook is a function here (`intervene`); ``rewrite``
 registers it.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 from torch import nn
@@ -187,6 +190,25 @@ def prompt_from_labels(state: PeltState, module, args, kwargs) -> None:
     if isinstance(mask, torch.Tensor) and mask.shape == labels.shape:
         prompt &= mask != 0
     state.prompt, state.prompt_kind = prompt.long(), "labels"
+
+
+@contextlib.contextmanager
+def prompt_held(model: nn.Module, prompt: torch.Tensor):
+    """LoReFT's positions counted on ``prompt`` ((batch, seq) over the tokens' columns, 1 on each example's
+    prompt tokens) in the forward inside, as a forward given the token labels would count them
+    (`prompt_from_labels`) — for one that reads teacher-forced examples without its labels (the generation
+    task's gate diagnostic). A model that is not compiled is left alone."""
+    pelt = model.__dict__.get("_pelt")
+    state = pelt.state if pelt is not None else None
+    if state is None:
+        yield
+        return
+    before = state.prompt, state.prompt_kind
+    state.prompt, state.prompt_kind = prompt.long(), "labels"
+    try:
+        yield
+    finally:
+        state.prompt, state.prompt_kind = before
 
 
 def prompt_done(state: PeltState, module, args, output) -> None:

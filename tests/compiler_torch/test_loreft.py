@@ -358,3 +358,34 @@ def test_with_a_soft_prompt_cached_equals_uncached_and_labels_follow_its_columns
         finally:
             state.prompt, state.prompt_kind = None, None
     assert torch.equal(trained, told)
+
+
+def test_gen_gates_reads_the_gates_with_the_positions_training_used():
+    """The generation task's gate diagnostic (`runtime.generation.gen_gates`, a forward without labels) puts
+    LoReFT's positions on each example's prompt, as the training forward given the labels does: its gate
+    means equal a labelled forward's (and differ from an unlabelled one's, where `last` lands on the completion)."""
+    from datasets import Dataset
+
+    from peltc.compiler.torch.gate import read_gates
+    from peltc.runtime.generation import gen_gates
+
+    model = tiny_decoder("llama", causal_lm=True)
+    compile_model("loreft f { at layers[*].output rank 2 first 1 last 2 gate sigmoid(layer.input) }", model)
+    perturb(model, std=0.5)
+    rows = [([5, 17, 42, 8, 61, 7], 3), ([9, 33, 70, 2], 2), ([11, 12, 13, 14, 15], 4)]   # (ids, prompt length)
+    ds = Dataset.from_dict({"input_ids": [r for r, _ in rows], "attention_mask": [[1] * len(r) for r, _ in rows],
+                            "labels": [[-100] * n + r[n:] for r, n in rows], "length": [len(r) for r, _ in rows]})
+    tok = type("Tok", (), {"pad_token_id": 0})()
+    got = gen_gates(model, tok, ds)
+    n = max(len(r) for r, _ in rows)
+    ids = torch.tensor([r + [0] * (n - len(r)) for r, _ in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (n - len(r)) for r, _ in rows])
+    labels = torch.tensor([[-100] * p + r[p:] + [-100] * (n - len(r)) for r, p in rows])
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=mask, labels=labels)
+        trained = {k: float(g.float().mean()) for k, g in read_gates(model).items()}
+        model(input_ids=ids, attention_mask=mask)
+        unlabelled = {k: float(g.float().mean()) for k, g in read_gates(model).items()}
+    assert got.keys() == trained.keys() and len(got) == 2
+    assert all(got[k] == pytest.approx(trained[k], abs=1e-6) for k in got)
+    assert any(abs(unlabelled[k] - trained[k]) > 1e-4 for k in got)       # the positions matter here
