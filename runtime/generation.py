@@ -84,8 +84,7 @@ def gen_gates(model, tokenizer, dataset, batch_size: int = 32) -> dict[tuple, fl
             rows = dataset.select(order[start:start + batch_size])
             batch = collate([{"input_ids": r["input_ids"], "attention_mask": r["attention_mask"],
                               "labels": r["labels"]} for r in rows])
-            prompt = (batch["labels"] == -100) & (batch["attention_mask"] != 0)
-            with prompt_held(model, prompt.to(dev)):     # no labels given: the gates are read, not a loss
+            with prompt_held(model, batch["labels"].to(dev), batch["attention_mask"].to(dev)):   # as trained
                 model(input_ids=batch["input_ids"].to(dev), attention_mask=batch["attention_mask"].to(dev),
                       use_cache=False, logits_to_keep=1)
             for key, g in read_gates(model).items():
@@ -152,9 +151,15 @@ class CompletionProbe:
         return model.get_submodule(family.lm_head if family else "classifier")
 
     def forward(self, model, dev):
-        return [_completion_stats(model(**{k: v.to(dev) for k, v in b.items() if k != "labels"}).logits.float(),
-                                  b["labels"].to(dev), at.to(dev))
-                for b, at in zip(self.batches, self.at)]
+        from peltc.compiler.torch.reft import prompt_held
+
+        out = []
+        for b, at in zip(self.batches, self.at):
+            mask = b.get("attention_mask")
+            with prompt_held(model, b["labels"].to(dev), None if mask is None else mask.to(dev)):   # as trained
+                logits = model(**{k: v.to(dev) for k, v in b.items() if k != "labels"}).logits.float()
+            out.append(_completion_stats(logits, b["labels"].to(dev), at.to(dev)))
+        return out
 
     def read_at(self, model, feats):
         return self.at

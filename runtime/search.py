@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -465,7 +466,7 @@ def emit(study, path: str) -> str:
             f"{len(study.get_trials(deepcopy=False))}), dev {main} {best.value:.4f}"
             + (f", test {main} {test:.4f}" if isinstance(test, (int, float)) else ""),
             f"# run folder: {best.user_attrs.get('run_dir')}",
-            "# reproduce: " + " ".join(compile_command(Path(path).name, settings)),
+            "# reproduce: " + shlex.join(compile_command(Path(path).name, settings)),
             "# point: " + json.dumps(best.params, sort_keys=True)]
     from peltc.compiler.space import relocate
     run_dir = best.user_attrs.get("run_dir")     # the trial's spec was saved beside its run folder

@@ -78,7 +78,7 @@ class PeltTrainer(Trainer):
     in the optimiser's order. LoRA+ (``lr_ratios``, a LoRA instance's ``lr_ratio`` λ): that instance's
     B matrices (and DoRA magnitudes: peft's ``create_loraplus_optimizer`` puts every 1-d parameter with B)
     form their own groups at λ × the instance's lr (``param_group_ratios``: each group's λ, 1 for the
-    rest). ``gate_lr``: every gate's parameters (``….gate.…`` below a ``pelt_`` module) form their own group
+    rest). ``gate_lr``: every gate's parameters (found as `Gate` modules) form their own group
     at that lr, whoever owns them otherwise (UniPELT's gates learning faster or slower than the modules
     they gate). The schedule (``LambdaLR``) scales every group from its own lr."""
 

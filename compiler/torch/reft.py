@@ -181,30 +181,36 @@ def prompt_from_labels(state: PeltState, module, args, kwargs) -> None:
     """Forward pre-hook (with_kwargs) on a compiled decoder: a forward given token-level ``labels`` (a
     generation task's training and evaluation: -100 on the prompt) holds its prompt, the real tokens
     labelled -100, in ``state.prompt`` — LoReFT's positions are the prompt's when training as when
-    generating. Not inside `generate`; `prompt_done` (called even when the forward raises) clears it."""
+    generating. A row without one (plain language-model labels) keeps its real tokens. Not inside
+    `generate`; `prompt_done` (called even when the forward raises) clears it."""
     labels = kwargs.get("labels")
     if state.prompt_kind is not None or not isinstance(labels, torch.Tensor) or labels.dim() != 2:
         return
-    prompt = labels == -100
-    mask = kwargs.get("attention_mask")
-    if isinstance(mask, torch.Tensor) and mask.shape == labels.shape:
-        prompt &= mask != 0
-    state.prompt, state.prompt_kind = prompt.long(), "labels"
+    state.prompt, state.prompt_kind = labels_prompt(labels, kwargs.get("attention_mask")), "labels"
+
+
+def labels_prompt(labels: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """(batch, seq) long: 1 on each row's prompt — its real tokens labelled -100. A row with none (plain
+    language-model labels, every real token learned; or a prompt cut away by max_length) keeps all its
+    real tokens, as a forward without labels counts them."""
+    real = mask != 0 if isinstance(mask, torch.Tensor) and mask.shape == labels.shape else torch.ones_like(labels, dtype=torch.bool)
+    prompt = (labels == -100) & real
+    return torch.where(prompt.any(1, keepdim=True), prompt, real).long()
 
 
 @contextlib.contextmanager
-def prompt_held(model: nn.Module, prompt: torch.Tensor):
-    """LoReFT's positions counted on ``prompt`` ((batch, seq) over the tokens' columns, 1 on each example's
-    prompt tokens) in the forward inside, as a forward given the token labels would count them
-    (`prompt_from_labels`) — for one that reads teacher-forced examples without its labels (the generation
-    task's gate diagnostic). A model that is not compiled is left alone."""
+def prompt_held(model: nn.Module, labels: torch.Tensor, mask: torch.Tensor | None):
+    """LoReFT's positions in the forward inside counted as a forward given these token ``labels`` would
+    count them (`prompt_from_labels`, `labels_prompt`) — for one that reads teacher-forced examples without
+    their labels, so computes no loss (the generation task's diagnostics). A model that is not compiled is
+    left alone."""
     pelt = model.__dict__.get("_pelt")
     state = pelt.state if pelt is not None else None
     if state is None:
         yield
         return
     before = state.prompt, state.prompt_kind
-    state.prompt, state.prompt_kind = prompt.long(), "labels"
+    state.prompt, state.prompt_kind = labels_prompt(labels, mask), "labels"
     try:
         yield
     finally:

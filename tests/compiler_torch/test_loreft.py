@@ -389,3 +389,55 @@ def test_gen_gates_reads_the_gates_with_the_positions_training_used():
     assert got.keys() == trained.keys() and len(got) == 2
     assert all(got[k] == pytest.approx(trained[k], abs=1e-6) for k in got)
     assert any(abs(unlabelled[k] - trained[k]) > 1e-4 for k in got)       # the positions matter here
+
+
+def test_plain_language_model_labels_keep_every_real_token():
+    """Labels with no prompt (`labels=input_ids`: every real token learned, -100 on padding only) leave the
+    positions on the row's real tokens, as without labels — LoReFT still intervenes and still trains; a row
+    with a prompt beside it keeps its prompt."""
+    model = tiny_decoder("llama", causal_lm=True)
+    compile_model("loreft f { at layers[*].output rank 2 first 1 last 2 }", model)
+    perturb(model, std=0.5)
+    ids = torch.tensor([[5, 17, 42, 8, 61, 7], [9, 33, 70, 2, 11, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0]])
+    lm = torch.where(mask.bool(), ids, -100)
+    with torch.no_grad():
+        plain = model(input_ids=ids, attention_mask=mask).logits
+        as_lm = model(input_ids=ids, attention_mask=mask, labels=lm).logits
+    assert torch.equal(plain, as_lm)
+    out = model(input_ids=ids, attention_mask=mask, labels=lm)
+    out.loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "pelt_" in n)
+    mixed = lm.clone()
+    mixed[0, :3] = -100                                   # row 0 has a prompt, row 1 none
+    from peltc.compiler.torch.reft import labels_prompt
+    assert labels_prompt(mixed, mask).tolist() == [[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 0]]
+
+
+def test_the_generation_probe_reads_the_model_as_trained():
+    """The generation task's probe (`CompletionProbe`, teacher-forced without labels) gives the logits of
+    the training forward (labels given: LoReFT on the prompt), not those of a forward counting `last` at
+    the completion's end."""
+    from datasets import Dataset
+
+    from peltc.runtime.generation import CompletionProbe
+
+    model = tiny_decoder("llama", causal_lm=True)
+    compile_model("loreft f { at layers[*].output rank 2 first 1 last 2 }", model)
+    perturb(model, std=0.5)
+    rows = [([5, 17, 42, 8, 61, 7], 3), ([9, 33, 70, 2], 2)]
+    ds = Dataset.from_dict({"input_ids": [r for r, _ in rows], "attention_mask": [[1] * len(r) for r, _ in rows],
+                            "labels": [[-100] * n + r[n:] for r, n in rows], "prompt_length": [n for _, n in rows]})
+    probe = CompletionProbe(type("Tok", (), {"pad_token_id": 0})(), ds, [[0, 1]])
+    seen = []
+    hook = model.lm_head.register_forward_hook(lambda m, a, out: seen.append(out.detach()))
+    try:
+        with torch.no_grad():
+            probe.forward(model, torch.device("cpu"))
+            b = probe.batches[0]
+            model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"])
+            model(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
+    finally:
+        hook.remove()
+    probed, trained, unlabelled = seen
+    assert torch.equal(probed, trained) and not torch.allclose(probed, unlabelled)

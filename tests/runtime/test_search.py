@@ -270,8 +270,9 @@ def test_a_search_over_a_plugin_method(tmp_path, tiny_dir, capsys):
 
 def test_your_own_columns_reach_every_trial_and_the_emitted_command(tmp_path, tiny_dir, capsys):
     """`peltc search --train csv:… --text-column … --label-column …`: the trials read those columns, the study
-    keeps them (a worker with other columns is refused, U188), and --emit's reproduce line carries them."""
-    src = H.write_data(tmp_path).read_text(encoding="utf-8").replace("text,label", "review,stars", 1)
+    keeps them (a worker with other columns is refused, U188), and --emit's reproduce line carries them, quoted
+    for a shell (names with spaces)."""
+    src = H.write_data(tmp_path).read_text(encoding="utf-8").replace("text,label", "review text,stars", 1)
     data = tmp_path / "own.csv"
     data.write_text(src, encoding="utf-8")
     out, emitted = tmp_path / "out", tmp_path / "best.pelt"
@@ -279,15 +280,16 @@ def test_your_own_columns_reach_every_trial_and_the_emitted_command(tmp_path, ti
            "--out", str(out), "--model", str(tiny_dir), "--pruner", "none", *H.FAST]
     assert main(cmd) != 0                                  # no `text` column: D104 before the study opens
     err = capsys.readouterr().err
-    assert "[D104]" in err and "--text-column review" in err and "Traceback" not in err and "Trial" not in err
+    assert "[D104]" in err and "review text" in err and "Traceback" not in err and "Trial" not in err
     assert not (out / "studies.journal").exists()
-    cols = ["--text-column", "review", "--label-column", "stars"]
+    cols = ["--text-column", "review text", "--label-column", "stars"]
     assert main([*cmd, *cols, "--study", "own2", "--emit", str(emitted)]) == 0, capsys.readouterr().err
     st = H.study(str(out / "studies.journal"), "own2")
     assert H.states(st).get("COMPLETE") == 1
-    assert st.user_attrs["peltc"]["data"] == {"label_column": "stars", "text_column": "review"}
+    assert st.user_attrs["peltc"]["data"] == {"label_column": "stars", "text_column": "review text"}
     reproduce = next(line for line in emitted.read_text().splitlines() if line.startswith("# reproduce: "))
-    assert "--label-column stars" in reproduce and "--text-column review" in reproduce
+    args = shlex.split(reproduce.removeprefix("# reproduce: "))
+    assert args[args.index("--text-column") + 1] == "review text" and args[args.index("--label-column") + 1] == "stars"
     capsys.readouterr()
     assert main([*cmd, *cols, "--task-type", "classification", "--study", "own2"]) == 2
     assert "U188" in capsys.readouterr().err
