@@ -14,7 +14,7 @@ and each (op, input shapes) row keeps its smallest self time over the repeats (c
 then one table of what the served model adds per forward, op by op and shape by shape, against the base:
 ms and % of the base's total, fused and unfused side by side, plus the op count per forward (each op
 is a dispatch: what a small forward pays in fixed cost). Then the **accounting**: each model's forward timed
-without the profiler (thread CPU time, ``--timed`` interleaved rounds of ``--forwards`` forwards; min and
+without the profiler (the process's CPU time, every thread's, ``--timed`` interleaved rounds of ``--forwards`` forwards; min and
 median per forward), on the 16 × 128 batch and on a ``--small`` one (default 1 × 8, where compute is small
 and what a forward pays per op and per Python call shows), beside the profile's op total and the Python
 function calls per forward (``sys.setprofile``: deterministic, load-free). The profile's op self times carry
@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", default=None, help="--delta: also write the tables' data here")
     p.add_argument("--table", metavar="JSON", default=None, help="print the accounting tables of a --json file and exit")
     a = p.parse_args(argv)
+    if a.delta and (a.timed < 1 or a.repeats < 1 or a.forwards < 1):
+        p.error("--timed, --repeats and --forwards must be at least 1")
     if a.table:
         print(accounting_table(json.loads(Path(a.table).read_text(encoding="utf-8"))["models"]))
         return
@@ -113,12 +115,12 @@ def main(argv: list[str] | None = None) -> None:
     timed_small = {name: [] for name in models}
     for _ in range(a.timed):
         for name, model in models.items():
-            t0 = time.thread_time()
+            t0 = time.process_time()
             run(model, a.forwards)
-            timed[name].append((time.thread_time() - t0) / a.forwards * 1e3)
-            t0 = time.thread_time()
+            timed[name].append((time.process_time() - t0) / a.forwards * 1e3)
+            t0 = time.process_time()
             run(model, 20, *small)
-            timed_small[name].append((time.thread_time() - t0) / 20 * 1e3)
+            timed_small[name].append((time.process_time() - t0) / 20 * 1e3)
     calls = {name: python_calls(lambda m=model: run(m, 1)) for name, model in models.items()}
     acc = accounting(best, counts, timed, timed_small, calls)
     print()

@@ -60,8 +60,10 @@ def main(argv: list[str] | None = None) -> int:
             cmd = ["search", SPACE, "--train", f"glue/{task}", "--trials", TRIALS, "--study", study_name(task),
                    "--out", out / "search", "--jobs", a.jobs, "--dev-size", DEV_SIZE, "--data-dir", a.data_dir]
             peltc(*cmd, *([] if emitted.exists() else ["--emit", emitted]))
-            with open(RESULTS / f"trials-{task}.json", "w", encoding="utf-8") as f:
+            dump, tmp = RESULTS / f"trials-{task}.json", RESULTS / f".trials-{task}.json.tmp"
+            with open(tmp, "w", encoding="utf-8") as f:     # a failed dump leaves the last good file
                 peltc("search", "--status", "--json", "--study", study_name(task), "--out", out / "search", stdout=f)
+            os.replace(tmp, dump)
         if a.phase in ("all", "seeds") and emitted.exists():
             peltc("grid", emitted, "--tasks", task, "--k", "100", "--seeds", SEEDS, "--jobs", a.jobs,
                   "--out", out / "seeds" / task, "--dev-size", DEV_SIZE, "--record", RESULTS / "runs.json",
