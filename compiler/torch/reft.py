@@ -168,13 +168,8 @@ def generate(self, *args, **kwargs):
     a deep copy rebinds it to the copy)."""
     from peltc.compiler.torch.compiled import compiled
 
-    state = compiled(self).state
-    before = state.prompt, state.prompt_kind
-    state.prompt, state.prompt_kind = None, "generate"
-    try:
+    with _holding(compiled(self).state, None, "generate"):
         return type(self).generate(self, *args, **kwargs)
-    finally:
-        state.prompt, state.prompt_kind = before
 
 
 def prompt_from_labels(state: PeltState, module, args, kwargs) -> None:
@@ -205,12 +200,18 @@ def prompt_held(model: nn.Module, labels: torch.Tensor, mask: torch.Tensor | Non
     their labels, so computes no loss (the generation task's diagnostics). A model that is not compiled is
     left alone."""
     pelt = model.__dict__.get("_pelt")
-    state = pelt.state if pelt is not None else None
-    if state is None:
+    if pelt is None:
         yield
         return
+    with _holding(pelt.state, labels_prompt(labels, mask), "labels"):
+        yield
+
+
+@contextlib.contextmanager
+def _holding(state: PeltState, prompt: torch.Tensor | None, kind: str):
+    """``state.prompt`` and ``state.prompt_kind`` set for the block, restored after it (even when it raises)."""
     before = state.prompt, state.prompt_kind
-    state.prompt, state.prompt_kind = labels_prompt(labels, mask), "labels"
+    state.prompt, state.prompt_kind = prompt, kind
     try:
         yield
     finally:
