@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import statistics
@@ -135,13 +134,13 @@ def spaces(paths: list[Path], changes: int, warmup: int, model: str | None) -> d
 
 
 def _write(stem: str, a, res: dict) -> None:
-    """``bench/results/STEM-<time>.json``: the machine, the options and the results."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    out = RESULTS / f"{stem}-{stamp}.json"
-    out.write_text(json.dumps({"when": stamp, "machine": platform.platform(), "cpus": os.cpu_count(),
-                               "python": platform.python_version(), "changes": a.changes, "warmup": a.warmup,
-                               "model": a.model, "load_avg": os.getloadavg(), "results": res}, indent=2) + "\n")
+    """``bench/results/STEM-<time>.json`` (benchlib's writer: atomic): the machine, the options and the results."""
+    from benchlib.machine import write_result
+    when = datetime.now(timezone.utc)
+    out = write_result(RESULTS, stem, {"when": when.strftime("%Y%m%dT%H%M%SZ"), "machine": platform.platform(),
+                                       "cpus": os.cpu_count(), "python": platform.python_version(),
+                                       "changes": a.changes, "warmup": a.warmup, "model": a.model,
+                                       "load_avg": os.getloadavg(), "results": res}, when)
     print(f"wrote {out.relative_to(ROOT)}")
 
 
